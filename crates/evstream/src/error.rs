@@ -1,0 +1,122 @@
+//! Error types of the `evstream` library.
+
+use std::path::PathBuf;
+
+/// Why [`Publisher::publish`](crate::publish::Publisher::publish) did not accept an event.
+///
+/// An event is either accepted whole or refused with one of these; it is never truncated.
+/// Every refusal is also counted in [`CaptureHealth::refused`](crate::publish::CaptureHealth).
+/// Building this error never allocates, except for [`Serialize`](Self::Serialize), whose
+/// source is `serde_json`'s own error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// Every ring slot holds an event the shipper has not taken yet.
+    #[error(
+        "ring buffer full ({capacity} events waiting to be shipped); the event was not accepted. \
+         The shipper is behind or stopped: check its health, raise ring.capacity, \
+         or set ring.when_full = \"wait\""
+    )]
+    RingFull {
+        /// Ring capacity in events.
+        capacity: usize,
+    },
+    /// The serialized event is larger than `ring.max_event_bytes`.
+    #[error(
+        "event payload is {size} bytes, more than the maximum of {max} bytes \
+         (ring.max_event_bytes); it was refused, not truncated"
+    )]
+    TooLarge {
+        /// Size of the serialized payload in bytes.
+        size: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// The event type is empty, too long, or has characters outside `[A-Za-z0-9_.:-]`.
+    #[error(
+        "event type of {len} bytes is invalid: {reason} (allowed: 1 to {max} bytes of \
+         A-Z, a-z, 0-9, '_', '.', ':', '-')"
+    )]
+    InvalidEventType {
+        /// What is wrong with it.
+        reason: &'static str,
+        /// Its length in bytes.
+        len: usize,
+        /// The maximum length, [`MAX_EVENT_TYPE_LEN`](crate::publish::MAX_EVENT_TYPE_LEN).
+        max: usize,
+    },
+    /// The correlation id is longer than [`MAX_CORRELATION_ID_LEN`](crate::publish::MAX_CORRELATION_ID_LEN).
+    #[error(
+        "correlation id is {len} bytes, more than the maximum of {max}; it was refused, not \
+         truncated (use a shorter id, e.g. a UUID)"
+    )]
+    CorrelationIdTooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The maximum length.
+        max: usize,
+    },
+    /// The payload's `Serialize` implementation failed.
+    #[error("event payload could not be serialized to JSON: {source}")]
+    Serialize {
+        /// The serializer's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The receiving end (the shipper) is gone; nothing can be accepted any more.
+    #[error("the publisher is closed because its shipper stopped; the event was not accepted")]
+    Closed,
+}
+
+impl PublishError {
+    /// A short, stable code for metrics labels and dead-letter reasons.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::RingFull { .. } => "ring_full",
+            Self::TooLarge { .. } => "too_large",
+            Self::InvalidEventType { .. } => "invalid_event_type",
+            Self::CorrelationIdTooLong { .. } => "correlation_id_too_long",
+            Self::Serialize { .. } => "serialize",
+            Self::Closed => "closed",
+        }
+    }
+
+    /// Whether the same event may be accepted if tried again later (only a full ring clears).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::RingFull { .. })
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The configuration file could not be read.
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration file is not valid TOML for evstream.
+    #[error("invalid configuration file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's error, with line and column.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// A value is out of its allowed range.
+    #[error("invalid configuration: {field} = {value}: {reason}")]
+    Invalid {
+        /// The option, as written in the file (`ring.capacity`).
+        field: &'static str,
+        /// The value given.
+        value: String,
+        /// What is allowed.
+        reason: &'static str,
+    },
+}

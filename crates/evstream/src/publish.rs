@@ -1,0 +1,721 @@
+//! The capture stage: [`Publisher`], the handle the trading engine's threads call, and
+//! [`Receiver`], the one end that drains the ring (the shipper).
+//!
+//! `publish` claims a pre-allocated ring slot, copies the event type and correlation id into
+//! it, stamps the wall-clock time, serializes the payload straight into the slot's buffer and
+//! commits. It never blocks (unless `ring.when_full = "wait"`, and then only for a bounded
+//! time), never allocates for payloads up to `ring.slot_bytes`, and never truncates.
+//!
+//! The per-producer `sequence` of the envelope is stamped when the event leaves the ring, by
+//! the single [`Receiver`], in ring order. Ring order is the order in which events were
+//! accepted, so each thread's events keep their order, and because refused events never
+//! reach the receiver, sequences are consecutive over accepted events with no gaps.
+
+mod events;
+mod slot;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::config::{Config, WhenFull};
+use crate::error::{ConfigError, PublishError};
+
+pub use events::{Event, MarketDataUpdate, OrderCreated, OrderFilled, Side};
+pub use slot::PayloadKind;
+use slot::{BoundedWriter, EventSlot, InlineStr};
+
+/// Longest accepted event type, in bytes.
+pub const MAX_EVENT_TYPE_LEN: usize = 64;
+/// Longest accepted correlation id, in bytes.
+pub const MAX_CORRELATION_ID_LEN: usize = 128;
+
+/// Builds the ring described by `config` and returns its two ends.
+///
+/// The ring's memory (`capacity × slot_bytes`) is allocated here, once.
+pub fn channel(config: &Config) -> Result<(Publisher, Receiver), ConfigError> {
+    config.validate()?;
+    let ring = &config.ring;
+    let slot_bytes = ring.slot_bytes();
+    let (producer, consumer) =
+        evstream_ring::channel(ring.capacity(), || EventSlot::with_capacity(slot_bytes)).map_err(
+            |_| ConfigError::Invalid {
+                field: "ring.capacity",
+                value: ring.capacity().to_string(),
+                reason: "must be a power of two of at least 2, e.g. 65536",
+            },
+        )?;
+    let producer_id: Arc<str> = match &config.producer.id {
+        Some(id) => id.as_str().into(),
+        None => uuid::Uuid::now_v7().to_string().into(),
+    };
+    let shared = Arc::new(Shared {
+        producer_id: Arc::clone(&producer_id),
+        max_event_bytes: ring.max_event_bytes(),
+        when_full: ring.when_full(),
+        wait_timeout: ring.wait_timeout(),
+        refused: RefusalCounters::default(),
+    });
+    let publisher = Publisher {
+        producer,
+        shared: Arc::clone(&shared),
+    };
+    let receiver = Receiver {
+        consumer,
+        shared,
+        next_sequence: 1,
+        slot_bytes,
+        spare: Vec::new(),
+    };
+    Ok((publisher, receiver))
+}
+
+/// State shared by every clone of a [`Publisher`] and its [`Receiver`].
+#[derive(Debug)]
+struct Shared {
+    producer_id: Arc<str>,
+    max_event_bytes: usize,
+    when_full: WhenFull,
+    wait_timeout: Duration,
+    refused: RefusalCounters,
+}
+
+/// Refusals by reason. Only touched on the refusal path, never for an accepted event.
+#[derive(Debug, Default)]
+struct RefusalCounters {
+    ring_full: AtomicU64,
+    too_large: AtomicU64,
+    invalid: AtomicU64,
+    serialize: AtomicU64,
+    closed: AtomicU64,
+}
+
+impl RefusalCounters {
+    fn count(&self, error: &PublishError) {
+        let counter = match error {
+            PublishError::RingFull { .. } => &self.ring_full,
+            PublishError::TooLarge { .. } => &self.too_large,
+            PublishError::InvalidEventType { .. } | PublishError::CorrelationIdTooLong { .. } => {
+                &self.invalid
+            }
+            PublishError::Serialize { .. } => &self.serialize,
+            PublishError::Closed => &self.closed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> RefusedCounts {
+        RefusedCounts {
+            ring_full: self.ring_full.load(Ordering::Relaxed),
+            too_large: self.too_large.load(Ordering::Relaxed),
+            invalid: self.invalid.load(Ordering::Relaxed),
+            serialize: self.serialize.load(Ordering::Relaxed),
+            closed: self.closed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Events refused by `publish`, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RefusedCounts {
+    /// The ring was full ([`PublishError::RingFull`]).
+    pub ring_full: u64,
+    /// The payload exceeded `ring.max_event_bytes` ([`PublishError::TooLarge`]).
+    pub too_large: u64,
+    /// Invalid event type or correlation id.
+    pub invalid: u64,
+    /// The payload's `Serialize` failed.
+    pub serialize: u64,
+    /// The receiver was gone.
+    pub closed: u64,
+}
+
+impl RefusedCounts {
+    /// All refusals.
+    pub fn total(&self) -> u64 {
+        self.ring_full + self.too_large + self.invalid + self.serialize + self.closed
+    }
+}
+
+/// A snapshot of the capture stage, for health checks and metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CaptureHealth {
+    /// This process's `producer_id`.
+    pub producer_id: String,
+    /// Ring capacity in events.
+    pub capacity: u64,
+    /// Events in the ring, accepted but not yet taken by the shipper.
+    pub depth: u64,
+    /// Events accepted since start (an event being written right now is counted already).
+    pub published: u64,
+    /// Events refused, by reason.
+    pub refused: RefusedCounts,
+}
+
+impl CaptureHealth {
+    fn new(shared: &Shared, stats: evstream_ring::Stats) -> Self {
+        Self {
+            producer_id: shared.producer_id.to_string(),
+            capacity: stats.capacity,
+            depth: stats.depth(),
+            published: stats.claimed - stats.abandoned,
+            refused: shared.refused.snapshot(),
+        }
+    }
+}
+
+/// The handle the trading engine publishes through: cheap to clone, `Send + Sync`.
+///
+/// ```
+/// use evstream::config::Config;
+/// use evstream::publish::{channel, OrderCreated, Side};
+///
+/// let (publisher, mut receiver) = channel(&Config::default())?;
+/// publisher.on_order_created(&OrderCreated {
+///     correlation_id: "ord-42",
+///     order_id: "42",
+///     symbol: "AAPL",
+///     quantity: 100.0,
+///     price: 189.25,
+///     side: Side::Buy,
+/// })?;
+/// publisher.publish("Signal", &serde_json::json!({"name": "momentum"}), "")?;
+///
+/// let mut batch = Vec::new();
+/// receiver.drain_into(&mut batch, 256);
+/// assert_eq!(batch.len(), 2);
+/// assert_eq!(batch[0].event_type(), "OrderCreated");
+/// assert_eq!(batch[0].sequence(), 1);
+/// assert_eq!(batch[1].data(), br#"{"name":"momentum"}"#);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Publisher {
+    producer: evstream_ring::Producer<EventSlot>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("producer_id", &self.shared.producer_id)
+            .field("health", &self.health())
+            .finish()
+    }
+}
+
+impl Publisher {
+    /// Serializes `payload` as JSON straight into a ring slot and hands the event to the
+    /// shipper. Returns at once; the event is accepted whole or refused with a typed error.
+    ///
+    /// `correlation_id` may be empty; it is refused beyond [`MAX_CORRELATION_ID_LEN`] bytes.
+    #[inline]
+    pub fn publish<T: Serialize + ?Sized>(
+        &self,
+        event_type: &str,
+        payload: &T,
+        correlation_id: &str,
+    ) -> Result<(), PublishError> {
+        let max = self.shared.max_event_bytes;
+        self.publish_with(event_type, correlation_id, PayloadKind::Json, |data| {
+            let mut writer = BoundedWriter::new(data, max);
+            let result = serde_json::to_writer(&mut writer, payload);
+            if writer.overflowed() {
+                return Err(PublishError::TooLarge {
+                    size: writer.offered(),
+                    max,
+                });
+            }
+            result.map_err(|source| PublishError::Serialize { source })
+        })
+    }
+
+    /// Publishes an already-serialized JSON payload, copied byte for byte.
+    ///
+    /// The bytes are not parsed here (that would cost the hot path); the shipper checks them
+    /// and sends a payload that is not valid JSON to the dead letter queue.
+    #[inline]
+    pub fn publish_raw(
+        &self,
+        event_type: &str,
+        json: &[u8],
+        correlation_id: &str,
+    ) -> Result<(), PublishError> {
+        let max = self.shared.max_event_bytes;
+        if json.len() > max {
+            let error = PublishError::TooLarge {
+                size: json.len(),
+                max,
+            };
+            self.shared.refused.count(&error);
+            return Err(error);
+        }
+        self.publish_with(event_type, correlation_id, PayloadKind::Raw, |data| {
+            data.clear();
+            data.extend_from_slice(json);
+            Ok(())
+        })
+    }
+
+    /// Publishes a typed [`Event`] under its own type name and correlation id.
+    #[inline]
+    pub fn publish_event<E: Event>(&self, event: &E) -> Result<(), PublishError> {
+        self.publish(E::EVENT_TYPE, event, event.correlation_id())
+    }
+
+    /// Integration facade: an order was created.
+    #[inline]
+    pub fn on_order_created(&self, order: &OrderCreated<'_>) -> Result<(), PublishError> {
+        self.publish_event(order)
+    }
+
+    /// Integration facade: an order was filled.
+    #[inline]
+    pub fn on_order_filled(&self, fill: &OrderFilled<'_>) -> Result<(), PublishError> {
+        self.publish_event(fill)
+    }
+
+    /// Integration facade: the market moved.
+    #[inline]
+    pub fn on_market_data(&self, update: &MarketDataUpdate<'_>) -> Result<(), PublishError> {
+        self.publish_event(update)
+    }
+
+    /// The `producer_id` stamped on this process's events.
+    pub fn producer_id(&self) -> &str {
+        &self.shared.producer_id
+    }
+
+    /// Ring occupancy and counters.
+    pub fn health(&self) -> CaptureHealth {
+        CaptureHealth::new(&self.shared, self.producer.stats())
+    }
+
+    #[inline]
+    fn publish_with(
+        &self,
+        event_type: &str,
+        correlation_id: &str,
+        kind: PayloadKind,
+        write_payload: impl FnOnce(&mut Vec<u8>) -> Result<(), PublishError>,
+    ) -> Result<(), PublishError> {
+        let result = check_ids(event_type, correlation_id).and_then(|()| {
+            let timestamp_ns = wall_clock_ns();
+            let write = |slot: &mut EventSlot| {
+                slot.event_type.set(event_type);
+                slot.correlation_id.set(correlation_id);
+                slot.timestamp_ns = timestamp_ns;
+                slot.kind = kind;
+                write_payload(&mut slot.data)
+            };
+            let published = match self.shared.when_full {
+                WhenFull::Refuse => self.producer.try_publish(write),
+                WhenFull::Wait => self
+                    .producer
+                    .publish_timeout(write, self.shared.wait_timeout),
+            };
+            published.map(drop).map_err(|error| match error {
+                evstream_ring::PublishError::Full => PublishError::RingFull {
+                    capacity: self.producer.capacity(),
+                },
+                evstream_ring::PublishError::Closed => PublishError::Closed,
+                evstream_ring::PublishError::Rejected(error) => error,
+            })
+        });
+        if let Err(error) = &result {
+            self.shared.refused.count(error);
+        }
+        result
+    }
+}
+
+#[inline]
+fn check_ids(event_type: &str, correlation_id: &str) -> Result<(), PublishError> {
+    let invalid = |reason| PublishError::InvalidEventType {
+        reason,
+        len: event_type.len(),
+        max: MAX_EVENT_TYPE_LEN,
+    };
+    if event_type.is_empty() {
+        return Err(invalid("it is empty"));
+    }
+    if event_type.len() > MAX_EVENT_TYPE_LEN {
+        return Err(invalid("it is too long"));
+    }
+    if !event_type
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+    {
+        return Err(invalid("it contains a character outside the allowed set"));
+    }
+    if correlation_id.len() > MAX_CORRELATION_ID_LEN {
+        return Err(PublishError::CorrelationIdTooLong {
+            len: correlation_id.len(),
+            max: MAX_CORRELATION_ID_LEN,
+        });
+    }
+    Ok(())
+}
+
+/// Nanoseconds since the Unix epoch, from the wall clock (comparable across machines, unlike
+/// a cycle counter). A clock set before 1970 reads as 0.
+#[inline]
+pub fn wall_clock_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// One event taken out of the ring, with its `sequence` stamped.
+///
+/// Its payload buffer came from the ring slot (the slot got a spare of the same capacity
+/// back), so taking it copied no payload bytes. Give drained events back with
+/// [`Receiver::recycle`] to reuse their buffers.
+pub struct CapturedEvent {
+    sequence: u64,
+    timestamp_ns: u64,
+    kind: PayloadKind,
+    event_type: InlineStr<MAX_EVENT_TYPE_LEN>,
+    correlation_id: InlineStr<MAX_CORRELATION_ID_LEN>,
+    data: Vec<u8>,
+}
+
+impl std::fmt::Debug for CapturedEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CapturedEvent")
+            .field("sequence", &self.sequence)
+            .field("event_type", &self.event_type())
+            .field("correlation_id", &self.correlation_id())
+            .field("timestamp_ns", &self.timestamp_ns)
+            .field("kind", &self.kind)
+            .field("data_len", &self.data.len())
+            .finish()
+    }
+}
+
+impl CapturedEvent {
+    /// Per-producer sequence: consecutive over accepted events, starting at 1.
+    pub fn sequence(&self) -> u64 {
+        self.sequence
+    }
+
+    /// Wall-clock nanoseconds since the Unix epoch, stamped by `publish`.
+    pub fn timestamp_ns(&self) -> u64 {
+        self.timestamp_ns
+    }
+
+    /// Whether evstream serialized the payload or the caller handed it over raw.
+    pub fn kind(&self) -> PayloadKind {
+        self.kind
+    }
+
+    /// The event type.
+    pub fn event_type(&self) -> &str {
+        self.event_type.as_str()
+    }
+
+    /// The correlation id (may be empty).
+    pub fn correlation_id(&self) -> &str {
+        self.correlation_id.as_str()
+    }
+
+    /// The JSON payload, byte for byte as serialized.
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+/// The draining end of the ring; there is one, owned by the shipper.
+pub struct Receiver {
+    consumer: evstream_ring::Consumer<EventSlot>,
+    shared: Arc<Shared>,
+    /// Sequence of the next event drained.
+    next_sequence: u64,
+    slot_bytes: usize,
+    /// Payload buffers to swap into slots as events are taken out.
+    spare: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receiver")
+            .field("producer_id", &self.shared.producer_id)
+            .field("next_sequence", &self.next_sequence)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Spare buffers kept beyond this many are freed; enough for several in-flight batches.
+const MAX_SPARE_BUFFERS: usize = 16 * 1024;
+
+impl Receiver {
+    /// Moves up to `max` events from the ring to the end of `out`, stamping their sequences,
+    /// and returns how many it moved.
+    pub fn drain_into(&mut self, out: &mut Vec<CapturedEvent>, max: usize) -> usize {
+        let before = out.len();
+        let slot_bytes = self.slot_bytes;
+        let spare = &mut self.spare;
+        let next_sequence = &mut self.next_sequence;
+        self.consumer.drain(max, |slot| {
+            let mut data = spare
+                .pop()
+                .unwrap_or_else(|| Vec::with_capacity(slot_bytes));
+            std::mem::swap(&mut data, &mut slot.data);
+            out.push(CapturedEvent {
+                sequence: *next_sequence,
+                timestamp_ns: slot.timestamp_ns,
+                kind: slot.kind,
+                event_type: slot.event_type,
+                correlation_id: slot.correlation_id,
+                data,
+            });
+            *next_sequence += 1;
+        });
+        out.len() - before
+    }
+
+    /// Takes back drained events' buffers for reuse. Buffers that grew for a large event are
+    /// shrunk back to `ring.slot_bytes`, so the ring's memory stays bounded.
+    pub fn recycle(&mut self, events: impl IntoIterator<Item = CapturedEvent>) {
+        for event in events {
+            if self.spare.len() >= MAX_SPARE_BUFFERS {
+                break;
+            }
+            let mut data = event.data;
+            data.clear();
+            if data.capacity() > self.slot_bytes {
+                data.shrink_to(self.slot_bytes);
+            }
+            self.spare.push(data);
+        }
+    }
+
+    /// Whether every [`Publisher`] is gone and the ring is empty: nothing more will arrive.
+    pub fn is_finished(&self) -> bool {
+        self.consumer.is_disconnected() && !self.consumer.has_ready()
+    }
+
+    /// Whether an event (or a skipped slot) is ready to drain.
+    pub fn has_ready(&self) -> bool {
+        self.consumer.has_ready()
+    }
+
+    /// The sequence the next drained event will get.
+    pub fn next_sequence(&self) -> u64 {
+        self.next_sequence
+    }
+
+    /// The `producer_id` of the events in this ring.
+    pub fn producer_id(&self) -> &str {
+        &self.shared.producer_id
+    }
+
+    /// Ring occupancy and counters.
+    pub fn health(&self) -> CaptureHealth {
+        CaptureHealth::new(&self.shared, self.consumer.stats())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RingConfig;
+
+    fn small(capacity: usize, slot_bytes: usize, max: usize) -> (Publisher, Receiver) {
+        let config = Config {
+            ring: RingConfig::default()
+                .set_capacity(capacity)
+                .set_slot_bytes(slot_bytes)
+                .set_max_event_bytes(max),
+            ..Config::default()
+        };
+        channel(&config).unwrap()
+    }
+
+    fn drain(receiver: &mut Receiver) -> Vec<CapturedEvent> {
+        let mut out = Vec::new();
+        receiver.drain_into(&mut out, usize::MAX);
+        out
+    }
+
+    #[test]
+    fn accepted_events_get_consecutive_sequences_and_exact_bytes() {
+        let (publisher, mut receiver) = small(8, 64, 1024);
+        publisher
+            .publish("A", &serde_json::json!({"x": 1}), "c1")
+            .unwrap();
+        publisher.publish("B", &"x".repeat(2000), "c2").unwrap_err();
+        publisher.publish_raw("C", b"not json", "c3").unwrap();
+        let events = drain(&mut receiver);
+        let seen: Vec<_> = events
+            .iter()
+            .map(|e| {
+                (
+                    e.sequence(),
+                    e.event_type(),
+                    e.correlation_id(),
+                    e.data(),
+                    e.kind(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (1, "A", "c1", &br#"{"x":1}"#[..], PayloadKind::Json),
+                (2, "C", "c3", &b"not json"[..], PayloadKind::Raw),
+            ]
+        );
+        assert!(
+            events[0].timestamp_ns() > 1_600_000_000_000_000_000,
+            "wall clock ns"
+        );
+    }
+
+    #[test]
+    fn oversize_is_refused_with_both_sizes_never_truncated() {
+        let (publisher, mut receiver) = small(8, 16, 100);
+        let payload = "y".repeat(150);
+        match publisher.publish("Big", &payload, "") {
+            Err(PublishError::TooLarge { size, max }) => assert_eq!((size, max), (152, 100)),
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+        let error = publisher.publish_raw("Big", &[b'1'; 101], "").unwrap_err();
+        assert!(error.to_string().contains("101 bytes"), "{error}");
+        assert!(error.to_string().contains("100 bytes"), "{error}");
+        // Exactly at the limit is accepted whole, growing the 16-byte slot buffer.
+        let at_limit = "z".repeat(98);
+        publisher.publish("Edge", &at_limit, "").unwrap();
+        let events = drain(&mut receiver);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].data().len(), 100);
+        assert_eq!(publisher.health().refused.too_large, 2);
+        receiver.recycle(events);
+        assert!(receiver.spare.iter().all(|b| b.capacity() <= 16));
+    }
+
+    #[test]
+    fn ids_beyond_their_limits_are_refused() {
+        let (publisher, _receiver) = small(8, 64, 1024);
+        let long_type = "T".repeat(MAX_EVENT_TYPE_LEN + 1);
+        assert!(matches!(
+            publisher.publish(&long_type, &1, ""),
+            Err(PublishError::InvalidEventType { len: 65, .. })
+        ));
+        assert!(matches!(
+            publisher.publish("", &1, ""),
+            Err(PublishError::InvalidEventType { len: 0, .. })
+        ));
+        assert!(matches!(
+            publisher.publish("has space", &1, ""),
+            Err(PublishError::InvalidEventType { .. })
+        ));
+        let long_id = "c".repeat(MAX_CORRELATION_ID_LEN + 1);
+        assert!(matches!(
+            publisher.publish("Ok", &1, &long_id),
+            Err(PublishError::CorrelationIdTooLong { len: 129, max: 128 })
+        ));
+        let exact_id = "c".repeat(MAX_CORRELATION_ID_LEN);
+        publisher.publish("Ok", &1, &exact_id).unwrap();
+        assert_eq!(publisher.health().refused.invalid, 4);
+        assert_eq!(publisher.health().published, 1);
+    }
+
+    #[test]
+    fn full_ring_is_refused_and_counted_then_accepts_again() {
+        let (publisher, mut receiver) = small(4, 64, 1024);
+        for i in 0..4 {
+            publisher.publish("E", &i, "").unwrap();
+        }
+        let error = publisher.publish("E", &4, "").unwrap_err();
+        assert!(matches!(error, PublishError::RingFull { capacity: 4 }));
+        assert!(error.is_transient());
+        let health = publisher.health();
+        assert_eq!(
+            (health.depth, health.published, health.refused.ring_full),
+            (4, 4, 1)
+        );
+        assert_eq!(drain(&mut receiver).len(), 4);
+        publisher.publish("E", &5, "").unwrap();
+        let events = drain(&mut receiver);
+        assert_eq!(
+            events[0].sequence(),
+            5,
+            "a refused event takes no sequence number"
+        );
+    }
+
+    #[test]
+    fn wait_policy_waits_then_refuses() {
+        let config = Config {
+            ring: RingConfig::default()
+                .set_capacity(2)
+                .set_slot_bytes(64)
+                .set_when_full(WhenFull::Wait, Duration::from_millis(5)),
+            ..Config::default()
+        };
+        let (publisher, _receiver) = channel(&config).unwrap();
+        publisher.publish("E", &1, "").unwrap();
+        publisher.publish("E", &2, "").unwrap();
+        let started = std::time::Instant::now();
+        assert!(matches!(
+            publisher.publish("E", &3, ""),
+            Err(PublishError::RingFull { .. })
+        ));
+        assert!(started.elapsed() >= Duration::from_millis(5));
+    }
+
+    #[test]
+    fn failing_serialize_is_refused_and_does_not_stall() {
+        struct Broken;
+        impl Serialize for Broken {
+            fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(serde::ser::Error::custom("broken"))
+            }
+        }
+        let (publisher, mut receiver) = small(4, 64, 1024);
+        assert!(matches!(
+            publisher.publish("E", &Broken, ""),
+            Err(PublishError::Serialize { .. })
+        ));
+        publisher.publish("E", &1, "").unwrap();
+        let events = drain(&mut receiver);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].sequence(), 1);
+        assert_eq!(publisher.health().refused.serialize, 1);
+    }
+
+    #[test]
+    fn closed_after_receiver_dropped_and_finished_after_publishers_dropped() {
+        let (publisher, receiver) = small(4, 64, 1024);
+        drop(receiver);
+        assert!(matches!(
+            publisher.publish("E", &1, ""),
+            Err(PublishError::Closed)
+        ));
+
+        let (publisher, mut receiver) = small(4, 64, 1024);
+        publisher.publish("E", &1, "").unwrap();
+        drop(publisher);
+        assert!(!receiver.is_finished(), "one event still in the ring");
+        assert_eq!(drain(&mut receiver).len(), 1);
+        assert!(receiver.is_finished());
+    }
+
+    #[test]
+    fn producer_id_is_configured_or_a_fresh_uuid_v7() {
+        let (a, _ra) = small(4, 64, 1024);
+        let (b, _rb) = small(4, 64, 1024);
+        assert_ne!(a.producer_id(), b.producer_id());
+        let parsed = uuid::Uuid::parse_str(a.producer_id()).unwrap();
+        assert_eq!(parsed.get_version_num(), 7);
+
+        let mut config = Config::default();
+        config.ring = config.ring.set_capacity(4);
+        config.producer.id = Some("engine-1".into());
+        let (p, r) = channel(&config).unwrap();
+        assert_eq!((p.producer_id(), r.producer_id()), ("engine-1", "engine-1"));
+    }
+}

@@ -1,0 +1,145 @@
+//! What one ring slot holds, and the size-bounded writer that serializes into it.
+
+use std::io;
+
+/// A string of at most `N` bytes stored inline, so filling a slot never allocates.
+#[derive(Clone, Copy)]
+pub(crate) struct InlineStr<const N: usize> {
+    len: u16,
+    bytes: [u8; N],
+}
+
+impl<const N: usize> InlineStr<N> {
+    pub(crate) const fn new() -> Self {
+        Self {
+            len: 0,
+            bytes: [0; N],
+        }
+    }
+
+    /// Copies `value` in; the caller has checked `value.len() <= N`.
+    #[inline]
+    pub(crate) fn set(&mut self, value: &str) {
+        debug_assert!(value.len() <= N && N <= u16::MAX as usize);
+        self.bytes[..value.len()].copy_from_slice(value.as_bytes());
+        self.len = value.len() as u16;
+    }
+
+    #[inline]
+    pub(crate) fn as_str(&self) -> &str {
+        // Only ever set from a `&str`, so the bytes are valid UTF-8; the check is a cheap
+        // scan of at most N bytes and keeps this crate free of `unsafe`.
+        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or_default()
+    }
+}
+
+/// How the payload bytes in a slot were produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadKind {
+    /// Serialized by evstream from a `Serialize` value: valid JSON by construction.
+    Json,
+    /// Handed over pre-serialized by the caller: checked by the shipper, and sent to the dead
+    /// letter queue if it is not valid JSON.
+    Raw,
+}
+
+/// One pre-allocated ring slot.
+pub(crate) struct EventSlot {
+    pub(crate) event_type: InlineStr<{ super::MAX_EVENT_TYPE_LEN }>,
+    pub(crate) correlation_id: InlineStr<{ super::MAX_CORRELATION_ID_LEN }>,
+    pub(crate) timestamp_ns: u64,
+    pub(crate) kind: PayloadKind,
+    /// Payload bytes; capacity `slot_bytes` from the start, swapped out whole by the drain.
+    pub(crate) data: Vec<u8>,
+}
+
+impl EventSlot {
+    pub(crate) fn with_capacity(slot_bytes: usize) -> Self {
+        Self {
+            event_type: InlineStr::new(),
+            correlation_id: InlineStr::new(),
+            timestamp_ns: 0,
+            kind: PayloadKind::Json,
+            data: Vec::with_capacity(slot_bytes),
+        }
+    }
+}
+
+/// Appends to a buffer up to `max` bytes; past that it keeps counting but stores nothing, so
+/// an oversized event is refused with its real size and never truncated into the slot.
+pub(crate) struct BoundedWriter<'a> {
+    buf: &'a mut Vec<u8>,
+    max: usize,
+    /// Bytes offered beyond `max` (0 while within bounds).
+    overflow: usize,
+}
+
+impl<'a> BoundedWriter<'a> {
+    pub(crate) fn new(buf: &'a mut Vec<u8>, max: usize) -> Self {
+        buf.clear();
+        Self {
+            buf,
+            max,
+            overflow: 0,
+        }
+    }
+
+    /// Total bytes offered, stored or not.
+    pub(crate) fn offered(&self) -> usize {
+        self.buf.len() + self.overflow
+    }
+
+    pub(crate) fn overflowed(&self) -> bool {
+        self.overflow > 0
+    }
+}
+
+impl io::Write for BoundedWriter<'_> {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        if self.overflow > 0 || self.buf.len() + bytes.len() > self.max {
+            self.overflow += bytes.len();
+        } else {
+            self.buf.extend_from_slice(bytes);
+        }
+        Ok(bytes.len())
+    }
+
+    #[inline]
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.write(bytes).map(drop)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn bounded_writer_stores_up_to_max_then_only_counts() {
+        let mut buf = Vec::new();
+        let mut w = BoundedWriter::new(&mut buf, 5);
+        w.write_all(b"abc").unwrap();
+        assert!(!w.overflowed());
+        w.write_all(b"def").unwrap();
+        w.write_all(b"g").unwrap();
+        assert!(w.overflowed());
+        assert_eq!(w.offered(), 7);
+        assert_eq!(buf, b"abc", "nothing past the limit is stored");
+    }
+
+    #[test]
+    fn inline_str_round_trips() {
+        let mut s = InlineStr::<8>::new();
+        assert_eq!(s.as_str(), "");
+        s.set("héllo");
+        assert_eq!(s.as_str(), "héllo");
+        s.set("ab");
+        assert_eq!(s.as_str(), "ab");
+    }
+}

@@ -1,0 +1,118 @@
+//! loom models of claim / commit / drain. Run with
+//! `RUSTFLAGS="--cfg loom" cargo test -p evstream-ring --test loom --profile loom`.
+#![cfg(loom)]
+
+use evstream_ring::{channel, ClaimError, PublishError};
+use loom::thread;
+
+fn publish(producer: &evstream_ring::Producer<u32>, value: u32) -> Result<u64, PublishError<()>> {
+    producer.try_publish(|slot| {
+        *slot = value;
+        Ok(())
+    })
+}
+
+/// Drains until `count` events arrived, yielding to loom between attempts.
+fn drain_until(consumer: &mut evstream_ring::Consumer<u32>, count: usize) -> Vec<u32> {
+    let mut out = Vec::new();
+    while out.len() < count {
+        consumer.drain(8, |v| out.push(*v));
+        if out.len() < count {
+            thread::yield_now();
+        }
+    }
+    out
+}
+
+#[test]
+fn two_producers_one_consumer_exactly_once() {
+    loom::model(|| {
+        let (producer, mut consumer) = channel(2, || 0u32).unwrap();
+        let p1 = producer.clone();
+        let t1 = thread::spawn(move || publish(&p1, 1).unwrap());
+        let p2 = producer.clone();
+        let t2 = thread::spawn(move || publish(&p2, 2).unwrap());
+        let mut got = drain_until(&mut consumer, 2);
+        let pos1 = t1.join().unwrap();
+        let pos2 = t2.join().unwrap();
+        // Claim order is drain order.
+        let expected = if pos1 < pos2 { vec![1, 2] } else { vec![2, 1] };
+        assert_eq!(got, expected);
+        got.sort();
+        assert_eq!(got, vec![1, 2]);
+        drop(producer);
+    });
+}
+
+#[test]
+fn wrap_around_while_draining_keeps_order() {
+    loom::model(|| {
+        let (producer, mut consumer) = channel(2, || 0u32).unwrap();
+        let t = thread::spawn(move || {
+            for value in 1..=3 {
+                loop {
+                    match publish(&producer, value) {
+                        Ok(_) => break,
+                        Err(PublishError::Full) => thread::yield_now(),
+                        Err(other) => panic!("unexpected {other:?}"),
+                    }
+                }
+            }
+        });
+        assert_eq!(drain_until(&mut consumer, 3), vec![1, 2, 3]);
+        t.join().unwrap();
+    });
+}
+
+#[test]
+fn abandoned_claim_is_skipped_not_stalled() {
+    loom::model(|| {
+        let (producer, mut consumer) = channel(2, || 0u32).unwrap();
+        let p1 = producer.clone();
+        let t1 = thread::spawn(move || {
+            let refused = p1.try_publish(|slot| {
+                *slot = 9;
+                Err(())
+            });
+            assert_eq!(refused, Err(PublishError::Rejected(())));
+        });
+        let p2 = producer.clone();
+        let t2 = thread::spawn(move || publish(&p2, 2).unwrap());
+        assert_eq!(drain_until(&mut consumer, 1), vec![2]);
+        t1.join().unwrap();
+        t2.join().unwrap();
+        // Both positions are eventually drained (one skipped).
+        consumer.drain(8, |_| panic!("nothing else was committed"));
+        assert_eq!(producer.stats().abandoned, 1);
+    });
+}
+
+#[test]
+fn full_is_reported_only_when_slots_are_in_use() {
+    loom::model(|| {
+        let (producer, mut consumer) = channel(2, || 0u32).unwrap();
+        publish(&producer, 1).unwrap();
+        publish(&producer, 2).unwrap();
+        let p = producer.clone();
+        let t = thread::spawn(move || publish(&p, 3));
+        let mut drained = Vec::new();
+        assert_eq!(consumer.drain(1, |v| drained.push(*v)).events, 1);
+        match t.join().unwrap() {
+            // The drain freed a slot first: the event must follow in order.
+            Ok(_) => {
+                drained.extend(drain_until(&mut consumer, 2));
+                assert_eq!(drained, vec![1, 2, 3]);
+            }
+            Err(PublishError::Full) => {
+                assert!(producer.stats().full >= 1);
+                drained.extend(drain_until(&mut consumer, 1));
+                assert_eq!(drained, vec![1, 2]);
+            }
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(
+            producer.try_claim().map(drop),
+            Ok(()) | Err(ClaimError::Full)
+        ));
+    });
+}

@@ -53,3 +53,8 @@ pub mod publish;
 pub use config::Config;
 pub use error::{ConfigError, PublishError};
 pub use publish::Publisher;
+
+/// The README's library example, compiled and run as a doc test.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

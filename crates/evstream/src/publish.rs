@@ -12,6 +12,7 @@
 //! reach the receiver, sequences are consecutive over accepted events with no gaps.
 
 mod events;
+mod json;
 mod slot;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +26,7 @@ use crate::error::{ConfigError, PublishError};
 
 pub use events::{Event, MarketDataUpdate, OrderCreated, OrderFilled, Side};
 pub use slot::PayloadKind;
-use slot::{BoundedWriter, EventSlot, InlineStr};
+use slot::{EventSlot, InlineStr};
 
 /// Longest accepted event type, in bytes.
 pub const MAX_EVENT_TYPE_LEN: usize = 64;
@@ -220,15 +221,15 @@ impl Publisher {
     ) -> Result<(), PublishError> {
         let max = self.shared.max_event_bytes;
         self.publish_with(event_type, correlation_id, PayloadKind::Json, |data| {
-            let mut writer = BoundedWriter::new(data, max);
-            let result = serde_json::to_writer(&mut writer, payload);
-            if writer.overflowed() {
-                return Err(PublishError::TooLarge {
-                    size: writer.offered(),
+            json::write_bounded(data, payload, max).map_err(|error| match error {
+                json::JsonError::TooLarge => PublishError::TooLarge {
+                    size: json::measure(payload),
                     max,
-                });
-            }
-            result.map_err(|source| PublishError::Serialize { source })
+                },
+                json::JsonError::Custom(message) => PublishError::Serialize {
+                    source: serde::ser::Error::custom(*message),
+                },
+            })
         })
     }
 

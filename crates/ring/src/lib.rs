@@ -738,7 +738,7 @@ mod tests {
         drop(producer);
         let mut next = [0u64; PRODUCERS as usize];
         let mut total = 0;
-        while !(consumer.is_disconnected() && !consumer.has_ready()) {
+        while !consumer.is_disconnected() || consumer.has_ready() {
             consumer.drain(256, |v| {
                 let (id, n) = ((*v >> 32) as usize, *v & 0xffff_ffff);
                 assert_eq!(n, next[id], "producer {id} out of order or duplicated");

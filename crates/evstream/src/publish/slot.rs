@@ -1,7 +1,5 @@
 //! What one ring slot holds, and the size-bounded writer that serializes into it.
 
-use std::io;
-
 /// A string of at most `N` bytes stored inline, so filling a slot never allocates.
 #[derive(Clone, Copy)]
 pub(crate) struct InlineStr<const N: usize> {
@@ -65,73 +63,9 @@ impl EventSlot {
     }
 }
 
-/// Appends to a buffer up to `max` bytes; past that it keeps counting but stores nothing, so
-/// an oversized event is refused with its real size and never truncated into the slot.
-pub(crate) struct BoundedWriter<'a> {
-    buf: &'a mut Vec<u8>,
-    max: usize,
-    /// Bytes offered beyond `max` (0 while within bounds).
-    overflow: usize,
-}
-
-impl<'a> BoundedWriter<'a> {
-    pub(crate) fn new(buf: &'a mut Vec<u8>, max: usize) -> Self {
-        buf.clear();
-        Self {
-            buf,
-            max,
-            overflow: 0,
-        }
-    }
-
-    /// Total bytes offered, stored or not.
-    pub(crate) fn offered(&self) -> usize {
-        self.buf.len() + self.overflow
-    }
-
-    pub(crate) fn overflowed(&self) -> bool {
-        self.overflow > 0
-    }
-}
-
-impl io::Write for BoundedWriter<'_> {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        if self.overflow > 0 || self.buf.len() + bytes.len() > self.max {
-            self.overflow += bytes.len();
-        } else {
-            self.buf.extend_from_slice(bytes);
-        }
-        Ok(bytes.len())
-    }
-
-    #[inline]
-    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.write(bytes).map(drop)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
-
-    #[test]
-    fn bounded_writer_stores_up_to_max_then_only_counts() {
-        let mut buf = Vec::new();
-        let mut w = BoundedWriter::new(&mut buf, 5);
-        w.write_all(b"abc").unwrap();
-        assert!(!w.overflowed());
-        w.write_all(b"def").unwrap();
-        w.write_all(b"g").unwrap();
-        assert!(w.overflowed());
-        assert_eq!(w.offered(), 7);
-        assert_eq!(buf, b"abc", "nothing past the limit is stored");
-    }
 
     #[test]
     fn inline_str_round_trips() {

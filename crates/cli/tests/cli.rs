@@ -1,0 +1,59 @@
+//! The `evstream` binary, run as a user runs it.
+use std::process::Command;
+
+fn evstream() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_evstream"));
+    command.env_remove("EVSTREAM_REDIS_URL");
+    command
+}
+
+#[test]
+fn demo_json_reports_every_event_drained_once() {
+    let output = evstream()
+        .args(["demo", "--duration", "1s", "--rate", "6000", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let published = summary["published"].as_u64().unwrap();
+    assert!(published >= 3000, "about 6000 events in 1 s: {summary}");
+    assert_eq!(summary["drained"].as_u64(), Some(published));
+    assert_eq!(summary["lost"].as_u64(), Some(0));
+    assert_eq!(summary["duplicates"].as_u64(), Some(0));
+    assert!(summary["publish_ns"]["p99"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn bad_config_file_is_a_clear_error() {
+    let dir = std::env::temp_dir().join(format!("evstream-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, "[ring]\ncapacity = 1000\n").unwrap();
+    let output = evstream()
+        .args([
+            "--config",
+            file.to_str().unwrap(),
+            "demo",
+            "--duration",
+            "1s",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("ring.capacity = 1000"), "{stderr}");
+    assert!(stderr.contains("power of two"), "{stderr}");
+
+    std::fs::write(&file, "[ring]\nslots = 8\n").unwrap();
+    let output = evstream()
+        .args(["--config", file.to_str().unwrap(), "demo"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("unknown field `slots`"), "{stderr}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

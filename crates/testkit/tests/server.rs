@@ -1,0 +1,88 @@
+//! The testkit against real `redis-server` processes.
+use evstream_testkit::{RedisServer, Reply};
+
+fn config_get(redis: &RedisServer, name: &str) -> String {
+    match redis.command(&["CONFIG", "GET", name]).unwrap() {
+        Reply::Array(Some(items)) => items[1].as_text().unwrap(),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn starts_answers_and_applies_options() {
+    let redis = RedisServer::builder()
+        .maxmemory("64mb")
+        .maxmemory_policy("noeviction")
+        .start()
+        .unwrap();
+    assert_eq!(
+        redis.command(&["PING"]).unwrap(),
+        Reply::Status("PONG".into())
+    );
+    assert_eq!(
+        config_get(&redis, "maxmemory"),
+        (64 * 1024 * 1024).to_string()
+    );
+    assert_eq!(config_get(&redis, "maxmemory-policy"), "noeviction");
+    assert_eq!(config_get(&redis, "appendonly"), "no");
+    assert!(redis.url().starts_with("redis://127.0.0.1:"));
+}
+
+#[test]
+fn two_servers_get_different_ports() {
+    let a = RedisServer::start().unwrap();
+    let b = RedisServer::start().unwrap();
+    assert_ne!(a.port(), b.port());
+    a.command(&["SET", "k", "a"]).unwrap();
+    assert_eq!(b.command(&["GET", "k"]).unwrap(), Reply::Bulk(None));
+}
+
+#[test]
+fn password_is_required_and_in_the_url() {
+    let redis = RedisServer::builder().password("s3cret").start().unwrap();
+    assert_eq!(
+        redis.command(&["PING"]).unwrap(),
+        Reply::Status("PONG".into())
+    );
+    assert!(redis.url().contains(":s3cret@"));
+    let stream = std::net::TcpStream::connect(redis.addr()).unwrap();
+    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+    use std::io::{BufRead, Write};
+    (&stream).write_all(b"PING\r\n").unwrap();
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(
+        line.starts_with("-NOAUTH"),
+        "unauthenticated PING refused: {line}"
+    );
+}
+
+#[test]
+fn kill_and_restart_keep_port_and_aof_data() {
+    let mut redis = RedisServer::builder().aof(true).start().unwrap();
+    let port = redis.port();
+    for i in 0..100 {
+        let value = i.to_string();
+        redis.command(&["RPUSH", "list", &value]).unwrap();
+    }
+    redis.kill().unwrap();
+    assert!(!redis.is_running());
+    assert!(
+        redis.command(&["PING"]).is_err(),
+        "killed server must not answer"
+    );
+    redis.restart().unwrap();
+    assert_eq!(redis.port(), port);
+    assert_eq!(
+        redis.command(&["LLEN", "list"]).unwrap().as_int(),
+        Some(100)
+    );
+}
+
+#[test]
+fn drop_kills_the_server() {
+    let redis = RedisServer::start().unwrap();
+    let addr = redis.addr();
+    drop(redis);
+    assert!(std::net::TcpStream::connect(addr).is_err());
+}

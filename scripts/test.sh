@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: installs what is missing, then format, lints, tests,
+# the loom models and (when the toolchain has it) Miri on the ring.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+need redis-server redis-server
+need cargo cargo
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> cargo test"
+cargo test --workspace --locked
+
+echo "==> loom models of the ring"
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
+    cargo test -p evstream-ring --test loom --profile loom --locked
+
+echo "==> Miri on the ring"
+if ! cargo +nightly miri --version >/dev/null 2>&1; then
+    timeout 120 rustup component add --toolchain nightly miri rust-src >/dev/null 2>&1 || true
+fi
+if cargo +nightly miri --version >/dev/null 2>&1; then
+    MIRIFLAGS="-Zmiri-many-seeds=0..4" CARGO_TARGET_DIR=target/miri \
+        cargo +nightly miri test -p evstream-ring --lib
+else
+    echo "skipped: no nightly toolchain with Miri here (rustup component add --toolchain nightly miri)"
+fi
+echo "==> all checks passed"

@@ -136,7 +136,7 @@ fn simulate(
                         symbol,
                         quantity: 100.0,
                         price,
-                        side: if order % 2 == 0 {
+                        side: if order.is_multiple_of(2) {
                             Side::Buy
                         } else {
                             Side::Sell

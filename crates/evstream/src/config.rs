@@ -17,6 +17,19 @@
 //!
 //! [producer]
 //! id = "engine-1"           # default: a new UUIDv7 per process
+//!
+//! [ship]
+//! batch_max = 256           # events per batch
+//! linger_us = 2000          # how long a partial batch waits for more while others fly
+//! in_flight = 4             # batches in flight at once
+//! timeout_ms = 100          # deadline of one batch
+//! max_len = 1000000         # MAXLEN ~ trimming of the stream (0: none)
+//! retry_base_ms = 10        # first retry delay (exponential, full jitter)
+//! retry_max_ms = 1000       # longest retry delay
+//! breaker_threshold = 10    # consecutive failures that open the circuit breaker
+//! breaker_cool_down_ms = 30000
+//! dedupe_ttl_s = 604800     # how long a producer's high-water mark is kept (7 days)
+//! shutdown_timeout_ms = 5000
 //! ```
 
 use std::path::Path;
@@ -41,6 +54,8 @@ pub struct Config {
     pub ring: RingConfig,
     /// Identity of this publishing process.
     pub producer: ProducerConfig,
+    /// The shipper from the ring into Redis.
+    pub ship: ShipConfig,
 }
 
 impl Config {
@@ -61,6 +76,7 @@ impl Config {
     /// Checks every value's range.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.ring.validate()?;
+        self.ship.validate()?;
         self.producer.validate()
     }
 }
@@ -201,6 +217,104 @@ impl RingConfig {
                 value: self.slot_bytes.to_string(),
                 reason: "must not exceed ring.max_event_bytes",
             });
+        }
+        Ok(())
+    }
+}
+
+/// `[ship]`: how the shipper batches, retries and trims. See `docs/configuration.md`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShipConfig {
+    /// Most events in one batch (one Redis call). Default 256.
+    pub batch_max: usize,
+    /// How long a partial batch waits for more events while other batches are in flight, in
+    /// microseconds; when nothing is in flight a batch goes at once. Default 2000.
+    pub linger_us: u64,
+    /// Batches in flight at once on the connection. Default 4.
+    pub in_flight: usize,
+    /// Deadline of one batch, in milliseconds; past it the batch is retried. Default 100.
+    pub timeout_ms: u64,
+    /// `MAXLEN ~` bound the stream is trimmed to after each batch; 0 disables trimming.
+    /// Default 1,000,000.
+    pub max_len: u64,
+    /// First retry delay in milliseconds; it doubles per attempt, with full jitter. Default 10.
+    pub retry_base_ms: u64,
+    /// Longest retry delay in milliseconds. Default 1000.
+    pub retry_max_ms: u64,
+    /// Consecutive failures that open the circuit breaker. Default 10.
+    pub breaker_threshold: u32,
+    /// How long the breaker stays open before one probe batch, in milliseconds. Default 30000.
+    pub breaker_cool_down_ms: u64,
+    /// Lifetime of a producer's high-water mark in Redis (the no-duplicate state), in seconds,
+    /// refreshed by every batch. It must exceed the longest time a batch can wait for a
+    /// retry. Default 604800 (7 days).
+    pub dedupe_ttl_s: u64,
+    /// Default deadline of a shutdown's final flush, in milliseconds. Default 5000.
+    pub shutdown_timeout_ms: u64,
+}
+
+impl Default for ShipConfig {
+    fn default() -> Self {
+        Self {
+            batch_max: 256,
+            linger_us: 2000,
+            in_flight: 4,
+            timeout_ms: 100,
+            max_len: 1_000_000,
+            retry_base_ms: 10,
+            retry_max_ms: 1000,
+            breaker_threshold: 10,
+            breaker_cool_down_ms: 30_000,
+            dedupe_ttl_s: 7 * 24 * 3600,
+            shutdown_timeout_ms: 5000,
+        }
+    }
+}
+
+impl ShipConfig {
+    /// Checks every value's range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let checks: [(&'static str, u64, bool, &'static str); 5] = [
+            (
+                "ship.batch_max",
+                self.batch_max as u64,
+                (1..=10_000).contains(&self.batch_max),
+                "must be between 1 and 10000",
+            ),
+            (
+                "ship.in_flight",
+                self.in_flight as u64,
+                (1..=64).contains(&self.in_flight),
+                "must be between 1 and 64",
+            ),
+            (
+                "ship.timeout_ms",
+                self.timeout_ms,
+                self.timeout_ms >= 1,
+                "must be at least 1",
+            ),
+            (
+                "ship.retry_base_ms",
+                self.retry_base_ms,
+                self.retry_base_ms >= 1,
+                "must be at least 1",
+            ),
+            (
+                "ship.dedupe_ttl_s",
+                self.dedupe_ttl_s,
+                self.dedupe_ttl_s >= 60,
+                "must be at least 60",
+            ),
+        ];
+        for (field, value, ok, reason) in checks {
+            if !ok {
+                return Err(ConfigError::Invalid {
+                    field,
+                    value: value.to_string(),
+                    reason,
+                });
+            }
         }
         Ok(())
     }

@@ -120,3 +120,28 @@ pub enum ConfigError {
         reason: &'static str,
     },
 }
+
+/// The shipper could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ShipError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The Redis URL cannot be parsed.
+    #[error("invalid Redis URL {url}: {source} (expected redis://[user:password@]host:port[/db])")]
+    InvalidUrl {
+        /// The URL, password hidden.
+        url: String,
+        /// The client's error.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// The shipper's thread or runtime could not be created.
+    #[error("cannot start the shipper thread: {source}")]
+    Runtime {
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}

@@ -45,13 +45,15 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod audit;
 pub mod config;
 pub mod envelope;
 pub mod error;
 pub mod publish;
+pub mod ship;
 
 pub use config::Config;
-pub use error::{ConfigError, PublishError};
+pub use error::{ConfigError, PublishError, ShipError};
 pub use publish::Publisher;
 
 /// The README's library example, compiled and run as a doc test.

@@ -36,7 +36,7 @@ fn run_ring(producers: u64, iters: u64) -> Duration {
     let threads: Vec<_> = (0..producers)
         .map(|_| {
             let producer = producer.clone();
-            let n = iters / producers + u64::from(iters % producers != 0);
+            let n = iters.div_ceil(producers);
             thread::spawn(move || {
                 for _ in 0..n {
                     while producer
@@ -82,7 +82,7 @@ fn run_array_queue(producers: u64, iters: u64) -> Duration {
     let threads: Vec<_> = (0..producers)
         .map(|_| {
             let queue = Arc::clone(&queue);
-            let n = iters / producers + u64::from(iters % producers != 0);
+            let n = iters.div_ceil(producers);
             thread::spawn(move || {
                 for _ in 0..n {
                     let mut event = EVENT.to_vec();

@@ -1,4 +1,5 @@
-//! Test support for evstream: private `redis-server` processes on free loopback ports.
+//! Test support for evstream: private `redis-server` processes on free loopback ports, and a
+//! fault-injecting TCP proxy ([`FaultProxy`]) to put between a client and one.
 //!
 //! Tests never touch a Redis they did not start. A [`RedisServer`] runs in its own temporary
 //! directory, answers before [`RedisServer::start`] returns, can be killed with SIGKILL and
@@ -17,6 +18,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod proxy;
 mod resp;
 
 use std::fs::File;
@@ -26,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub use proxy::FaultProxy;
 pub use resp::Reply;
 
 /// How long a server may take to answer `PING` after start (AOF loading included).

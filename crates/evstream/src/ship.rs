@@ -1,0 +1,736 @@
+//! The shipper: drains the ring in batches and appends them to the Redis stream, with no loss
+//! and no duplicates.
+//!
+//! One shipper per ring runs on its own thread (a single-threaded tokio runtime), so it never
+//! competes with the engine's threads for a runtime. Its loop:
+//!
+//! 1. **Batch**: drain up to `ship.batch_max` events; a partial batch waits up to
+//!    `ship.linger_us` for more, but only while other batches are in flight (an idle pipe
+//!    sends at once). Raw payloads that are not valid JSON are marked as dead letters.
+//! 2. **Send**: each batch is one call of the `append.lua` script (see `ship/append.rs`):
+//!    atomically, it skips events at or below the producer's high-water mark (so a retried
+//!    batch never duplicates), refuses a batch that does not continue from the mark (so order
+//!    holds when batches in flight fail out of order), appends the rest and the dead letters,
+//!    trims with `MAXLEN ~`, and moves the mark. Up to `ship.in_flight` batches fly at once on
+//!    one multiplexed connection, each with a deadline of `ship.timeout_ms`.
+//! 3. **Confirm** in order; on a failure, stop sending, let the other in-flight batches land,
+//!    back off (exponential, full jitter), reconnect if the connection broke, and resend every
+//!    unconfirmed batch in order. K consecutive failures open the circuit breaker; while it is
+//!    open nothing is sent and nothing is dropped: events wait in the ring.
+//!
+//! Not yet here (next steps of the shipper issue): the spill journal for outages longer than
+//! the ring holds, and the local dead-letter file for when Redis is unreachable.
+
+mod append;
+mod backoff;
+mod breaker;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Cmd, RedisError};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::config::{Config, ShipConfig};
+use crate::envelope::EventIdGenerator;
+use crate::error::ShipError;
+use crate::publish::{wall_clock_ns, CapturedEvent, Receiver};
+use append::{AppendSettings, Keys, Outcome, Poison};
+use breaker::Breaker;
+pub use breaker::BreakerState;
+
+/// How often an idle shipper looks at the ring. Producers never wake the shipper (that would
+/// cost the hot path), so this bounds the added latency at low rates.
+const IDLE_POLL: Duration = Duration::from_millis(1);
+
+/// Starts a shipper for `receiver` on its own thread, shipping to `config.redis`.
+///
+/// Fails only on a configuration that can never work (an unparsable URL); an unreachable
+/// Redis is retried for as long as the shipper runs.
+pub fn spawn(config: &Config, receiver: Receiver) -> Result<ShipperHandle, ShipError> {
+    config.validate()?;
+    let client =
+        redis::Client::open(config.redis.url.as_str()).map_err(|source| ShipError::InvalidUrl {
+            url: redact(&config.redis.url),
+            source,
+        })?;
+    let ship = config.ship.clone();
+    let producer_id = receiver.producer_id().to_owned();
+    let settings = AppendSettings {
+        keys: Keys::new(&config.redis.stream, &producer_id),
+        producer_id,
+        max_len: ship.max_len,
+        high_water_mark_ttl_ms: ship.dedupe_ttl_s.saturating_mul(1000),
+    };
+    let state = Arc::new(State::default());
+    let (shutdown_tx, shutdown_rx) = watch::channel(None);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| ShipError::Runtime { source })?;
+    let shipper = Shipper::new(
+        ship.clone(),
+        settings,
+        client,
+        receiver,
+        Arc::clone(&state),
+        shutdown_rx,
+    );
+    let thread = std::thread::Builder::new()
+        .name("evstream-shipper".into())
+        .spawn(move || runtime.block_on(shipper.run()))
+        .map_err(|source| ShipError::Runtime { source })?;
+    Ok(ShipperHandle {
+        thread: Some(thread),
+        shutdown: shutdown_tx,
+        state,
+        default_timeout: Duration::from_millis(ship.shutdown_timeout_ms),
+    })
+}
+
+/// Hides the password of a `redis://user:password@host` URL in messages.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &credentials[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Controls a running shipper. Dropping it shuts the shipper down with the default deadline
+/// (`ship.shutdown_timeout_ms`), flushing what it can, like a logger's flush guard.
+#[derive(Debug)]
+pub struct ShipperHandle {
+    thread: Option<JoinHandle<ShutdownReport>>,
+    shutdown: watch::Sender<Option<Instant>>,
+    state: Arc<State>,
+    default_timeout: Duration,
+}
+
+impl ShipperHandle {
+    /// A snapshot of the shipper's health.
+    pub fn health(&self) -> ShipperHealth {
+        self.state.snapshot()
+    }
+
+    /// Flushes the ring and every unconfirmed batch to Redis within `timeout`, stops, and
+    /// reports what could not be delivered. Events published after this starts may be refused
+    /// with `PublishError::Closed` once the shipper has stopped.
+    pub fn shutdown(mut self, timeout: Duration) -> ShutdownReport {
+        self.stop(timeout)
+    }
+
+    fn stop(&mut self, timeout: Duration) -> ShutdownReport {
+        let _ = self.shutdown.send(Some(Instant::now() + timeout));
+        match self.thread.take() {
+            Some(thread) => thread.join().unwrap_or_else(|_| ShutdownReport {
+                panicked: true,
+                ..ShutdownReport::default()
+            }),
+            None => ShutdownReport::default(),
+        }
+    }
+}
+
+impl Drop for ShipperHandle {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            let report = self.stop(self.default_timeout);
+            if report.undelivered > 0 {
+                tracing::error!(?report, "shipper stopped with undelivered events");
+            }
+        }
+    }
+}
+
+/// What a shutdown achieved.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ShutdownReport {
+    /// Events appended to the stream over the shipper's life.
+    pub shipped: u64,
+    /// Events sent to the dead-letter stream over the shipper's life.
+    pub dead_lettered: u64,
+    /// Events still in the ring or in unconfirmed batches when the deadline passed. Without
+    /// the spill journal (not built yet), these are lost.
+    pub undelivered: u64,
+    /// Whether the shipper thread panicked (a bug; `undelivered` is then unknown).
+    pub panicked: bool,
+}
+
+/// A snapshot of the shipper, for health checks and metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ShipperHealth {
+    /// Whether the last Redis operation succeeded on a live connection.
+    pub redis_connected: bool,
+    /// Circuit breaker state.
+    pub breaker: BreakerState,
+    /// Batches sent and not answered yet.
+    pub batches_in_flight: u64,
+    /// Events taken from the ring and not confirmed yet.
+    pub unconfirmed_events: u64,
+    /// Events appended to the stream.
+    pub shipped: u64,
+    /// Events found already appended when their batch was retried (duplicates prevented).
+    pub duplicates_skipped: u64,
+    /// Batches confirmed.
+    pub batches_ok: u64,
+    /// Batch attempts that failed (and were retried).
+    pub batches_failed: u64,
+    /// Dead letters by reason code.
+    pub dead_letters: BTreeMap<String, u64>,
+    /// The last error, if any since start.
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    connected: AtomicBool,
+    breaker_open: AtomicBool,
+    breaker_half_open: AtomicBool,
+    in_flight: AtomicU64,
+    unconfirmed: AtomicU64,
+    shipped: AtomicU64,
+    skipped: AtomicU64,
+    batches_ok: AtomicU64,
+    batches_failed: AtomicU64,
+    dead_letters: Mutex<BTreeMap<String, u64>>,
+    last_error: Mutex<Option<String>>,
+}
+
+impl State {
+    fn snapshot(&self) -> ShipperHealth {
+        let breaker = if self.breaker_open.load(Ordering::Relaxed) {
+            BreakerState::Open
+        } else if self.breaker_half_open.load(Ordering::Relaxed) {
+            BreakerState::HalfOpen
+        } else {
+            BreakerState::Closed
+        };
+        ShipperHealth {
+            redis_connected: self.connected.load(Ordering::Relaxed),
+            breaker,
+            batches_in_flight: self.in_flight.load(Ordering::Relaxed),
+            unconfirmed_events: self.unconfirmed.load(Ordering::Relaxed),
+            shipped: self.shipped.load(Ordering::Relaxed),
+            duplicates_skipped: self.skipped.load(Ordering::Relaxed),
+            batches_ok: self.batches_ok.load(Ordering::Relaxed),
+            batches_failed: self.batches_failed.load(Ordering::Relaxed),
+            dead_letters: lock(&self.dead_letters).clone(),
+            last_error: lock(&self.last_error).clone(),
+        }
+    }
+
+    fn set_error(&self, error: String) {
+        *lock(&self.last_error) = Some(error);
+    }
+
+    fn dead_lettered(&self) -> u64 {
+        lock(&self.dead_letters).values().sum()
+    }
+}
+
+/// Locks a mutex, ignoring poisoning: the data are counters and a message, valid either way.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Why one attempt at a batch failed.
+#[derive(Debug)]
+enum AttemptError {
+    Timeout(Duration),
+    Redis(RedisError),
+}
+
+impl AttemptError {
+    fn breaks_connection(&self) -> bool {
+        match self {
+            Self::Timeout(_) => false,
+            Self::Redis(e) => {
+                e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal()
+            }
+        }
+    }
+
+    fn is_noscript(&self) -> bool {
+        matches!(self, Self::Redis(e) if e.code() == Some("NOSCRIPT"))
+    }
+}
+
+impl std::fmt::Display for AttemptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Timeout(after) => write!(f, "batch timed out after {after:?}"),
+            Self::Redis(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+type Attempt = Result<Outcome, AttemptError>;
+
+enum Status {
+    /// Built, waiting to be sent (first time or again).
+    Unsent,
+    InFlight(tokio::task::JoinHandle<Attempt>),
+    /// Handled by Redis; waiting for the batches before it to be confirmed.
+    Confirmed,
+}
+
+struct Batch {
+    events: Vec<CapturedEvent>,
+    poison: Vec<Option<Poison>>,
+    cmd: Arc<Cmd>,
+    status: Status,
+}
+
+impl Batch {
+    fn first_sequence(&self) -> u64 {
+        self.events.first().map_or(0, CapturedEvent::sequence)
+    }
+}
+
+struct Shipper {
+    config: ShipConfig,
+    settings: AppendSettings,
+    client: redis::Client,
+    connection: Option<MultiplexedConnection>,
+    sha: String,
+    ids: EventIdGenerator,
+    receiver: Receiver,
+    /// Events drained for the next batch, oldest first.
+    forming: Vec<CapturedEvent>,
+    forming_since: Option<Instant>,
+    /// Built, unconfirmed batches, in sequence order.
+    queue: VecDeque<Batch>,
+    breaker: Breaker,
+    backoff: backoff::Backoff,
+    /// After a failure: send nothing until every in-flight batch answered and this passed.
+    retry_at: Option<Instant>,
+    recovering: bool,
+    state: Arc<State>,
+    shutdown: watch::Receiver<Option<Instant>>,
+}
+
+impl Shipper {
+    fn new(
+        config: ShipConfig,
+        settings: AppendSettings,
+        client: redis::Client,
+        receiver: Receiver,
+        state: Arc<State>,
+        shutdown: watch::Receiver<Option<Instant>>,
+    ) -> Self {
+        let seed = wall_clock_ns() ^ u64::from(std::process::id());
+        Self {
+            breaker: Breaker::new(
+                config.breaker_threshold,
+                Duration::from_millis(config.breaker_cool_down_ms),
+            ),
+            backoff: backoff::Backoff::new(
+                Duration::from_millis(config.retry_base_ms),
+                Duration::from_millis(config.retry_max_ms),
+                seed,
+            ),
+            sha: redis::Script::new(append::SCRIPT).get_hash().to_owned(),
+            ids: EventIdGenerator::new(),
+            forming: Vec::with_capacity(config.batch_max),
+            forming_since: None,
+            queue: VecDeque::new(),
+            connection: None,
+            retry_at: None,
+            recovering: false,
+            config,
+            settings,
+            client,
+            receiver,
+            state,
+            shutdown,
+        }
+    }
+
+    async fn run(mut self) -> ShutdownReport {
+        loop {
+            let now = Instant::now();
+            let deadline = *self.shutdown.borrow();
+            let ring_empty = !self.receiver.has_ready() && self.forming.is_empty();
+            let flushed = self.queue.is_empty() && ring_empty;
+            if flushed && (deadline.is_some() || self.receiver.is_finished()) {
+                break;
+            }
+            if deadline.is_some_and(|d| now >= d) {
+                break;
+            }
+            self.form_batches(now, deadline.is_some());
+            if self.may_send(now) && self.breaker.state(now) != BreakerState::Open {
+                if self.connection.is_none() {
+                    self.connect().await;
+                }
+                self.send_ready(now);
+            }
+            self.publish_state(now);
+            self.wait(now, deadline).await;
+        }
+        // Let batches already on the wire answer before counting what is undelivered.
+        while self.first_in_flight().is_some() {
+            let deadline = *self.shutdown.borrow();
+            self.wait(
+                Instant::now(),
+                deadline.map(|d| d.max(Instant::now() + self.timeout())),
+            )
+            .await;
+        }
+        let undelivered = self
+            .queue
+            .iter()
+            .filter(|b| !matches!(b.status, Status::Confirmed))
+            .map(|b| b.events.len() as u64)
+            .sum::<u64>()
+            + self.forming.len() as u64
+            + self.receiver.health().depth;
+        self.publish_state(Instant::now());
+        ShutdownReport {
+            shipped: self.state.shipped.load(Ordering::Relaxed),
+            dead_lettered: self.state.dead_lettered(),
+            undelivered,
+            panicked: false,
+        }
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.config.timeout_ms)
+    }
+
+    /// Moves events from the ring into batches, keeping at most two windows of batches built.
+    fn form_batches(&mut self, now: Instant, flushing: bool) {
+        let max = self.config.batch_max;
+        while self.queue.len() < 2 * self.config.in_flight {
+            let room = max - self.forming.len();
+            if room > 0 && self.receiver.drain_into(&mut self.forming, room) > 0 {
+                self.forming_since.get_or_insert(now);
+            }
+            if self.forming.is_empty() {
+                return;
+            }
+            let lingered = self.forming_since.is_some_and(|since| {
+                now.duration_since(since) >= Duration::from_micros(self.config.linger_us)
+            });
+            let pipe_idle = self.first_in_flight().is_none();
+            if self.forming.len() < max && !(flushing || lingered || pipe_idle) {
+                return;
+            }
+            let events = std::mem::replace(&mut self.forming, Vec::with_capacity(max));
+            self.forming_since = None;
+            self.queue.push_back(self.build(events, false));
+        }
+    }
+
+    fn build(&self, events: Vec<CapturedEvent>, accept_gap: bool) -> Batch {
+        let poison: Vec<_> = events.iter().map(append::check).collect();
+        let cmd = append::build(
+            &self.sha,
+            &self.settings,
+            &self.ids,
+            &events,
+            &poison,
+            accept_gap,
+            wall_clock_ns(),
+        );
+        Batch {
+            events,
+            poison,
+            cmd: Arc::new(cmd),
+            status: Status::Unsent,
+        }
+    }
+
+    fn may_send(&mut self, now: Instant) -> bool {
+        if self.recovering {
+            if self.first_in_flight().is_some() || self.retry_at.is_some_and(|at| now < at) {
+                return false;
+            }
+            self.recovering = false;
+            self.retry_at = None;
+        }
+        self.queue
+            .iter()
+            .any(|b| matches!(b.status, Status::Unsent))
+    }
+
+    async fn connect(&mut self) {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout().max(Duration::from_millis(500))))
+            .set_response_timeout(None);
+        let connected = async {
+            let mut connection = self
+                .client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            // Load the script on every new connection: a restarted Redis has an empty cache.
+            redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(append::SCRIPT)
+                .query_async::<String>(&mut connection)
+                .await?;
+            Ok::<_, RedisError>(connection)
+        };
+        match connected.await {
+            Ok(connection) => {
+                self.connection = Some(connection);
+                self.state.connected.store(true, Ordering::Relaxed);
+            }
+            Err(error) => self.failed(Instant::now(), &AttemptError::Redis(error)),
+        }
+    }
+
+    fn send_ready(&mut self, now: Instant) {
+        let Some(connection) = &self.connection else {
+            return;
+        };
+        let timeout = self.timeout();
+        let mut in_flight = self
+            .queue
+            .iter()
+            .filter(|b| matches!(b.status, Status::InFlight(_)))
+            .count();
+        for batch in self.queue.iter_mut() {
+            if in_flight >= self.config.in_flight {
+                break;
+            }
+            match batch.status {
+                Status::Confirmed | Status::InFlight(_) => continue,
+                Status::Unsent => {}
+            }
+            if !self.breaker.allow(now) {
+                break;
+            }
+            let mut connection = connection.clone();
+            let cmd = Arc::clone(&batch.cmd);
+            batch.status = Status::InFlight(tokio::spawn(async move {
+                match tokio::time::timeout(timeout, cmd.query_async::<Outcome>(&mut connection))
+                    .await
+                {
+                    Ok(Ok(outcome)) => Ok(outcome),
+                    Ok(Err(error)) => Err(AttemptError::Redis(error)),
+                    Err(_) => Err(AttemptError::Timeout(timeout)),
+                }
+            }));
+            in_flight += 1;
+        }
+    }
+
+    fn first_in_flight(&self) -> Option<usize> {
+        self.queue
+            .iter()
+            .position(|b| matches!(b.status, Status::InFlight(_)))
+    }
+
+    /// Waits for the oldest in-flight batch, the next poll, a retry time, or shutdown.
+    async fn wait(&mut self, now: Instant, deadline: Option<Instant>) {
+        let mut wake = now + IDLE_POLL;
+        if self.recovering {
+            if let Some(at) = self.retry_at {
+                wake = wake.max(at);
+            }
+        }
+        if self.breaker.state(now) == BreakerState::Open {
+            if let Some(at) = self.breaker.reopens_at() {
+                wake = wake.max(at);
+            }
+        }
+        if let Some(deadline) = deadline {
+            wake = wake.min(deadline.max(now));
+        }
+        let index = self.first_in_flight();
+        let Self {
+            queue, shutdown, ..
+        } = self;
+        let answer = async {
+            match index.and_then(|i| queue.get_mut(i)) {
+                Some(Batch {
+                    status: Status::InFlight(handle),
+                    ..
+                }) => handle.await,
+                _ => std::future::pending().await,
+            }
+        };
+        let finished = tokio::select! {
+            biased;
+            answer = answer => Some(answer),
+            _ = shutdown.changed(), if deadline.is_none() => None,
+            _ = tokio::time::sleep_until(wake.into()) => None,
+        };
+        if let (Some(index), Some(joined)) = (index, finished) {
+            let attempt = joined.unwrap_or_else(|join_error| {
+                Err(AttemptError::Redis(RedisError::from(
+                    std::io::Error::other(format!("batch task failed: {join_error}")),
+                )))
+            });
+            self.answered(index, attempt);
+        }
+    }
+
+    fn answered(&mut self, index: usize, attempt: Attempt) {
+        let now = Instant::now();
+        match attempt {
+            Ok(Outcome::Handled {
+                added,
+                dead,
+                skipped,
+            }) => {
+                self.breaker.on_success();
+                self.backoff.reset();
+                self.state.connected.store(true, Ordering::Relaxed);
+                let batch = &mut self.queue[index];
+                batch.status = Status::Confirmed;
+                self.account(index, added, dead, skipped);
+                while matches!(
+                    self.queue.front().map(|b| &b.status),
+                    Some(Status::Confirmed)
+                ) {
+                    if let Some(batch) = self.queue.pop_front() {
+                        self.receiver.recycle(batch.events);
+                    }
+                }
+            }
+            Ok(Outcome::Gap { mark }) => {
+                let earlier_unconfirmed = self
+                    .queue
+                    .iter()
+                    .take(index)
+                    .any(|b| !matches!(b.status, Status::Confirmed));
+                let batch = &mut self.queue[index];
+                batch.status = Status::Unsent;
+                if !earlier_unconfirmed {
+                    // Nothing earlier will fill the gap: those sequences never reached us
+                    // (a bug or a lost journal). Say so loudly and move on.
+                    let first = batch.first_sequence();
+                    let message = format!(
+                        "sequences {}..{} of producer {} are missing before this batch; \
+                         appending it anyway",
+                        mark + 1,
+                        first.saturating_sub(1),
+                        self.settings.producer_id
+                    );
+                    tracing::error!(%message, "sequence gap");
+                    self.state.set_error(message);
+                    let events = std::mem::take(&mut batch.events);
+                    let rebuilt = self.build(events, true);
+                    self.queue[index] = rebuilt;
+                }
+                self.recovering = true;
+            }
+            Ok(Outcome::Stopped { error, .. }) => {
+                self.queue[index].status = Status::Unsent;
+                self.failed(
+                    now,
+                    &AttemptError::Redis(RedisError::from(std::io::Error::other(format!(
+                        "Redis refused an entry and its dead letter: {error}"
+                    )))),
+                );
+            }
+            Err(error) => {
+                self.queue[index].status = Status::Unsent;
+                if error.is_noscript() {
+                    // Someone flushed the script cache: reload on a fresh connection.
+                    self.connection = None;
+                    self.recovering = true;
+                } else {
+                    self.failed(now, &error);
+                }
+            }
+        }
+    }
+
+    fn account(&mut self, index: usize, added: u64, dead: u64, skipped: u64) {
+        let batch = &self.queue[index];
+        let state = &self.state;
+        state.batches_ok.fetch_add(1, Ordering::Relaxed);
+        state.skipped.fetch_add(skipped, Ordering::Relaxed);
+        if skipped == 0 {
+            state.shipped.fetch_add(added, Ordering::Relaxed);
+        } else {
+            // Part of this batch landed in an attempt whose answer we never got: everything
+            // not dead-lettered is in the stream now.
+            let poisoned = batch.poison.iter().filter(|p| p.is_some()).count() as u64;
+            let in_stream = batch.events.len() as u64 - poisoned;
+            state.shipped.fetch_add(in_stream, Ordering::Relaxed);
+        }
+        let mut letters = lock(&state.dead_letters);
+        let mut poisoned = 0;
+        for poison in batch.poison.iter().flatten() {
+            *letters.entry(poison.reason.to_owned()).or_default() += 1;
+            poisoned += 1;
+        }
+        if dead > poisoned {
+            *letters.entry("redis_rejected".to_owned()).or_default() += dead - poisoned;
+        }
+    }
+
+    fn failed(&mut self, now: Instant, error: &AttemptError) {
+        tracing::warn!(%error, "batch failed; will retry");
+        self.state.batches_failed.fetch_add(1, Ordering::Relaxed);
+        self.state.set_error(error.to_string());
+        if error.breaks_connection() {
+            self.connection = None;
+            self.state.connected.store(false, Ordering::Relaxed);
+        }
+        self.breaker.on_failure(now);
+        self.recovering = true;
+        self.retry_at = Some(now + self.backoff.next_delay());
+    }
+
+    fn publish_state(&self, now: Instant) {
+        let state = &self.state;
+        let breaker = self.breaker.state(now);
+        state
+            .breaker_open
+            .store(breaker == BreakerState::Open, Ordering::Relaxed);
+        state
+            .breaker_half_open
+            .store(breaker == BreakerState::HalfOpen, Ordering::Relaxed);
+        let (mut in_flight, mut unconfirmed) = (0, self.forming.len() as u64);
+        for batch in &self.queue {
+            match batch.status {
+                Status::InFlight(_) => {
+                    in_flight += 1;
+                    unconfirmed += batch.events.len() as u64;
+                }
+                Status::Unsent => unconfirmed += batch.events.len() as u64,
+                Status::Confirmed => {}
+            }
+        }
+        state.in_flight.store(in_flight, Ordering::Relaxed);
+        state.unconfirmed.store(unconfirmed, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        assert_eq!(
+            redact("redis://:s3cret@host:6379/0"),
+            "redis://:***@host:6379/0"
+        );
+        assert_eq!(redact("redis://user:pw@host"), "redis://user:***@host");
+        assert_eq!(redact("redis://host:6379"), "redis://host:6379");
+    }
+}

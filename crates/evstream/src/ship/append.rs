@@ -1,0 +1,161 @@
+//! One batch as one atomic, idempotent Redis call (`append.lua`), and its reply.
+//!
+//! Why a script and not `MULTI … EXEC` plus a read-back of a high-water mark: the check has to
+//! happen *inside* Redis, at the moment the batch is applied. A batch retried after a timeout
+//! may still be executed late from the old connection, and a batch may fail with an error reply
+//! while the next one, already in flight, succeeds; with a server-side check both are harmless
+//! (late copies are skipped, out-of-order batches are refused with a gap), with a client-side
+//! read-back they can duplicate or reorder events. The cost is measured in `BENCHMARKS.md`.
+
+use redis::{Cmd, FromRedisValue, Value};
+
+use crate::envelope::EventIdGenerator;
+use crate::publish::{CapturedEvent, PayloadKind};
+
+/// The script's source.
+pub(crate) const SCRIPT: &str = include_str!("append.lua");
+
+/// Envelope `version` written until the schema registry supplies one.
+const DEFAULT_VERSION: &str = "v1";
+
+/// Redis keys one producer's batches touch.
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    pub(crate) stream: String,
+    pub(crate) dead_letters: String,
+    pub(crate) high_water_mark: String,
+}
+
+impl Keys {
+    pub(crate) fn new(stream: &str, producer_id: &str) -> Self {
+        Self {
+            stream: stream.to_owned(),
+            dead_letters: format!("{stream}:dlq"),
+            high_water_mark: format!("{stream}:hwm:{producer_id}"),
+        }
+    }
+}
+
+/// Settings fixed for every batch of one shipper.
+#[derive(Debug, Clone)]
+pub(crate) struct AppendSettings {
+    pub(crate) keys: Keys,
+    pub(crate) producer_id: String,
+    /// `MAXLEN ~` bound; 0 disables trimming.
+    pub(crate) max_len: u64,
+    pub(crate) high_water_mark_ttl_ms: u64,
+}
+
+/// A dead letter decided before sending: the reason code and a human message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Poison {
+    pub(crate) reason: &'static str,
+    pub(crate) message: String,
+}
+
+/// Checks an event before it is sent. Payloads serialized by evstream are valid JSON by
+/// construction; raw payloads are parsed (without building a value) and refused if invalid.
+pub(crate) fn check(event: &CapturedEvent) -> Option<Poison> {
+    if event.kind() == PayloadKind::Raw {
+        if let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(event.data()) {
+            return Some(Poison {
+                reason: "invalid_json",
+                message: format!("payload is not valid JSON: {error}"),
+            });
+        }
+    }
+    None
+}
+
+/// Builds the `EVALSHA` call for a batch. `poison[i]` marks event `i` as a dead letter.
+pub(crate) fn build(
+    sha: &str,
+    settings: &AppendSettings,
+    ids: &EventIdGenerator,
+    events: &[CapturedEvent],
+    poison: &[Option<Poison>],
+    accept_gap: bool,
+    now_ns: u64,
+) -> Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    let keys = &settings.keys;
+    cmd.arg(sha)
+        .arg(3)
+        .arg(&keys.stream)
+        .arg(&keys.dead_letters)
+        .arg(&keys.high_water_mark)
+        .arg(&settings.producer_id)
+        .arg(settings.max_len)
+        .arg(settings.high_water_mark_ttl_ms)
+        .arg(if accept_gap { "1" } else { "0" })
+        .arg(now_ns);
+    let mut id_text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let mut dead = String::new();
+    for (event, poison) in events.iter().zip(poison) {
+        match poison {
+            None => cmd.arg(""),
+            Some(poison) => {
+                dead.clear();
+                dead.push_str(poison.reason);
+                dead.push('\n');
+                dead.push_str(&poison.message);
+                cmd.arg(dead.as_str())
+            }
+        };
+        let id = ids.event_id(event.timestamp_ns(), event.sequence());
+        cmd.arg(&*id.hyphenated().encode_lower(&mut id_text))
+            .arg(event.event_type())
+            .arg(DEFAULT_VERSION)
+            .arg(event.correlation_id())
+            .arg(event.timestamp_ns())
+            .arg(event.sequence())
+            .arg(event.data());
+    }
+    cmd
+}
+
+/// What the script did with a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Every event is in the stream or the dead-letter stream (`skipped` were already there).
+    Handled { added: u64, dead: u64, skipped: u64 },
+    /// Refused: the producer's mark is `mark`, below this batch's first sequence minus one.
+    Gap { mark: u64 },
+    /// Events up to sequence `mark` were handled; the next one was refused by both streams.
+    Stopped {
+        mark: u64,
+        added: u64,
+        dead: u64,
+        skipped: u64,
+        error: String,
+    },
+}
+
+impl FromRedisValue for Outcome {
+    fn from_redis_value(value: Value) -> Result<Self, redis::ParsingError> {
+        let (status, _before, mark, added, dead, skipped, error): (
+            i64,
+            u64,
+            u64,
+            u64,
+            u64,
+            u64,
+            String,
+        ) = FromRedisValue::from_redis_value(value)?;
+        Ok(match status {
+            1 => Outcome::Handled {
+                added,
+                dead,
+                skipped,
+            },
+            0 => Outcome::Gap { mark },
+            _ => Outcome::Stopped {
+                mark,
+                added,
+                dead,
+                skipped,
+                error,
+            },
+        })
+    }
+}

@@ -1,0 +1,345 @@
+//! Issue 3: the shipper against real `redis-server` processes from the testkit.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use evstream::audit::{audit_stream, Audit};
+use evstream::config::{Config, RingConfig};
+use evstream::publish::{self, Publisher};
+use evstream::{ship, PublishError};
+use evstream_testkit::{FaultProxy, RedisServer};
+use redis::streams::StreamId;
+use redis::Value;
+use serde::Serialize;
+
+#[derive(Serialize)]
+struct Tick {
+    thread: u64,
+    n: u64,
+    symbol: &'static str,
+    price: f64,
+}
+
+fn tick(thread: u64, n: u64) -> Tick {
+    Tick {
+        thread,
+        n,
+        symbol: "NVDA",
+        price: 131.0 + (n % 1000) as f64 / 100.0,
+    }
+}
+
+fn config(url: &str, stream: &str) -> Config {
+    let mut config = Config::default();
+    config.redis.url = url.to_owned();
+    config.redis.stream = stream.to_owned();
+    config.ring = RingConfig::default()
+        .set_capacity(65_536)
+        .set_slot_bytes(256);
+    config.ship.max_len = 0;
+    config.ship.retry_max_ms = 200;
+    config.ship.breaker_cool_down_ms = 500;
+    config
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
+/// Publishes `per_thread` ticks from each of `threads` threads, retrying while the ring is
+/// full, and returns how many refusals (full ring) the threads saw.
+fn publish_ticks(
+    publisher: &Publisher,
+    threads: u64,
+    per_thread: u64,
+    pace: Option<Duration>,
+) -> u64 {
+    let handles: Vec<_> = (0..threads)
+        .map(|thread| {
+            let publisher = publisher.clone();
+            thread::spawn(move || {
+                let mut refused = 0;
+                for n in 0..per_thread {
+                    loop {
+                        match publisher.publish("Tick", &tick(thread, n), &format!("t{thread}")) {
+                            Ok(()) => break,
+                            Err(PublishError::RingFull { .. }) => {
+                                refused += 1;
+                                thread::sleep(Duration::from_micros(200));
+                            }
+                            Err(other) => panic!("unexpected refusal: {other}"),
+                        }
+                    }
+                    if let Some(pace) = pace {
+                        if n % 100 == 99 {
+                            thread::sleep(pace);
+                        }
+                    }
+                }
+                refused
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).sum()
+}
+
+/// A connection for reading back: pages of thousands of entries may take longer than the
+/// client's default 500 ms response timeout in a debug build.
+async fn connect(url: &str) -> redis::aio::MultiplexedConnection {
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .unwrap()
+}
+
+fn field<'a>(entry: &'a StreamId, name: &str) -> &'a [u8] {
+    match entry.map.get(name) {
+        Some(Value::BulkString(bytes)) => bytes,
+        _ => b"",
+    }
+}
+
+/// Audits the stream: per thread, ticks in order and byte-identical to what was published.
+fn audit_ticks(url: &str, stream: &str) -> (Audit, u64) {
+    block_on(async {
+        let mut connection = connect(url).await;
+        let mut next: HashMap<u64, u64> = HashMap::new();
+        let mut misordered = 0u64;
+        let audit = audit_stream(&mut connection, stream, 2000, |entry, data| {
+            let value: serde_json::Value = match serde_json::from_slice(data) {
+                Ok(v) => v,
+                Err(_) => return false,
+            };
+            let (Some(thread), Some(n)) = (value["thread"].as_u64(), value["n"].as_u64()) else {
+                return false;
+            };
+            let expected = next.entry(thread).or_default();
+            if n != *expected {
+                misordered += 1;
+            }
+            *expected = n + 1;
+            field(entry, "event_type") == b"Tick"
+                && field(entry, "correlation_id") == format!("t{thread}").as_bytes()
+                && data == serde_json::to_vec(&tick(thread, n)).unwrap()
+        })
+        .await
+        .unwrap();
+        (audit, misordered)
+    })
+}
+
+fn assert_exactly_once(audit: &Audit, misordered: u64, expected: u64) {
+    assert_eq!(audit.entries, expected, "{audit:?}");
+    assert_eq!(audit.duplicates, 0, "{audit:?}");
+    assert_eq!(audit.duplicate_event_ids, 0, "{audit:?}");
+    assert_eq!(audit.out_of_order, 0, "{audit:?}");
+    assert_eq!(audit.corrupt, 0, "{audit:?}");
+    assert_eq!(misordered, 0, "per-thread order");
+    let producer = audit.producers.values().next().unwrap();
+    assert_eq!(
+        (producer.first, producer.last, producer.gaps()),
+        (1, expected, 0)
+    );
+}
+
+#[test]
+fn one_million_events_from_four_threads_exactly_once_in_order() {
+    let redis = RedisServer::start().unwrap();
+    let config = config(&redis.url(), "events");
+    let (publisher, receiver) = publish::channel(&config).unwrap();
+    let shipper = ship::spawn(&config, receiver).unwrap();
+    let started = Instant::now();
+    publish_ticks(&publisher, 4, 250_000, None);
+    let report = shipper.shutdown(Duration::from_secs(60));
+    let elapsed = started.elapsed();
+    assert_eq!(report.undelivered, 0, "{report:?}");
+    assert_eq!(report.shipped, 1_000_000, "{report:?}");
+    let (audit, misordered) = audit_ticks(&redis.url(), "events");
+    assert_exactly_once(&audit, misordered, 1_000_000);
+    eprintln!("1M events shipped and audited; publishing + flush took {elapsed:?}");
+}
+
+#[test]
+fn redis_killed_five_times_loses_and_duplicates_nothing() {
+    let mut redis = RedisServer::builder().aof(true).start().unwrap();
+    let url = redis.url();
+    let config = config(&url, "events");
+    let (publisher, receiver) = publish::channel(&config).unwrap();
+    let shipper = ship::spawn(&config, receiver).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let publisher = publisher.clone();
+        let done = Arc::clone(&done);
+        thread::spawn(move || {
+            // About 60,000 events/s: the ring (65,536) absorbs each restart.
+            let refused = publish_ticks(&publisher, 2, 250_000, Some(Duration::from_millis(3)));
+            done.store(true, Ordering::SeqCst);
+            refused
+        })
+    };
+    let mut kills = 0;
+    while kills < 5 && !done.load(Ordering::SeqCst) {
+        thread::sleep(Duration::from_millis(600));
+        redis.kill().unwrap();
+        thread::sleep(Duration::from_millis(100));
+        redis.restart().unwrap();
+        kills += 1;
+    }
+    producer.join().unwrap();
+    let report = shipper.shutdown(Duration::from_secs(60));
+    assert_eq!(kills, 5, "the run lasted long enough for five kills");
+    assert_eq!(report.undelivered, 0, "{report:?}");
+    let (audit, misordered) = audit_ticks(&url, "events");
+    assert_exactly_once(&audit, misordered, 500_000);
+}
+
+#[test]
+fn connection_cut_after_a_batch_is_sent_duplicates_nothing() {
+    let redis = RedisServer::start().unwrap();
+    let proxy = FaultProxy::start(redis.addr().parse().unwrap()).unwrap();
+    let mut config = config(&proxy.url(), "events");
+    config.ship.in_flight = 4;
+    let (publisher, receiver) = publish::channel(&config).unwrap();
+    let shipper = ship::spawn(&config, receiver).unwrap();
+    let producer = {
+        let publisher = publisher.clone();
+        thread::spawn(move || publish_ticks(&publisher, 2, 100_000, Some(Duration::from_millis(2))))
+    };
+    let mut cuts = 0;
+    while !producer.is_finished() && cuts < 10 {
+        thread::sleep(Duration::from_millis(150));
+        // The next request (a batch) reaches Redis, its answer never reaches the shipper.
+        proxy.cut_after_client_bytes(1);
+        while proxy.cut_pending() && !producer.is_finished() {
+            thread::sleep(Duration::from_millis(5));
+        }
+        cuts += 1;
+    }
+    producer.join().unwrap();
+    let health = shipper.health();
+    let report = shipper.shutdown(Duration::from_secs(60));
+    assert!(cuts >= 5, "cuts: {cuts}");
+    assert!(proxy.cuts() >= 5);
+    assert_eq!(report.undelivered, 0, "{report:?}");
+    assert!(health.batches_failed > 0, "cuts caused retries: {health:?}");
+    assert!(
+        health.duplicates_skipped > 0,
+        "a retried batch that had landed was skipped: {health:?}"
+    );
+    let (audit, misordered) = audit_ticks(&redis.url(), "events");
+    assert_exactly_once(&audit, misordered, 200_000);
+}
+
+#[test]
+fn poison_events_go_to_the_dead_letter_stream_and_good_ones_to_the_stream() {
+    let redis = RedisServer::start().unwrap();
+    let config = config(&redis.url(), "orders");
+    let (publisher, receiver) = publish::channel(&config).unwrap();
+    let shipper = ship::spawn(&config, receiver).unwrap();
+    for n in 0..1000u64 {
+        if n % 10 == 3 {
+            publisher
+                .publish_raw("Broken", format!("{{\"n\":{n},").as_bytes(), "bad")
+                .unwrap();
+        } else {
+            publisher
+                .publish_raw("Good", format!("{{\"n\":{n}}}").as_bytes(), "good")
+                .unwrap();
+        }
+    }
+    let health_before = shipper.health();
+    let report = shipper.shutdown(Duration::from_secs(30));
+    assert_eq!(report.undelivered, 0);
+    assert_eq!(
+        (report.shipped, report.dead_lettered),
+        (900, 100),
+        "{report:?} {health_before:?}"
+    );
+
+    let good = redis.command(&["XLEN", "orders"]).unwrap().as_int();
+    let dead = redis.command(&["XLEN", "orders:dlq"]).unwrap().as_int();
+    assert_eq!((good, dead), (Some(900), Some(100)));
+    block_on(async {
+        let mut connection = connect(&redis.url()).await;
+        let letters: redis::streams::StreamRangeReply =
+            redis::AsyncCommands::xrange_all(&mut connection, "orders:dlq")
+                .await
+                .unwrap();
+        for (i, letter) in letters.ids.iter().enumerate() {
+            let n = i as u64 * 10 + 3;
+            assert_eq!(field(letter, "dlq_reason"), b"invalid_json");
+            assert_eq!(field(letter, "dlq_stage"), b"ship");
+            assert!(std::str::from_utf8(field(letter, "dlq_error"))
+                .unwrap()
+                .contains("JSON"));
+            assert_eq!(field(letter, "data"), format!("{{\"n\":{n},").as_bytes());
+            assert_eq!(
+                field(letter, "sequence"),
+                (n + 1).to_string().as_bytes(),
+                "keeps its number"
+            );
+            assert_eq!(field(letter, "event_type"), b"Broken");
+        }
+        let (audit, _) = {
+            let audit = audit_stream(&mut connection, "orders", 1000, |_, data| {
+                serde_json::from_slice::<serde_json::Value>(data).is_ok()
+            })
+            .await
+            .unwrap();
+            (audit, ())
+        };
+        assert_eq!(
+            (audit.entries, audit.corrupt, audit.duplicates),
+            (900, 0, 0)
+        );
+        // Every sequence is in the stream or in the dead-letter stream.
+        let producer = audit.producers.values().next().unwrap();
+        assert_eq!(
+            (producer.first, producer.last, producer.distinct),
+            (1, 1000, 900)
+        );
+    });
+}
+
+#[test]
+fn unreachable_redis_opens_the_breaker_and_recovers_without_loss() {
+    let redis = RedisServer::start().unwrap();
+    let proxy = FaultProxy::start(redis.addr().parse().unwrap()).unwrap();
+    let mut config = config(&proxy.url(), "events");
+    config.ship.breaker_threshold = 3;
+    config.ship.breaker_cool_down_ms = 300;
+    config.ship.retry_base_ms = 5;
+    config.ship.retry_max_ms = 20;
+    let (publisher, receiver) = publish::channel(&config).unwrap();
+    let shipper = ship::spawn(&config, receiver).unwrap();
+    proxy.refuse_connections(true);
+    proxy.cut_all();
+    publish_ticks(&publisher, 1, 10_000, None);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while shipper.health().breaker != ship::BreakerState::Open && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    let open = shipper.health();
+    assert_eq!(open.breaker, ship::BreakerState::Open, "{open:?}");
+    assert!(!open.redis_connected);
+    assert!(open.last_error.is_some());
+    assert_eq!(open.shipped, 0);
+    proxy.refuse_connections(false);
+    let report = shipper.shutdown(Duration::from_secs(30));
+    assert_eq!(
+        (report.shipped, report.undelivered),
+        (10_000, 0),
+        "{report:?}"
+    );
+    let (audit, misordered) = audit_ticks(&redis.url(), "events");
+    assert_exactly_once(&audit, misordered, 10_000);
+}

@@ -7,6 +7,14 @@ cd "$(dirname "$0")/.."
 
 need redis-server redis-server
 need cargo cargo
+need python3 python3
+# The interop test reads the stream with Python's redis client, as a consumer in another
+# language would.
+if ! python3 -c "import redis" >/dev/null 2>&1; then
+    echo "==> installing the Python redis client (PyPI: redis)" >&2
+    python3 -m pip install --quiet "redis>=5,<8" >&2 ||
+        python3 -m pip install --quiet --break-system-packages "redis>=5,<8" >&2
+fi
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

@@ -35,6 +35,15 @@ pub(crate) struct GlobalArgs {
 }
 
 impl GlobalArgs {
+    /// The Redis URL the user chose, by flag, environment or config file; `None` means
+    /// "nothing given" (commands that can, start a private server then).
+    pub(crate) fn given_url(&self, config: &Config) -> Option<String> {
+        self.redis_url.clone().or_else(|| {
+            (config.redis.url != evstream::config::DEFAULT_REDIS_URL)
+                .then(|| config.redis.url.clone())
+        })
+    }
+
     /// The configuration: defaults, then the file, then flags and environment.
     pub(crate) fn resolve(&self) -> anyhow::Result<Config> {
         let mut config = match &self.config {
@@ -56,7 +65,63 @@ impl GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run a simulated trading engine through the whole pipeline and print a summary.
+    ///
+    /// Without --redis-url (or redis.url in --config) it starts a private redis-server.
     Demo(DemoArgs),
+    /// Push N events through ring, shipper and Redis, read them back, check every one, and
+    /// report loss, duplicates, throughput and publish latency.
+    ///
+    /// Without --redis-url (or redis.url in --config) it starts a private redis-server.
+    Bench(BenchArgs),
+}
+
+/// Options of `evstream bench`.
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// Events to publish, all producers together.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub(crate) events: u64,
+    /// Events per second, all producers together, or `max`.
+    #[arg(long, default_value = "max")]
+    pub(crate) rate: Rate,
+    /// Size of each event's JSON payload in bytes.
+    #[arg(long, default_value_t = 400)]
+    pub(crate) payload_bytes: usize,
+    /// Publishing threads.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) producers: usize,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// A publishing rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rate {
+    Max,
+    PerSecond(u64),
+}
+
+impl std::str::FromStr for Rate {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "max" => Ok(Rate::Max),
+            number => number.parse().map(Rate::PerSecond).map_err(|_| {
+                format!("'{text}' is not a rate: use a number of events per second or max")
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rate::Max => f.write_str("max rate"),
+            Rate::PerSecond(rate) => write!(f, "{rate} events/s"),
+        }
+    }
 }
 
 /// Options of `evstream demo`.
@@ -112,6 +177,13 @@ mod tests {
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert!(parse_duration("3 parsecs").unwrap_err().contains("unit"));
         assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn rates_parse() {
+        assert_eq!("max".parse(), Ok(Rate::Max));
+        assert_eq!("20000".parse(), Ok(Rate::PerSecond(20_000)));
+        assert!("fast".parse::<Rate>().unwrap_err().contains("max"));
     }
 
     #[test]

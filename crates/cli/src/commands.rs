@@ -1,5 +1,6 @@
 //! One module per subcommand, and the dispatch to them.
 
+mod bench;
 mod demo;
 
 use std::process::ExitCode;
@@ -8,7 +9,9 @@ use crate::args::{Cli, Command};
 
 pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = cli.global.resolve()?;
+    let given_url = cli.global.given_url(&config);
     match cli.command {
-        Command::Demo(args) => demo::run(&config, &args),
+        Command::Demo(args) => demo::run(&config, given_url.as_deref(), &args),
+        Command::Bench(args) => bench::run(&config, given_url.as_deref(), &args),
     }
 }

@@ -8,7 +8,7 @@ fn evstream() -> Command {
 }
 
 #[test]
-fn demo_json_reports_every_event_drained_once() {
+fn demo_json_reports_every_event_shipped_once() {
     let output = evstream()
         .args(["demo", "--duration", "1s", "--rate", "6000", "--json"])
         .output()
@@ -21,7 +21,7 @@ fn demo_json_reports_every_event_drained_once() {
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let published = summary["published"].as_u64().unwrap();
     assert!(published >= 3000, "about 6000 events in 1 s: {summary}");
-    assert_eq!(summary["drained"].as_u64(), Some(published));
+    assert_eq!(summary["shipped"].as_u64(), Some(published), "{summary}");
     assert_eq!(summary["lost"].as_u64(), Some(0));
     assert_eq!(summary["duplicates"].as_u64(), Some(0));
     assert!(summary["publish_ns"]["p99"].as_u64().unwrap() > 0);
@@ -56,4 +56,48 @@ fn bad_config_file_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("unknown field `slots`"), "{stderr}");
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn bench_reads_back_and_checks_every_event() {
+    let output = evstream()
+        .args([
+            "bench",
+            "--events",
+            "20000",
+            "--producers",
+            "2",
+            "--payload-bytes",
+            "300",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    for (field, expected) in [
+        ("published", 20_000),
+        ("delivered", 20_000),
+        ("lost", 0),
+        ("duplicates", 0),
+        ("corrupt", 0),
+    ] {
+        assert_eq!(
+            summary[field].as_u64(),
+            Some(expected),
+            "{field}: {summary}"
+        );
+    }
+    assert!(summary["throughput_eps"].as_f64().unwrap() > 0.0);
+    assert_eq!(summary["payload_bytes"].as_u64(), Some(300));
+    for p in ["p50", "p99", "p999", "max"] {
+        assert!(
+            summary["publish_ns"][p].as_u64().is_some(),
+            "{p}: {summary}"
+        );
+    }
 }

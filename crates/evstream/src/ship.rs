@@ -56,7 +56,7 @@ pub fn spawn(config: &Config, receiver: Receiver) -> Result<ShipperHandle, ShipE
     config.validate()?;
     let client =
         redis::Client::open(config.redis.url.as_str()).map_err(|source| ShipError::InvalidUrl {
-            url: redact(&config.redis.url),
+            url: redact_url(&config.redis.url),
             source,
         })?;
     let ship = config.ship.clone();
@@ -93,8 +93,8 @@ pub fn spawn(config: &Config, receiver: Receiver) -> Result<ShipperHandle, ShipE
     })
 }
 
-/// Hides the password of a `redis://user:password@host` URL in messages.
-pub(crate) fn redact(url: &str) -> String {
+/// Hides the password of a `redis://user:password@host` URL, for messages and logs.
+pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let credentials = &url[scheme + 3..at];
@@ -727,10 +727,10 @@ mod tests {
     #[test]
     fn passwords_are_redacted_from_urls() {
         assert_eq!(
-            redact("redis://:s3cret@host:6379/0"),
+            redact_url("redis://:s3cret@host:6379/0"),
             "redis://:***@host:6379/0"
         );
-        assert_eq!(redact("redis://user:pw@host"), "redis://user:***@host");
-        assert_eq!(redact("redis://host:6379"), "redis://host:6379");
+        assert_eq!(redact_url("redis://user:pw@host"), "redis://user:***@host");
+        assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
     }
 }

@@ -1,74 +1,57 @@
-//! `evstream demo`: a simulated trading engine publishing through the capture path.
+//! `evstream demo`: a simulated trading engine publishing order lifecycles through the whole
+//! path (ring → shipper → Redis stream), then the stream read back and audited.
 
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::thread;
+use std::time::Duration;
 
 use anyhow::Context;
-use evstream::publish::{self, CapturedEvent};
-use evstream::Config;
+use evstream::{publish, ship, Config};
 use serde::Serialize;
 
 use crate::args::DemoArgs;
 use crate::engine::{self, EngineSpec};
+use crate::pipeline::{self, Delivery, Percentiles, Target};
 
 #[derive(Debug, Serialize)]
 struct Summary {
+    redis: String,
+    stream: String,
     producer_id: String,
     duration_s: f64,
-    published: u64,
     refused: u64,
-    drained: u64,
-    lost: u64,
-    duplicates: u64,
-    sequence_gaps: u64,
+    #[serde(flatten)]
+    delivery: Delivery,
+    /// Alias of `delivered`: events the shipper appended to the stream.
+    shipped: u64,
     publish_ns: Percentiles,
 }
 
-#[derive(Debug, Serialize)]
-struct Percentiles {
-    p50: u64,
-    p99: u64,
-    p999: u64,
-    max: u64,
-}
-
-pub(crate) fn run(config: &Config, args: &DemoArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(
+    config: &Config,
+    given_url: Option<&str>,
+    args: &DemoArgs,
+) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.producers > 0, "--producers must be at least 1");
-    let (publisher, mut receiver) =
-        publish::channel(config).context("cannot build the capture ring")?;
+    let target = Target::resolve(given_url)?;
+    let mut config = config.clone();
+    config.redis.url.clone_from(&target.url);
+    let (publisher, receiver) =
+        publish::channel(&config).context("cannot build the capture ring")?;
+    let producer_id = publisher.producer_id().to_owned();
+    let shipper = ship::spawn(&config, receiver).context("cannot start the shipper")?;
     if !args.json {
         eprintln!(
-            "evstream demo: {} engine threads, {} events/s for {:?}, producer {}",
+            "evstream demo: {} engine threads, {} events/s for {:?} into stream '{}' on {}",
             args.producers,
             args.rate,
             args.duration,
-            publisher.producer_id()
+            config.redis.stream,
+            target.describe()
         );
     }
-    // The drain: checks that sequences come out consecutive, each exactly once.
-    let drain = thread::spawn(move || {
-        let mut batch: Vec<CapturedEvent> = Vec::with_capacity(1024);
-        let (mut drained, mut expected, mut gaps, mut duplicates) = (0u64, 1u64, 0u64, 0u64);
-        while !receiver.is_finished() {
-            if receiver.drain_into(&mut batch, 1024) == 0 {
-                thread::sleep(std::time::Duration::from_micros(200));
-            }
-            for event in &batch {
-                match event.sequence().cmp(&expected) {
-                    std::cmp::Ordering::Equal => {}
-                    std::cmp::Ordering::Less => duplicates += 1,
-                    std::cmp::Ordering::Greater => gaps += event.sequence() - expected,
-                }
-                expected = event.sequence() + 1;
-                drained += 1;
-            }
-            receiver.recycle(batch.drain(..));
-        }
-        (drained, gaps, duplicates)
-    });
     let stop = Arc::new(AtomicBool::new(false));
     let spec = EngineSpec {
         rate: Some(args.rate),
@@ -76,48 +59,45 @@ pub(crate) fn run(config: &Config, args: &DemoArgs) -> anyhow::Result<ExitCode> 
         duration: args.duration,
         max_events_per_producer: None,
     };
-    let producer_id = publisher.producer_id().to_owned();
     let report = engine::run(&publisher, spec, &stop);
     drop(publisher);
-    let (drained, sequence_gaps, duplicates) = drain.join().expect("drain thread panicked");
-    let latency = &report.latency_ns;
+    pipeline::wait_until_shipped(&shipper, report.published, Duration::from_secs(60));
+    let shutdown = shipper.shutdown(Duration::from_secs(30));
+    let audit = pipeline::audit(&config, &target.url, |_, data| {
+        serde_json::from_slice::<serde_json::Value>(data).is_ok()
+    })?;
+    let delivery = Delivery::measure(report.published, &producer_id, &audit, &shutdown);
+    let clean = delivery.is_clean();
     let summary = Summary {
+        redis: target.describe(),
+        stream: config.redis.stream.clone(),
         producer_id,
         duration_s: report.elapsed.as_secs_f64(),
-        published: report.published,
         refused: report.refused,
-        drained,
-        lost: report.published.saturating_sub(drained),
-        duplicates,
-        sequence_gaps,
-        publish_ns: Percentiles {
-            p50: latency.value_at_quantile(0.5),
-            p99: latency.value_at_quantile(0.99),
-            p999: latency.value_at_quantile(0.999),
-            max: latency.max(),
-        },
+        shipped: delivery.delivered,
+        delivery,
+        publish_ns: Percentiles::of(&report.latency_ns),
     };
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &summary)?;
         writeln!(out)?;
     } else {
-        writeln!(out, "published   {:>12}", summary.published)?;
-        writeln!(out, "refused     {:>12}", summary.refused)?;
-        writeln!(out, "drained     {:>12}", summary.drained)?;
-        writeln!(out, "lost        {:>12}", summary.lost)?;
-        writeln!(out, "duplicates  {:>12}", summary.duplicates)?;
+        let d = &summary.delivery;
+        writeln!(out, "published     {:>12}", d.published)?;
+        writeln!(out, "refused       {:>12}", summary.refused)?;
+        writeln!(out, "shipped       {:>12}", d.delivered)?;
+        writeln!(out, "dead letters  {:>12}", d.dead_letters)?;
+        writeln!(out, "lost          {:>12}", d.lost)?;
+        writeln!(out, "duplicates    {:>12}", d.duplicates)?;
+        let p = summary.publish_ns;
         writeln!(
             out,
             "publish latency  p50 {} ns  p99 {} ns  p99.9 {} ns  max {} ns",
-            summary.publish_ns.p50,
-            summary.publish_ns.p99,
-            summary.publish_ns.p999,
-            summary.publish_ns.max
+            p.p50, p.p99, p.p999, p.max
         )?;
     }
-    let healthy = summary.lost == 0 && summary.duplicates == 0 && summary.sequence_gaps == 0;
-    Ok(if healthy {
+    Ok(if clean {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

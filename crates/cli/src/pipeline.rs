@@ -1,0 +1,151 @@
+//! What `demo` and `bench` share: a Redis to ship to (private unless one is given), the
+//! whole path (ring → shipper → stream), and the read-back audit that measures loss and
+//! duplicates instead of assuming them.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use evstream::audit::{audit_stream, Audit};
+use evstream::ship::ShutdownReport;
+use evstream::Config;
+use evstream_testkit::RedisServer;
+use redis::streams::StreamId;
+use serde::Serialize;
+
+/// The Redis a run ships to. Holds a private server alive for the run.
+pub(crate) struct Target {
+    pub(crate) url: String,
+    pub(crate) private: Option<RedisServer>,
+}
+
+impl Target {
+    /// The URL from the flags or config if one was given; otherwise a private
+    /// `redis-server` (temp dir, free loopback port, AOF on), stopped when dropped.
+    pub(crate) fn resolve(given_url: Option<&str>) -> anyhow::Result<Self> {
+        if let Some(url) = given_url {
+            return Ok(Self {
+                url: url.to_owned(),
+                private: None,
+            });
+        }
+        let server = RedisServer::builder()
+            .aof(true)
+            .appendfsync("everysec")
+            .maxmemory_policy("noeviction")
+            .start()
+            .context(
+                "cannot start a private redis-server; install it (Debian: apt-get install \
+                 redis-server) or pass --redis-url",
+            )?;
+        Ok(Self {
+            url: server.url(),
+            private: Some(server),
+        })
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        match &self.private {
+            Some(server) => format!("private redis-server on port {} (AOF on)", server.port()),
+            None => evstream::ship::redact_url(&self.url),
+        }
+    }
+}
+
+/// Latency percentiles in nanoseconds.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct Percentiles {
+    pub(crate) p50: u64,
+    pub(crate) p99: u64,
+    pub(crate) p999: u64,
+    pub(crate) max: u64,
+}
+
+impl Percentiles {
+    pub(crate) fn of(histogram: &hdrhistogram::Histogram<u64>) -> Self {
+        Self {
+            p50: histogram.value_at_quantile(0.5),
+            p99: histogram.value_at_quantile(0.99),
+            p999: histogram.value_at_quantile(0.999),
+            max: histogram.max(),
+        }
+    }
+}
+
+/// Reads the whole stream back and checks it; `check` judges each payload.
+pub(crate) fn audit(
+    config: &Config,
+    url: &str,
+    check: impl FnMut(&StreamId, &[u8]) -> bool,
+) -> anyhow::Result<Audit> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime
+        .block_on(async {
+            let client = redis::Client::open(url)?;
+            let connection_config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+            let mut connection = client
+                .get_multiplexed_async_connection_with_config(&connection_config)
+                .await?;
+            let audit = audit_stream(&mut connection, &config.redis.stream, 5000, check).await?;
+            Ok::<_, anyhow::Error>(audit)
+        })
+        .context("cannot read the stream back to audit it")
+}
+
+/// What a run measured, for the summaries.
+#[derive(Debug, Serialize)]
+pub(crate) struct Delivery {
+    pub(crate) published: u64,
+    pub(crate) delivered: u64,
+    pub(crate) dead_letters: u64,
+    pub(crate) lost: u64,
+    pub(crate) duplicates: u64,
+    pub(crate) out_of_order: u64,
+    pub(crate) corrupt: u64,
+}
+
+impl Delivery {
+    /// Compares what was published with what the audit found. `delivered` counts the entries
+    /// of this run's producer only.
+    pub(crate) fn measure(
+        published: u64,
+        producer_id: &str,
+        audit: &Audit,
+        report: &ShutdownReport,
+    ) -> Self {
+        let found = audit.producers.get(producer_id);
+        let delivered = found.map_or(0, |p| p.distinct);
+        Self {
+            published,
+            delivered,
+            dead_letters: report.dead_lettered,
+            lost: published.saturating_sub(delivered + report.dead_lettered),
+            duplicates: audit.duplicates + audit.duplicate_event_ids,
+            out_of_order: audit.out_of_order,
+            corrupt: audit.corrupt,
+        }
+    }
+
+    pub(crate) fn is_clean(&self) -> bool {
+        self.lost == 0 && self.duplicates == 0 && self.out_of_order == 0 && self.corrupt == 0
+    }
+}
+
+/// Waits until the shipper has handled `published` events, or `timeout`; returns when.
+pub(crate) fn wait_until_shipped(
+    shipper: &evstream::ship::ShipperHandle,
+    published: u64,
+    timeout: Duration,
+) -> Instant {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let now = Instant::now();
+        let health = shipper.health();
+        let handled = health.shipped + health.dead_letters.values().sum::<u64>();
+        if handled >= published || now >= deadline {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}

@@ -16,7 +16,7 @@
 //! wait_timeout_us = 100     # bound of the wait when when_full = "wait"
 //!
 //! [producer]
-//! id = "engine-1"           # default: a new UUIDv7 per process
+//! name = "engine-1"         # producer_id = "engine-1:<UUIDv7 of this process instance>"
 //!
 //! [ship]
 //! batch_max = 256           # events per batch
@@ -30,14 +30,20 @@
 //! breaker_cool_down_ms = 30000
 //! dedupe_ttl_s = 604800     # how long a producer's high-water mark is kept (7 days)
 //! shutdown_timeout_ms = 5000
+//! journal_dir = "/var/lib/evstream/journal"  # spill journal; default: none (see below)
+//! journal_budget_mb = 1024  # disk budget of the journal
+//! journal_fsync = "interval"  # "always", "interval" or "never"
+//! journal_fsync_interval_ms = 1000
+//! spill_at_percent = 50     # ring fill at which batches spill to the journal
 //! ```
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
+pub use crate::ship::FsyncPolicy;
 
 /// Default Redis URL.
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
@@ -252,6 +258,21 @@ pub struct ShipConfig {
     pub dedupe_ttl_s: u64,
     /// Default deadline of a shutdown's final flush, in milliseconds. Default 5000.
     pub shutdown_timeout_ms: u64,
+    /// Directory of the spill journal. When Redis is away longer than the ring can absorb,
+    /// batches spill here and are replayed in order once it is back; at shutdown, what could
+    /// not be delivered is left here for the next start to replay. Default: none, which means
+    /// that during a long outage the ring fills and `publish` refuses events (counted); set it
+    /// in production.
+    pub journal_dir: Option<PathBuf>,
+    /// Disk budget of the journal in MiB; past it, the ring fills again. Default 1024.
+    pub journal_budget_mb: u64,
+    /// When journal writes are forced to disk. Default `interval`.
+    pub journal_fsync: FsyncPolicy,
+    /// Period of `journal_fsync = "interval"`, in milliseconds. Default 1000.
+    pub journal_fsync_interval_ms: u64,
+    /// Ring fill, in percent of its capacity, from which batches spill to the journal while
+    /// Redis is not keeping up. Default 50.
+    pub spill_at_percent: u8,
 }
 
 impl Default for ShipConfig {
@@ -268,6 +289,11 @@ impl Default for ShipConfig {
             breaker_cool_down_ms: 30_000,
             dedupe_ttl_s: 7 * 24 * 3600,
             shutdown_timeout_ms: 5000,
+            journal_dir: None,
+            journal_budget_mb: 1024,
+            journal_fsync: FsyncPolicy::Interval,
+            journal_fsync_interval_ms: 1000,
+            spill_at_percent: 50,
         }
     }
 }
@@ -275,7 +301,7 @@ impl Default for ShipConfig {
 impl ShipConfig {
     /// Checks every value's range.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let checks: [(&'static str, u64, bool, &'static str); 5] = [
+        let checks: [(&'static str, u64, bool, &'static str); 6] = [
             (
                 "ship.batch_max",
                 self.batch_max as u64,
@@ -306,6 +332,12 @@ impl ShipConfig {
                 self.dedupe_ttl_s >= 60,
                 "must be at least 60",
             ),
+            (
+                "ship.spill_at_percent",
+                u64::from(self.spill_at_percent),
+                (1..=100).contains(&self.spill_at_percent),
+                "must be between 1 and 100",
+            ),
         ];
         for (field, value, ok, reason) in checks {
             if !ok {
@@ -328,26 +360,29 @@ const MAX_EVENT_BYTES_LIMIT: usize = 64 * 1024 * 1024;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProducerConfig {
-    /// The `producer_id` written with every event. Default: a new UUIDv7 for each process, so
-    /// two processes never share an id. Set it only if each process gets its own value.
-    pub id: Option<String>,
+    /// A readable name for this process's `producer_id`, which becomes
+    /// `<name>:<UUIDv7>`. The UUIDv7 part is new for every process instance: sequences
+    /// restart at 1 with each instance, so an id must never be reused across restarts (the
+    /// no-duplicate mechanism would take the new events for old ones). Default: no name, the
+    /// id is the bare UUIDv7.
+    pub name: Option<String>,
 }
 
 impl ProducerConfig {
-    /// Checks the id's length and characters.
+    /// Checks the name's length and characters.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        match &self.id {
-            Some(id)
-                if id.is_empty()
-                    || id.len() > 64
-                    || !id
+        match &self.name {
+            Some(name)
+                if name.is_empty()
+                    || name.len() > 64
+                    || !name
                         .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) =>
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
             {
                 Err(ConfigError::Invalid {
-                    field: "producer.id",
-                    value: id.clone(),
-                    reason: "must be 1 to 64 characters of A-Z, a-z, 0-9, '-', '_', '.', ':'",
+                    field: "producer.name",
+                    value: name.clone(),
+                    reason: "must be 1 to 64 characters of A-Z, a-z, 0-9, '-', '_', '.'",
                 })
             }
             _ => Ok(()),
@@ -372,13 +407,13 @@ mod tests {
     fn every_documented_option_parses() {
         let text = "[redis]\nurl = \"redis://h:1\"\nstream = \"s\"\n\
                     [ring]\ncapacity = 1024\nslot_bytes = 512\nmax_event_bytes = 4096\n\
-                    when_full = \"wait\"\nwait_timeout_us = 7\n[producer]\nid = \"engine-1\"\n";
+                    when_full = \"wait\"\nwait_timeout_us = 7\n[producer]\nname = \"engine-1\"\n";
         let config: Config = toml::from_str(text).unwrap();
         config.validate().unwrap();
         assert_eq!(config.redis.url, "redis://h:1");
         assert_eq!(config.ring.when_full(), WhenFull::Wait);
         assert_eq!(config.ring.wait_timeout(), Duration::from_micros(7));
-        assert_eq!(config.producer.id.as_deref(), Some("engine-1"));
+        assert_eq!(config.producer.name.as_deref(), Some("engine-1"));
     }
 
     #[test]
@@ -404,12 +439,12 @@ mod tests {
             .contains("ring.slot_bytes"));
 
         let bad = ProducerConfig {
-            id: Some("has space".into()),
+            name: Some("has space".into()),
         };
         assert!(bad
             .validate()
             .unwrap_err()
             .to_string()
-            .contains("producer.id"));
+            .contains("producer.name"));
     }
 }

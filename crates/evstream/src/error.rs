@@ -137,6 +137,15 @@ pub enum ShipError {
         #[source]
         source: redis::RedisError,
     },
+    /// The spill journal cannot be opened.
+    #[error("cannot open the spill journal in {dir}: {source} (check ship.journal_dir)")]
+    Journal {
+        /// The journal directory.
+        dir: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The shipper's thread or runtime could not be created.
     #[error("cannot start the shipper thread: {source}")]
     Runtime {

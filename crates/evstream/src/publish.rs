@@ -48,9 +48,10 @@ pub fn channel(config: &Config) -> Result<(Publisher, Receiver), ConfigError> {
                 reason: "must be a power of two of at least 2, e.g. 65536",
             },
         )?;
-    let producer_id: Arc<str> = match &config.producer.id {
-        Some(id) => id.as_str().into(),
-        None => uuid::Uuid::now_v7().to_string().into(),
+    let instance = uuid::Uuid::now_v7();
+    let producer_id: Arc<str> = match &config.producer.name {
+        Some(name) => format!("{name}:{instance}").into(),
+        None => instance.to_string().into(),
     };
     let shared = Arc::new(Shared {
         producer_id: Arc::clone(&producer_id),
@@ -397,6 +398,29 @@ impl std::fmt::Debug for CapturedEvent {
 }
 
 impl CapturedEvent {
+    /// Rebuilds an event read back from the spill journal. `event_type` and
+    /// `correlation_id` must be within their limits (the journal checks).
+    pub(crate) fn from_parts(
+        sequence: u64,
+        timestamp_ns: u64,
+        kind: PayloadKind,
+        event_type: &str,
+        correlation_id: &str,
+        data: Vec<u8>,
+    ) -> Self {
+        let mut event = Self {
+            sequence,
+            timestamp_ns,
+            kind,
+            event_type: InlineStr::new(),
+            correlation_id: InlineStr::new(),
+            data,
+        };
+        event.event_type.set(event_type);
+        event.correlation_id.set(correlation_id);
+        event
+    }
+
     /// Per-producer sequence: consecutive over accepted events, starting at 1.
     pub fn sequence(&self) -> u64 {
         self.sequence
@@ -706,7 +730,7 @@ mod tests {
     }
 
     #[test]
-    fn producer_id_is_configured_or_a_fresh_uuid_v7() {
+    fn producer_id_is_a_fresh_uuid_v7_per_instance_prefixed_by_the_configured_name() {
         let (a, _ra) = small(4, 64, 1024);
         let (b, _rb) = small(4, 64, 1024);
         assert_ne!(a.producer_id(), b.producer_id());
@@ -715,8 +739,20 @@ mod tests {
 
         let mut config = Config::default();
         config.ring = config.ring.set_capacity(4);
-        config.producer.id = Some("engine-1".into());
+        config.producer.name = Some("engine-1".into());
         let (p, r) = channel(&config).unwrap();
-        assert_eq!((p.producer_id(), r.producer_id()), ("engine-1", "engine-1"));
+        assert_eq!(p.producer_id(), r.producer_id());
+        let (name, instance) = p.producer_id().split_once(':').unwrap();
+        assert_eq!(name, "engine-1");
+        assert_eq!(
+            uuid::Uuid::parse_str(instance).unwrap().get_version_num(),
+            7
+        );
+        let (again, _r) = channel(&config).unwrap();
+        assert_ne!(
+            again.producer_id(),
+            p.producer_id(),
+            "a restart is a new instance"
+        );
     }
 }

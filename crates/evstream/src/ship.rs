@@ -18,12 +18,19 @@
 //!    unconfirmed batch in order. K consecutive failures open the circuit breaker; while it is
 //!    open nothing is sent and nothing is dropped: events wait in the ring.
 //!
-//! Not yet here (next steps of the shipper issue): the spill journal for outages longer than
-//! the ring holds, and the local dead-letter file for when Redis is unreachable.
+//! 4. **Spill**: with `ship.journal_dir` set, once Redis falls behind and the ring passes
+//!    `ship.spill_at_percent`, batches go to the spill journal (`ship/journal.rs`) instead;
+//!    while the journal holds anything, it is shipped before any newer event, so order holds.
+//!    At shutdown, whatever could not be delivered in time is written to the journal, and the
+//!    next start (of any producer using the same directory) replays it.
+//!
+//! Not yet here: the local dead-letter file for when Redis is unreachable (dead letters wait
+//! in their batch, in the ring or the journal, instead).
 
 mod append;
 mod backoff;
 mod breaker;
+mod journal;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -43,6 +50,8 @@ use crate::publish::{wall_clock_ns, CapturedEvent, Receiver};
 use append::{AppendSettings, Keys, Outcome, Poison};
 use breaker::Breaker;
 pub use breaker::BreakerState;
+pub use journal::FsyncPolicy;
+use journal::{AppendError, Journal};
 
 /// How often an idle shipper looks at the ring. Producers never wake the shipper (that would
 /// cost the hot path), so this bounds the added latency at low rates.
@@ -67,13 +76,14 @@ pub fn spawn(config: &Config, receiver: Receiver) -> Result<ShipperHandle, ShipE
         max_len: ship.max_len,
         high_water_mark_ttl_ms: ship.dedupe_ttl_s.saturating_mul(1000),
     };
+    let journals = open_journals(&ship, &settings.producer_id)?;
     let state = Arc::new(State::default());
     let (shutdown_tx, shutdown_rx) = watch::channel(None);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|source| ShipError::Runtime { source })?;
-    let shipper = Shipper::new(
+    let mut shipper = Shipper::new(
         ship.clone(),
         settings,
         client,
@@ -81,6 +91,8 @@ pub fn spawn(config: &Config, receiver: Receiver) -> Result<ShipperHandle, ShipE
         Arc::clone(&state),
         shutdown_rx,
     );
+    (shipper.journal, shipper.replays) = journals;
+    shipper.publish_state(Instant::now());
     let thread = std::thread::Builder::new()
         .name("evstream-shipper".into())
         .spawn(move || runtime.block_on(shipper.run()))
@@ -91,6 +103,48 @@ pub fn spawn(config: &Config, receiver: Receiver) -> Result<ShipperHandle, ShipE
         state,
         default_timeout: Duration::from_millis(ship.shutdown_timeout_ms),
     })
+}
+
+/// Opens this producer's journal and the journals earlier processes left to replay.
+fn open_journals(
+    ship: &ShipConfig,
+    producer_id: &str,
+) -> Result<(Option<Journal>, VecDeque<Journal>), ShipError> {
+    let Some(root) = &ship.journal_dir else {
+        tracing::warn!(
+            "no ship.journal_dir: during a Redis outage longer than the ring absorbs, publish \
+             will refuse events"
+        );
+        return Ok((None, VecDeque::new()));
+    };
+    let open = |id: &str| {
+        Journal::open(
+            root,
+            id,
+            ship.journal_budget_mb.saturating_mul(1024 * 1024),
+            ship.journal_fsync,
+            Duration::from_millis(ship.journal_fsync_interval_ms),
+        )
+    };
+    let own = open(producer_id).map_err(|source| ShipError::Journal {
+        dir: root.clone(),
+        source,
+    })?;
+    let mut replays = VecDeque::new();
+    for id in Journal::others(root, producer_id) {
+        match open(&id) {
+            Ok(journal) if journal.is_empty() => {
+                let _ = journal.remove_if_empty();
+            }
+            Ok(journal) => {
+                tracing::info!(producer_id = %id, events = journal.backlog().0, "replaying journal");
+                replays.push_back(journal);
+            }
+            // Held by a live process: it is that process's to ship.
+            Err(error) => tracing::debug!(%error, "journal not replayed"),
+        }
+    }
+    Ok((Some(own), replays))
 }
 
 /// Hides the password of a `redis://user:password@host` URL, for messages and logs.
@@ -165,8 +219,11 @@ pub struct ShutdownReport {
     pub shipped: u64,
     /// Events sent to the dead-letter stream over the shipper's life.
     pub dead_lettered: u64,
-    /// Events still in the ring or in unconfirmed batches when the deadline passed. Without
-    /// the spill journal (not built yet), these are lost.
+    /// Events not delivered by the deadline and written to the spill journal for the next
+    /// start to replay.
+    pub journaled: u64,
+    /// Events not delivered by the deadline and not journaled (no journal configured, or
+    /// its budget or disk failed): these are lost.
     pub undelivered: u64,
     /// Whether the shipper thread panicked (a bug; `undelivered` is then unknown).
     pub panicked: bool,
@@ -193,6 +250,16 @@ pub struct ShipperHealth {
     pub batches_failed: u64,
     /// Dead letters by reason code.
     pub dead_letters: BTreeMap<String, u64>,
+    /// Events waiting in the spill journal (this producer's and earlier ones' to replay).
+    pub journal_events: u64,
+    /// Bytes of the spill journal on disk.
+    pub journal_bytes: u64,
+    /// Events written to the journal since start.
+    pub spilled: u64,
+    /// Whether the journal's disk budget is used up (the ring fills, publish refuses).
+    pub journal_full: bool,
+    /// Events lost to torn or corrupt journal records.
+    pub journal_lost: u64,
     /// The last error, if any since start.
     pub last_error: Option<String>,
 }
@@ -210,6 +277,11 @@ struct State {
     batches_failed: AtomicU64,
     dead_letters: Mutex<BTreeMap<String, u64>>,
     last_error: Mutex<Option<String>>,
+    journal_events: AtomicU64,
+    journal_bytes: AtomicU64,
+    spilled: AtomicU64,
+    journal_full: AtomicBool,
+    journal_lost: AtomicU64,
 }
 
 impl State {
@@ -232,6 +304,11 @@ impl State {
             batches_failed: self.batches_failed.load(Ordering::Relaxed),
             dead_letters: lock(&self.dead_letters).clone(),
             last_error: lock(&self.last_error).clone(),
+            journal_events: self.journal_events.load(Ordering::Relaxed),
+            journal_bytes: self.journal_bytes.load(Ordering::Relaxed),
+            spilled: self.spilled.load(Ordering::Relaxed),
+            journal_full: self.journal_full.load(Ordering::Relaxed),
+            journal_lost: self.journal_lost.load(Ordering::Relaxed),
         }
     }
 
@@ -292,7 +369,19 @@ enum Status {
     Confirmed,
 }
 
+/// Where a batch came from, so confirming it consumes the right thing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Ring,
+    /// The oldest record of this producer's journal.
+    Journal,
+    /// The oldest record of the first journal left by an earlier process.
+    Replay,
+}
+
 struct Batch {
+    source: Source,
+    producer_id: String,
     events: Vec<CapturedEvent>,
     poison: Vec<Option<Poison>>,
     cmd: Arc<Cmd>,
@@ -318,6 +407,9 @@ struct Shipper {
     forming_since: Option<Instant>,
     /// Built, unconfirmed batches, in sequence order.
     queue: VecDeque<Batch>,
+    journal: Option<Journal>,
+    /// Journals of earlier processes, replayed first, one batch at a time.
+    replays: VecDeque<Journal>,
     breaker: Breaker,
     backoff: backoff::Backoff,
     /// After a failure: send nothing until every in-flight batch answered and this passed.
@@ -352,6 +444,8 @@ impl Shipper {
             forming: Vec::with_capacity(config.batch_max),
             forming_since: None,
             queue: VecDeque::new(),
+            journal: None,
+            replays: VecDeque::new(),
             connection: None,
             retry_at: None,
             recovering: false,
@@ -369,7 +463,9 @@ impl Shipper {
             let now = Instant::now();
             let deadline = *self.shutdown.borrow();
             let ring_empty = !self.receiver.has_ready() && self.forming.is_empty();
-            let flushed = self.queue.is_empty() && ring_empty;
+            let journals_empty =
+                self.replays.is_empty() && self.journal.as_ref().is_none_or(Journal::is_empty);
+            let flushed = self.queue.is_empty() && ring_empty && journals_empty;
             if flushed && (deadline.is_some() || self.receiver.is_finished()) {
                 break;
             }
@@ -395,18 +491,12 @@ impl Shipper {
             )
             .await;
         }
-        let undelivered = self
-            .queue
-            .iter()
-            .filter(|b| !matches!(b.status, Status::Confirmed))
-            .map(|b| b.events.len() as u64)
-            .sum::<u64>()
-            + self.forming.len() as u64
-            + self.receiver.health().depth;
+        let (journaled, undelivered) = self.leave_rest_in_journal();
         self.publish_state(Instant::now());
         ShutdownReport {
             shipped: self.state.shipped.load(Ordering::Relaxed),
             dead_lettered: self.state.dead_lettered(),
+            journaled,
             undelivered,
             panicked: false,
         }
@@ -416,8 +506,57 @@ impl Shipper {
         Duration::from_millis(self.config.timeout_ms)
     }
 
-    /// Moves events from the ring into batches, keeping at most two windows of batches built.
+    /// Fills the queue (at most two windows of batches): journals of earlier processes
+    /// first, then this producer's journal, then the ring (only once the journal is empty,
+    /// so nothing newer overtakes it); and spills the ring to the journal while Redis lags.
     fn form_batches(&mut self, now: Instant, flushing: bool) {
+        let room = |queue: &VecDeque<Batch>, window: usize| queue.len() < 2 * window;
+        let window = self.config.in_flight;
+        if room(&self.queue, window) && !self.queue.iter().any(|b| b.source == Source::Replay) {
+            while let Some(journal) = self.replays.front_mut() {
+                match journal.peek() {
+                    Ok(Some(record)) => {
+                        let batch =
+                            self.build(Source::Replay, &record.producer_id, record.events, false);
+                        self.queue.push_back(batch);
+                        break;
+                    }
+                    Ok(None) => {
+                        if let Some(done) = self.replays.pop_front() {
+                            let _ = done.remove_if_empty();
+                        }
+                    }
+                    Err(error) => {
+                        self.state
+                            .set_error(format!("cannot read a journal to replay: {error}"));
+                        self.replays.pop_front();
+                    }
+                }
+            }
+        }
+        if let Some(journal) = self.journal.as_mut().filter(|j| !j.is_empty()) {
+            if room(&self.queue, window) && !self.queue.iter().any(|b| b.source == Source::Journal)
+            {
+                match journal.peek() {
+                    Ok(Some(record)) => {
+                        let batch =
+                            self.build(Source::Journal, &record.producer_id, record.events, false);
+                        self.queue.push_back(batch);
+                    }
+                    Ok(None) => {}
+                    Err(error) => self
+                        .state
+                        .set_error(format!("cannot read the journal: {error}")),
+                }
+            }
+        } else {
+            self.form_from_ring(now, flushing);
+        }
+        self.spill();
+    }
+
+    /// Moves events from the ring into batches while the queue has room.
+    fn form_from_ring(&mut self, now: Instant, flushing: bool) {
         let max = self.config.batch_max;
         while self.queue.len() < 2 * self.config.in_flight {
             let room = max - self.forming.len();
@@ -436,15 +575,106 @@ impl Shipper {
             }
             let events = std::mem::replace(&mut self.forming, Vec::with_capacity(max));
             self.forming_since = None;
-            self.queue.push_back(self.build(events, false));
+            let producer_id = self.settings.producer_id.clone();
+            self.queue
+                .push_back(self.build(Source::Ring, &producer_id, events, false));
         }
     }
 
-    fn build(&self, events: Vec<CapturedEvent>, accept_gap: bool) -> Batch {
+    /// While the ring is past `spill_at_percent`, writes batches from it to the journal.
+    fn spill(&mut self) {
+        let Some(journal) = &mut self.journal else {
+            return;
+        };
+        let health = self.receiver.health();
+        let threshold = health.capacity * u64::from(self.config.spill_at_percent) / 100;
+        let max = self.config.batch_max;
+        // Bounded per loop turn, so confirmations keep being processed.
+        for _ in 0..64 {
+            if self.receiver.health().depth < threshold.max(1) {
+                break;
+            }
+            let room = max - self.forming.len();
+            self.receiver.drain_into(&mut self.forming, room);
+            match journal.append(&self.forming) {
+                Ok(()) => {
+                    self.state
+                        .spilled
+                        .fetch_add(self.forming.len() as u64, Ordering::Relaxed);
+                    self.state.journal_full.store(false, Ordering::Relaxed);
+                    let events = std::mem::take(&mut self.forming);
+                    self.forming_since = None;
+                    self.receiver.recycle(events);
+                }
+                Err(AppendError::Full) => {
+                    // Stop draining: the ring fills and publish refuses, counted there.
+                    self.state.journal_full.store(true, Ordering::Relaxed);
+                    break;
+                }
+                Err(AppendError::Io(error)) => {
+                    self.state
+                        .set_error(format!("cannot write the spill journal: {error}"));
+                    break;
+                }
+            }
+        }
+    }
+
+    /// At shutdown: writes every undelivered event to the journal, in sequence order, for the
+    /// next start. Returns (journaled, lost).
+    fn leave_rest_in_journal(&mut self) -> (u64, u64) {
+        let mut batches: Vec<Vec<CapturedEvent>> = Vec::new();
+        for batch in self.queue.drain(..) {
+            // A batch read from a journal is still in it (counted in its backlog below).
+            if batch.source == Source::Ring && !matches!(batch.status, Status::Confirmed) {
+                batches.push(batch.events);
+            }
+        }
+        let mut in_journals = self.journal.as_ref().map_or(0, |j| j.backlog().0);
+        in_journals += self.replays.iter().map(|j| j.backlog().0).sum::<u64>();
+        batches.push(std::mem::take(&mut self.forming));
+        loop {
+            let mut rest = Vec::new();
+            if self.receiver.drain_into(&mut rest, self.config.batch_max) == 0 {
+                break;
+            }
+            batches.push(rest);
+        }
+        let mut journaled = 0;
+        let mut lost = 0;
+        for events in batches.into_iter().filter(|b| !b.is_empty()) {
+            let count = events.len() as u64;
+            match self.journal.as_mut().map(|j| j.append(&events)) {
+                Some(Ok(())) => journaled += count,
+                Some(Err(_)) | None => lost += count,
+            }
+        }
+        if let Some(journal) = &mut self.journal {
+            if let Err(error) = journal.flush() {
+                tracing::error!(%error, "cannot flush the spill journal");
+            }
+        }
+        (journaled + in_journals, lost)
+    }
+
+    fn build(
+        &self,
+        source: Source,
+        producer_id: &str,
+        events: Vec<CapturedEvent>,
+        accept_gap: bool,
+    ) -> Batch {
         let poison: Vec<_> = events.iter().map(append::check).collect();
+        let keys = if producer_id == self.settings.producer_id {
+            self.settings.keys.clone()
+        } else {
+            Keys::new(&self.settings.keys.stream, producer_id)
+        };
         let cmd = append::build(
             &self.sha,
             &self.settings,
+            &keys,
+            producer_id,
             &self.ids,
             &events,
             &poison,
@@ -452,6 +682,8 @@ impl Shipper {
             wall_clock_ns(),
         );
         Batch {
+            source,
+            producer_id: producer_id.to_owned(),
             events,
             poison,
             cmd: Arc::new(cmd),
@@ -542,17 +774,9 @@ impl Shipper {
 
     /// Waits for the oldest in-flight batch, the next poll, a retry time, or shutdown.
     async fn wait(&mut self, now: Instant, deadline: Option<Instant>) {
+        // Wake at least every poll interval, even while backing off or with the breaker
+        // open: the ring must keep moving to the journal during an outage.
         let mut wake = now + IDLE_POLL;
-        if self.recovering {
-            if let Some(at) = self.retry_at {
-                wake = wake.max(at);
-            }
-        }
-        if self.breaker.state(now) == BreakerState::Open {
-            if let Some(at) = self.breaker.reopens_at() {
-                wake = wake.max(at);
-            }
-        }
         if let Some(deadline) = deadline {
             wake = wake.min(deadline.max(now));
         }
@@ -603,7 +827,19 @@ impl Shipper {
                     self.queue.front().map(|b| &b.status),
                     Some(Status::Confirmed)
                 ) {
-                    if let Some(batch) = self.queue.pop_front() {
+                    let Some(batch) = self.queue.pop_front() else {
+                        break;
+                    };
+                    let consumed = match batch.source {
+                        Source::Ring => Ok(()),
+                        Source::Journal => self.journal.as_mut().map_or(Ok(()), Journal::consume),
+                        Source::Replay => self.replays.front_mut().map_or(Ok(()), Journal::consume),
+                    };
+                    if let Err(error) = consumed {
+                        self.state
+                            .set_error(format!("cannot advance the journal: {error}"));
+                    }
+                    if batch.source == Source::Ring {
                         self.receiver.recycle(batch.events);
                     }
                 }
@@ -625,12 +861,14 @@ impl Shipper {
                          appending it anyway",
                         mark + 1,
                         first.saturating_sub(1),
-                        self.settings.producer_id
+                        batch.producer_id
                     );
                     tracing::error!(%message, "sequence gap");
                     self.state.set_error(message);
                     let events = std::mem::take(&mut batch.events);
-                    let rebuilt = self.build(events, true);
+                    let source = batch.source;
+                    let producer_id = self.producer_of(index);
+                    let rebuilt = self.build(source, &producer_id, events, true);
                     self.queue[index] = rebuilt;
                 }
                 self.recovering = true;
@@ -655,6 +893,10 @@ impl Shipper {
                 }
             }
         }
+    }
+
+    fn producer_of(&self, index: usize) -> String {
+        self.queue[index].producer_id.clone()
     }
 
     fn account(&mut self, index: usize, added: u64, dead: u64, skipped: u64) {
@@ -717,6 +959,16 @@ impl Shipper {
         }
         state.in_flight.store(in_flight, Ordering::Relaxed);
         state.unconfirmed.store(unconfirmed, Ordering::Relaxed);
+        let (mut events, mut bytes, mut lost) = (0, 0, 0);
+        for journal in self.journal.iter().chain(&self.replays) {
+            let (e, b) = journal.backlog();
+            events += e;
+            bytes += b;
+            lost += journal.lost_events;
+        }
+        state.journal_events.store(events, Ordering::Relaxed);
+        state.journal_bytes.store(bytes, Ordering::Relaxed);
+        state.journal_lost.store(lost, Ordering::Relaxed);
     }
 }
 

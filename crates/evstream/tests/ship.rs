@@ -343,3 +343,125 @@ fn unreachable_redis_opens_the_breaker_and_recovers_without_loss() {
     let (audit, misordered) = audit_ticks(&redis.url(), "events");
     assert_exactly_once(&audit, misordered, 10_000);
 }
+
+/// Redis unreachable for `outage` while `rate` events/s are published into a ring far
+/// smaller than the outage needs: the journal absorbs the rest, then drains in order.
+fn outage_longer_than_the_ring(outage: Duration, rate: u64, ring: usize) {
+    let redis = RedisServer::start().unwrap();
+    let proxy = FaultProxy::start(redis.addr().parse().unwrap()).unwrap();
+    let journal = tempfile::tempdir().unwrap();
+    let mut config = config(&proxy.url(), "events");
+    config.ring = RingConfig::default().set_capacity(ring).set_slot_bytes(256);
+    config.ship.journal_dir = Some(journal.path().to_owned());
+    let (publisher, receiver) = publish::channel(&config).unwrap();
+    let shipper = ship::spawn(&config, receiver).unwrap();
+
+    let total = rate * (outage.as_secs() + 4);
+    let producer = {
+        let publisher = publisher.clone();
+        // Paced in bursts of 100 events: `rate` events/s.
+        let pause = Duration::from_secs_f64(100.0 / rate as f64);
+        thread::spawn(move || publish_ticks(&publisher, 1, total, Some(pause)))
+    };
+    thread::sleep(Duration::from_secs(1));
+    proxy.refuse_connections(true);
+    proxy.cut_all();
+    thread::sleep(outage);
+    let during = shipper.health();
+    proxy.refuse_connections(false);
+    let refused = producer.join().unwrap();
+    let report = shipper.shutdown(Duration::from_secs(120));
+    assert!(
+        during.spilled > ring as u64,
+        "the journal took what the ring could not: {during:?}"
+    );
+    assert!(!during.redis_connected, "{during:?}");
+    assert_eq!((report.undelivered, report.journaled), (0, 0), "{report:?}");
+    assert_eq!(refused, 0, "publish was never refused: the journal kept up");
+    let (audit, misordered) = audit_ticks(&redis.url(), "events");
+    assert_exactly_once(&audit, misordered, total);
+    let left: u64 = std::fs::read_dir(journal.path())
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .map(|f| f.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(
+        left < 64 * 1024 * 1024,
+        "the journal drained (at most the open segment remains)"
+    );
+}
+
+#[test]
+fn outage_longer_than_the_ring_spills_to_the_journal_and_loses_nothing() {
+    outage_longer_than_the_ring(Duration::from_secs(4), 20_000, 4096);
+}
+
+/// The figure: Redis away for 60 s at 20,000 events/s (1.2M events, the ring holds
+/// 65,536). About 90 s; run with `cargo test -p evstream --test ship -- --ignored`.
+#[test]
+#[ignore = "60-second outage; run explicitly"]
+fn redis_away_for_sixty_seconds_at_twenty_thousand_per_second() {
+    outage_longer_than_the_ring(Duration::from_secs(60), 20_000, 65_536);
+}
+
+#[test]
+fn undelivered_events_stay_in_the_journal_and_the_next_start_replays_them() {
+    let redis = RedisServer::start().unwrap();
+    let proxy = FaultProxy::start(redis.addr().parse().unwrap()).unwrap();
+    let journal = tempfile::tempdir().unwrap();
+    proxy.refuse_connections(true);
+
+    // First process: Redis unreachable, shut down with everything undelivered.
+    let mut first = config(&proxy.url(), "events");
+    first.ship.journal_dir = Some(journal.path().to_owned());
+    let (publisher, receiver) = publish::channel(&first).unwrap();
+    let first_producer = publisher.producer_id().to_owned();
+    let shipper = ship::spawn(&first, receiver).unwrap();
+    publish_ticks(&publisher, 1, 10_000, None);
+    let report = shipper.shutdown(Duration::from_millis(300));
+    assert_eq!(
+        (report.shipped, report.journaled, report.undelivered),
+        (0, 10_000, 0),
+        "{report:?}"
+    );
+    drop(publisher);
+
+    // Next start, Redis back: the old journal is replayed next to the new events.
+    let mut second = config(&redis.url(), "events");
+    second.ship.journal_dir = Some(journal.path().to_owned());
+    let (publisher, receiver) = publish::channel(&second).unwrap();
+    let shipper = ship::spawn(&second, receiver).unwrap();
+    assert_eq!(
+        shipper.health().journal_events,
+        10_000,
+        "found the old journal"
+    );
+    for n in 0..100u64 {
+        publisher.publish("Tick", &tick(9, n), "t9").unwrap();
+    }
+    let report = shipper.shutdown(Duration::from_secs(30));
+    assert_eq!(
+        (report.shipped, report.undelivered, report.journaled),
+        (10_100, 0, 0),
+        "{report:?}"
+    );
+    let audit = block_on(async {
+        let mut connection = connect(&redis.url()).await;
+        audit_stream(&mut connection, "events", 2000, |_, _| true)
+            .await
+            .unwrap()
+    });
+    assert_eq!(
+        (audit.entries, audit.duplicates, audit.out_of_order),
+        (10_100, 0, 0)
+    );
+    let replayed = &audit.producers[&first_producer];
+    assert_eq!(
+        (replayed.first, replayed.last, replayed.gaps()),
+        (1, 10_000, 0)
+    );
+    assert!(
+        !journal.path().join(&first_producer).exists(),
+        "the replayed journal is removed"
+    );
+}

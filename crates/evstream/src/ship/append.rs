@@ -68,9 +68,12 @@ pub(crate) fn check(event: &CapturedEvent) -> Option<Poison> {
 }
 
 /// Builds the `EVALSHA` call for a batch. `poison[i]` marks event `i` as a dead letter.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn build(
     sha: &str,
     settings: &AppendSettings,
+    keys: &Keys,
+    producer_id: &str,
     ids: &EventIdGenerator,
     events: &[CapturedEvent],
     poison: &[Option<Poison>],
@@ -78,13 +81,12 @@ pub(crate) fn build(
     now_ns: u64,
 ) -> Cmd {
     let mut cmd = redis::cmd("EVALSHA");
-    let keys = &settings.keys;
     cmd.arg(sha)
         .arg(3)
         .arg(&keys.stream)
         .arg(&keys.dead_letters)
         .arg(&keys.high_water_mark)
-        .arg(&settings.producer_id)
+        .arg(producer_id)
         .arg(settings.max_len)
         .arg(settings.high_water_mark_ttl_ms)
         .arg(if accept_gap { "1" } else { "0" })

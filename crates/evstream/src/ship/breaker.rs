@@ -61,11 +61,6 @@ impl Breaker {
         }
     }
 
-    /// When an open breaker will let a probe through.
-    pub(crate) fn reopens_at(&self) -> Option<Instant> {
-        self.open_until
-    }
-
     pub(crate) fn on_success(&mut self) {
         self.consecutive_failures = 0;
         self.open_until = None;
@@ -118,8 +113,9 @@ mod tests {
             BreakerState::Open
         );
         assert_eq!(
-            breaker.reopens_at(),
-            Some(probe_time + Duration::from_secs(10))
+            breaker.state(probe_time + Duration::from_secs(10)),
+            BreakerState::HalfOpen,
+            "a full cool-down after the failed probe"
         );
     }
 }

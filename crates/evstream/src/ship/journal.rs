@@ -1,0 +1,702 @@
+//! The spill journal: batches that cannot reach Redis in time, on local disk, in order.
+//!
+//! Why our own format: the well-kept candidates (`queue-file`, `yaque`, `okaywal`) either
+//! keep no checksum per record or are write-ahead logs for a different job (checkpointing a
+//! database); the journal needs append-only segments that are deleted whole once shipped, a
+//! CRC per record, a disk budget and an fsync policy, which is a small amount of code.
+//!
+//! Layout: one directory per producer, `<journal_dir>/<producer_id>/`, holding segment files
+//! `<first sequence, 20 digits>.seg` and a `lock` file held (flock) by the process that
+//! writes or replays it. A segment is a sequence of records:
+//!
+//! ```text
+//! record  = length:u32le  crc32(payload):u32le  payload
+//! payload = count:u32le  event*
+//! event   = sequence:u64le  timestamp_ns:u64le  kind:u8
+//!           type_len:u8 event_type  correlation_len:u8 correlation_id  data_len:u32le data
+//! ```
+//!
+//! Reading stops at the first record that is cut short (a torn write at a crash) or whose
+//! CRC does not match (corruption); what follows in that segment is reported as lost, never
+//! shipped as garbage. Segments are never rewritten: a record is consumed by moving a read
+//! position, and a fully consumed segment is deleted. After a restart every remaining record
+//! is replayed; the append script skips the events Redis already has.
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::publish::{CapturedEvent, PayloadKind, MAX_CORRELATION_ID_LEN, MAX_EVENT_TYPE_LEN};
+
+/// Largest segment file before a new one is started.
+const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// Largest record accepted when reading (a corrupt length must not allocate gigabytes).
+const MAX_RECORD_BYTES: u32 = 256 * 1024 * 1024;
+
+/// When the journal forces its writes to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncPolicy {
+    /// After every record: survives a power loss, slowest.
+    Always,
+    /// At most once per `journal_fsync_interval_ms`: a power loss loses at most that much.
+    Interval,
+    /// Never explicitly: survives a process crash (the OS has the data), not a power loss.
+    Never,
+}
+
+/// Why a batch could not be journaled.
+#[derive(Debug)]
+pub(crate) enum AppendError {
+    /// The disk budget is used up.
+    Full,
+    Io(io::Error),
+}
+
+/// One batch read back from the journal.
+#[derive(Debug)]
+pub(crate) struct Record {
+    pub(crate) producer_id: String,
+    pub(crate) events: Vec<CapturedEvent>,
+}
+
+#[derive(Debug)]
+struct Segment {
+    path: PathBuf,
+    bytes: u64,
+}
+
+/// The journal of one producer directory.
+#[derive(Debug)]
+pub(crate) struct Journal {
+    dir: PathBuf,
+    producer_id: String,
+    /// Held for as long as this journal is open: no other process writes or replays it.
+    _lock: File,
+    segments: VecDeque<Segment>,
+    writer: Option<BufWriter<File>>,
+    /// Read position in the oldest segment.
+    read_offset: u64,
+    /// Records written and not yet consumed, with their event counts, oldest first, so the
+    /// backlog is known without reading the disk.
+    pending: VecDeque<u32>,
+    pending_events: u64,
+    bytes_on_disk: u64,
+    budget_bytes: u64,
+    fsync: FsyncPolicy,
+    fsync_interval: Duration,
+    last_fsync: Instant,
+    /// Last sequence appended to the open segment: a record joins that segment only if it
+    /// continues it, so every segment is one ascending run and sorting segments by name
+    /// (their first sequence) replays everything in sequence order, even records written
+    /// out of order at shutdown.
+    last_sequence: Option<u64>,
+    /// Events lost to torn or corrupt records found when reading.
+    pub(crate) lost_events: u64,
+    pub(crate) corrupt_records: u64,
+}
+
+impl Journal {
+    /// Opens (creating if needed) the journal of `producer_id` under `root`, and indexes the
+    /// records already there.
+    pub(crate) fn open(
+        root: &Path,
+        producer_id: &str,
+        budget_bytes: u64,
+        fsync: FsyncPolicy,
+        fsync_interval: Duration,
+    ) -> io::Result<Self> {
+        let dir = root.join(producer_id);
+        fs::create_dir_all(&dir)?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("lock"))?;
+        lock.try_lock().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!("journal {} is in use by another process", dir.display()),
+            )
+        })?;
+        let mut names: Vec<_> = fs::read_dir(&dir)?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+            .collect();
+        names.sort();
+        let mut journal = Self {
+            dir,
+            producer_id: producer_id.to_owned(),
+            _lock: lock,
+            segments: VecDeque::new(),
+            writer: None,
+            read_offset: 0,
+            pending: VecDeque::new(),
+            pending_events: 0,
+            bytes_on_disk: 0,
+            budget_bytes,
+            fsync,
+            fsync_interval,
+            last_fsync: Instant::now(),
+            last_sequence: None,
+            lost_events: 0,
+            corrupt_records: 0,
+        };
+        for path in names {
+            journal.index_segment(path)?;
+        }
+        Ok(journal)
+    }
+
+    /// Producer directories under `root` other than `except`: journals left by earlier
+    /// processes, to replay.
+    pub(crate) fn others(root: &Path, except: &str) -> Vec<String> {
+        let Ok(entries) = fs::read_dir(root) else {
+            return Vec::new();
+        };
+        let mut ids: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|id| id != except)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Reads a segment's records to count them, truncating a torn or corrupt tail.
+    fn index_segment(&mut self, path: PathBuf) -> io::Result<()> {
+        let mut file = File::open(&path)?;
+        let length = file.metadata()?.len();
+        let mut offset = 0u64;
+        let mut counts = Vec::new();
+        loop {
+            match read_record(&mut file, length - offset)? {
+                ReadOutcome::Record { bytes, payload } => {
+                    let count = payload
+                        .get(..4)
+                        .map_or(0, |c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+                    counts.push(count);
+                    offset += bytes;
+                }
+                ReadOutcome::End => break,
+                ReadOutcome::Damaged => {
+                    self.corrupt_records += 1;
+                    tracing::error!(
+                        segment = %path.display(),
+                        offset,
+                        "journal record torn or corrupt; the rest of this segment is dropped"
+                    );
+                    break;
+                }
+            }
+        }
+        drop(file);
+        if offset < length {
+            // Cut the damaged tail so nothing reads past it again.
+            OpenOptions::new()
+                .write(true)
+                .open(&path)?
+                .set_len(offset)?;
+        }
+        if counts.is_empty() {
+            fs::remove_file(&path)?;
+            return Ok(());
+        }
+        for count in counts {
+            self.pending.push_back(count);
+            self.pending_events += u64::from(count);
+        }
+        self.bytes_on_disk += offset;
+        self.segments.push_back(Segment {
+            path,
+            bytes: offset,
+        });
+        Ok(())
+    }
+
+    /// Events and bytes waiting in the journal.
+    pub(crate) fn backlog(&self) -> (u64, u64) {
+        (self.pending_events, self.bytes_on_disk)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Appends one batch as one record.
+    pub(crate) fn append(&mut self, events: &[CapturedEvent]) -> Result<(), AppendError> {
+        let Some(first) = events.first() else {
+            return Ok(());
+        };
+        let payload = encode(events);
+        let record_bytes = 8 + payload.len() as u64;
+        if self.bytes_on_disk + record_bytes > self.budget_bytes {
+            return Err(AppendError::Full);
+        }
+        let continues = self.last_sequence.and_then(|s| s.checked_add(1)) == Some(first.sequence());
+        let needs_segment = match (self.segments.back(), &self.writer) {
+            (Some(last), Some(_)) => !continues || last.bytes + record_bytes > SEGMENT_BYTES,
+            _ => true,
+        };
+        if needs_segment {
+            self.flush().map_err(AppendError::Io)?;
+            let path = self.dir.join(format!("{:020}.seg", first.sequence()));
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(AppendError::Io)?;
+            let bytes = file.metadata().map_err(AppendError::Io)?.len();
+            self.writer = Some(BufWriter::with_capacity(1 << 20, file));
+            self.segments.push_back(Segment { path, bytes });
+        }
+        let writer = self.writer.as_mut().ok_or(AppendError::Full)?;
+        let crc = crc32fast::hash(&payload);
+        let header = [(payload.len() as u32).to_le_bytes(), crc.to_le_bytes()].concat();
+        writer
+            .write_all(&header)
+            .and_then(|()| writer.write_all(&payload))
+            .map_err(AppendError::Io)?;
+        if let Some(last) = self.segments.back_mut() {
+            last.bytes += record_bytes;
+        }
+        self.bytes_on_disk += record_bytes;
+        self.last_sequence = events.last().map(CapturedEvent::sequence);
+        self.pending.push_back(events.len() as u32);
+        self.pending_events += events.len() as u64;
+        let due = match self.fsync {
+            FsyncPolicy::Always => true,
+            FsyncPolicy::Interval => self.last_fsync.elapsed() >= self.fsync_interval,
+            FsyncPolicy::Never => false,
+        };
+        if due {
+            self.sync().map_err(AppendError::Io)?;
+        }
+        Ok(())
+    }
+
+    /// Writes buffered records to the file (and to disk unless the policy is `never`).
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
+        if let Some(writer) = &mut self.writer {
+            writer.flush()?;
+            if self.fsync != FsyncPolicy::Never {
+                writer.get_ref().sync_data()?;
+                self.last_fsync = Instant::now();
+            }
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        if let Some(writer) = &mut self.writer {
+            writer.flush()?;
+            writer.get_ref().sync_data()?;
+        }
+        self.last_fsync = Instant::now();
+        Ok(())
+    }
+
+    /// Reads the oldest record without consuming it.
+    pub(crate) fn peek(&mut self) -> io::Result<Option<Record>> {
+        loop {
+            let Some(segment) = self.segments.front() else {
+                return Ok(None);
+            };
+            if self.read_offset >= segment.bytes {
+                if self.segments.len() == 1 && self.writer.is_some() {
+                    return Ok(None);
+                }
+                self.drop_oldest_segment()?;
+                continue;
+            }
+            if self.segments.len() == 1 {
+                if let Some(writer) = &mut self.writer {
+                    writer.flush()?;
+                }
+            }
+            let mut file = File::open(&segment.path)?;
+            io::Seek::seek(&mut file, io::SeekFrom::Start(self.read_offset))?;
+            let remaining = segment.bytes - self.read_offset;
+            return match read_record(&mut file, remaining)? {
+                ReadOutcome::Record { payload, .. } => match decode(&payload) {
+                    Some(events) => Ok(Some(Record {
+                        producer_id: self.producer_id.clone(),
+                        events,
+                    })),
+                    None => {
+                        self.damaged_tail()?;
+                        continue;
+                    }
+                },
+                ReadOutcome::End | ReadOutcome::Damaged => {
+                    self.damaged_tail()?;
+                    continue;
+                }
+            };
+        }
+    }
+
+    /// Consumes the oldest record (after Redis confirmed it).
+    pub(crate) fn consume(&mut self) -> io::Result<()> {
+        let Some(segment) = self.segments.front() else {
+            return Ok(());
+        };
+        let mut file = File::open(&segment.path)?;
+        io::Seek::seek(&mut file, io::SeekFrom::Start(self.read_offset))?;
+        let mut header = [0u8; 8];
+        file.read_exact(&mut header)?;
+        let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        self.read_offset += 8 + u64::from(length);
+        if let Some(count) = self.pending.pop_front() {
+            self.pending_events -= u64::from(count);
+        }
+        if self.read_offset >= segment.bytes && self.segments.len() > 1 {
+            self.drop_oldest_segment()?;
+        }
+        Ok(())
+    }
+
+    /// A record that was readable at open time no longer is: count the rest as lost.
+    fn damaged_tail(&mut self) -> io::Result<()> {
+        self.corrupt_records += 1;
+        let lost: u64 = self.pending.iter().take(1).map(|c| u64::from(*c)).sum();
+        self.lost_events += lost;
+        tracing::error!(dir = %self.dir.display(), "journal segment damaged while reading");
+        self.drop_oldest_segment()
+    }
+
+    fn drop_oldest_segment(&mut self) -> io::Result<()> {
+        if let Some(segment) = self.segments.pop_front() {
+            if self.segments.is_empty() {
+                self.writer = None;
+            }
+            self.bytes_on_disk = self.bytes_on_disk.saturating_sub(segment.bytes);
+            fs::remove_file(&segment.path)?;
+        }
+        self.read_offset = 0;
+        Ok(())
+    }
+
+    /// Removes the directory of a journal with nothing left in it (an earlier producer's).
+    pub(crate) fn remove_if_empty(self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            let dir = self.dir.clone();
+            for segment in &self.segments {
+                let _ = fs::remove_file(&segment.path);
+            }
+            drop(self);
+            let _ = fs::remove_file(dir.join("lock"));
+            fs::remove_dir(dir)?;
+        }
+        Ok(())
+    }
+}
+
+enum ReadOutcome {
+    Record { bytes: u64, payload: Vec<u8> },
+    End,
+    Damaged,
+}
+
+fn read_record(file: &mut File, remaining: u64) -> io::Result<ReadOutcome> {
+    if remaining == 0 {
+        return Ok(ReadOutcome::End);
+    }
+    if remaining < 8 {
+        return Ok(ReadOutcome::Damaged);
+    }
+    let mut header = [0u8; 8];
+    file.read_exact(&mut header)?;
+    let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    if length > MAX_RECORD_BYTES || u64::from(length) > remaining - 8 {
+        return Ok(ReadOutcome::Damaged);
+    }
+    let mut payload = vec![0u8; length as usize];
+    file.read_exact(&mut payload)?;
+    if crc32fast::hash(&payload) != crc {
+        return Ok(ReadOutcome::Damaged);
+    }
+    Ok(ReadOutcome::Record {
+        bytes: 8 + u64::from(length),
+        payload,
+    })
+}
+
+fn encode(events: &[CapturedEvent]) -> Vec<u8> {
+    let size: usize = events
+        .iter()
+        .map(|e| 23 + e.event_type().len() + e.correlation_id().len() + e.data().len())
+        .sum();
+    let mut out = Vec::with_capacity(4 + size);
+    out.extend_from_slice(&(events.len() as u32).to_le_bytes());
+    for event in events {
+        out.extend_from_slice(&event.sequence().to_le_bytes());
+        out.extend_from_slice(&event.timestamp_ns().to_le_bytes());
+        out.push(match event.kind() {
+            PayloadKind::Json => 0,
+            PayloadKind::Raw => 1,
+        });
+        out.push(event.event_type().len() as u8);
+        out.extend_from_slice(event.event_type().as_bytes());
+        out.push(event.correlation_id().len() as u8);
+        out.extend_from_slice(event.correlation_id().as_bytes());
+        out.extend_from_slice(&(event.data().len() as u32).to_le_bytes());
+        out.extend_from_slice(event.data());
+    }
+    out
+}
+
+/// Decodes a payload whose CRC matched; `None` if it is still malformed (a bug or a
+/// collision), which the caller treats as corruption.
+fn decode(payload: &[u8]) -> Option<Vec<CapturedEvent>> {
+    let mut input = payload;
+    let mut take = |n: usize| -> Option<&[u8]> {
+        let (head, rest) = input.split_at_checked(n)?;
+        input = rest;
+        Some(head)
+    };
+    let u32_at = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let u64_at = |b: &[u8]| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        u64::from_le_bytes(a)
+    };
+    let count = u32_at(take(4)?) as usize;
+    let mut events = Vec::with_capacity(count.min(1 << 16));
+    for _ in 0..count {
+        let sequence = u64_at(take(8)?);
+        let timestamp_ns = u64_at(take(8)?);
+        let kind = match take(1)?[0] {
+            0 => PayloadKind::Json,
+            1 => PayloadKind::Raw,
+            _ => return None,
+        };
+        let type_len = take(1)?[0] as usize;
+        let event_type = std::str::from_utf8(take(type_len)?).ok()?;
+        let correlation_len = take(1)?[0] as usize;
+        let correlation_id = std::str::from_utf8(take(correlation_len)?).ok()?;
+        let data_len = u32_at(take(4)?) as usize;
+        let data = take(data_len)?.to_vec();
+        if event_type.len() > MAX_EVENT_TYPE_LEN || correlation_id.len() > MAX_CORRELATION_ID_LEN {
+            return None;
+        }
+        events.push(CapturedEvent::from_parts(
+            sequence,
+            timestamp_ns,
+            kind,
+            event_type,
+            correlation_id,
+            data,
+        ));
+    }
+    input.is_empty().then_some(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(sequence: u64, data: &str) -> CapturedEvent {
+        CapturedEvent::from_parts(
+            sequence,
+            1_764_000_000_000_000_000 + sequence,
+            PayloadKind::Json,
+            "Tick",
+            "c-1",
+            data.as_bytes().to_vec(),
+        )
+    }
+
+    fn open(dir: &Path, budget: u64) -> Journal {
+        Journal::open(
+            dir,
+            "p1",
+            budget,
+            FsyncPolicy::Never,
+            Duration::from_secs(1),
+        )
+        .unwrap()
+    }
+
+    fn sequences(record: &Record) -> Vec<u64> {
+        record.events.iter().map(CapturedEvent::sequence).collect()
+    }
+
+    #[test]
+    fn records_come_back_in_order_exactly_and_segments_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = open(dir.path(), u64::MAX);
+        journal
+            .append(&[event(1, "{\"a\":1}"), event(2, "{}")])
+            .unwrap();
+        journal.append(&[event(3, "[1,2]")]).unwrap();
+        assert_eq!(journal.backlog().0, 3);
+        let first = journal.peek().unwrap().unwrap();
+        assert_eq!(sequences(&first), vec![1, 2]);
+        assert_eq!(first.events[0].data(), b"{\"a\":1}");
+        assert_eq!(first.events[0].correlation_id(), "c-1");
+        assert_eq!(first.producer_id, "p1");
+        journal.consume().unwrap();
+        assert_eq!(sequences(&journal.peek().unwrap().unwrap()), vec![3]);
+        journal.consume().unwrap();
+        assert!(journal.peek().unwrap().is_none());
+        assert!(journal.is_empty());
+    }
+
+    #[test]
+    fn reopened_journal_replays_what_was_not_consumed() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut journal = open(dir.path(), u64::MAX);
+            journal.append(&[event(1, "1")]).unwrap();
+            journal.append(&[event(2, "2")]).unwrap();
+            journal.flush().unwrap();
+        }
+        let mut journal = open(dir.path(), u64::MAX);
+        assert_eq!(journal.backlog().0, 2);
+        assert_eq!(sequences(&journal.peek().unwrap().unwrap()), vec![1]);
+    }
+
+    #[test]
+    fn a_second_process_cannot_open_the_same_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = open(dir.path(), u64::MAX);
+        let error = Journal::open(
+            dir.path(),
+            "p1",
+            u64::MAX,
+            FsyncPolicy::Never,
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("in use"), "{error}");
+    }
+
+    #[test]
+    fn records_written_out_of_order_replay_in_sequence_order_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut journal = open(dir.path(), u64::MAX);
+            journal.append(&[event(10, "a"), event(11, "b")]).unwrap();
+            journal.append(&[event(12, "c")]).unwrap();
+            // At shutdown: an older unconfirmed batch, then the newest events.
+            journal.append(&[event(5, "x"), event(6, "y")]).unwrap();
+            journal.append(&[event(13, "z")]).unwrap();
+            journal.flush().unwrap();
+        }
+        let mut journal = open(dir.path(), u64::MAX);
+        let mut replayed = Vec::new();
+        while let Some(record) = journal.peek().unwrap() {
+            replayed.extend(sequences(&record));
+            journal.consume().unwrap();
+        }
+        assert_eq!(replayed, vec![5, 6, 10, 11, 12, 13]);
+    }
+
+    #[test]
+    fn budget_is_enforced() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = open(dir.path(), 100);
+        journal.append(&[event(1, "x")]).unwrap();
+        let big = "y".repeat(200);
+        assert!(matches!(
+            journal.append(&[event(2, &big)]),
+            Err(AppendError::Full)
+        ));
+        assert_eq!(
+            journal.backlog().0,
+            1,
+            "the refused batch is not half-written"
+        );
+    }
+
+    fn segment_path(dir: &Path) -> PathBuf {
+        fs::read_dir(dir.join("p1"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "seg"))
+            .unwrap()
+    }
+
+    #[test]
+    fn torn_write_at_the_tail_is_cut_and_the_rest_replays() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut journal = open(dir.path(), u64::MAX);
+            journal.append(&[event(1, "first")]).unwrap();
+            journal.append(&[event(2, "second")]).unwrap();
+            journal.flush().unwrap();
+        }
+        let path = segment_path(dir.path());
+        let length = fs::metadata(&path).unwrap().len();
+        // A crash in the middle of writing the second record.
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(length - 3)
+            .unwrap();
+        let mut journal = open(dir.path(), u64::MAX);
+        assert_eq!(journal.corrupt_records, 1);
+        assert_eq!(journal.backlog().0, 1);
+        assert_eq!(sequences(&journal.peek().unwrap().unwrap()), vec![1]);
+        journal.consume().unwrap();
+        assert!(journal.peek().unwrap().is_none());
+    }
+
+    #[test]
+    fn corrupt_record_is_detected_by_its_crc_and_never_shipped() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut journal = open(dir.path(), u64::MAX);
+            journal.append(&[event(1, "first")]).unwrap();
+            journal.append(&[event(2, "second")]).unwrap();
+            journal.flush().unwrap();
+        }
+        let path = segment_path(dir.path());
+        let mut bytes = fs::read(&path).unwrap();
+        let last = bytes.len() - 2;
+        bytes[last] ^= 0xff; // flip a byte of the second record's data
+        fs::write(&path, bytes).unwrap();
+        let mut journal = open(dir.path(), u64::MAX);
+        assert_eq!(journal.corrupt_records, 1);
+        let record = journal.peek().unwrap().unwrap();
+        assert_eq!(sequences(&record), vec![1]);
+        assert_eq!(record.events[0].data(), b"first");
+        journal.consume().unwrap();
+        assert!(
+            journal.peek().unwrap().is_none(),
+            "the corrupt record is not replayed"
+        );
+    }
+
+    #[test]
+    fn garbage_file_is_rejected_without_panicking() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("p1")).unwrap();
+        fs::write(
+            dir.path().join("p1").join("00000000000000000001.seg"),
+            [0xffu8; 64],
+        )
+        .unwrap();
+        let mut journal = open(dir.path(), u64::MAX);
+        assert_eq!(journal.corrupt_records, 1);
+        assert!(journal.peek().unwrap().is_none());
+    }
+
+    #[test]
+    fn other_producers_journals_are_listed_for_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        for id in ["old-a", "old-b", "me"] {
+            fs::create_dir_all(dir.path().join(id)).unwrap();
+        }
+        assert_eq!(Journal::others(dir.path(), "me"), vec!["old-a", "old-b"]);
+    }
+}

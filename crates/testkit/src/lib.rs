@@ -181,8 +181,17 @@ impl RedisServer {
 
     /// Starts the server again on the same port and data directory, and waits until it
     /// answers (with AOF on, after it has loaded the data). Kills it first if it is running.
+    ///
+    /// With AOF on, it first repairs the AOF with `redis-check-aof --fix`, as a correct
+    /// deployment does before starting Redis after a crash (see `docs/deployment.md`): Redis
+    /// 7.0's own `aof-load-truncated` cuts a write torn by the crash inside a `MULTI` block
+    /// after the last whole command, leaving the block open, and the next restart then
+    /// applies those never-acknowledged writes. `redis-check-aof` cuts before the `MULTI`.
     pub fn restart(&mut self) -> io::Result<()> {
         self.kill()?;
+        if self.options.aof {
+            self.repair_aof()?;
+        }
         // The port was just freed by our own process; retry briefly in case it lingers.
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
@@ -215,6 +224,42 @@ impl RedisServer {
         resp::read_reply(&mut reader)
     }
 
+    fn repair_aof(&self) -> io::Result<()> {
+        let manifest = self
+            .dir
+            .path()
+            .join("appendonlydir")
+            .join("appendonly.aof.manifest");
+        if !manifest.exists() {
+            return Ok(());
+        }
+        let mut child = Command::new("redis-check-aof")
+            .arg("--fix")
+            .arg(&manifest)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|error| {
+                io::Error::new(
+                    error.kind(),
+                    format!("cannot run redis-check-aof (Debian package redis-tools): {error}"),
+                )
+            })?;
+        if let Some(mut stdin) = child.stdin.take() {
+            // It asks before truncating.
+            stdin.write_all(b"y\n")?;
+        }
+        let status = child.wait()?;
+        if !status.success() {
+            return Err(io::Error::other(format!(
+                "redis-check-aof --fix failed on {}: {status}",
+                manifest.display()
+            )));
+        }
+        Ok(())
+    }
+
     fn spawn(&mut self) -> io::Result<()> {
         let options = &self.options;
         let mut command = Command::new("redis-server");
@@ -229,7 +274,8 @@ impl RedisServer {
             .args(["--appendonly", if options.aof { "yes" } else { "no" }]);
         if options.aof {
             let fsync = options.appendfsync.as_deref().unwrap_or("always");
-            command.args(["--appendfsync", fsync]);
+            // Refuse to start on a torn AOF rather than repair it badly (see `restart`).
+            command.args(["--appendfsync", fsync, "--aof-load-truncated", "no"]);
         }
         if let Some(limit) = &options.maxmemory {
             command.args(["--maxmemory", limit]);

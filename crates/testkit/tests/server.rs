@@ -86,3 +86,51 @@ fn drop_kills_the_server() {
     drop(redis);
     assert!(std::net::TcpStream::connect(addr).is_err());
 }
+
+/// Regression (found by the shipper's kill -9 test): a write torn by a crash inside a
+/// `MULTI` block must not come back at a later restart. Redis 7.0's `aof-load-truncated`
+/// leaves the block open and the next restart applies it; `restart` repairs the AOF first.
+#[test]
+fn restart_repairs_a_torn_transaction_instead_of_resurrecting_it() {
+    use std::io::Write;
+    let mut redis = RedisServer::builder().aof(true).start().unwrap();
+    redis.command(&["SET", "base", "1"]).unwrap();
+    redis.kill().unwrap();
+    let incr = std::fs::read_dir(redis.dir().join("appendonlydir"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".incr.aof"))
+        .unwrap();
+    let torn = b"*1\r\n$5\r\nMULTI\r\n*3\r\n$3\r\nSET\r\n$6\r\norphan\r\n$1\r\n1\r\n*3\r\n$3\r\nSET\r\n$3\r\nlos";
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&incr)
+        .unwrap()
+        .write_all(torn)
+        .unwrap();
+    redis.restart().unwrap();
+    redis.command(&["SET", "after", "1"]).unwrap();
+    redis.kill().unwrap();
+    redis.restart().unwrap();
+    assert_eq!(
+        redis.command(&["GET", "orphan"]).unwrap(),
+        Reply::Bulk(None),
+        "never acknowledged"
+    );
+    assert_eq!(
+        redis
+            .command(&["GET", "base"])
+            .unwrap()
+            .as_text()
+            .as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        redis
+            .command(&["GET", "after"])
+            .unwrap()
+            .as_text()
+            .as_deref(),
+        Some("1")
+    );
+}

@@ -27,6 +27,9 @@ else
   mark = first - 1
 end
 local before = mark
+-- The mark is written back from the argument's text: Lua would print a number above 1e14 in
+-- exponent notation.
+local mark_text = nil
 local added, dead, skipped = 0, 0, 0
 local status, failure = 1, ''
 
@@ -65,13 +68,14 @@ for i = 6, #ARGV, 8 do
       break
     end
     mark = sequence
+    mark_text = ARGV[i + 6]
   end
 end
 
 if added > 0 and ARGV[2] ~= '0' then
   redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[2])
 end
-if mark > before then
-  redis.call('SET', KEYS[3], mark, 'PX', ARGV[3])
+if mark_text then
+  redis.call('SET', KEYS[3], mark_text, 'PX', ARGV[3])
 end
 return {status, before, mark, added, dead, skipped, failure}

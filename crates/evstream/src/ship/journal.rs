@@ -68,6 +68,8 @@ pub(crate) struct Record {
 struct Segment {
     path: PathBuf,
     bytes: u64,
+    /// Event counts of the records not yet consumed, oldest first.
+    records: VecDeque<u32>,
 }
 
 /// The journal of one producer directory.
@@ -81,9 +83,8 @@ pub(crate) struct Journal {
     writer: Option<BufWriter<File>>,
     /// Read position in the oldest segment.
     read_offset: u64,
-    /// Records written and not yet consumed, with their event counts, oldest first, so the
+    /// Events written and not yet consumed (the sum of the segments' record counts), so the
     /// backlog is known without reading the disk.
-    pending: VecDeque<u32>,
     pending_events: u64,
     bytes_on_disk: u64,
     budget_bytes: u64,
@@ -136,7 +137,6 @@ impl Journal {
             segments: VecDeque::new(),
             writer: None,
             read_offset: 0,
-            pending: VecDeque::new(),
             pending_events: 0,
             bytes_on_disk: 0,
             budget_bytes,
@@ -208,14 +208,12 @@ impl Journal {
             fs::remove_file(&path)?;
             return Ok(());
         }
-        for count in counts {
-            self.pending.push_back(count);
-            self.pending_events += u64::from(count);
-        }
+        self.pending_events += counts.iter().map(|&c| u64::from(c)).sum::<u64>();
         self.bytes_on_disk += offset;
         self.segments.push_back(Segment {
             path,
             bytes: offset,
+            records: counts.into(),
         });
         Ok(())
     }
@@ -226,7 +224,7 @@ impl Journal {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.pending.is_empty()
+        self.pending_events == 0 && self.segments.iter().all(|s| s.records.is_empty())
     }
 
     /// Appends one batch as one record.
@@ -254,7 +252,11 @@ impl Journal {
                 .map_err(AppendError::Io)?;
             let bytes = file.metadata().map_err(AppendError::Io)?.len();
             self.writer = Some(BufWriter::with_capacity(1 << 20, file));
-            self.segments.push_back(Segment { path, bytes });
+            self.segments.push_back(Segment {
+                path,
+                bytes,
+                records: VecDeque::new(),
+            });
         }
         let writer = self.writer.as_mut().ok_or(AppendError::Full)?;
         let crc = crc32fast::hash(&payload);
@@ -265,10 +267,10 @@ impl Journal {
             .map_err(AppendError::Io)?;
         if let Some(last) = self.segments.back_mut() {
             last.bytes += record_bytes;
+            last.records.push_back(events.len() as u32);
         }
         self.bytes_on_disk += record_bytes;
         self.last_sequence = events.last().map(CapturedEvent::sequence);
-        self.pending.push_back(events.len() as u32);
         self.pending_events += events.len() as u64;
         let due = match self.fsync {
             FsyncPolicy::Always => true,
@@ -353,26 +355,33 @@ impl Journal {
         file.read_exact(&mut header)?;
         let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
         self.read_offset += 8 + u64::from(length);
-        if let Some(count) = self.pending.pop_front() {
+        if let Some(count) = self
+            .segments
+            .front_mut()
+            .and_then(|s| s.records.pop_front())
+        {
             self.pending_events -= u64::from(count);
         }
+        let segment = &self.segments[0];
         if self.read_offset >= segment.bytes && self.segments.len() > 1 {
             self.drop_oldest_segment()?;
         }
         Ok(())
     }
 
-    /// A record that was readable at open time no longer is: count the rest as lost.
+    /// A record that was readable at open time no longer is: the rest of its segment is
+    /// counted as lost and the segment dropped.
     fn damaged_tail(&mut self) -> io::Result<()> {
         self.corrupt_records += 1;
-        let lost: u64 = self.pending.iter().take(1).map(|c| u64::from(*c)).sum();
-        self.lost_events += lost;
         tracing::error!(dir = %self.dir.display(), "journal segment damaged while reading");
         self.drop_oldest_segment()
     }
 
     fn drop_oldest_segment(&mut self) -> io::Result<()> {
         if let Some(segment) = self.segments.pop_front() {
+            let unread: u64 = segment.records.iter().map(|&c| u64::from(c)).sum();
+            self.pending_events -= unread;
+            self.lost_events += unread;
             if self.segments.is_empty() {
                 self.writer = None;
             }
@@ -385,7 +394,7 @@ impl Journal {
 
     /// Removes the directory of a journal with nothing left in it (an earlier producer's).
     pub(crate) fn remove_if_empty(self) -> io::Result<()> {
-        if self.pending.is_empty() {
+        if self.is_empty() {
             let dir = self.dir.clone();
             for segment in &self.segments {
                 let _ = fs::remove_file(&segment.path);

@@ -514,7 +514,7 @@ impl Shipper {
         let window = self.config.in_flight;
         if room(&self.queue, window) && !self.queue.iter().any(|b| b.source == Source::Replay) {
             while let Some(journal) = self.replays.front_mut() {
-                match journal.peek() {
+                match journal.read_next() {
                     Ok(Some(record)) => {
                         let batch =
                             self.build(Source::Replay, &record.producer_id, record.events, false);
@@ -534,19 +534,24 @@ impl Shipper {
                 }
             }
         }
-        if let Some(journal) = self.journal.as_mut().filter(|j| !j.is_empty()) {
-            if room(&self.queue, window) && !self.queue.iter().any(|b| b.source == Source::Journal)
-            {
-                match journal.peek() {
+        if self.journal.as_ref().is_some_and(|j| !j.is_empty()) {
+            // Several journal batches in flight at once, so a backlog drains at full speed.
+            while room(&self.queue, window) {
+                let Some(journal) = self.journal.as_mut() else {
+                    break;
+                };
+                match journal.read_next() {
                     Ok(Some(record)) => {
                         let batch =
                             self.build(Source::Journal, &record.producer_id, record.events, false);
                         self.queue.push_back(batch);
                     }
-                    Ok(None) => {}
-                    Err(error) => self
-                        .state
-                        .set_error(format!("cannot read the journal: {error}")),
+                    Ok(None) => break,
+                    Err(error) => {
+                        self.state
+                            .set_error(format!("cannot read the journal: {error}"));
+                        break;
+                    }
                 }
             }
         } else {

@@ -67,9 +67,19 @@ pub(crate) struct Record {
 #[derive(Debug)]
 struct Segment {
     path: PathBuf,
+    /// Bytes of whole records in the file.
     bytes: u64,
-    /// Event counts of the records not yet consumed, oldest first.
-    records: VecDeque<u32>,
+    /// Offset of the first record not yet consumed.
+    consumed: u64,
+    /// The records not yet consumed, oldest first.
+    records: VecDeque<RecordMeta>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RecordMeta {
+    /// Size on disk, header included.
+    bytes: u64,
+    events: u32,
 }
 
 /// The journal of one producer directory.
@@ -81,8 +91,9 @@ pub(crate) struct Journal {
     _lock: File,
     segments: VecDeque<Segment>,
     writer: Option<BufWriter<File>>,
-    /// Read position in the oldest segment.
-    read_offset: u64,
+    /// Records handed out by `read_next` and not consumed yet: the first `read_ahead`
+    /// records in consumption order.
+    read_ahead: usize,
     /// Events written and not yet consumed (the sum of the segments' record counts), so the
     /// backlog is known without reading the disk.
     pending_events: u64,
@@ -136,7 +147,7 @@ impl Journal {
             _lock: lock,
             segments: VecDeque::new(),
             writer: None,
-            read_offset: 0,
+            read_ahead: 0,
             pending_events: 0,
             bytes_on_disk: 0,
             budget_bytes,
@@ -174,14 +185,14 @@ impl Journal {
         let mut file = File::open(&path)?;
         let length = file.metadata()?.len();
         let mut offset = 0u64;
-        let mut counts = Vec::new();
+        let mut records = VecDeque::new();
         loop {
             match read_record(&mut file, length - offset)? {
                 ReadOutcome::Record { bytes, payload } => {
-                    let count = payload
+                    let events = payload
                         .get(..4)
                         .map_or(0, |c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
-                    counts.push(count);
+                    records.push_back(RecordMeta { bytes, events });
                     offset += bytes;
                 }
                 ReadOutcome::End => break,
@@ -204,16 +215,17 @@ impl Journal {
                 .open(&path)?
                 .set_len(offset)?;
         }
-        if counts.is_empty() {
+        if records.is_empty() {
             fs::remove_file(&path)?;
             return Ok(());
         }
-        self.pending_events += counts.iter().map(|&c| u64::from(c)).sum::<u64>();
+        self.pending_events += records.iter().map(|r| u64::from(r.events)).sum::<u64>();
         self.bytes_on_disk += offset;
         self.segments.push_back(Segment {
             path,
             bytes: offset,
-            records: counts.into(),
+            consumed: 0,
+            records,
         });
         Ok(())
     }
@@ -224,7 +236,7 @@ impl Journal {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.pending_events == 0 && self.segments.iter().all(|s| s.records.is_empty())
+        self.segments.iter().all(|s| s.records.is_empty())
     }
 
     /// Appends one batch as one record.
@@ -255,6 +267,7 @@ impl Journal {
             self.segments.push_back(Segment {
                 path,
                 bytes,
+                consumed: bytes,
                 records: VecDeque::new(),
             });
         }
@@ -267,7 +280,10 @@ impl Journal {
             .map_err(AppendError::Io)?;
         if let Some(last) = self.segments.back_mut() {
             last.bytes += record_bytes;
-            last.records.push_back(events.len() as u32);
+            last.records.push_back(RecordMeta {
+                bytes: record_bytes,
+                events: events.len() as u32,
+            });
         }
         self.bytes_on_disk += record_bytes;
         self.last_sequence = events.last().map(CapturedEvent::sequence);
@@ -304,91 +320,104 @@ impl Journal {
         Ok(())
     }
 
-    /// Reads the oldest record without consuming it.
-    pub(crate) fn peek(&mut self) -> io::Result<Option<Record>> {
+    /// Reads the next record not handed out yet (the oldest first), without consuming it:
+    /// several records can be in flight to Redis at once, and are consumed in order.
+    pub(crate) fn read_next(&mut self) -> io::Result<Option<Record>> {
         loop {
-            let Some(segment) = self.segments.front() else {
+            // Find the `read_ahead`-th unconsumed record: its segment and offset.
+            let mut skip = self.read_ahead;
+            let mut found = None;
+            for (index, segment) in self.segments.iter().enumerate() {
+                if skip < segment.records.len() {
+                    let offset = segment.consumed
+                        + segment
+                            .records
+                            .iter()
+                            .take(skip)
+                            .map(|r| r.bytes)
+                            .sum::<u64>();
+                    found = Some((index, skip, offset));
+                    break;
+                }
+                skip -= segment.records.len();
+            }
+            let Some((index, position, offset)) = found else {
                 return Ok(None);
             };
-            if self.read_offset >= segment.bytes {
-                if self.segments.len() == 1 && self.writer.is_some() {
-                    return Ok(None);
-                }
-                self.drop_oldest_segment()?;
-                continue;
-            }
-            if self.segments.len() == 1 {
+            if index + 1 == self.segments.len() {
                 if let Some(writer) = &mut self.writer {
                     writer.flush()?;
                 }
             }
+            let segment = &self.segments[index];
             let mut file = File::open(&segment.path)?;
-            io::Seek::seek(&mut file, io::SeekFrom::Start(self.read_offset))?;
-            let remaining = segment.bytes - self.read_offset;
-            return match read_record(&mut file, remaining)? {
-                ReadOutcome::Record { payload, .. } => match decode(&payload) {
-                    Some(events) => Ok(Some(Record {
+            io::Seek::seek(&mut file, io::SeekFrom::Start(offset))?;
+            let outcome = read_record(&mut file, segment.bytes - offset)?;
+            if let ReadOutcome::Record { payload, .. } = outcome {
+                if let Some(events) = decode(&payload) {
+                    self.read_ahead += 1;
+                    return Ok(Some(Record {
                         producer_id: self.producer_id.clone(),
                         events,
-                    })),
-                    None => {
-                        self.damaged_tail()?;
-                        continue;
-                    }
-                },
-                ReadOutcome::End | ReadOutcome::Damaged => {
-                    self.damaged_tail()?;
-                    continue;
+                    }));
                 }
-            };
+            }
+            self.damaged(index, position);
         }
     }
 
-    /// Consumes the oldest record (after Redis confirmed it).
+    /// Consumes the oldest record handed out by `read_next` (after Redis confirmed it), and
+    /// deletes its segment once every record of it is consumed.
     pub(crate) fn consume(&mut self) -> io::Result<()> {
-        let Some(segment) = self.segments.front() else {
+        let Some(segment) = self.segments.iter_mut().find(|s| !s.records.is_empty()) else {
             return Ok(());
         };
-        let mut file = File::open(&segment.path)?;
-        io::Seek::seek(&mut file, io::SeekFrom::Start(self.read_offset))?;
-        let mut header = [0u8; 8];
-        file.read_exact(&mut header)?;
-        let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-        self.read_offset += 8 + u64::from(length);
-        if let Some(count) = self
-            .segments
-            .front_mut()
-            .and_then(|s| s.records.pop_front())
-        {
-            self.pending_events -= u64::from(count);
+        if let Some(record) = segment.records.pop_front() {
+            segment.consumed += record.bytes;
+            self.pending_events -= u64::from(record.events);
+            self.read_ahead = self.read_ahead.saturating_sub(1);
         }
-        let segment = &self.segments[0];
-        if self.read_offset >= segment.bytes && self.segments.len() > 1 {
-            self.drop_oldest_segment()?;
+        // Delete fully consumed segments, except the one still being appended to.
+        while self.segments.len() > 1 || self.writer.is_none() {
+            match self.segments.front() {
+                Some(front) if front.records.is_empty() => self.drop_oldest_segment()?,
+                _ => break,
+            }
         }
         Ok(())
     }
 
-    /// A record that was readable at open time no longer is: the rest of its segment is
-    /// counted as lost and the segment dropped.
-    fn damaged_tail(&mut self) -> io::Result<()> {
+    /// A record that was readable when indexed no longer is: it and the rest of its segment
+    /// are counted as lost and never handed out.
+    fn damaged(&mut self, index: usize, position: usize) {
         self.corrupt_records += 1;
-        tracing::error!(dir = %self.dir.display(), "journal segment damaged while reading");
-        self.drop_oldest_segment()
+        let segment = &mut self.segments[index];
+        let lost: u64 = segment
+            .records
+            .drain(position..)
+            .map(|r| u64::from(r.events))
+            .sum();
+        self.pending_events -= lost;
+        self.lost_events += lost;
+        tracing::error!(
+            segment = %segment.path.display(),
+            lost,
+            "journal record damaged since it was written; the rest of the segment is dropped"
+        );
     }
 
     fn drop_oldest_segment(&mut self) -> io::Result<()> {
         if let Some(segment) = self.segments.pop_front() {
-            let unread: u64 = segment.records.iter().map(|&c| u64::from(c)).sum();
+            let unread: u64 = segment.records.iter().map(|r| u64::from(r.events)).sum();
             self.pending_events -= unread;
             self.lost_events += unread;
             if self.segments.is_empty() {
                 self.writer = None;
+                self.last_sequence = None;
             }
             self.bytes_on_disk = self.bytes_on_disk.saturating_sub(segment.bytes);
             fs::remove_file(&segment.path)?;
         }
-        self.read_offset = 0;
         Ok(())
     }
 
@@ -547,15 +576,18 @@ mod tests {
             .unwrap();
         journal.append(&[event(3, "[1,2]")]).unwrap();
         assert_eq!(journal.backlog().0, 3);
-        let first = journal.peek().unwrap().unwrap();
+        let first = journal.read_next().unwrap().unwrap();
         assert_eq!(sequences(&first), vec![1, 2]);
         assert_eq!(first.events[0].data(), b"{\"a\":1}");
         assert_eq!(first.events[0].correlation_id(), "c-1");
         assert_eq!(first.producer_id, "p1");
+        // Read ahead before the first is consumed.
+        assert_eq!(sequences(&journal.read_next().unwrap().unwrap()), vec![3]);
+        assert!(journal.read_next().unwrap().is_none());
         journal.consume().unwrap();
-        assert_eq!(sequences(&journal.peek().unwrap().unwrap()), vec![3]);
+        assert_eq!(journal.backlog().0, 1);
         journal.consume().unwrap();
-        assert!(journal.peek().unwrap().is_none());
+        assert!(journal.read_next().unwrap().is_none());
         assert!(journal.is_empty());
     }
 
@@ -570,7 +602,7 @@ mod tests {
         }
         let mut journal = open(dir.path(), u64::MAX);
         assert_eq!(journal.backlog().0, 2);
-        assert_eq!(sequences(&journal.peek().unwrap().unwrap()), vec![1]);
+        assert_eq!(sequences(&journal.read_next().unwrap().unwrap()), vec![1]);
     }
 
     #[test]
@@ -602,7 +634,7 @@ mod tests {
         }
         let mut journal = open(dir.path(), u64::MAX);
         let mut replayed = Vec::new();
-        while let Some(record) = journal.peek().unwrap() {
+        while let Some(record) = journal.read_next().unwrap() {
             replayed.extend(sequences(&record));
             journal.consume().unwrap();
         }
@@ -655,9 +687,9 @@ mod tests {
         let mut journal = open(dir.path(), u64::MAX);
         assert_eq!(journal.corrupt_records, 1);
         assert_eq!(journal.backlog().0, 1);
-        assert_eq!(sequences(&journal.peek().unwrap().unwrap()), vec![1]);
+        assert_eq!(sequences(&journal.read_next().unwrap().unwrap()), vec![1]);
         journal.consume().unwrap();
-        assert!(journal.peek().unwrap().is_none());
+        assert!(journal.read_next().unwrap().is_none());
     }
 
     #[test]
@@ -676,12 +708,12 @@ mod tests {
         fs::write(&path, bytes).unwrap();
         let mut journal = open(dir.path(), u64::MAX);
         assert_eq!(journal.corrupt_records, 1);
-        let record = journal.peek().unwrap().unwrap();
+        let record = journal.read_next().unwrap().unwrap();
         assert_eq!(sequences(&record), vec![1]);
         assert_eq!(record.events[0].data(), b"first");
         journal.consume().unwrap();
         assert!(
-            journal.peek().unwrap().is_none(),
+            journal.read_next().unwrap().is_none(),
             "the corrupt record is not replayed"
         );
     }
@@ -697,7 +729,7 @@ mod tests {
         .unwrap();
         let mut journal = open(dir.path(), u64::MAX);
         assert_eq!(journal.corrupt_records, 1);
-        assert!(journal.peek().unwrap().is_none());
+        assert!(journal.read_next().unwrap().is_none());
     }
 
     #[test]

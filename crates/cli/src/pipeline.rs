@@ -61,6 +61,14 @@ pub(crate) struct Percentiles {
 }
 
 impl Percentiles {
+    pub(crate) fn write_text(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        writeln!(
+            out,
+            "publish       p50 {} ns  p99 {} ns  p99.9 {} ns  max {} ns",
+            self.p50, self.p99, self.p999, self.max
+        )
+    }
+
     pub(crate) fn of(histogram: &hdrhistogram::Histogram<u64>) -> Self {
         Self {
             p50: histogram.value_at_quantile(0.5),
@@ -125,6 +133,22 @@ impl Delivery {
             out_of_order: audit.out_of_order,
             corrupt: audit.corrupt,
         }
+    }
+
+    /// The human-readable lines of a summary.
+    pub(crate) fn write_text(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        for (label, value) in [
+            ("published", self.published),
+            ("delivered", self.delivered),
+            ("dead letters", self.dead_letters),
+            ("lost", self.lost),
+            ("duplicates", self.duplicates),
+            ("out of order", self.out_of_order),
+            ("corrupt", self.corrupt),
+        ] {
+            writeln!(out, "{label:<13} {value:>12}")?;
+        }
+        Ok(())
     }
 
     pub(crate) fn is_clean(&self) -> bool {

@@ -160,25 +160,13 @@ pub(crate) fn run(
         serde_json::to_writer_pretty(&mut out, &summary)?;
         writeln!(out)?;
     } else {
-        let d = &summary.delivery;
-        writeln!(out, "published     {:>12}", d.published)?;
-        writeln!(out, "delivered     {:>12}", d.delivered)?;
-        writeln!(out, "dead letters  {:>12}", d.dead_letters)?;
-        writeln!(out, "lost          {:>12}", d.lost)?;
-        writeln!(out, "duplicates    {:>12}", d.duplicates)?;
-        writeln!(out, "out of order  {:>12}", d.out_of_order)?;
-        writeln!(out, "corrupt       {:>12}", d.corrupt)?;
+        summary.delivery.write_text(&mut out)?;
         writeln!(
             out,
             "throughput    {:>12.0} events/s end to end ({:.2} s)",
             summary.throughput_eps, summary.elapsed_s
         )?;
-        let p = summary.publish_ns;
-        writeln!(
-            out,
-            "publish       p50 {} ns  p99 {} ns  p99.9 {} ns  max {} ns",
-            p.p50, p.p99, p.p999, p.max
-        )?;
+        summary.publish_ns.write_text(&mut out)?;
     }
     Ok(if clean {
         ExitCode::SUCCESS

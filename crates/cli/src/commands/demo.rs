@@ -83,19 +83,9 @@ pub(crate) fn run(
         serde_json::to_writer_pretty(&mut out, &summary)?;
         writeln!(out)?;
     } else {
-        let d = &summary.delivery;
-        writeln!(out, "published     {:>12}", d.published)?;
-        writeln!(out, "refused       {:>12}", summary.refused)?;
-        writeln!(out, "shipped       {:>12}", d.delivered)?;
-        writeln!(out, "dead letters  {:>12}", d.dead_letters)?;
-        writeln!(out, "lost          {:>12}", d.lost)?;
-        writeln!(out, "duplicates    {:>12}", d.duplicates)?;
-        let p = summary.publish_ns;
-        writeln!(
-            out,
-            "publish latency  p50 {} ns  p99 {} ns  p99.9 {} ns  max {} ns",
-            p.p50, p.p99, p.p999, p.max
-        )?;
+        writeln!(out, "{:<13} {:>12}", "refused", summary.refused)?;
+        summary.delivery.write_text(&mut out)?;
+        summary.publish_ns.write_text(&mut out)?;
     }
     Ok(if clean {
         ExitCode::SUCCESS

@@ -24,6 +24,24 @@
 //!    At shutdown, whatever could not be delivered in time is written to the journal, and the
 //!    next start (of any producer using the same directory) replays it.
 //!
+//! ```no_run
+//! use std::time::Duration;
+//! use evstream::{publish, ship, Config};
+//!
+//! let mut config = Config::from_file("evstream.toml".as_ref())?;
+//! config.ship.journal_dir = Some("/var/lib/evstream/journal".into());
+//! let (publisher, receiver) = publish::channel(&config)?;
+//! let shipper = ship::spawn(&config, receiver)?;
+//!
+//! publisher.publish("Signal", &serde_json::json!({"name": "momentum"}), "")?;
+//!
+//! let health = shipper.health(); // connected, breaker, in flight, journal backlog, errors
+//! println!("{}", serde_json::to_string(&health)?);
+//! let report = shipper.shutdown(Duration::from_secs(5));
+//! println!("shipped {}, journaled {}, lost {}", report.shipped, report.journaled, report.undelivered);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! Not yet here: the local dead-letter file for when Redis is unreachable (dead letters wait
 //! in their batch, in the ring or the journal, instead).
 

@@ -35,6 +35,7 @@
 //! journal_fsync = "interval"  # "always", "interval" or "never"
 //! journal_fsync_interval_ms = 1000
 //! spill_at_percent = 50     # ring fill at which batches spill to the journal
+//! known_event_types = []    # strict mode: other types are dead-lettered (unknown_type)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -273,6 +274,9 @@ pub struct ShipConfig {
     /// Ring fill, in percent of its capacity, from which batches spill to the journal while
     /// Redis is not keeping up. Default 50.
     pub spill_at_percent: u8,
+    /// Strict mode: when not empty, only these event types go to the stream; any other is
+    /// dead-lettered with reason `unknown_type`. Default empty (every type accepted).
+    pub known_event_types: Vec<String>,
 }
 
 impl Default for ShipConfig {
@@ -294,6 +298,7 @@ impl Default for ShipConfig {
             journal_fsync: FsyncPolicy::Interval,
             journal_fsync_interval_ms: 1000,
             spill_at_percent: 50,
+            known_event_types: Vec::new(),
         }
     }
 }

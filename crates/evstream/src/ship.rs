@@ -65,7 +65,7 @@ use crate::config::{Config, ShipConfig};
 use crate::envelope::EventIdGenerator;
 use crate::error::ShipError;
 use crate::publish::{wall_clock_ns, CapturedEvent, Receiver};
-use append::{AppendSettings, Keys, Outcome, Poison};
+use append::{AppendSettings, Checks, Keys, Outcome, Poison};
 use breaker::Breaker;
 pub use breaker::BreakerState;
 pub use journal::FsyncPolicy;
@@ -419,6 +419,7 @@ struct Shipper {
     connection: Option<MultiplexedConnection>,
     sha: String,
     ids: EventIdGenerator,
+    checks: Checks,
     receiver: Receiver,
     /// Events drained for the next batch, oldest first.
     forming: Vec<CapturedEvent>,
@@ -459,6 +460,10 @@ impl Shipper {
             ),
             sha: redis::Script::new(append::SCRIPT).get_hash().to_owned(),
             ids: EventIdGenerator::new(),
+            checks: Checks {
+                known_types: (!config.known_event_types.is_empty())
+                    .then(|| config.known_event_types.iter().cloned().collect()),
+            },
             forming: Vec::with_capacity(config.batch_max),
             forming_since: None,
             queue: VecDeque::new(),
@@ -687,7 +692,7 @@ impl Shipper {
         events: Vec<CapturedEvent>,
         accept_gap: bool,
     ) -> Batch {
-        let poison: Vec<_> = events.iter().map(append::check).collect();
+        let poison: Vec<_> = events.iter().map(|e| self.checks.check(e)).collect();
         let keys = if producer_id == self.settings.producer_id {
             self.settings.keys.clone()
         } else {

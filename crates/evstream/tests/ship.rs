@@ -466,3 +466,34 @@ fn undelivered_events_stay_in_the_journal_and_the_next_start_replays_them() {
         "the replayed journal is removed"
     );
 }
+
+#[test]
+fn strict_mode_dead_letters_unknown_event_types() {
+    let redis = RedisServer::start().unwrap();
+    let mut config = config(&redis.url(), "strict");
+    config.ship.known_event_types = vec!["OrderCreated".into()];
+    let (publisher, receiver) = publish::channel(&config).unwrap();
+    let shipper = ship::spawn(&config, receiver).unwrap();
+    publisher
+        .publish("OrderCreated", &serde_json::json!({"orderId": "1"}), "c")
+        .unwrap();
+    publisher
+        .publish("Mystery", &serde_json::json!({"x": 1}), "c")
+        .unwrap();
+    publisher
+        .publish("OrderCreated", &serde_json::json!({"orderId": "2"}), "c")
+        .unwrap();
+    let report = shipper.shutdown(Duration::from_secs(10));
+    assert_eq!((report.shipped, report.dead_lettered), (2, 1), "{report:?}");
+    block_on(async {
+        let mut connection = connect(&redis.url()).await;
+        let letters: redis::streams::StreamRangeReply =
+            redis::AsyncCommands::xrange_all(&mut connection, "strict:dlq")
+                .await
+                .unwrap();
+        assert_eq!(letters.ids.len(), 1);
+        assert_eq!(field(&letters.ids[0], "dlq_reason"), b"unknown_type");
+        assert_eq!(field(&letters.ids[0], "event_type"), b"Mystery");
+        assert_eq!(field(&letters.ids[0], "sequence"), b"2");
+    });
+}

@@ -53,9 +53,34 @@ pub(crate) struct Poison {
     pub(crate) message: String,
 }
 
-/// Checks an event before it is sent. Payloads serialized by evstream are valid JSON by
-/// construction; raw payloads are parsed (without building a value) and refused if invalid.
-pub(crate) fn check(event: &CapturedEvent) -> Option<Poison> {
+/// What the shipper checks before sending.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Checks {
+    /// With a list (strict mode), event types outside it are dead letters.
+    pub(crate) known_types: Option<std::collections::HashSet<String>>,
+}
+
+impl Checks {
+    /// Checks an event before it is sent. Payloads serialized by evstream are valid JSON by
+    /// construction; raw payloads are parsed (without building a value) and refused if
+    /// invalid. In strict mode, an unknown event type is refused.
+    pub(crate) fn check(&self, event: &CapturedEvent) -> Option<Poison> {
+        if let Some(known) = &self.known_types {
+            if !known.contains(event.event_type()) {
+                return Some(Poison {
+                    reason: "unknown_type",
+                    message: format!(
+                        "event type {:?} is not in ship.known_event_types (strict mode)",
+                        event.event_type()
+                    ),
+                });
+            }
+        }
+        check_json(event)
+    }
+}
+
+fn check_json(event: &CapturedEvent) -> Option<Poison> {
     if event.kind() == PayloadKind::Raw {
         if let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(event.data()) {
             return Some(Poison {

@@ -25,6 +25,7 @@
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -123,8 +124,13 @@ impl Journal {
         fsync_interval: Duration,
     ) -> io::Result<Self> {
         let dir = root.join(producer_id);
-        fs::create_dir_all(&dir)?;
+        // Trading events are sensitive: directories 0700, files 0600.
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)?;
         let lock = OpenOptions::new()
+            .mode(0o600)
             .create(true)
             .truncate(false)
             .write(true)
@@ -258,6 +264,7 @@ impl Journal {
             self.flush().map_err(AppendError::Io)?;
             let path = self.dir.join(format!("{:020}.seg", first.sequence()));
             let file = OpenOptions::new()
+                .mode(0o600)
                 .create(true)
                 .append(true)
                 .open(&path)
@@ -603,6 +610,18 @@ mod tests {
         let mut journal = open(dir.path(), u64::MAX);
         assert_eq!(journal.backlog().0, 2);
         assert_eq!(sequences(&journal.read_next().unwrap().unwrap()), vec![1]);
+    }
+
+    #[test]
+    fn journal_files_are_private_to_the_owner() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = open(dir.path(), u64::MAX);
+        journal.append(&[event(1, "1")]).unwrap();
+        journal.flush().unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join("p1")), 0o700);
+        assert_eq!(mode(&segment_path(dir.path())), 0o600);
     }
 
     #[test]

@@ -23,6 +23,7 @@ impl Target {
     /// `redis-server` (temp dir, free loopback port, AOF on), stopped when dropped.
     pub(crate) fn resolve(given_url: Option<&str>) -> anyhow::Result<Self> {
         if let Some(url) = given_url {
+            check_reachable(url)?;
             return Ok(Self {
                 url: url.to_owned(),
                 private: None,
@@ -49,6 +50,26 @@ impl Target {
             None => evstream::ship::redact_url(&self.url),
         }
     }
+}
+
+/// Fails fast, with the reason, when the given Redis does not answer.
+fn check_reachable(url: &str) -> anyhow::Result<()> {
+    let shown = evstream::ship::redact_url(url);
+    let client = redis::Client::open(url).with_context(|| {
+        format!("invalid Redis URL {shown} (expected redis://[user:password@]host:port[/db])")
+    })?;
+    let mut connection = client
+        .get_connection_with_timeout(Duration::from_secs(3))
+        .with_context(|| {
+            format!(
+                "cannot connect to Redis at {shown}: is it running? (without --redis-url, \
+                 a private redis-server is started)"
+            )
+        })?;
+    redis::cmd("PING")
+        .query::<String>(&mut connection)
+        .with_context(|| format!("Redis at {shown} did not answer PING"))?;
+    Ok(())
 }
 
 /// Latency percentiles in nanoseconds.
@@ -156,19 +177,28 @@ impl Delivery {
     }
 }
 
-/// Waits until the shipper has handled `published` events, or `timeout`; returns when.
+/// Waits until the shipper has handled `published` events; returns when. Gives up, with the
+/// shipper's last error, when nothing moved for `stall`.
 pub(crate) fn wait_until_shipped(
     shipper: &evstream::ship::ShipperHandle,
     published: u64,
-    timeout: Duration,
-) -> Instant {
-    let deadline = Instant::now() + timeout;
+    stall: Duration,
+) -> anyhow::Result<Instant> {
+    let mut last = (0, Instant::now());
     loop {
         let now = Instant::now();
         let health = shipper.health();
         let handled = health.shipped + health.dead_letters.values().sum::<u64>();
-        if handled >= published || now >= deadline {
-            return now;
+        if handled >= published {
+            return Ok(now);
+        }
+        if handled > last.0 {
+            last = (handled, now);
+        } else if now.duration_since(last.1) >= stall {
+            anyhow::bail!(
+                "shipping stalled at {handled} of {published} events for {stall:?}; last error: {}",
+                health.last_error.as_deref().unwrap_or("none")
+            );
         }
         std::thread::sleep(Duration::from_millis(1));
     }

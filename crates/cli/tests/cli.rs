@@ -101,3 +101,27 @@ fn bench_reads_back_and_checks_every_event() {
         );
     }
 }
+
+#[test]
+fn unreachable_redis_is_a_clear_error_not_a_hang_and_hides_the_password() {
+    let port = evstream_testkit::free_port().unwrap();
+    let started = std::time::Instant::now();
+    let output = evstream()
+        .args([
+            "--redis-url",
+            &format!("redis://:s3cret@127.0.0.1:{port}"),
+            "bench",
+            "--events",
+            "10",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot connect to Redis"), "{stderr}");
+    assert!(
+        !stderr.contains("s3cret"),
+        "the password must not be shown: {stderr}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}

@@ -14,6 +14,9 @@ use crate::args::{BenchArgs, Rate};
 use crate::engine::new_histogram;
 use crate::pipeline::{self, Delivery, Percentiles, Target};
 
+/// How long shipping may make no progress before the bench gives up with the reason.
+const STALL: Duration = Duration::from_secs(30);
+
 #[derive(Serialize)]
 struct Payload<'a> {
     producer: u64,
@@ -93,6 +96,7 @@ pub(crate) fn run(
                         n,
                         pad: &pad[..pad_len(payload_bytes, producer, n)],
                     };
+                    let mut full_since = None;
                     loop {
                         let start = Instant::now();
                         let result = publisher.publish("BenchEvent", &payload, "");
@@ -102,7 +106,11 @@ pub(crate) fn run(
                                 histogram.saturating_record(took.max(1));
                                 break;
                             }
-                            Err(PublishError::RingFull { .. }) => {
+                            Err(error @ PublishError::RingFull { .. }) => {
+                                // Full for this long: the shipper is stuck; say so, do not hang.
+                                if full_since.get_or_insert(start).elapsed() > STALL {
+                                    return Err(error);
+                                }
                                 retries += 1;
                                 thread::sleep(Duration::from_micros(100));
                             }
@@ -117,13 +125,21 @@ pub(crate) fn run(
     let mut histogram = new_histogram();
     let mut retries = 0;
     for thread in threads {
-        let (h, r) = thread.join().expect("bench producer panicked")?;
+        let (h, r) = thread
+            .join()
+            .expect("bench producer panicked")
+            .with_context(|| {
+                format!(
+                    "publishing stalled; shipper: {:?}",
+                    shipper.health().last_error
+                )
+            })?;
         histogram.add(h).expect("histograms share bounds");
         retries += r;
     }
     let published = publisher.health().published;
     drop(publisher);
-    let finished = pipeline::wait_until_shipped(&shipper, published, Duration::from_secs(600));
+    let finished = pipeline::wait_until_shipped(&shipper, published, STALL)?;
     let elapsed = finished - started;
     let report = shipper.shutdown(Duration::from_secs(30));
 

@@ -61,7 +61,7 @@ pub(crate) fn run(
     };
     let report = engine::run(&publisher, spec, &stop);
     drop(publisher);
-    pipeline::wait_until_shipped(&shipper, report.published, Duration::from_secs(60));
+    pipeline::wait_until_shipped(&shipper, report.published, Duration::from_secs(30))?;
     let shutdown = shipper.shutdown(Duration::from_secs(30));
     let audit = pipeline::audit(&config, &target.url, |_, data| {
         serde_json::from_slice::<serde_json::Value>(data).is_ok()

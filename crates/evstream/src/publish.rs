@@ -517,6 +517,12 @@ impl Receiver {
         }
     }
 
+    /// Refuses further events: `publish` returns [`PublishError::Closed`] from now on, while
+    /// what was accepted before can still be drained.
+    pub fn close(&self) {
+        self.consumer.close();
+    }
+
     /// Whether every [`Publisher`] is gone and the ring is empty: nothing more will arrive.
     pub fn is_finished(&self) -> bool {
         self.consumer.is_disconnected() && !self.consumer.has_ready()

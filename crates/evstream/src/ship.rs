@@ -661,10 +661,18 @@ impl Shipper {
         let mut in_journals = self.journal.as_ref().map_or(0, |j| j.backlog().0);
         in_journals += self.replays.iter().map(|j| j.backlog().0).sum::<u64>();
         batches.push(std::mem::take(&mut self.forming));
+        // Refuse new events first (publish returns `Closed`), so nothing accepted from now on
+        // can miss this last drain; then wait briefly for claims being written to land.
+        self.receiver.close();
+        let settle = Instant::now() + Duration::from_millis(100);
         loop {
             let mut rest = Vec::new();
             if self.receiver.drain_into(&mut rest, self.config.batch_max) == 0 {
-                break;
+                if self.receiver.health().depth == 0 || Instant::now() >= settle {
+                    break;
+                }
+                std::thread::yield_now();
+                continue;
             }
             batches.push(rest);
         }
@@ -748,6 +756,19 @@ impl Shipper {
                 .query_async::<String>(&mut connection)
                 .await?;
             Ok::<_, RedisError>(connection)
+        };
+        // The handshake and SCRIPT LOAD share one deadline: a server that stops answering
+        // must not hold the loop (and a shutdown) until TCP gives up.
+        let deadline = self.timeout().max(Duration::from_millis(500)) * 2;
+        let connected = async {
+            tokio::time::timeout(deadline, connected)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(RedisError::from(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("connecting to Redis took longer than {deadline:?}"),
+                    )))
+                })
         };
         match connected.await {
             Ok(connection) => {
@@ -899,6 +920,8 @@ impl Shipper {
                     let rebuilt = self.build(source, &producer_id, events, true);
                     self.queue[index] = rebuilt;
                 }
+                // Redis answered: the breaker must not stay half-open waiting for a probe.
+                self.breaker.on_success();
                 self.recovering = true;
             }
             Ok(Outcome::Stopped { error, .. }) => {
@@ -913,12 +936,10 @@ impl Shipper {
             Err(error) => {
                 self.queue[index].status = Status::Unsent;
                 if error.is_noscript() {
-                    // Someone flushed the script cache: reload on a fresh connection.
+                    // Someone flushed the script cache: reload it on a fresh connection.
                     self.connection = None;
-                    self.recovering = true;
-                } else {
-                    self.failed(now, &error);
                 }
+                self.failed(now, &error);
             }
         }
     }
@@ -932,7 +953,8 @@ impl Shipper {
         let state = &self.state;
         state.batches_ok.fetch_add(1, Ordering::Relaxed);
         state.skipped.fetch_add(skipped, Ordering::Relaxed);
-        if skipped == 0 {
+        if skipped == 0 || batch.source == Source::Replay {
+            // A replayed journal's skipped events were shipped by the process that wrote it.
             state.shipped.fetch_add(added, Ordering::Relaxed);
         } else {
             // Part of this batch landed in an attempt whose answer we never got: everything

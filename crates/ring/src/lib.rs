@@ -520,6 +520,12 @@ impl<T> Consumer<T> {
         drained
     }
 
+    /// Refuses further claims (producers get `Closed`), as dropping the consumer does, while
+    /// keeping the consumer to drain what was claimed before.
+    pub fn close(&self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
+    }
+
     /// Whether the next slot is ready to drain (committed or abandoned).
     pub fn has_ready(&self) -> bool {
         self.shared.slot(self.head).stamp.load(Ordering::Acquire) == self.head.wrapping_add(1)
@@ -682,6 +688,15 @@ mod tests {
         drop(consumer);
         assert!(producer.is_closed());
         assert_eq!(publish(&producer, 1), Err(PublishError::Closed));
+    }
+
+    #[test]
+    fn closed_consumer_refuses_new_claims_and_still_drains_old_ones() {
+        let (producer, mut consumer) = channel(4, || 0u64).unwrap();
+        publish(&producer, 1).unwrap();
+        consumer.close();
+        assert_eq!(publish(&producer, 2), Err(PublishError::Closed));
+        assert_eq!(drain_all(&mut consumer), vec![1]);
     }
 
     #[test]

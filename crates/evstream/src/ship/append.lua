@@ -2,7 +2,7 @@
 --
 -- KEYS[1] the stream, KEYS[2] its dead-letter stream, KEYS[3] the producer's high-water mark
 -- ARGV[1] producer_id   ARGV[2] MAXLEN ~ bound (0: no trimming)   ARGV[3] high-water mark TTL (ms)
--- ARGV[4] "1" to accept a gap before this batch   ARGV[5] dlq_at_ns for dead letters
+-- ARGV[4] "1" to accept a gap before this batch (and a missing mark)   ARGV[5] dlq_at_ns
 -- then 8 values per event, in sequence order:
 --   dead ("" or "<reason>\n<error>"), event_id, event_type, version, correlation_id,
 --   timestamp_ns, sequence, data
@@ -15,16 +15,20 @@
 -- Returns {status, mark_before, mark_after, added, dead, skipped, error}:
 --   status 1 = handled, 0 = gap (nothing written), 2 = stopped at an entry neither stream
 --   accepted (error says why; entries up to mark_after were handled).
-local mark = redis.call('GET', KEYS[3])
 local first = tonumber(ARGV[12])
+local mark = redis.call('GET', KEYS[3])
 if mark then
   mark = tonumber(mark)
-  if first > mark + 1 and ARGV[4] ~= '1' then
-    return {0, mark, mark, 0, 0, 0, ''}
-  end
-else
-  -- No mark: a producer we have not seen (or whose mark expired). Accept from here.
+elseif ARGV[4] == '1' then
+  -- No mark (expired), and the shipper knows nothing earlier is coming: start here.
   mark = first - 1
+else
+  -- No mark: a new producer, whose sequences start at 1. A later batch that lands first
+  -- (the first one failed) is refused like any gap, so it cannot hide the first one.
+  mark = 0
+end
+if first > mark + 1 and ARGV[4] ~= '1' then
+  return {0, mark, mark, 0, 0, 0, ''}
 end
 local before = mark
 -- The mark is written back from the argument's text: Lua would print a number above 1e14 in

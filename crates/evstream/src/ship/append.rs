@@ -186,3 +186,114 @@ impl FromRedisValue for Outcome {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use evstream_testkit::RedisServer;
+
+    fn events(sequences: std::ops::RangeInclusive<u64>) -> Vec<CapturedEvent> {
+        sequences
+            .map(|s| {
+                CapturedEvent::from_parts(
+                    s,
+                    1_764_000_000_000_000_000 + s,
+                    PayloadKind::Json,
+                    "Tick",
+                    "c",
+                    format!("{{\"s\":{s}}}").into_bytes(),
+                )
+            })
+            .collect()
+    }
+
+    fn append(
+        connection: &mut redis::Connection,
+        producer: &str,
+        batch: &[CapturedEvent],
+        accept_gap: bool,
+    ) -> Outcome {
+        let settings = AppendSettings {
+            keys: Keys::new("s", producer),
+            producer_id: producer.to_owned(),
+            max_len: 0,
+            high_water_mark_ttl_ms: 60_000,
+        };
+        let sha = redis::Script::new(SCRIPT).get_hash().to_owned();
+        let poison = vec![None; batch.len()];
+        let cmd = build(
+            &sha,
+            &settings,
+            &settings.keys,
+            producer,
+            &EventIdGenerator::new(),
+            batch,
+            &poison,
+            accept_gap,
+            1,
+        );
+        cmd.query(connection).unwrap()
+    }
+
+    #[test]
+    fn the_script_skips_retries_and_refuses_gaps_even_for_a_new_producer() {
+        let redis = RedisServer::start().unwrap();
+        let mut connection = redis::Client::open(redis.url())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(SCRIPT)
+            .exec(&mut connection)
+            .unwrap();
+        let handled = |added, skipped| Outcome::Handled {
+            added,
+            dead: 0,
+            skipped,
+        };
+
+        // A new producer's second batch landing before its first is refused (regression:
+        // without a mark it used to be accepted, and the first batch was then skipped).
+        assert_eq!(
+            append(&mut connection, "p", &events(4..=6), false),
+            Outcome::Gap { mark: 0 }
+        );
+        assert_eq!(
+            append(&mut connection, "p", &events(1..=3), false),
+            handled(3, 0)
+        );
+        assert_eq!(
+            append(&mut connection, "p", &events(1..=3), false),
+            handled(0, 3),
+            "retry"
+        );
+        assert_eq!(
+            append(&mut connection, "p", &events(5..=6), false),
+            Outcome::Gap { mark: 3 }
+        );
+        assert_eq!(
+            append(&mut connection, "p", &events(3..=6), false),
+            handled(3, 1),
+            "overlap"
+        );
+        // A replay whose mark expired is accepted only when the shipper says so.
+        assert_eq!(
+            append(&mut connection, "q", &events(100..=101), false),
+            Outcome::Gap { mark: 0 }
+        );
+        assert_eq!(
+            append(&mut connection, "q", &events(100..=101), true),
+            handled(2, 0)
+        );
+        assert_eq!(redis.command(&["XLEN", "s"]).unwrap().as_int(), Some(8));
+        assert_eq!(
+            redis
+                .command(&["GET", "s:hwm:p"])
+                .unwrap()
+                .as_text()
+                .as_deref(),
+            Some("6")
+        );
+    }
+}

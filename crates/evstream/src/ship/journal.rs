@@ -281,10 +281,15 @@ impl Journal {
         let writer = self.writer.as_mut().ok_or(AppendError::Full)?;
         let crc = crc32fast::hash(&payload);
         let header = [(payload.len() as u32).to_le_bytes(), crc.to_le_bytes()].concat();
-        writer
+        if let Err(error) = writer
             .write_all(&header)
             .and_then(|()| writer.write_all(&payload))
-            .map_err(AppendError::Io)?;
+        {
+            // Disk full or failing: cut what may have reached the file back to the last whole
+            // record and start a new segment next time, so offsets stay true.
+            self.abandon_open_segment();
+            return Err(AppendError::Io(error));
+        }
         if let Some(last) = self.segments.back_mut() {
             last.bytes += record_bytes;
             last.records.push_back(RecordMeta {
@@ -301,9 +306,27 @@ impl Journal {
             FsyncPolicy::Never => false,
         };
         if due {
-            self.sync().map_err(AppendError::Io)?;
+            // The record is written and indexed: a failed fsync must not make the caller
+            // append it again. Say so and carry on (the next sync retries).
+            if let Err(error) = self.sync() {
+                tracing::error!(%error, dir = %self.dir.display(), "journal fsync failed");
+            }
         }
         Ok(())
+    }
+
+    /// Drops the writer without flushing its buffer and truncates the open segment to the
+    /// records known whole.
+    fn abandon_open_segment(&mut self) {
+        if let Some(writer) = self.writer.take() {
+            let (file, _unwritten) = writer.into_parts();
+            if let Some(last) = self.segments.back() {
+                if let Err(error) = file.set_len(last.bytes) {
+                    tracing::error!(%error, "cannot truncate a journal segment after a failed write");
+                }
+            }
+        }
+        self.last_sequence = None;
     }
 
     /// Writes buffered records to the file (and to disk unless the policy is `never`).
@@ -369,7 +392,7 @@ impl Journal {
                     }));
                 }
             }
-            self.damaged(index, position);
+            self.damaged(index, position, offset);
         }
     }
 
@@ -384,26 +407,28 @@ impl Journal {
             self.pending_events -= u64::from(record.events);
             self.read_ahead = self.read_ahead.saturating_sub(1);
         }
-        // Delete fully consumed segments, except the one still being appended to.
-        while self.segments.len() > 1 || self.writer.is_none() {
-            match self.segments.front() {
-                Some(front) if front.records.is_empty() => self.drop_oldest_segment()?,
-                _ => break,
-            }
+        // Delete fully consumed segments, the one being appended to included (the next
+        // append starts a new one), so consumed records never count against the budget or
+        // come back at the next start.
+        while self.segments.front().is_some_and(|s| s.records.is_empty()) {
+            self.drop_oldest_segment()?;
         }
         Ok(())
     }
 
     /// A record that was readable when indexed no longer is: it and the rest of its segment
     /// are counted as lost and never handed out.
-    fn damaged(&mut self, index: usize, position: usize) {
+    fn damaged(&mut self, index: usize, position: usize, offset: u64) {
         self.corrupt_records += 1;
+        let last = index + 1 == self.segments.len();
         let segment = &mut self.segments[index];
         let lost: u64 = segment
             .records
             .drain(position..)
             .map(|r| u64::from(r.events))
             .sum();
+        self.bytes_on_disk = self.bytes_on_disk.saturating_sub(segment.bytes - offset);
+        segment.bytes = offset;
         self.pending_events -= lost;
         self.lost_events += lost;
         tracing::error!(
@@ -411,6 +436,10 @@ impl Journal {
             lost,
             "journal record damaged since it was written; the rest of the segment is dropped"
         );
+        if last {
+            // Appending after the damage would put records where offsets no longer lead.
+            self.abandon_open_segment();
+        }
     }
 
     fn drop_oldest_segment(&mut self) -> io::Result<()> {
@@ -596,6 +625,35 @@ mod tests {
         journal.consume().unwrap();
         assert!(journal.read_next().unwrap().is_none());
         assert!(journal.is_empty());
+    }
+
+    #[test]
+    fn a_fully_consumed_journal_leaves_no_segment_and_frees_its_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = open(dir.path(), 200);
+        for round in 0..5u64 {
+            // Each round would not fit twice in the budget if consumed bytes stayed counted.
+            journal
+                .append(&[
+                    event(round * 2 + 1, &"x".repeat(60)),
+                    event(round * 2 + 2, "y"),
+                ])
+                .unwrap();
+            assert!(journal.read_next().unwrap().is_some());
+            journal.consume().unwrap();
+            assert_eq!(journal.backlog(), (0, 0), "round {round}");
+        }
+        let segments = fs::read_dir(dir.path().join("p1"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "seg")
+            })
+            .count();
+        assert_eq!(segments, 0, "nothing left to replay at the next start");
     }
 
     #[test]

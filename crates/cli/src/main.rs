@@ -13,6 +13,15 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = args::Cli::parse();
+    // Warnings and errors of the library (retries, journal trouble) on stderr; more with
+    // EVSTREAM_LOG=info or debug.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EVSTREAM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     match commands::run(cli) {
         Ok(code) => code,
         Err(error) => {

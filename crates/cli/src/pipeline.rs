@@ -44,6 +44,15 @@ impl Target {
         })
     }
 
+    /// A private server's runs also get a spill journal (in its temporary directory) unless
+    /// the configuration names one: the demo shows the whole path.
+    pub(crate) fn configure(&self, config: &mut Config) {
+        config.redis.url.clone_from(&self.url);
+        if let (Some(server), None) = (&self.private, &config.ship.journal_dir) {
+            config.ship.journal_dir = Some(server.dir().join("journal"));
+        }
+    }
+
     pub(crate) fn describe(&self) -> String {
         match &self.private {
             Some(server) => format!("private redis-server on port {} (AOF on)", server.port()),

@@ -48,7 +48,7 @@ pub(crate) fn run(
     anyhow::ensure!(args.events > 0, "--events must be at least 1");
     let target = Target::resolve(given_url)?;
     let mut config = config.clone();
-    config.redis.url.clone_from(&target.url);
+    target.configure(&mut config);
     if !args.json {
         eprintln!(
             "evstream bench: {} events of {} bytes from {} producer(s) at {} into {} ({})",

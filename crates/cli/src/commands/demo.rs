@@ -37,7 +37,7 @@ pub(crate) fn run(
     anyhow::ensure!(args.producers > 0, "--producers must be at least 1");
     let target = Target::resolve(given_url)?;
     let mut config = config.clone();
-    config.redis.url.clone_from(&target.url);
+    target.configure(&mut config);
     let (publisher, receiver) =
         publish::channel(&config).context("cannot build the capture ring")?;
     let producer_id = publisher.producer_id().to_owned();

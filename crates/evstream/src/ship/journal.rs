@@ -380,7 +380,15 @@ impl Journal {
                 }
             }
             let segment = &self.segments[index];
-            let mut file = File::open(&segment.path)?;
+            let mut file = match File::open(&segment.path) {
+                Ok(file) => file,
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                    // Removed from outside: what it held is gone; count it, do not stall.
+                    self.damaged(index, position, offset);
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
             io::Seek::seek(&mut file, io::SeekFrom::Start(offset))?;
             let outcome = read_record(&mut file, segment.bytes - offset)?;
             if let ReadOutcome::Record { payload, .. } = outcome {
@@ -452,7 +460,10 @@ impl Journal {
                 self.last_sequence = None;
             }
             self.bytes_on_disk = self.bytes_on_disk.saturating_sub(segment.bytes);
-            fs::remove_file(&segment.path)?;
+            match fs::remove_file(&segment.path) {
+                Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+                _ => {}
+            }
         }
         Ok(())
     }
@@ -793,6 +804,24 @@ mod tests {
             journal.read_next().unwrap().is_none(),
             "the corrupt record is not replayed"
         );
+    }
+
+    #[test]
+    fn a_segment_deleted_from_outside_is_counted_lost_and_the_next_one_still_replays() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut journal = open(dir.path(), u64::MAX);
+            journal.append(&[event(1, "a")]).unwrap();
+            journal.append(&[event(5, "b")]).unwrap(); // not contiguous: a second segment
+            journal.flush().unwrap();
+        }
+        let mut journal = open(dir.path(), u64::MAX);
+        fs::remove_file(dir.path().join("p1").join(format!("{:020}.seg", 1))).unwrap();
+        let record = journal.read_next().unwrap().unwrap();
+        assert_eq!(sequences(&record), vec![5]);
+        assert_eq!((journal.lost_events, journal.corrupt_records), (1, 1));
+        journal.consume().unwrap();
+        assert!(journal.is_empty());
     }
 
     #[test]

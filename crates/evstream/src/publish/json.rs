@@ -79,6 +79,21 @@ pub(crate) fn measure<T: Serialize + ?Sized>(value: &T) -> usize {
     counter.0
 }
 
+/// The ten integer methods of `serde::Serializer`, each with the same body.
+macro_rules! integers {
+    ($self:ident, $v:ident => $body:expr) => {
+        integers!(@each $self, $v => $body;
+            serialize_i8: i8, serialize_i16: i16, serialize_i32: i32, serialize_i64: i64,
+            serialize_i128: i128, serialize_u8: u8, serialize_u16: u16, serialize_u32: u32,
+            serialize_u64: u64, serialize_u128: u128);
+    };
+    (@each $self:ident, $v:ident => $body:expr; $($method:ident: $ty:ty),*) => {$(
+        fn $method($self, $v: $ty) -> Result {
+            $body
+        }
+    )*};
+}
+
 struct Serializer<'a> {
     out: &'a mut Vec<u8>,
     max: usize,
@@ -278,36 +293,7 @@ impl<'a, 'b> ser::Serializer for &'a mut Serializer<'b> {
     fn serialize_bool(self, v: bool) -> Result {
         self.push(if v { b"true" } else { b"false" })
     }
-    fn serialize_i8(self, v: i8) -> Result {
-        self.integer(v)
-    }
-    fn serialize_i16(self, v: i16) -> Result {
-        self.integer(v)
-    }
-    fn serialize_i32(self, v: i32) -> Result {
-        self.integer(v)
-    }
-    fn serialize_i64(self, v: i64) -> Result {
-        self.integer(v)
-    }
-    fn serialize_i128(self, v: i128) -> Result {
-        self.integer(v)
-    }
-    fn serialize_u8(self, v: u8) -> Result {
-        self.integer(v)
-    }
-    fn serialize_u16(self, v: u16) -> Result {
-        self.integer(v)
-    }
-    fn serialize_u32(self, v: u32) -> Result {
-        self.integer(v)
-    }
-    fn serialize_u64(self, v: u64) -> Result {
-        self.integer(v)
-    }
-    fn serialize_u128(self, v: u128) -> Result {
-        self.integer(v)
-    }
+    integers!(self, v => self.integer(v));
     fn serialize_f32(self, v: f32) -> Result {
         self.float(v, v.is_finite())
     }
@@ -474,49 +460,28 @@ impl<'a, 'b> Compound<'a, 'b> {
     }
 }
 
-impl ser::SerializeSeq for Compound<'_, '_> {
-    type Ok = ();
-    type Error = JsonError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result {
-        self.element(value)
-    }
-    fn end(self) -> Result {
-        self.finish()
-    }
+/// serde's four sequence-like traits differ only in their names; one body serves them all.
+macro_rules! sequence_like {
+    ($($name:ident :: $method:ident),*) => {$(
+        impl ser::$name for Compound<'_, '_> {
+            type Ok = ();
+            type Error = JsonError;
+            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result {
+                self.element(value)
+            }
+            fn end(self) -> Result {
+                self.finish()
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTuple for Compound<'_, '_> {
-    type Ok = ();
-    type Error = JsonError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result {
-        self.element(value)
-    }
-    fn end(self) -> Result {
-        self.finish()
-    }
-}
-
-impl ser::SerializeTupleStruct for Compound<'_, '_> {
-    type Ok = ();
-    type Error = JsonError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result {
-        self.element(value)
-    }
-    fn end(self) -> Result {
-        self.finish()
-    }
-}
-
-impl ser::SerializeTupleVariant for Compound<'_, '_> {
-    type Ok = ();
-    type Error = JsonError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result {
-        self.element(value)
-    }
-    fn end(self) -> Result {
-        self.finish()
-    }
-}
+sequence_like!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field
+);
 
 impl ser::SerializeMap for Compound<'_, '_> {
     type Ok = ();
@@ -596,36 +561,7 @@ impl ser::Serializer for MapKey<'_, '_> {
     fn serialize_bool(self, v: bool) -> Result {
         self.quoted(|s| s.push(if v { b"true" } else { b"false" }))
     }
-    fn serialize_i8(self, v: i8) -> Result {
-        self.quoted(|s| s.integer(v))
-    }
-    fn serialize_i16(self, v: i16) -> Result {
-        self.quoted(|s| s.integer(v))
-    }
-    fn serialize_i32(self, v: i32) -> Result {
-        self.quoted(|s| s.integer(v))
-    }
-    fn serialize_i64(self, v: i64) -> Result {
-        self.quoted(|s| s.integer(v))
-    }
-    fn serialize_i128(self, v: i128) -> Result {
-        self.quoted(|s| s.integer(v))
-    }
-    fn serialize_u8(self, v: u8) -> Result {
-        self.quoted(|s| s.integer(v))
-    }
-    fn serialize_u16(self, v: u16) -> Result {
-        self.quoted(|s| s.integer(v))
-    }
-    fn serialize_u32(self, v: u32) -> Result {
-        self.quoted(|s| s.integer(v))
-    }
-    fn serialize_u64(self, v: u64) -> Result {
-        self.quoted(|s| s.integer(v))
-    }
-    fn serialize_u128(self, v: u128) -> Result {
-        self.quoted(|s| s.integer(v))
-    }
+    integers!(self, v => self.quoted(|s| s.integer(v)));
     fn serialize_f32(self, v: f32) -> Result {
         if !v.is_finite() {
             return Err(JsonError::Custom(Box::new(

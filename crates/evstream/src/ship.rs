@@ -652,6 +652,14 @@ impl Shipper {
     /// next start. Returns (journaled, lost).
     fn leave_rest_in_journal(&mut self) -> (u64, u64) {
         let mut batches: Vec<Vec<CapturedEvent>> = Vec::new();
+        // Journal records Redis already confirmed (waiting behind an earlier batch) stay in
+        // the journal, but are delivered: the next start will find them and skip them.
+        let delivered_in_journals: u64 = self
+            .queue
+            .iter()
+            .filter(|b| b.source != Source::Ring && matches!(b.status, Status::Confirmed))
+            .map(|b| b.events.len() as u64)
+            .sum();
         for batch in self.queue.drain(..) {
             // A batch read from a journal is still in it (counted in its backlog below).
             if batch.source == Source::Ring && !matches!(batch.status, Status::Confirmed) {
@@ -660,6 +668,7 @@ impl Shipper {
         }
         let mut in_journals = self.journal.as_ref().map_or(0, |j| j.backlog().0);
         in_journals += self.replays.iter().map(|j| j.backlog().0).sum::<u64>();
+        in_journals = in_journals.saturating_sub(delivered_in_journals);
         batches.push(std::mem::take(&mut self.forming));
         // Refuse new events first (publish returns `Closed`), so nothing accepted from now on
         // can miss this last drain; then wait briefly for claims being written to land.

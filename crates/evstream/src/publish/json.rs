@@ -99,7 +99,7 @@ struct Serializer<'a> {
     max: usize,
 }
 
-impl Serializer<'_> {
+impl<'b> Serializer<'b> {
     /// Appends bytes unless that would pass the limit.
     #[inline(always)]
     fn push(&mut self, bytes: &[u8]) -> Result {
@@ -136,6 +136,15 @@ impl Serializer<'_> {
     fn integer<I: itoa::Integer>(&mut self, value: I) -> Result {
         let mut buffer = itoa::Buffer::new();
         self.push(buffer.format(value).as_bytes())
+    }
+
+    /// Writes `{"variant":` plus `open`, and returns the compound that closes both.
+    fn open_variant<'a>(&'a mut self, variant: &str, open: u8) -> Result<Compound<'a, 'b>> {
+        self.byte(b'{')?;
+        self.string(variant)?;
+        self.push(&[b':', open])?;
+        let close = if open == b'[' { b']' } else { b'}' };
+        Ok(Compound::variant(self, close))
     }
 
     #[inline]
@@ -363,10 +372,7 @@ impl<'a, 'b> ser::Serializer for &'a mut Serializer<'b> {
         variant: &'static str,
         _len: usize,
     ) -> Result<Compound<'a, 'b>> {
-        self.byte(b'{')?;
-        self.string(variant)?;
-        self.push(b":[")?;
-        Ok(Compound::variant(self, b']'))
+        self.open_variant(variant, b'[')
     }
     fn serialize_map(self, _len: Option<usize>) -> Result<Compound<'a, 'b>> {
         self.byte(b'{')?;
@@ -382,10 +388,7 @@ impl<'a, 'b> ser::Serializer for &'a mut Serializer<'b> {
         variant: &'static str,
         _len: usize,
     ) -> Result<Compound<'a, 'b>> {
-        self.byte(b'{')?;
-        self.string(variant)?;
-        self.push(b":{")?;
-        Ok(Compound::variant(self, b'}'))
+        self.open_variant(variant, b'{')
     }
     fn collect_str<T: Display + ?Sized>(self, value: &T) -> Result {
         use fmt::Write;

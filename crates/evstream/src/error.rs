@@ -154,3 +154,30 @@ pub enum ShipError {
         source: std::io::Error,
     },
 }
+
+/// A consumer could not be created.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConsumeError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The Redis URL cannot be parsed.
+    #[error("invalid Redis URL {url}: {source} (expected redis://[user:password@]host:port[/db])")]
+    InvalidUrl {
+        /// The URL, password hidden.
+        url: String,
+        /// The client's error.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// The consumer name cannot be used.
+    #[error(
+        "invalid consumer name {name:?}: use 1 to 200 characters without spaces, stable across \
+         restarts of the same worker (e.g. the host name) so that it finds its pending entries"
+    )]
+    InvalidConsumerName {
+        /// The name given.
+        name: String,
+    },
+}

@@ -47,13 +47,14 @@
 
 pub mod audit;
 pub mod config;
+pub mod consume;
 pub mod envelope;
 pub mod error;
 pub mod publish;
 pub mod ship;
 
 pub use config::Config;
-pub use error::{ConfigError, PublishError, ShipError};
+pub use error::{ConfigError, ConsumeError, PublishError, ShipError};
 pub use publish::Publisher;
 
 /// The README's library example, compiled and run as a doc test.

@@ -46,7 +46,7 @@
 //! in their batch, in the ring or the journal, instead).
 
 mod append;
-mod backoff;
+pub(crate) mod backoff;
 mod breaker;
 mod journal;
 

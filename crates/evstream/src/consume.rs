@@ -1,0 +1,847 @@
+//! Consumer groups: read the stream, run a [`Handler`], acknowledge with exactly-once effects.
+//!
+//! A [`Consumer`] is one member of a Redis consumer group. It
+//!
+//! 1. creates the group (`XGROUP CREATE … MKSTREAM`) if it is missing, at
+//!    `consume.start_id` (default `0`, the whole stream), and again if it disappears
+//!    (`NOGROUP`);
+//! 2. re-reads its own pending entries first (after a start, a crash or a reconnect);
+//! 3. reads new entries with `XREADGROUP … BLOCK` on a connection of its own (so the blocking
+//!    read never waits behind, or times out like, the other calls);
+//! 4. every `min(min_idle / 2, 5 s)`, claims entries idle longer than `consume.min_idle_ms`
+//!    in any consumer of the group with `XAUTOCLAIM` (abandoned by a crashed consumer, or its
+//!    own failures waiting for a retry);
+//! 5. decodes each entry into an [`Envelope`] and hands it to the [`Handler`], which
+//!    describes the Redis writes it wants as [`Effects`];
+//! 6. acknowledges the batch in **one** atomic call (`commit.lua`) that, per entry, runs
+//!    `XACK` and applies the entry's effects only if that `XACK` removed the entry from the
+//!    pending list.
+//!
+//! # Exactly-once effect
+//!
+//! An entry is acknowledged and its effects written in one atomic step, so a consumer killed
+//! between its effect and its ack cannot exist: either both happened or neither. If two
+//! consumers hold the same entry (one slow, the other claimed it), both commit, but only the
+//! first `XACK` returns 1: the second's effects are skipped and counted as
+//! `duplicates_skipped`. A commit retried after an uncertain outcome is skipped the same way.
+//! The dedupe state is the group's pending list itself: it holds only unacknowledged entries,
+//! so it never grows without bound and nothing is rewritten per event. On top of it the
+//! consumer remembers the `event_id`s it applied recently (bounded, see
+//! `consume.dedupe_capacity`), so the same event arriving as a *second entry* (a group
+//! re-created from `0`) is acknowledged without running the handler again.
+//!
+//! Effects that live outside Redis (the handler's own memory, a log) happen when `handle` runs
+//! and are therefore at-least-once; [`Handler::on_commit`] tells which entries this consumer's
+//! commit actually applied.
+//!
+//! # Poison entries
+//!
+//! An entry that cannot be decoded, whose version the handler does not know, or whose handler
+//! fails, is not acknowledged: it stays pending and comes back through `XAUTOCLAIM` after
+//! `min_idle`. Once it has been delivered `consume.max_deliveries` times, it is written to
+//! `<stream>:dlq` (original fields, `dlq_stage=consume`, `dlq_reason`, `dlq_error`,
+//! `dlq_at_ns`, `dlq_source_id`, `dlq_deliveries`) and acknowledged, in the same atomic
+//! commit, so it is dead-lettered exactly once and never reclaimed again.
+//!
+//! ```no_run
+//! use evstream::consume::{Consumer, Effects, Envelope, Handler, HandlerError};
+//!
+//! struct CountFills;
+//!
+//! impl Handler for CountFills {
+//!     fn handle(&mut self, event: &Envelope, effects: &mut Effects) -> Result<(), HandlerError> {
+//!         if event.event_type == "OrderFilled" {
+//!             effects.count("fills", 1); // HINCRBY events:consume:<group> fills 1, exactly once
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = evstream::Config::default();
+//! let consumer = Consumer::new(&config, "worker-1", CountFills)?;
+//! // Stops after a minute; `evstream consume` stops on SIGINT/SIGTERM.
+//! let report = consumer.run(tokio::time::sleep(std::time::Duration::from_secs(60))).await;
+//! println!("processed {}", report.processed);
+//! # Ok(())
+//! # }
+//! ```
+
+mod commit;
+mod decode;
+mod dedupe;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Cmd, RedisError, Value};
+use tokio::sync::watch;
+
+pub use commit::{Effects, Outcome};
+pub use decode::{DecodeError, Envelope};
+
+use crate::config::{Config, ConsumeConfig};
+use crate::error::ConsumeError;
+use crate::publish::wall_clock_ns;
+use crate::ship::backoff::Backoff;
+use commit::CommitBuilder;
+use decode::RawEntry;
+use dedupe::RecentIds;
+
+/// What a handler's failure carries: any error, shown in `dlq_error`.
+pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Whether a handler takes events of a type and version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accept {
+    /// Handle it.
+    Handle,
+    /// Not of interest to this handler: acknowledge without handling (counted as `skipped`).
+    Skip,
+    /// A type the handler knows in a version it does not: poison (`unknown_version`),
+    /// retried, since a newer consumer may know it, then dead-lettered.
+    UnknownVersion,
+}
+
+/// The application logic of a consumer.
+pub trait Handler: Send {
+    /// Whether to handle events of this type and version. Default: all.
+    fn accepts(&self, event_type: &str, version: u32) -> Accept {
+        let _ = (event_type, version);
+        Accept::Handle
+    }
+
+    /// Handles one event. Redis writes go into `effects` and are applied atomically with the
+    /// entry's acknowledgement, exactly once. An error leaves the entry pending, to be retried
+    /// and, after `max_deliveries`, dead-lettered; effects added before it are discarded.
+    fn handle(&mut self, event: &Envelope, effects: &mut Effects) -> Result<(), HandlerError>;
+
+    /// Called after each commit with what it did for every handled entry, in order.
+    fn on_commit(&mut self, outcomes: &[Outcome]) {
+        let _ = outcomes;
+    }
+
+    /// Called after [`on_commit`](Self::on_commit): effects derived from the outcomes (results
+    /// computed from the replies). They are written right away, in one atomic call, but not
+    /// as part of any entry's acknowledgement: if that call fails they are lost (logged), never
+    /// applied twice.
+    fn flush(&mut self, effects: &mut Effects) {
+        let _ = effects;
+    }
+}
+
+/// Live counters of a consumer, readable from any thread while it runs.
+#[derive(Debug, Default)]
+pub struct ConsumeStats {
+    read: AtomicU64,
+    processed: AtomicU64,
+    duplicates_skipped: AtomicU64,
+    skipped: AtomicU64,
+    dead_lettered: AtomicU64,
+    failed_attempts: AtomicU64,
+    claimed: AtomicU64,
+    deleted: AtomicU64,
+    effect_errors: AtomicU64,
+    redis_errors: AtomicU64,
+    connected: AtomicBool,
+    last_error: Mutex<Option<String>>,
+}
+
+/// A snapshot of [`ConsumeStats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct ConsumeReport {
+    /// Entries read (new, own pending and claimed), redeliveries included.
+    pub read: u64,
+    /// Entries whose handler succeeded and whose commit this consumer applied.
+    pub processed: u64,
+    /// Entries acknowledged without effect because they were already applied (by another
+    /// consumer, an earlier try, or as the same event in another entry).
+    pub duplicates_skipped: u64,
+    /// Entries acknowledged without handling: types the handler does not take.
+    pub skipped: u64,
+    /// Entries this consumer wrote to the dead letter queue.
+    pub dead_lettered: u64,
+    /// Deliveries that failed and were left pending for a retry.
+    pub failed_attempts: u64,
+    /// Entries claimed from the pending list with `XAUTOCLAIM`.
+    pub claimed: u64,
+    /// Pending entries found deleted from the stream (trimmed before anyone acked them).
+    pub deleted: u64,
+    /// Entries acknowledged whose effects failed in Redis (each also dead-lettered with
+    /// reason `effect_failed`).
+    pub effect_errors: u64,
+    /// Failed Redis calls (each retried).
+    pub redis_errors: u64,
+    /// Whether the last Redis call succeeded.
+    pub connected: bool,
+    /// The last Redis error, if any.
+    pub last_error: Option<String>,
+}
+
+impl ConsumeStats {
+    /// The current values.
+    pub fn snapshot(&self) -> ConsumeReport {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        ConsumeReport {
+            read: load(&self.read),
+            processed: load(&self.processed),
+            duplicates_skipped: load(&self.duplicates_skipped),
+            skipped: load(&self.skipped),
+            dead_lettered: load(&self.dead_lettered),
+            failed_attempts: load(&self.failed_attempts),
+            claimed: load(&self.claimed),
+            deleted: load(&self.deleted),
+            effect_errors: load(&self.effect_errors),
+            redis_errors: load(&self.redis_errors),
+            connected: self.connected.load(Ordering::Relaxed),
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        }
+    }
+
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// The Redis keys a consumer touches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumeKeys {
+    /// The stream.
+    pub stream: String,
+    /// Its dead letter stream, `<stream>:dlq`.
+    pub dead_letters: String,
+    /// The group's counters hash, `<stream>:consume:<group>`: `processed`,
+    /// `duplicates_skipped`, `skipped`, `dead_lettered`, `deleted_pending`, plus the
+    /// handler's own [`Effects::count`] names.
+    pub counters: String,
+}
+
+impl ConsumeKeys {
+    /// The keys of `group` on `stream`.
+    pub fn new(stream: &str, group: &str) -> Self {
+        Self {
+            stream: stream.to_owned(),
+            dead_letters: format!("{stream}:dlq"),
+            counters: format!("{stream}:consume:{group}"),
+        }
+    }
+}
+
+/// The two connections of a running consumer.
+struct Session {
+    /// Only for `XREADGROUP … BLOCK`.
+    reader: MultiplexedConnection,
+    /// Its `CLIENT ID`, to unblock it at shutdown.
+    reader_id: Option<i64>,
+    /// Everything else, each call with the `consume.timeout_ms` deadline.
+    writer: MultiplexedConnection,
+}
+
+/// One member of a consumer group; see the [module documentation](self).
+pub struct Consumer<H> {
+    client: redis::Client,
+    config: ConsumeConfig,
+    keys: ConsumeKeys,
+    name: String,
+    handler: H,
+    stats: Arc<ConsumeStats>,
+    recent: RecentIds,
+    sha: String,
+}
+
+impl<H> std::fmt::Debug for Consumer<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("group", &self.config.group)
+            .field("name", &self.name)
+            .field("stream", &self.keys.stream)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where reading stands.
+enum Source {
+    /// Own pending entries after this id (`0` from the start).
+    OwnPending(String),
+    /// `XAUTOCLAIM` from this cursor.
+    Claim(String),
+    /// New entries.
+    New,
+}
+
+impl<H: Handler> Consumer<H> {
+    /// A consumer named `name` in `config.consume.group` on `config.redis.stream`. Nothing
+    /// connects until [`run`](Self::run).
+    pub fn new(config: &Config, name: &str, handler: H) -> Result<Self, ConsumeError> {
+        config.consume.validate()?;
+        if name.is_empty() || name.len() > 200 || name.chars().any(char::is_whitespace) {
+            return Err(ConsumeError::InvalidConsumerName {
+                name: name.to_owned(),
+            });
+        }
+        let client =
+            redis::Client::open(config.redis.url.as_str()).map_err(|source| ConsumeError::InvalidUrl {
+                url: crate::ship::redact_url(&config.redis.url),
+                source,
+            })?;
+        Ok(Self {
+            client,
+            keys: ConsumeKeys::new(&config.redis.stream, &config.consume.group),
+            name: name.to_owned(),
+            handler,
+            stats: Arc::default(),
+            recent: RecentIds::new(
+                config.consume.dedupe_capacity,
+                Duration::from_secs(config.consume.dedupe_ttl_s),
+            ),
+            sha: redis::Script::new(commit::SCRIPT).get_hash().to_owned(),
+            config: config.consume.clone(),
+        })
+    }
+
+    /// The live counters.
+    pub fn stats(&self) -> Arc<ConsumeStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// The keys this consumer touches.
+    pub fn keys(&self) -> &ConsumeKeys {
+        &self.keys
+    }
+
+    /// Runs until `shutdown` completes, then stops reading, finishes and acknowledges the
+    /// entries in hand, and returns the final counters. Redis errors never end the run: every
+    /// call is retried with backoff (and the connections re-made) until it succeeds or the
+    /// shutdown comes; entries not acknowledged by then stay pending for the group.
+    pub async fn run<F>(mut self, shutdown: F) -> ConsumeReport
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let (stop_tx, mut stop) = watch::channel(false);
+        let watcher = tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let mut backoff = Backoff::new(
+            Duration::from_millis(10),
+            Duration::from_secs(2),
+            wall_clock_ns() ^ u64::from(std::process::id()),
+        );
+        let claim_every = (self.min_idle() / 2).clamp(Duration::from_millis(10), Duration::from_secs(5));
+        let mut session: Option<Session> = None;
+        let mut source = Source::OwnPending("0".to_owned());
+        let mut claim_at = Instant::now();
+
+        while !*stop.borrow() {
+            let Some(connected) = session.as_mut() else {
+                match self.connect().await {
+                    Ok(connected) => {
+                        session = Some(connected);
+                        // After any reconnect, what this consumer was given before comes first.
+                        source = Source::OwnPending("0".to_owned());
+                    }
+                    Err(error) => {
+                        self.failed(&error);
+                        sleep_or_stop(backoff.next_delay(), &mut stop).await;
+                    }
+                }
+                continue;
+            };
+            let step = match &source {
+                Source::OwnPending(after) => {
+                    let after = after.clone();
+                    self.read_own_pending(connected, &after).await.map(|(entries, next)| {
+                        source = next.map_or(Source::New, Source::OwnPending);
+                        entries
+                    })
+                }
+                Source::Claim(cursor) => {
+                    let cursor = cursor.clone();
+                    self.claim(connected, &cursor).await.map(|(entries, next)| {
+                        if next == "0-0" {
+                            claim_at = Instant::now() + claim_every;
+                            source = Source::New;
+                        } else {
+                            source = Source::Claim(next);
+                        }
+                        entries
+                    })
+                }
+                Source::New if Instant::now() >= claim_at => {
+                    source = Source::Claim("0-0".to_owned());
+                    continue;
+                }
+                Source::New => {
+                    let block = claim_at.saturating_duration_since(Instant::now());
+                    self.read_new(connected, block, &mut stop).await
+                }
+            };
+            let result = match step {
+                Ok(entries) if entries.is_empty() => Ok(()),
+                Ok(entries) => self.process(connected, entries).await,
+                Err(error) => Err(error),
+            };
+            match result {
+                Ok(()) => {
+                    backoff.reset();
+                    self.stats.connected.store(true, Ordering::Relaxed);
+                }
+                Err(error) => {
+                    self.failed(&error);
+                    if error.code() == Some("NOGROUP") {
+                        if let Err(error) = self.ensure_group(&mut connected.writer).await {
+                            self.failed(&error);
+                        }
+                    } else if breaks_session(&error) {
+                        session = None;
+                    }
+                    sleep_or_stop(backoff.next_delay(), &mut stop).await;
+                }
+            }
+        }
+        watcher.abort();
+        self.stats.snapshot()
+    }
+
+    fn min_idle(&self) -> Duration {
+        Duration::from_millis(self.config.min_idle_ms)
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.config.timeout_ms)
+    }
+
+    fn failed(&self, error: &RedisError) {
+        ConsumeStats::add(&self.stats.redis_errors, 1);
+        if breaks_session(error) {
+            self.stats.connected.store(false, Ordering::Relaxed);
+        }
+        tracing::warn!(group = %self.config.group, consumer = %self.name, %error, "redis call failed; retrying");
+        *self
+            .stats
+            .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(error.to_string());
+    }
+
+    async fn connect(&self) -> Result<Session, RedisError> {
+        let timeout = self.timeout();
+        let block = Duration::from_millis(self.config.block_ms);
+        let setup = async {
+            let mut reader = self
+                .client
+                .get_multiplexed_async_connection_with_config(
+                    &AsyncConnectionConfig::new()
+                        .set_connection_timeout(Some(timeout))
+                        // A blocking read answers after up to `block`; only a dead server
+                        // takes longer.
+                        .set_response_timeout(Some(block + timeout)),
+                )
+                .await?;
+            let mut writer = self
+                .client
+                .get_multiplexed_async_connection_with_config(
+                    &AsyncConnectionConfig::new()
+                        .set_connection_timeout(Some(timeout))
+                        .set_response_timeout(Some(timeout)),
+                )
+                .await?;
+            let reader_id = redis::cmd("CLIENT")
+                .arg("ID")
+                .query_async::<i64>(&mut reader)
+                .await
+                .ok();
+            redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(commit::SCRIPT)
+                .query_async::<String>(&mut writer)
+                .await?;
+            self.ensure_group(&mut writer).await?;
+            Ok(Session {
+                reader,
+                reader_id,
+                writer,
+            })
+        };
+        tokio::time::timeout(timeout * 3, setup)
+            .await
+            .unwrap_or_else(|_| {
+                Err(RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("connecting to Redis took longer than {:?}", timeout * 3),
+                )))
+            })
+    }
+
+    /// Creates the group (and the stream) unless it exists.
+    async fn ensure_group(&self, writer: &mut MultiplexedConnection) -> Result<(), RedisError> {
+        let created = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&self.keys.stream)
+            .arg(&self.config.group)
+            .arg(&self.config.start_id)
+            .arg("MKSTREAM")
+            .query_async::<()>(writer)
+            .await;
+        match created {
+            Ok(()) => {
+                tracing::info!(group = %self.config.group, stream = %self.keys.stream, start_id = %self.config.start_id, "consumer group created");
+                Ok(())
+            }
+            Err(error) if error.code() == Some("BUSYGROUP") => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn read_own_pending(
+        &self,
+        session: &mut Session,
+        after: &str,
+    ) -> Result<(Vec<RawEntry>, Option<String>), RedisError> {
+        let reply: Value = self
+            .read_command(after, None)
+            .query_async(&mut session.writer)
+            .await?;
+        let mut entries = decode::read_reply(reply).map_err(shape_error)?;
+        let next = (entries.len() >= self.config.count)
+            .then(|| entries.last().map(|e| e.id.clone()))
+            .flatten();
+        self.fill_deliveries(&mut session.writer, &mut entries, 1).await?;
+        Ok((entries, next))
+    }
+
+    async fn claim(
+        &self,
+        session: &mut Session,
+        cursor: &str,
+    ) -> Result<(Vec<RawEntry>, String), RedisError> {
+        let reply: Value = redis::cmd("XAUTOCLAIM")
+            .arg(&self.keys.stream)
+            .arg(&self.config.group)
+            .arg(&self.name)
+            .arg(self.config.min_idle_ms)
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(self.config.count)
+            .query_async(&mut session.writer)
+            .await?;
+        let (next, mut entries, deleted) = decode::autoclaim_reply(reply).map_err(shape_error)?;
+        if !deleted.is_empty() {
+            // Redis already dropped these from the pending list: they were trimmed away
+            // before anyone acknowledged them.
+            ConsumeStats::add(&self.stats.deleted, deleted.len() as u64);
+            tracing::warn!(count = deleted.len(), group = %self.config.group, "pending entries were deleted from the stream before being processed");
+        }
+        ConsumeStats::add(&self.stats.claimed, entries.len() as u64);
+        // A claimed entry was delivered at least once before this claim.
+        self.fill_deliveries(&mut session.writer, &mut entries, 2).await?;
+        Ok((entries, next))
+    }
+
+    async fn read_new(
+        &self,
+        session: &mut Session,
+        block: Duration,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Vec<RawEntry>, RedisError> {
+        let block = block.clamp(
+            Duration::from_millis(1),
+            Duration::from_millis(self.config.block_ms),
+        );
+        let command = self.read_command(">", Some(block));
+        let Session {
+            reader,
+            reader_id,
+            writer,
+        } = session;
+        let read = command.query_async::<Value>(reader);
+        tokio::pin!(read);
+        let mut unblocked = false;
+        let reply = loop {
+            tokio::select! {
+                reply = &mut read => break reply?,
+                _ = stop.changed(), if !unblocked => {
+                    unblocked = true;
+                    // Wake the blocked read (it returns what it has, possibly nothing);
+                    // without the right, it ends at its BLOCK timeout.
+                    if let Some(id) = reader_id {
+                        let _ = redis::cmd("CLIENT").arg("UNBLOCK").arg(*id)
+                            .query_async::<i64>(writer).await;
+                    }
+                }
+            }
+        };
+        decode::read_reply(reply).map_err(shape_error)
+    }
+
+    fn read_command(&self, after: &str, block: Option<Duration>) -> Cmd {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(&self.config.group)
+            .arg(&self.name)
+            .arg("COUNT")
+            .arg(self.config.count);
+        if let Some(block) = block {
+            cmd.arg("BLOCK")
+                .arg(u64::try_from(block.as_millis()).unwrap_or(u64::MAX));
+        }
+        cmd.arg("STREAMS").arg(&self.keys.stream).arg(after);
+        cmd
+    }
+
+    /// Sets each entry's delivery count from `XPENDING` (one call for the batch); an entry
+    /// not found there (acknowledged meanwhile) gets `at_least`.
+    async fn fill_deliveries(
+        &self,
+        writer: &mut MultiplexedConnection,
+        entries: &mut [RawEntry],
+        at_least: u64,
+    ) -> Result<(), RedisError> {
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return Ok(());
+        };
+        // Own pending entries between the first and the last that are not in this batch
+        // (failures waiting for a retry) also come back; ask for room for them.
+        let reply: Value = redis::cmd("XPENDING")
+            .arg(&self.keys.stream)
+            .arg(&self.config.group)
+            .arg(&first.id)
+            .arg(&last.id)
+            .arg(entries.len() * 4 + 64)
+            .arg(&self.name)
+            .query_async(writer)
+            .await?;
+        let counts: std::collections::HashMap<String, u64> =
+            decode::pending_reply(reply).map_err(shape_error)?.into_iter().collect();
+        for entry in entries {
+            entry.deliveries = counts.get(&entry.id).copied().unwrap_or(at_least).max(at_least);
+        }
+        Ok(())
+    }
+
+    /// Decodes, handles and commits one batch.
+    async fn process(&mut self, session: &mut Session, entries: Vec<RawEntry>) -> Result<(), RedisError> {
+        ConsumeStats::add(&self.stats.read, entries.len() as u64);
+        let mut builder = CommitBuilder::default();
+        // What each record of the commit stands for, to read its result.
+        let mut records: Vec<Record> = Vec::with_capacity(entries.len() + 1);
+        let mut effects = Effects::default();
+        for (index, entry) in entries.iter().enumerate() {
+            effects.clear();
+            let Some(fields) = &entry.fields else {
+                effects.count("deleted_pending", 1);
+                builder.record(&entry.id, &effects);
+                records.push(Record::Other);
+                continue;
+            };
+            if entry.deliveries > self.config.max_deliveries {
+                // Delivered more often than allowed without ever failing here: earlier
+                // consumers died on it. Do not hand it to the handler again.
+                let message = format!(
+                    "delivered {} times (consume.max_deliveries = {}) without being acknowledged",
+                    entry.deliveries, self.config.max_deliveries
+                );
+                self.dead_letter(&mut effects, entry, "max_deliveries", &message);
+                builder.record(&entry.id, &effects);
+                records.push(Record::DeadLetter);
+                continue;
+            }
+            let failure = match decode::decode(&entry.id, fields, entry.deliveries, self.config.max_data_bytes) {
+                Err(error) => Some((error.code(), error.to_string())),
+                Ok(event) if self.recent.contains(&event.event_id) => {
+                    effects.count("duplicates_skipped", 1);
+                    builder.record(&entry.id, &effects);
+                    records.push(Record::Duplicate);
+                    None
+                }
+                Ok(event) => match self.handler.accepts(&event.event_type, event.version) {
+                    Accept::Skip => {
+                        effects.count("skipped", 1);
+                        builder.record(&entry.id, &effects);
+                        records.push(Record::Skipped);
+                        None
+                    }
+                    Accept::UnknownVersion => Some((
+                        "unknown_version",
+                        format!(
+                            "{} version v{} is not known to this consumer",
+                            event.event_type, event.version
+                        ),
+                    )),
+                    Accept::Handle => match self.handler.handle(&event, &mut effects) {
+                        Ok(()) => {
+                            effects.count("processed", 1);
+                            builder.record(&entry.id, &effects);
+                            records.push(Record::Handled {
+                                event_id: event.event_id,
+                                entry: index,
+                            });
+                            None
+                        }
+                        Err(error) => Some(("handler_error", error.to_string())),
+                    },
+                },
+            };
+            if let Some((reason, message)) = failure {
+                effects.clear();
+                if entry.deliveries >= self.config.max_deliveries {
+                    self.dead_letter(&mut effects, entry, reason, &message);
+                    builder.record(&entry.id, &effects);
+                    records.push(Record::DeadLetter);
+                } else {
+                    ConsumeStats::add(&self.stats.failed_attempts, 1);
+                    tracing::debug!(id = %entry.id, deliveries = entry.deliveries, reason, %message, "entry failed; left pending for a retry");
+                }
+            }
+        }
+        if builder.is_empty() {
+            return Ok(());
+        }
+
+        let command = builder.command(&self.sha, &self.keys.stream, &self.keys.counters, &self.config.group);
+        let reply: Value = command.query_async(&mut session.writer).await?;
+        let results = commit::parse_reply(reply).map_err(shape_error)?;
+        let now = Instant::now();
+        let mut outcomes = Vec::with_capacity(results.len());
+        let mut effect_failures = Vec::new();
+        for (record, result) in records.iter().zip(results) {
+            let applied = result.status != 0;
+            if !applied {
+                ConsumeStats::add(&self.stats.duplicates_skipped, 1);
+            }
+            match record {
+                Record::Handled { event_id, entry } => {
+                    if applied {
+                        ConsumeStats::add(&self.stats.processed, 1);
+                        self.recent.insert(*event_id, now);
+                    }
+                    if result.status == 2 {
+                        effect_failures.push((*entry, result.error));
+                    }
+                    outcomes.push(Outcome {
+                        event_id: *event_id,
+                        stream_id: entries[*entry].id.clone(),
+                        applied,
+                        replies: result.replies,
+                    });
+                }
+                Record::DeadLetter if applied => ConsumeStats::add(&self.stats.dead_lettered, 1),
+                Record::Skipped if applied => ConsumeStats::add(&self.stats.skipped, 1),
+                Record::Duplicate if applied => {
+                    ConsumeStats::add(&self.stats.duplicates_skipped, 1);
+                }
+                _ => {}
+            }
+        }
+        self.handler.on_commit(&outcomes);
+        if !effect_failures.is_empty() {
+            self.record_effect_failures(&mut session.writer, &entries, effect_failures).await?;
+        }
+        effects.clear();
+        self.handler.flush(&mut effects);
+        if !effects.is_empty() {
+            let mut derived = CommitBuilder::default();
+            derived.record("", &effects);
+            derived
+                .command(&self.sha, &self.keys.stream, &self.keys.counters, &self.config.group)
+                .query_async::<()>(&mut session.writer)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Effects that failed inside a commit cannot be undone (the entry is acknowledged):
+    /// each gets a dead letter (`effect_failed`) so that an operator sees it.
+    async fn record_effect_failures(
+        &self,
+        writer: &mut MultiplexedConnection,
+        entries: &[RawEntry],
+        failures: Vec<(usize, String)>,
+    ) -> Result<(), RedisError> {
+        ConsumeStats::add(&self.stats.effect_errors, failures.len() as u64);
+        let mut pipe = redis::pipe();
+        for (index, error) in failures {
+            tracing::error!(id = %entries[index].id, %error, "an effect failed after its entry was acknowledged");
+            pipe.add_command(self.dead_letter_command(&entries[index], "effect_failed", &error))
+                .ignore();
+        }
+        pipe.query_async::<()>(writer).await
+    }
+
+    /// Adds the dead letter of `entry` to `effects`: its fields (without an oversized
+    /// `data`) plus the `dlq_*` fields of `docs/envelope.md`.
+    fn dead_letter(&self, effects: &mut Effects, entry: &RawEntry, reason: &str, message: &str) {
+        effects.apply(&mut self.dead_letter_command(entry, reason, message));
+        effects.count("dead_lettered", 1);
+        tracing::warn!(id = %entry.id, reason, deliveries = entry.deliveries, error = message, "entry dead-lettered");
+    }
+
+    fn dead_letter_command(&self, entry: &RawEntry, reason: &str, message: &str) -> Cmd {
+        let mut xadd = redis::cmd("XADD");
+        xadd.arg(&self.keys.dead_letters).arg("*");
+        for (name, value) in entry.fields.iter().flatten() {
+            if name.as_slice() == crate::envelope::FIELD_DATA.as_bytes()
+                && value.len() > self.config.max_data_bytes
+            {
+                xadd.arg("dlq_data_bytes").arg(value.len());
+            } else if !name.starts_with(b"dlq_") {
+                xadd.arg(name.as_slice()).arg(value.as_slice());
+            }
+        }
+        xadd.arg("dlq_reason")
+            .arg(reason)
+            .arg("dlq_stage")
+            .arg("consume")
+            .arg("dlq_error")
+            .arg(message)
+            .arg("dlq_at_ns")
+            .arg(wall_clock_ns())
+            .arg("dlq_source_id")
+            .arg(&entry.id)
+            .arg("dlq_deliveries")
+            .arg(entry.deliveries)
+            .arg("dlq_group")
+            .arg(&self.config.group)
+            .arg("dlq_consumer")
+            .arg(&self.name);
+        xadd
+    }
+}
+
+/// What one record of a commit stands for.
+enum Record {
+    Handled { event_id: uuid::Uuid, entry: usize },
+    DeadLetter,
+    Skipped,
+    /// An event applied before, in another entry.
+    Duplicate,
+    Other,
+}
+
+/// Whether an error means the connections must be made again.
+fn breaks_session(error: &RedisError) -> bool {
+    error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || error.is_timeout()
+        || error.code() == Some("NOSCRIPT")
+}
+
+fn shape_error(error: decode::ReplyShapeError) -> RedisError {
+    RedisError::from(std::io::Error::new(std::io::ErrorKind::InvalidData, error.to_string()))
+}
+
+async fn sleep_or_stop(delay: Duration, stop: &mut watch::Receiver<bool>) {
+    if *stop.borrow() {
+        return;
+    }
+    let _ = tokio::time::timeout(delay, stop.changed()).await;
+}

@@ -1,0 +1,68 @@
+-- evstream commit: a consumer's acknowledgements and the effects they gate, atomically.
+--
+-- KEYS[1] the stream   KEYS[2] the group's counters hash
+-- ARGV[1] the group
+-- then one record per entry:
+--   stream entry id ("" for the batch's own effects, see below), number of effects,
+--   each effect as: argument count, "1" if its reply is wanted else "0", the arguments;
+--   number of counters, each as: name, increment.
+--
+-- An entry's effects and counters are applied only if its XACK removed it from the group's
+-- pending list: if another consumer (or an earlier, uncertain try of this very commit) acked
+-- it first, they are skipped. That makes every effect happen exactly once however often an
+-- entry is delivered, and the pending list itself is the dedupe state: nothing grows.
+-- The record with the empty id runs if any entry of this commit was acked, or if the commit
+-- has no entry at all.
+--
+-- An effect that fails (e.g. WRONGTYPE) does not stop the commit: the entry stays acked, and
+-- its error is returned so that the consumer can dead-letter a record of it.
+--
+-- Returns one {status, replies, error} per record: status 1 applied, 0 skipped (already
+-- acked), 2 applied with a failed effect (error tells which).
+local stream, group = KEYS[1], ARGV[1]
+local out, totals = {}, {}
+local any_acked, skipped = false, 0
+local i = 2
+
+while i <= #ARGV do
+  local id, n_effects = ARGV[i], tonumber(ARGV[i + 1])
+  i = i + 2
+  local apply
+  if id == '' then
+    apply = any_acked or #out == 0
+  else
+    apply = redis.call('XACK', stream, group, id) == 1
+    if apply then any_acked = true else skipped = skipped + 1 end
+  end
+  local status, replies, failure = apply and 1 or 0, {}, ''
+  for _ = 1, n_effects do
+    local argc, wants_reply = tonumber(ARGV[i]), ARGV[i + 1] == '1'
+    if apply and status == 1 then
+      local reply = redis.pcall(unpack(ARGV, i + 2, i + 1 + argc))
+      if type(reply) == 'table' and reply.err then
+        status, failure = 2, ARGV[i + 2] .. ': ' .. reply.err
+      elseif wants_reply then
+        replies[#replies + 1] = reply
+      end
+    end
+    i = i + 2 + argc
+  end
+  local n_counters = tonumber(ARGV[i])
+  i = i + 1
+  for _ = 1, n_counters do
+    if apply then
+      local name = ARGV[i]
+      totals[name] = (totals[name] or 0) + tonumber(ARGV[i + 1])
+    end
+    i = i + 2
+  end
+  out[#out + 1] = {status, replies, failure}
+end
+
+if skipped > 0 then
+  totals['duplicates_skipped'] = (totals['duplicates_skipped'] or 0) + skipped
+end
+for name, total in pairs(totals) do
+  redis.call('HINCRBY', KEYS[2], name, total)
+end
+return out

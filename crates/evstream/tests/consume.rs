@@ -1,0 +1,365 @@
+//! Issue 4: the consumer-group runtime against real `redis-server` processes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use evstream::config::Config;
+use evstream::consume::{
+    Accept, ConsumeReport, ConsumeStats, Consumer, Effects, Envelope, Handler, HandlerError,
+};
+use evstream_testkit::RedisServer;
+use redis::Commands;
+
+const STREAM: &str = "events";
+
+fn config(url: &str) -> Config {
+    let mut config = Config::default();
+    config.redis.url = url.to_owned();
+    config.redis.stream = STREAM.to_owned();
+    config.consume.group = "g".to_owned();
+    config.consume.min_idle_ms = 200;
+    config.consume.block_ms = 100;
+    config.consume.max_deliveries = 3;
+    config
+}
+
+fn envelope(n: u64, event_type: &str, version: &str, data: &str) -> Vec<(String, String)> {
+    vec![
+        ("event_id".into(), uuid::Uuid::now_v7().to_string()),
+        ("event_type".into(), event_type.into()),
+        ("version".into(), version.into()),
+        ("correlation_id".into(), format!("ord-{}", n / 3)),
+        ("timestamp_ns".into(), (1_764_000_000_000_000_000 + n).to_string()),
+        ("producer_id".into(), "test:1".into()),
+        ("sequence".into(), (n + 1).to_string()),
+        ("data".into(), data.into()),
+    ]
+}
+
+/// Appends `count` valid envelopes (`{"n":<n>}`) and returns their event ids.
+fn append_good(connection: &mut redis::Connection, first: u64, count: u64) -> Vec<String> {
+    let mut pipe = redis::pipe();
+    let mut ids = Vec::new();
+    for n in first..first + count {
+        let fields = envelope(n, "Tick", "v1", &format!("{{\"n\":{n}}}"));
+        ids.push(fields[0].1.clone());
+        pipe.xadd(STREAM, "*", &fields).ignore();
+    }
+    pipe.query::<()>(connection).unwrap();
+    ids
+}
+
+/// Applies one `HINCRBY applied <event_id> 1` per event: a non-idempotent effect, so any
+/// double application shows as a 2.
+#[derive(Clone, Default)]
+struct CountingHandler {
+    calls: Arc<AtomicU64>,
+    /// Sleep in `handle` (to make another consumer claim the entry meanwhile).
+    delay: Option<Duration>,
+}
+
+impl Handler for CountingHandler {
+    fn accepts(&self, event_type: &str, version: u32) -> Accept {
+        match (event_type, version) {
+            ("Tick", 1) => Accept::Handle,
+            ("Tick", _) => Accept::UnknownVersion,
+            _ => Accept::Skip,
+        }
+    }
+
+    fn handle(&mut self, event: &Envelope, effects: &mut Effects) -> Result<(), HandlerError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if let Some(delay) = self.delay {
+            std::thread::sleep(delay);
+        }
+        let value: serde_json::Value = serde_json::from_str(&event.data)?;
+        if value.get("fail").is_some() {
+            return Err("the payload asks to fail".into());
+        }
+        effects.apply(
+            redis::cmd("HINCRBY")
+                .arg("applied")
+                .arg(event.event_id.to_string())
+                .arg(1),
+        );
+        Ok(())
+    }
+}
+
+/// Runs `consumer` on its own thread until `until` holds for its stats (or 60 s pass).
+fn run_until(
+    consumer: Consumer<CountingHandler>,
+    until: impl Fn(&ConsumeReport) -> bool + Send + 'static,
+) -> std::thread::JoinHandle<ConsumeReport> {
+    let stats = consumer.stats();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(consumer.run(wait_for(stats, until)))
+    })
+}
+
+async fn wait_for(stats: Arc<ConsumeStats>, until: impl Fn(&ConsumeReport) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !until(&stats.snapshot()) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn applied_counts(connection: &mut redis::Connection) -> HashMap<String, u64> {
+    connection.hgetall("applied").unwrap()
+}
+
+fn group_info(connection: &mut redis::Connection) -> (u64, u64) {
+    let groups: Vec<HashMap<String, redis::Value>> = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(STREAM)
+        .query(connection)
+        .unwrap();
+    let int = |v: &redis::Value| match v {
+        redis::Value::Int(i) => *i as u64,
+        other => panic!("not an int: {other:?}"),
+    };
+    (int(&groups[0]["pending"]), int(&groups[0]["lag"]))
+}
+
+fn counter(connection: &mut redis::Connection, name: &str) -> u64 {
+    connection
+        .hget::<_, _, Option<u64>>("events:consume:g", name)
+        .unwrap()
+        .unwrap_or(0)
+}
+
+#[test]
+fn every_entry_is_applied_once_then_lag_and_pending_are_zero() {
+    let server = RedisServer::start().unwrap();
+    let mut connection = redis::Client::open(server.url()).unwrap().get_connection().unwrap();
+    let ids = append_good(&mut connection, 0, 20_000);
+
+    let handler = CountingHandler::default();
+    let consumer = Consumer::new(&config(&server.url()), "c1", handler.clone()).unwrap();
+    let report = run_until(consumer, |r| r.processed >= 20_000).join().unwrap();
+
+    assert_eq!(report.processed, 20_000, "{report:?}");
+    assert_eq!(report.duplicates_skipped, 0);
+    let applied = applied_counts(&mut connection);
+    assert_eq!(applied.len(), ids.len());
+    assert!(applied.values().all(|&n| n == 1));
+    assert_eq!(counter(&mut connection, "processed"), 20_000);
+    assert_eq!(group_info(&mut connection), (0, 0), "(pending, lag)");
+}
+
+#[test]
+fn a_restarted_consumer_finishes_its_pending_entries_and_skips_acked_ones() {
+    let server = RedisServer::start().unwrap();
+    let url = server.url();
+    let mut connection = redis::Client::open(url.clone()).unwrap().get_connection().unwrap();
+    append_good(&mut connection, 0, 1000);
+
+    // First life: processes everything that is there.
+    let handler = CountingHandler::default();
+    let consumer = Consumer::new(&config(&url), "c1", handler.clone()).unwrap();
+    run_until(consumer, |r| r.processed >= 1000).join().unwrap();
+    assert_eq!(handler.calls.load(Ordering::Relaxed), 1000);
+
+    // More entries arrive; c1 "crashes" right after reading 300 of them (read, never acked).
+    append_good(&mut connection, 1000, 500);
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP").arg("g").arg("c1").arg("COUNT").arg(300)
+        .arg("STREAMS").arg(STREAM).arg(">")
+        .query(&mut connection)
+        .unwrap();
+    assert_eq!(group_info(&mut connection).0, 300, "300 pending in c1");
+
+    // Second life, same name: the 300 pending entries first, then the 200 new ones; none of
+    // the 1000 acked entries again.
+    let handler = CountingHandler::default();
+    let consumer = Consumer::new(&config(&url), "c1", handler.clone()).unwrap();
+    let report = run_until(consumer, |r| r.processed >= 500).join().unwrap();
+    assert_eq!(report.processed, 500, "{report:?}");
+    assert_eq!(handler.calls.load(Ordering::Relaxed), 500);
+    assert_eq!(report.claimed, 0, "own entries are re-read, not claimed");
+    let applied = applied_counts(&mut connection);
+    assert_eq!(applied.len(), 1500);
+    assert!(applied.values().all(|&n| n == 1));
+    assert_eq!(group_info(&mut connection), (0, 0));
+}
+
+#[test]
+fn entries_of_a_dead_consumer_are_claimed_and_applied_exactly_once() {
+    let server = RedisServer::start().unwrap();
+    let url = server.url();
+    let mut connection = redis::Client::open(url.clone()).unwrap().get_connection().unwrap();
+    append_good(&mut connection, 0, 2000);
+    // A consumer that dies holding 700 entries and never comes back.
+    redis::cmd("XGROUP").arg("CREATE").arg(STREAM).arg("g").arg("0").arg("MKSTREAM")
+        .query::<()>(&mut connection).unwrap();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP").arg("g").arg("dead").arg("COUNT").arg(700)
+        .arg("STREAMS").arg(STREAM).arg(">")
+        .query(&mut connection)
+        .unwrap();
+
+    let consumer = Consumer::new(&config(&url), "alive", CountingHandler::default()).unwrap();
+    let report = run_until(consumer, |r| r.processed >= 2000).join().unwrap();
+    assert_eq!(report.processed, 2000, "{report:?}");
+    assert_eq!(report.claimed, 700);
+    let applied = applied_counts(&mut connection);
+    assert_eq!(applied.len(), 2000);
+    assert!(applied.values().all(|&n| n == 1));
+    assert_eq!(group_info(&mut connection), (0, 0));
+}
+
+#[test]
+fn two_consumers_holding_the_same_entry_apply_it_once() {
+    let server = RedisServer::start().unwrap();
+    let url = server.url();
+    let mut connection = redis::Client::open(url.clone()).unwrap().get_connection().unwrap();
+    append_good(&mut connection, 0, 40);
+
+    // `slow` takes 40 × 50 ms = 2 s over its batch; after 200 ms idle, `fast` claims the
+    // same entries and commits them first. `slow`'s commit must then skip every effect.
+    let mut slow_config = config(&url);
+    slow_config.consume.count = 40;
+    let slow = Consumer::new(
+        &slow_config,
+        "slow",
+        CountingHandler {
+            delay: Some(Duration::from_millis(50)),
+            ..CountingHandler::default()
+        },
+    )
+    .unwrap();
+    let slow = run_until(slow, |r| r.processed + r.duplicates_skipped >= 40);
+    std::thread::sleep(Duration::from_millis(300));
+    let fast = Consumer::new(&config(&url), "fast", CountingHandler::default()).unwrap();
+    let fast = run_until(fast, |r| r.processed >= 40);
+    let (slow, fast) = (slow.join().unwrap(), fast.join().unwrap());
+
+    assert_eq!(fast.processed, 40, "{fast:?}");
+    assert_eq!(slow.processed, 0, "{slow:?}");
+    assert_eq!(slow.duplicates_skipped, 40, "{slow:?}");
+    let applied = applied_counts(&mut connection);
+    assert_eq!(applied.len(), 40);
+    assert!(applied.values().all(|&n| n == 1), "{applied:?}");
+    assert_eq!(counter(&mut connection, "processed"), 40);
+    assert_eq!(counter(&mut connection, "duplicates_skipped"), 40);
+}
+
+#[test]
+fn poison_entries_reach_the_dead_letter_queue_after_max_deliveries() {
+    let server = RedisServer::start().unwrap();
+    let url = server.url();
+    let mut connection = redis::Client::open(url.clone()).unwrap().get_connection().unwrap();
+    append_good(&mut connection, 0, 100);
+    let huge = format!("{{\"blob\":\"{}\"}}", "x".repeat(10 * 1024 * 1024));
+    let mut missing = envelope(101, "Tick", "v1", "{}");
+    missing.retain(|(k, _)| k != "event_id");
+    let poison: Vec<(&str, Vec<(String, String)>)> = vec![
+        ("invalid_json", envelope(100, "Tick", "v1", "{not json")),
+        ("missing_field", missing),
+        ("unknown_version", envelope(102, "Tick", "v9", "{}")),
+        ("too_large", envelope(103, "Tick", "v1", &huge)),
+        ("handler_error", envelope(104, "Tick", "v1", r#"{"fail":true}"#)),
+        ("invalid_envelope", envelope(105, "Tick", "one", "{}")),
+    ];
+    let mut poison_ids = HashMap::new();
+    for (reason, fields) in &poison {
+        let id: String = connection.xadd(STREAM, "*", fields).unwrap();
+        poison_ids.insert(id, *reason);
+    }
+    append_good(&mut connection, 200, 100);
+
+    let consumer = Consumer::new(&config(&url), "c1", CountingHandler::default()).unwrap();
+    let report = run_until(consumer, |r| r.dead_lettered >= 6 && r.processed >= 200)
+        .join()
+        .unwrap();
+    assert_eq!(report.processed, 200, "good entries around them: {report:?}");
+    assert_eq!(report.dead_lettered, 6);
+    // Each poison entry failed max_deliveries - 1 = 2 times before its last delivery.
+    assert_eq!(report.failed_attempts, 12, "{report:?}");
+
+    let dead: redis::streams::StreamRangeReply = connection.xrange_all("events:dlq").unwrap();
+    assert_eq!(dead.ids.len(), 6);
+    for entry in &dead.ids {
+        let field = |name: &str| entry.get::<String>(name).unwrap_or_default();
+        let source = field("dlq_source_id");
+        assert_eq!(field("dlq_reason"), poison_ids[&source], "{entry:?}");
+        assert_eq!(field("dlq_stage"), "consume");
+        assert_eq!(field("dlq_deliveries"), "3");
+        assert!(!field("dlq_error").is_empty());
+        assert!(field("dlq_at_ns").parse::<u64>().is_ok());
+        if field("dlq_reason") == "too_large" {
+            assert!(entry.get::<String>("data").is_none(), "10 MB not copied");
+            assert_eq!(field("dlq_data_bytes"), huge.len().to_string());
+        } else {
+            assert_eq!(field("producer_id"), "test:1", "original fields kept");
+        }
+    }
+    assert_eq!(group_info(&mut connection), (0, 0), "dead letters are acked");
+}
+
+#[test]
+fn a_destroyed_group_is_re_created_and_the_same_events_are_not_applied_again() {
+    let server = RedisServer::start().unwrap();
+    let url = server.url();
+    let mut connection = redis::Client::open(url.clone()).unwrap().get_connection().unwrap();
+    append_good(&mut connection, 0, 500);
+
+    let consumer = Consumer::new(&config(&url), "c1", CountingHandler::default()).unwrap();
+    let stats = consumer.stats();
+    let running = run_until(consumer, |r| r.processed >= 800);
+    wait_until(|| stats.snapshot().processed >= 500);
+    // An operator destroys the group; it comes back from "0" when the consumer next reads.
+    redis::cmd("XGROUP").arg("DESTROY").arg(STREAM).arg("g").query::<()>(&mut connection).unwrap();
+    append_good(&mut connection, 500, 300);
+    let report = running.join().unwrap();
+
+    assert_eq!(report.processed, 800, "{report:?}");
+    assert_eq!(report.duplicates_skipped, 500, "the first 500 again, recognised by event id");
+    let applied = applied_counts(&mut connection);
+    assert!(applied.values().all(|&n| n == 1));
+    assert_eq!(applied.len(), 800);
+}
+
+#[test]
+fn shutdown_wakes_a_blocked_read_at_once() {
+    let server = RedisServer::start().unwrap();
+    let mut config = config(&server.url());
+    config.consume.block_ms = 30_000;
+    config.consume.min_idle_ms = 60_000;
+    let consumer = Consumer::new(&config, "c1", CountingHandler::default()).unwrap();
+    let stats = consumer.stats();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let running = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(consumer.run(async {
+                let _ = rx.await;
+            }))
+    });
+    wait_until(|| stats.snapshot().connected);
+    std::thread::sleep(Duration::from_millis(300)); // now blocked in XREADGROUP
+    let asked = Instant::now();
+    tx.send(()).unwrap();
+    running.join().unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_millis(1500),
+        "stopped after {:?}, not at the end of its block",
+        asked.elapsed()
+    );
+}
+
+fn wait_until(condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !condition() {
+        assert!(Instant::now() < deadline, "condition not met within 30 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -73,6 +73,82 @@ pub(crate) enum Command {
     ///
     /// Without --redis-url (or redis.url in --config) it starts a private redis-server.
     Bench(BenchArgs),
+    /// Run IntelliSense as one member of a consumer group until SIGINT or SIGTERM.
+    ///
+    /// Reads the stream through the group (created if missing), analyses order flow
+    /// (creation and fill latencies, risk, alerts), writes the results to Redis and, on
+    /// SIGINT/SIGTERM, finishes and acknowledges the entries in hand and exits 0.
+    Consume(ConsumeArgs),
+    /// Print what IntelliSense computed: counts, latencies per symbol, alerts, group lag.
+    Report(ReportArgs),
+}
+
+/// Options of `evstream consume`.
+#[derive(Debug, Args)]
+pub(crate) struct ConsumeArgs {
+    /// Consumer group [default: intellisense_group, or consume.group from --config].
+    #[arg(long)]
+    pub(crate) group: Option<String>,
+    /// This consumer's name, stable across restarts (e.g. the host name), so that a restart
+    /// finds the entries it had read but not acknowledged.
+    #[arg(long)]
+    pub(crate) consumer: String,
+    /// Where a group created now starts: 0 (the whole stream), $ (new entries only) or an id
+    /// [default: 0, or consume.start_id].
+    #[arg(long, value_name = "ID")]
+    pub(crate) start_id: Option<String>,
+    /// Claim other consumers' entries pending longer than this, e.g. 5s [default: 60s, or
+    /// consume.min_idle_ms].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub(crate) min_idle: Option<Duration>,
+    /// Deliveries after which a failing entry goes to the dead letter queue [default: 5, or
+    /// consume.max_deliveries].
+    #[arg(long, value_name = "N")]
+    pub(crate) max_deliveries: Option<u64>,
+    /// Entries per read [default: 256, or consume.count].
+    #[arg(long, value_name = "N")]
+    pub(crate) count: Option<usize>,
+    /// Stop on its own once nothing was processed for this long (for benchmarks and
+    /// batch jobs); without it, run until SIGINT/SIGTERM.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub(crate) exit_when_idle: Option<Duration>,
+    /// Print the final summary as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+impl ConsumeArgs {
+    /// Applies the flags over the file's `[consume]` section.
+    pub(crate) fn apply(&self, config: &mut Config) -> anyhow::Result<()> {
+        if let Some(group) = &self.group {
+            config.consume.group.clone_from(group);
+        }
+        if let Some(start_id) = &self.start_id {
+            config.consume.start_id.clone_from(start_id);
+        }
+        if let Some(min_idle) = self.min_idle {
+            config.consume.min_idle_ms = u64::try_from(min_idle.as_millis()).unwrap_or(u64::MAX);
+        }
+        if let Some(max_deliveries) = self.max_deliveries {
+            config.consume.max_deliveries = max_deliveries;
+        }
+        if let Some(count) = self.count {
+            config.consume.count = count;
+        }
+        config.consume.validate().context("invalid consumer option")?;
+        Ok(())
+    }
+}
+
+/// Options of `evstream report`.
+#[derive(Debug, Args)]
+pub(crate) struct ReportArgs {
+    /// Consumer group whose results to show [default: intellisense_group, or consume.group].
+    #[arg(long)]
+    pub(crate) group: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// Options of `evstream bench`.

@@ -1,7 +1,9 @@
 //! One module per subcommand, and the dispatch to them.
 
 mod bench;
+mod consume;
 mod demo;
+mod report;
 
 use std::process::ExitCode;
 
@@ -13,5 +15,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Demo(args) => demo::run(&config, given_url.as_deref(), &args),
         Command::Bench(args) => bench::run(&config, given_url.as_deref(), &args),
+        Command::Consume(args) => consume::run(config, &args),
+        Command::Report(args) => report::run(&config, &args),
     }
 }

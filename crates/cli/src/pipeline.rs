@@ -91,10 +91,15 @@ pub(crate) struct Percentiles {
 }
 
 impl Percentiles {
-    pub(crate) fn write_text(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+    /// One line: `<label> p50 … p99 … p99.9 … max …`, in nanoseconds.
+    pub(crate) fn write_text(
+        &self,
+        label: &str,
+        out: &mut impl std::io::Write,
+    ) -> std::io::Result<()> {
         writeln!(
             out,
-            "publish       p50 {} ns  p99 {} ns  p99.9 {} ns  max {} ns",
+            "{label:<13} p50 {} ns  p99 {} ns  p99.9 {} ns  max {} ns",
             self.p50, self.p99, self.p999, self.max
         )
     }

@@ -119,6 +119,12 @@ pub trait Handler: Send {
     /// and, after `max_deliveries`, dead-lettered; effects added before it are discarded.
     fn handle(&mut self, event: &Envelope, effects: &mut Effects) -> Result<(), HandlerError>;
 
+    /// Called once per batch, after `handle` saw every entry of it and before the commit:
+    /// effects that depend on the whole batch can still be added to each entry.
+    fn end_batch(&mut self, batch: &mut Batch<'_>) {
+        let _ = batch;
+    }
+
     /// Called after each commit with what it did for every handled entry, in order.
     fn on_commit(&mut self, outcomes: &[Outcome]) {
         let _ = outcomes;
@@ -255,6 +261,8 @@ pub struct Consumer<H> {
     stats: Arc<ConsumeStats>,
     recent: RecentIds,
     sha: String,
+    /// Effects buffers kept between batches, so that their memory is reused.
+    spare_effects: Vec<Effects>,
 }
 
 impl<H> std::fmt::Debug for Consumer<H> {
@@ -303,6 +311,7 @@ impl<H: Handler> Consumer<H> {
                 Duration::from_secs(config.consume.dedupe_ttl_s),
             ),
             sha: redis::Script::new(commit::SCRIPT).get_hash().to_owned(),
+            spare_effects: Vec::new(),
             config: config.consume.clone(),
         })
     }
@@ -629,17 +638,25 @@ impl<H: Handler> Consumer<H> {
 
     /// Decodes, handles and commits one batch.
     async fn process(&mut self, session: &mut Session, entries: Vec<RawEntry>) -> Result<(), RedisError> {
+        let Some(prepared) = self.prepare(entries) else {
+            return Ok(());
+        };
+        let reply = prepared.command.query_async::<Value>(&mut session.writer).await;
+        self.finish(&mut session.writer, prepared, reply).await
+    }
+
+    /// Decodes and handles a batch, and builds its commit (`None` when nothing is to be
+    /// committed: every entry failed and waits for a retry).
+    fn prepare(&mut self, entries: Vec<RawEntry>) -> Option<Prepared> {
         ConsumeStats::add(&self.stats.read, entries.len() as u64);
-        let mut builder = CommitBuilder::default();
-        // What each record of the commit stands for, to read its result.
-        let mut records: Vec<Record> = Vec::with_capacity(entries.len() + 1);
-        let mut effects = Effects::default();
+        // Per entry that will be part of the commit: what it stands for and its effects.
+        let mut planned: Vec<(usize, Record, Effects)> = Vec::with_capacity(entries.len());
         for (index, entry) in entries.iter().enumerate() {
+            let mut effects = self.spare_effects.pop().unwrap_or_default();
             effects.clear();
             let Some(fields) = &entry.fields else {
                 effects.count("deleted_pending", 1);
-                builder.record(&entry.id, &effects);
-                records.push(Record::Other);
+                planned.push((index, Record::Other, effects));
                 continue;
             };
             if entry.deliveries > self.config.max_deliveries {
@@ -650,24 +667,21 @@ impl<H: Handler> Consumer<H> {
                     entry.deliveries, self.config.max_deliveries
                 );
                 self.dead_letter(&mut effects, entry, "max_deliveries", &message);
-                builder.record(&entry.id, &effects);
-                records.push(Record::DeadLetter);
+                planned.push((index, Record::DeadLetter, effects));
                 continue;
             }
             let failure = match decode::decode(&entry.id, fields, entry.deliveries, self.config.max_data_bytes) {
                 Err(error) => Some((error.code(), error.to_string())),
                 Ok(event) if self.recent.contains(&event.event_id) => {
                     effects.count("duplicates_skipped", 1);
-                    builder.record(&entry.id, &effects);
-                    records.push(Record::Duplicate);
-                    None
+                    planned.push((index, Record::Duplicate, effects));
+                    continue;
                 }
                 Ok(event) => match self.handler.accepts(&event.event_type, event.version) {
                     Accept::Skip => {
                         effects.count("skipped", 1);
-                        builder.record(&entry.id, &effects);
-                        records.push(Record::Skipped);
-                        None
+                        planned.push((index, Record::Skipped, effects));
+                        continue;
                     }
                     Accept::UnknownVersion => Some((
                         "unknown_version",
@@ -679,56 +693,114 @@ impl<H: Handler> Consumer<H> {
                     Accept::Handle => match self.handler.handle(&event, &mut effects) {
                         Ok(()) => {
                             effects.count("processed", 1);
-                            builder.record(&entry.id, &effects);
-                            records.push(Record::Handled {
+                            let record = Record::Handled {
                                 event_id: event.event_id,
-                                entry: index,
-                            });
-                            None
+                            };
+                            planned.push((index, record, effects));
+                            continue;
                         }
                         Err(error) => Some(("handler_error", error.to_string())),
                     },
                 },
             };
-            if let Some((reason, message)) = failure {
-                effects.clear();
-                if entry.deliveries >= self.config.max_deliveries {
-                    self.dead_letter(&mut effects, entry, reason, &message);
-                    builder.record(&entry.id, &effects);
-                    records.push(Record::DeadLetter);
-                } else {
-                    ConsumeStats::add(&self.stats.failed_attempts, 1);
-                    tracing::debug!(id = %entry.id, deliveries = entry.deliveries, reason, %message, "entry failed; left pending for a retry");
-                }
+            let (reason, message) = failure.expect("every other case continued");
+            effects.clear();
+            if entry.deliveries >= self.config.max_deliveries {
+                self.dead_letter(&mut effects, entry, reason, &message);
+                planned.push((index, Record::DeadLetter, effects));
+            } else {
+                ConsumeStats::add(&self.stats.failed_attempts, 1);
+                tracing::debug!(id = %entry.id, deliveries = entry.deliveries, reason, %message, "entry failed; left pending for a retry");
+                self.spare_effects.push(effects);
             }
         }
-        if builder.is_empty() {
-            return Ok(());
+        if planned.is_empty() {
+            return None;
         }
+        {
+            let mut batch = Batch {
+                entries: planned
+                    .iter_mut()
+                    .filter_map(|(_, record, effects)| match record {
+                        Record::Handled { event_id } => Some((*event_id, effects)),
+                        _ => None,
+                    })
+                    .collect(),
+            };
+            self.handler.end_batch(&mut batch);
+        }
+        let mut builder = CommitBuilder::new(&self.sha, &self.keys.stream, &self.keys.counters, &self.config.group);
+        let mut records = Vec::with_capacity(planned.len());
+        for (index, record, effects) in planned {
+            builder.record(&entries[index].id, &effects);
+            records.push((index, record));
+            self.spare_effects.push(effects);
+        }
+        let (command, wanted) = builder.finish();
+        Some(Prepared {
+            command,
+            wanted,
+            records,
+            entries,
+        })
+    }
 
-        let command = builder.command(&self.sha, &self.keys.stream, &self.keys.counters, &self.config.group);
-        let reply: Value = command.query_async(&mut session.writer).await?;
-        let results = commit::parse_reply(reply).map_err(shape_error)?;
+    /// Reads the commit's reply, tells the handler, and writes what follows from it.
+    async fn finish(
+        &mut self,
+        writer: &mut MultiplexedConnection,
+        prepared: Prepared,
+        reply: Result<Value, RedisError>,
+    ) -> Result<(), RedisError> {
+        let Prepared {
+            wanted,
+            records,
+            entries,
+            ..
+        } = prepared;
+        let results = reply.and_then(|reply| commit::parse_reply(reply, &wanted).map_err(shape_error));
+        let results = match results {
+            Ok(results) => results,
+            Err(error) => {
+                // Outcome unknown: whatever this commit did, it did atomically, and the
+                // entries it did not acknowledge stay pending. The handler learns that
+                // none of them is known to be applied by this consumer.
+                let outcomes: Vec<Outcome> = records
+                    .iter()
+                    .filter_map(|(index, record)| match record {
+                        Record::Handled { event_id } => Some(Outcome {
+                            event_id: *event_id,
+                            stream_id: entries[*index].id.clone(),
+                            applied: false,
+                            replies: Vec::new(),
+                        }),
+                        _ => None,
+                    })
+                    .collect();
+                self.handler.on_commit(&outcomes);
+                return Err(error);
+            }
+        };
         let now = Instant::now();
         let mut outcomes = Vec::with_capacity(results.len());
         let mut effect_failures = Vec::new();
-        for (record, result) in records.iter().zip(results) {
+        for ((index, record), result) in records.iter().zip(results) {
             let applied = result.status != 0;
             if !applied {
                 ConsumeStats::add(&self.stats.duplicates_skipped, 1);
             }
+            if result.status == 2 {
+                effect_failures.push((*index, result.error));
+            }
             match record {
-                Record::Handled { event_id, entry } => {
+                Record::Handled { event_id } => {
                     if applied {
                         ConsumeStats::add(&self.stats.processed, 1);
                         self.recent.insert(*event_id, now);
                     }
-                    if result.status == 2 {
-                        effect_failures.push((*entry, result.error));
-                    }
                     outcomes.push(Outcome {
                         event_id: *event_id,
-                        stream_id: entries[*entry].id.clone(),
+                        stream_id: entries[*index].id.clone(),
                         applied,
                         replies: result.replies,
                     });
@@ -743,17 +815,19 @@ impl<H: Handler> Consumer<H> {
         }
         self.handler.on_commit(&outcomes);
         if !effect_failures.is_empty() {
-            self.record_effect_failures(&mut session.writer, &entries, effect_failures).await?;
+            self.record_effect_failures(writer, &entries, effect_failures).await?;
         }
+        let mut effects = self.spare_effects.pop().unwrap_or_default();
         effects.clear();
         self.handler.flush(&mut effects);
-        if !effects.is_empty() {
-            let mut derived = CommitBuilder::default();
-            derived.record("", &effects);
-            derived
-                .command(&self.sha, &self.keys.stream, &self.keys.counters, &self.config.group)
-                .query_async::<()>(&mut session.writer)
-                .await?;
+        let derived = (!effects.is_empty()).then(|| {
+            let mut builder = CommitBuilder::new(&self.sha, &self.keys.stream, &self.keys.counters, &self.config.group);
+            builder.record("", &effects);
+            builder.finish().0
+        });
+        self.spare_effects.push(effects);
+        if let Some(derived) = derived {
+            derived.query_async::<()>(writer).await?;
         }
         Ok(())
     }
@@ -816,9 +890,45 @@ impl<H: Handler> Consumer<H> {
     }
 }
 
+/// A batch handled and ready to commit.
+struct Prepared {
+    command: Cmd,
+    /// Replies wanted per record.
+    wanted: Vec<usize>,
+    /// Per record: the entry's index in `entries` and what it stands for.
+    records: Vec<(usize, Record)>,
+    entries: Vec<RawEntry>,
+}
+
+/// The effects of every entry of a batch, for [`Handler::end_batch`].
+#[derive(Debug)]
+pub struct Batch<'a> {
+    entries: Vec<(uuid::Uuid, &'a mut Effects)>,
+}
+
+impl Batch<'_> {
+    /// The effects of the entry holding `event_id`, if it was handled in this batch.
+    pub fn effects(&mut self, event_id: &uuid::Uuid) -> Option<&mut Effects> {
+        self.entries
+            .iter_mut()
+            .find(|(id, _)| id == event_id)
+            .map(|(_, effects)| &mut **effects)
+    }
+
+    /// Number of entries handled in this batch.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no entry was handled.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
 /// What one record of a commit stands for.
 enum Record {
-    Handled { event_id: uuid::Uuid, entry: usize },
+    Handled { event_id: uuid::Uuid },
     DeadLetter,
     Skipped,
     /// An event applied before, in another entry.

@@ -182,7 +182,7 @@ pub(crate) fn run(
             "throughput    {:>12.0} events/s end to end ({:.2} s)",
             summary.throughput_eps, summary.elapsed_s
         )?;
-        summary.publish_ns.write_text(&mut out)?;
+        summary.publish_ns.write_text("publish", &mut out)?;
     }
     Ok(if clean {
         ExitCode::SUCCESS

@@ -85,7 +85,7 @@ pub(crate) fn run(
     } else {
         writeln!(out, "{:<13} {:>12}", "refused", summary.refused)?;
         summary.delivery.write_text(&mut out)?;
-        summary.publish_ns.write_text(&mut out)?;
+        summary.publish_ns.write_text("publish", &mut out)?;
     }
     Ok(if clean {
         ExitCode::SUCCESS

@@ -24,9 +24,13 @@ pub(crate) const SCRIPT: &str = include_str!("commit.lua");
 /// ```
 #[derive(Debug, Default)]
 pub struct Effects {
-    /// Encoded effects: argument count, reply flag, arguments.
-    encoded: Vec<Vec<u8>>,
-    commands: usize,
+    /// Every argument of every effect, back to back (one buffer, reused batch after batch).
+    bytes: Vec<u8>,
+    /// Per effect: where its arguments start in `bytes`, their end offsets, and whether its
+    /// reply is wanted.
+    effects: Vec<(usize, Vec<usize>, bool)>,
+    /// Effects with a wanted reply.
+    wanted: usize,
     counters: Vec<(String, i64)>,
 }
 
@@ -42,7 +46,8 @@ impl Effects {
     }
 
     /// Adds `delta` to the counter `name` of the group's counters hash
-    /// (`<stream>:consume:<group>`), only if the entry is applied.
+    /// (`<stream>:consume:<group>`), only if the entry is applied. Counters of a whole batch
+    /// are summed inside Redis and written with one `HINCRBY` per name.
     pub fn count(&mut self, name: &str, delta: i64) -> &mut Self {
         match self.counters.iter_mut().find(|(n, _)| n == name) {
             Some((_, total)) => *total += delta,
@@ -53,34 +58,34 @@ impl Effects {
 
     /// Number of commands added.
     pub fn len(&self) -> usize {
-        self.commands
+        self.effects.len()
     }
 
     /// Whether no command was added.
     pub fn is_empty(&self) -> bool {
-        self.commands == 0
+        self.effects.is_empty()
     }
 
     fn push(&mut self, command: &mut Cmd, reply: bool) -> &mut Self {
-        let start = self.encoded.len();
-        self.encoded.push(Vec::new());
-        self.encoded.push(if reply { b"1".to_vec() } else { b"0".to_vec() });
+        let start = self.bytes.len();
+        let mut ends = Vec::with_capacity(command.args_iter().len());
         for arg in command.args_iter() {
             match arg {
-                redis::Arg::Simple(bytes) => self.encoded.push(bytes.to_vec()),
+                redis::Arg::Simple(bytes) => self.bytes.extend_from_slice(bytes),
                 // A cursor argument only exists in SCAN-like commands, meaningless here.
-                _ => self.encoded.push(b"0".to_vec()),
+                _ => self.bytes.push(b'0'),
             }
+            ends.push(self.bytes.len());
         }
-        let argc = self.encoded.len() - start - 2;
-        self.encoded[start] = argc.to_string().into_bytes();
-        self.commands += 1;
+        self.effects.push((start, ends, reply));
+        self.wanted += usize::from(reply);
         self
     }
 
     pub(crate) fn clear(&mut self) {
-        self.encoded.clear();
-        self.commands = 0;
+        self.bytes.clear();
+        self.effects.clear();
+        self.wanted = 0;
         self.counters.clear();
     }
 }
@@ -103,40 +108,48 @@ pub struct Outcome {
     pub replies: Vec<Value>,
 }
 
-/// One commit being built: the records of `commit.lua`, in order.
-#[derive(Debug, Default)]
+/// One commit being built: the `EVALSHA` call with its records, in order.
+#[derive(Debug)]
 pub(crate) struct CommitBuilder {
-    args: Vec<Vec<u8>>,
-    records: usize,
+    cmd: Cmd,
+    /// Wanted replies per record.
+    wanted: Vec<usize>,
 }
 
 impl CommitBuilder {
-    /// Adds an entry (or, with `id` empty, the batch's own effects) with its effects.
-    pub(crate) fn record(&mut self, id: &str, effects: &Effects) {
-        self.args.push(id.as_bytes().to_vec());
-        self.args.push(effects.commands.to_string().into_bytes());
-        self.args.extend(effects.encoded.iter().cloned());
-        self.args
-            .push(effects.counters.len().to_string().into_bytes());
-        for (name, delta) in &effects.counters {
-            self.args.push(name.as_bytes().to_vec());
-            self.args.push(delta.to_string().into_bytes());
-        }
-        self.records += 1;
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.records == 0
-    }
-
-    /// The `EVALSHA` call.
-    pub(crate) fn command(&self, sha: &str, stream: &str, counters: &str, group: &str) -> Cmd {
+    pub(crate) fn new(sha: &str, stream: &str, counters: &str, group: &str) -> Self {
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(sha).arg(2).arg(stream).arg(counters).arg(group);
-        for arg in &self.args {
-            cmd.arg(arg.as_slice());
+        Self {
+            cmd,
+            wanted: Vec::new(),
         }
-        cmd
+    }
+
+    /// Adds an entry (or, with `id` empty, effects of no entry) with its effects.
+    pub(crate) fn record(&mut self, id: &str, effects: &Effects) {
+        let mut number = itoa::Buffer::new();
+        self.cmd.arg(id).arg(number.format(effects.effects.len()));
+        for (start, ends, reply) in &effects.effects {
+            let mut start = *start;
+            self.cmd
+                .arg(number.format(ends.len()))
+                .arg(if *reply { "1" } else { "0" });
+            for &end in ends {
+                self.cmd.arg(&effects.bytes[start..end]);
+                start = end;
+            }
+        }
+        self.cmd.arg(number.format(effects.counters.len()));
+        for (name, delta) in &effects.counters {
+            self.cmd.arg(name.as_str()).arg(number.format(*delta));
+        }
+        self.wanted.push(effects.wanted);
+    }
+
+    /// The call, and the number of replies wanted per record (for [`parse_reply`]).
+    pub(crate) fn finish(self) -> (Cmd, Vec<usize>) {
+        (self.cmd, self.wanted)
     }
 }
 
@@ -144,41 +157,71 @@ impl CommitBuilder {
 /// wanted replies, and the failed effect's error.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct RecordResult {
-    pub(crate) status: i64,
+    pub(crate) status: u8,
     pub(crate) replies: Vec<Value>,
     pub(crate) error: String,
 }
 
-/// Parses the script's reply.
-pub(crate) fn parse_reply(value: Value) -> Result<Vec<RecordResult>, super::decode::ReplyShapeError> {
+/// Parses the script's flat reply; `wanted[i]` is the number of replies record `i` asked for.
+pub(crate) fn parse_reply(
+    value: Value,
+    wanted: &[usize],
+) -> Result<Vec<RecordResult>, super::decode::ReplyShapeError> {
     let bad = |detail: String| super::decode::ReplyShapeError {
         command: "commit script",
         detail,
     };
-    let Value::Array(records) = value else {
+    let Value::Array(items) = value else {
         return Err(bad(format!("expected an array, got {value:?}")));
     };
-    records
-        .into_iter()
-        .map(|record| {
-            let Value::Array(parts) = record else {
-                return Err(bad(format!("expected a record, got {record:?}")));
-            };
-            let mut parts = parts.into_iter();
-            match (parts.next(), parts.next(), parts.next()) {
-                (Some(Value::Int(status)), Some(replies), error) => Ok(RecordResult {
-                    status,
-                    replies: match replies {
-                        Value::Array(replies) => replies,
-                        _ => Vec::new(),
-                    },
-                    error: match error {
-                        Some(Value::BulkString(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
-                        _ => String::new(),
-                    },
-                }),
-                other => Err(bad(format!("a record of unexpected shape: {other:?}"))),
+    let mut items = items.into_iter();
+    let statuses = match items.next() {
+        Some(Value::BulkString(statuses)) => statuses,
+        Some(Value::SimpleString(statuses)) => statuses.into_bytes(),
+        // An empty concatenation comes back as an empty bulk string; no records.
+        _ => Vec::new(),
+    };
+    if statuses.len() != wanted.len() {
+        return Err(bad(format!(
+            "{} statuses for {} records",
+            statuses.len(),
+            wanted.len()
+        )));
+    }
+    let failures = statuses.iter().filter(|&&s| s == b'2').count();
+    let mut errors = Vec::with_capacity(failures);
+    for _ in 0..failures {
+        errors.push(match items.next() {
+            Some(Value::BulkString(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+            other => return Err(bad(format!("expected an error text, got {other:?}"))),
+        });
+    }
+    let mut errors = errors.into_iter();
+    let mut results = Vec::with_capacity(statuses.len());
+    for (&status, &wanted) in statuses.iter().zip(wanted) {
+        let status = status.wrapping_sub(b'0');
+        let mut result = RecordResult {
+            status,
+            replies: Vec::new(),
+            error: if status == 2 {
+                errors.next().unwrap_or_default()
+            } else {
+                String::new()
+            },
+        };
+        if status != 0 {
+            for _ in 0..wanted {
+                let reply = match items.next() {
+                    Some(Value::Int(-1)) => items.next().unwrap_or(Value::Nil),
+                    Some(Value::Int(n)) if n >= 0 => {
+                        Value::Array(items.by_ref().take(n as usize).collect())
+                    }
+                    other => return Err(bad(format!("expected a reply marker, got {other:?}"))),
+                };
+                result.replies.push(reply);
             }
-        })
-        .collect()
+        }
+        results.push(result);
+    }
+    Ok(results)
 }

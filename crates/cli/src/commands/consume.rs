@@ -1,0 +1,165 @@
+//! `evstream consume`: IntelliSense as one member of a consumer group.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use evstream::consume::{ConsumeReport, ConsumeStats, Consumer};
+use evstream::Config;
+use evstream_intellisense::{IntelliSense, IntelliSenseConfig};
+use serde::Serialize;
+
+use crate::args::ConsumeArgs;
+use crate::pipeline::Percentiles;
+
+#[derive(Debug, Serialize)]
+struct Summary {
+    stream: String,
+    group: String,
+    consumer: String,
+    #[serde(flatten)]
+    counters: ConsumeReport,
+    /// Seconds from the first entry read to the last one processed.
+    active_s: f64,
+    /// Entries processed per second over `active_s`.
+    events_per_s: f64,
+    /// Event time → processed, nanoseconds.
+    pipeline_latency_ns: Percentiles,
+    alerts: u64,
+    tracker_open: usize,
+    tracker_evicted: u64,
+}
+
+/// When work started and last progressed, sampled while the consumer runs.
+#[derive(Debug, Default)]
+struct Activity {
+    first_read: Option<Instant>,
+    last_progress: Option<Instant>,
+    last_count: u64,
+}
+
+pub(crate) fn run(mut config: Config, args: &ConsumeArgs) -> anyhow::Result<ExitCode> {
+    args.apply(&mut config)?;
+    let handler = IntelliSense::new(&config.redis.stream, IntelliSenseConfig::default());
+    let analysis = handler.analysis();
+    let consumer = Consumer::new(&config, &args.consumer, handler)
+        .context("cannot start the consumer")?;
+    let stats = consumer.stats();
+    if !args.json {
+        eprintln!(
+            "evstream consume: consumer '{}' of group '{}' on stream '{}' at {} (Ctrl-C to stop)",
+            args.consumer,
+            config.consume.group,
+            config.redis.stream,
+            evstream::ship::redact_url(&config.redis.url)
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let activity = Arc::new(std::sync::Mutex::new(Activity::default()));
+    let report = runtime.block_on(async {
+        let watch = tokio::spawn(watch_activity(
+            Arc::clone(&stats),
+            Arc::clone(&activity),
+            args.exit_when_idle,
+        ));
+        let report = consumer.run(stop_signal(watch)).await;
+        Ok::<_, anyhow::Error>(report)
+    })?;
+
+    let activity = activity.lock().unwrap_or_else(|e| e.into_inner());
+    let active = match (activity.first_read, activity.last_progress) {
+        (Some(first), Some(last)) => last.saturating_duration_since(first),
+        _ => Duration::ZERO,
+    };
+    let analysis = analysis.lock().unwrap_or_else(|e| e.into_inner());
+    let summary = Summary {
+        stream: config.redis.stream.clone(),
+        group: config.consume.group.clone(),
+        consumer: args.consumer.clone(),
+        active_s: active.as_secs_f64(),
+        events_per_s: if active.is_zero() {
+            0.0
+        } else {
+            report.processed as f64 / active.as_secs_f64()
+        },
+        counters: report,
+        pipeline_latency_ns: Percentiles::of(&analysis.pipeline),
+        alerts: analysis.alerts,
+        tracker_open: analysis.tracker_open,
+        tracker_evicted: analysis.tracker_evicted,
+    };
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &summary)?;
+        writeln!(out)?;
+    } else {
+        let c = &summary.counters;
+        for (name, value) in [
+            ("read", c.read),
+            ("processed", c.processed),
+            ("duplicates", c.duplicates_skipped),
+            ("dead letters", c.dead_lettered),
+            ("claimed", c.claimed),
+            ("retried", c.failed_attempts),
+            ("alerts", summary.alerts),
+        ] {
+            writeln!(out, "{name:<13} {value:>12}")?;
+        }
+        writeln!(out, "{:<13} {:>12.0} events/s", "throughput", summary.events_per_s)?;
+        summary.pipeline_latency_ns.write_text("event→done", &mut out)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on SIGINT, SIGTERM, or when the activity watcher says the consumer is idle.
+async fn stop_signal(idle: tokio::task::JoinHandle<()>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(terminate) => terminate,
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the consumer");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+        _ = idle => {}
+    }
+}
+
+/// Samples the counters every 10 ms: when work started and last progressed. Returns once
+/// nothing was processed for `exit_when_idle` (never without it).
+async fn watch_activity(
+    stats: Arc<ConsumeStats>,
+    activity: Arc<std::sync::Mutex<Activity>>,
+    exit_when_idle: Option<Duration>,
+) {
+    let started = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let now = Instant::now();
+        let report = stats.snapshot();
+        let mut activity = activity.lock().unwrap_or_else(|e| e.into_inner());
+        if report.read > 0 && activity.first_read.is_none() {
+            activity.first_read = Some(now);
+        }
+        let done = report.processed + report.dead_lettered + report.skipped + report.duplicates_skipped;
+        if done != activity.last_count {
+            activity.last_count = done;
+            activity.last_progress = Some(now);
+        }
+        if let Some(idle) = exit_when_idle {
+            let since = activity.last_progress.unwrap_or(started);
+            if now.duration_since(since) >= idle {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! `evstream report`: the results of IntelliSense, read back from Redis.
+
+use std::collections::{BTreeMap, HashMap};
+
+use hdrhistogram::Histogram;
+use redis::aio::ConnectionLike;
+use redis::{AsyncCommands, Value};
+use serde::Serialize;
+
+use crate::AnalysisKeys;
+
+/// Percentiles of one latency, in milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LatencySummary {
+    /// Pairs measured.
+    pub count: u64,
+    /// Median, ms.
+    pub p50_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// Largest, ms.
+    pub max_ms: f64,
+}
+
+impl LatencySummary {
+    fn of(histogram: &Histogram<u64>) -> Self {
+        let ms = |ns: u64| ns as f64 / 1e6;
+        Self {
+            count: histogram.len(),
+            p50_ms: ms(histogram.value_at_quantile(0.50)),
+            p99_ms: ms(histogram.value_at_quantile(0.99)),
+            max_ms: ms(histogram.max()),
+        }
+    }
+}
+
+/// Latencies of one symbol.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SymbolReport {
+    /// Signal → `OrderCreated`.
+    pub creation_latency: LatencySummary,
+    /// `OrderCreated` → first fill.
+    pub fill_latency: LatencySummary,
+}
+
+/// What `evstream report` prints.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Report {
+    /// The consumer group.
+    pub group: String,
+    /// Events whose effects were applied (exactly once each).
+    pub processed: u64,
+    /// Deliveries recognised as already applied and skipped.
+    pub duplicates_skipped: u64,
+    /// `OrderCreated` events processed.
+    pub orders: u64,
+    /// `OrderFilled` events processed.
+    pub fills: u64,
+    /// `MarketDataUpdate`/`Signal` events processed.
+    pub signals: u64,
+    /// Alerts raised (latency and risk).
+    pub alerts: u64,
+    /// Entries this group dead-lettered.
+    pub dead_lettered: u64,
+    /// Entries of the stream the group has not read yet (`XINFO GROUPS` lag), if known.
+    pub lag: Option<u64>,
+    /// Entries read but not acknowledged.
+    pub pending: Option<u64>,
+    /// Latencies per symbol, from `<stream>:analysis`.
+    pub symbols: BTreeMap<String, SymbolReport>,
+}
+
+/// Reads the report of `group` on `stream`.
+pub async fn read_report<C>(connection: &mut C, stream: &str, group: &str) -> redis::RedisResult<Report>
+where
+    C: ConnectionLike + Send + Sync,
+{
+    let keys = AnalysisKeys::new(stream);
+    let counters: HashMap<String, u64> = connection
+        .hgetall(evstream::consume::ConsumeKeys::new(stream, group).counters)
+        .await?;
+    let counter = |name: &str| counters.get(name).copied().unwrap_or(0);
+    let mut report = Report {
+        group: group.to_owned(),
+        processed: counter("processed"),
+        duplicates_skipped: counter("duplicates_skipped"),
+        orders: counter("orders"),
+        fills: counter("fills"),
+        signals: counter("signals"),
+        alerts: counter("alerts"),
+        dead_lettered: counter("dead_lettered"),
+        ..Report::default()
+    };
+    if let Ok(groups) = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(stream)
+        .query_async::<Vec<HashMap<String, Value>>>(connection)
+        .await
+    {
+        let int = |v: Option<&Value>| match v {
+            Some(Value::Int(i)) => u64::try_from(*i).ok(),
+            _ => None,
+        };
+        if let Some(info) = groups
+            .iter()
+            .find(|g| matches!(g.get("name"), Some(Value::BulkString(n)) if n == group.as_bytes()))
+        {
+            report.lag = int(info.get("lag"));
+            report.pending = int(info.get("pending"));
+        }
+    }
+
+    let mut histograms: BTreeMap<String, (Histogram<u64>, Histogram<u64>)> = BTreeMap::new();
+    let mut start = "-".to_owned();
+    loop {
+        let page: redis::streams::StreamRangeReply = connection
+            .xrange_count(&keys.analysis, &start, "+", 10_000)
+            .await?;
+        let Some(last) = page.ids.last() else { break };
+        start = format!("({}", last.id);
+        for entry in &page.ids {
+            let (Some(kind), Some(symbol), Some(latency)) = (
+                entry.get::<String>("kind"),
+                entry.get::<String>("symbol"),
+                entry.get::<u64>("latency_ns"),
+            ) else {
+                continue;
+            };
+            let (creation, fill) = histograms.entry(symbol).or_insert_with(|| {
+                (crate::histogram(), crate::histogram())
+            });
+            let histogram = if kind == "fill_latency" { fill } else { creation };
+            histogram.saturating_record(latency.max(1));
+        }
+        if page.ids.len() < 10_000 {
+            break;
+        }
+    }
+    report.symbols = histograms
+        .into_iter()
+        .map(|(symbol, (creation, fill))| {
+            (
+                symbol,
+                SymbolReport {
+                    creation_latency: LatencySummary::of(&creation),
+                    fill_latency: LatencySummary::of(&fill),
+                },
+            )
+        })
+        .collect();
+    Ok(report)
+}

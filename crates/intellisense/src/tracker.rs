@@ -1,0 +1,143 @@
+//! The correlation tracker: what this consumer knows of each order's life, in bounded memory.
+//!
+//! Each correlation id maps to the timestamps and order details seen so far. An entry leaves
+//! when its order is complete (created and filled), when it is older than the TTL,
+//! or, when the tracker is at its cap, the least recently inserted one to make room; the last
+//! two are counted as evictions (orders whose other half never reached this consumer).
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// What is known of one order's life.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OrderState {
+    /// Instrument, once known (from market data or the order).
+    pub symbol: Option<String>,
+    /// Time of the last market data update or signal, ns since the epoch.
+    pub signal_ns: Option<u64>,
+    /// Time of `OrderCreated`.
+    pub created_ns: Option<u64>,
+    /// Time of the first `OrderFilled`.
+    pub filled_ns: Option<u64>,
+}
+
+/// Bounded map of correlation id → [`OrderState`].
+#[derive(Debug)]
+pub struct Tracker {
+    /// State and the generation that inserted it.
+    states: HashMap<String, (u64, OrderState)>,
+    /// Insertion order: instant, generation, key. Pairs of removed keys go stale and are
+    /// skipped when popped, or dropped when they outnumber the live ones.
+    order: VecDeque<(Instant, u64, String)>,
+    generation: u64,
+    capacity: usize,
+    ttl: Duration,
+    evicted: u64,
+}
+
+impl Tracker {
+    /// A tracker holding at most `capacity` correlations, each for at most `ttl`.
+    pub fn new(capacity: usize, ttl: Duration) -> Self {
+        Self {
+            states: HashMap::new(),
+            order: VecDeque::new(),
+            capacity: capacity.max(1),
+            ttl,
+            evicted: 0,
+            generation: 0,
+        }
+    }
+
+    /// The state of `correlation_id`, created empty if unknown.
+    pub fn entry(&mut self, correlation_id: &str, now: Instant) -> &mut OrderState {
+        self.expire(now);
+        if !self.states.contains_key(correlation_id) {
+            while self.states.len() >= self.capacity {
+                self.evict_oldest();
+            }
+            self.generation += 1;
+            self.order
+                .push_back((now, self.generation, correlation_id.to_owned()));
+            self.states.insert(
+                correlation_id.to_owned(),
+                (self.generation, OrderState::default()),
+            );
+        }
+        &mut self
+            .states
+            .get_mut(correlation_id)
+            .expect("inserted above")
+            .1
+    }
+
+    /// Forgets a completed order (not an eviction).
+    pub fn remove(&mut self, correlation_id: &str) {
+        self.states.remove(correlation_id);
+        if self.order.len() > 2 * self.states.len() + 1024 {
+            let states = &self.states;
+            self.order
+                .retain(|(_, generation, key)| states.get(key).is_some_and(|(g, _)| g == generation));
+        }
+    }
+
+    /// Correlations held.
+    pub fn len(&self) -> usize {
+        self.states.len()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.states.is_empty()
+    }
+
+    /// Correlations dropped unfinished (TTL or cap) so far.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some((at, _, _)) = self.order.front() {
+            if now.duration_since(*at) < self.ttl {
+                break;
+            }
+            let (_, generation, key) = self.order.pop_front().expect("front exists");
+            if self.states.get(&key).is_some_and(|(g, _)| *g == generation) {
+                self.states.remove(&key);
+                self.evicted += 1;
+            }
+        }
+    }
+
+    fn evict_oldest(&mut self) {
+        while let Some((_, generation, key)) = self.order.pop_front() {
+            // Only the pair that inserted the current state counts.
+            if self.states.get(&key).is_some_and(|(g, _)| *g == generation) {
+                self.states.remove(&key);
+                self.evicted += 1;
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capacity_and_ttl_bound_the_tracker_and_evictions_are_counted() {
+        let start = Instant::now();
+        let mut tracker = Tracker::new(2, Duration::from_secs(5));
+        tracker.entry("a", start).created_ns = Some(1);
+        tracker.entry("b", start).created_ns = Some(2);
+        tracker.entry("c", start).created_ns = Some(3);
+        assert_eq!(tracker.len(), 2);
+        assert_eq!(tracker.evicted(), 1, "a made room for c");
+        assert_eq!(tracker.entry("b", start).created_ns, Some(2));
+        tracker.remove("b");
+        assert_eq!(tracker.evicted(), 1, "completing is not evicting");
+        tracker.entry("d", start + Duration::from_secs(6));
+        assert_eq!(tracker.len(), 1, "c expired");
+        assert_eq!(tracker.evicted(), 2);
+    }
+}

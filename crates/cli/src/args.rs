@@ -108,6 +108,10 @@ pub(crate) struct ConsumeArgs {
     /// Entries per read [default: 256, or consume.count].
     #[arg(long, value_name = "N")]
     pub(crate) count: Option<usize>,
+    /// What to do with each event: `intellisense` (the analysis service) or `ack-only`
+    /// (acknowledge and nothing else: the runtime's own cost, for benchmarks).
+    #[arg(long, value_enum, default_value = "intellisense")]
+    pub(crate) handler: HandlerKind,
     /// Stop on its own once nothing was processed for this long (for benchmarks and
     /// batch jobs); without it, run until SIGINT/SIGTERM.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
@@ -135,9 +139,21 @@ impl ConsumeArgs {
         if let Some(count) = self.count {
             config.consume.count = count;
         }
-        config.consume.validate().context("invalid consumer option")?;
+        config
+            .consume
+            .validate()
+            .context("invalid consumer option")?;
         Ok(())
     }
+}
+
+/// The handlers `evstream consume` can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum HandlerKind {
+    /// IntelliSense: latencies, risk, alerts.
+    Intellisense,
+    /// Acknowledge only.
+    AckOnly,
 }
 
 /// Options of `evstream report`.

@@ -486,7 +486,8 @@ impl ConsumeConfig {
 /// Whether `id` is a stream entry id, `<ms>` or `<ms>-<seq>`.
 fn is_stream_id(id: &str) -> bool {
     let mut parts = id.splitn(2, '-');
-    let digits = |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    let digits =
+        |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
     let ms = parts.next();
     match parts.next() {
         None => digits(ms),

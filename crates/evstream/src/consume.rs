@@ -295,11 +295,12 @@ impl<H: Handler> Consumer<H> {
                 name: name.to_owned(),
             });
         }
-        let client =
-            redis::Client::open(config.redis.url.as_str()).map_err(|source| ConsumeError::InvalidUrl {
+        let client = redis::Client::open(config.redis.url.as_str()).map_err(|source| {
+            ConsumeError::InvalidUrl {
                 url: crate::ship::redact_url(&config.redis.url),
                 source,
-            })?;
+            }
+        })?;
         Ok(Self {
             client,
             keys: ConsumeKeys::new(&config.redis.stream, &config.consume.group),
@@ -344,7 +345,8 @@ impl<H: Handler> Consumer<H> {
             Duration::from_secs(2),
             wall_clock_ns() ^ u64::from(std::process::id()),
         );
-        let claim_every = (self.min_idle() / 2).clamp(Duration::from_millis(10), Duration::from_secs(5));
+        let claim_every =
+            (self.min_idle() / 2).clamp(Duration::from_millis(10), Duration::from_secs(5));
         let mut session: Option<Session> = None;
         let mut source = Source::OwnPending("0".to_owned());
         let mut claim_at = Instant::now();
@@ -364,13 +366,16 @@ impl<H: Handler> Consumer<H> {
                 }
                 continue;
             };
+            let reading_new = matches!(source, Source::New);
             let step = match &source {
                 Source::OwnPending(after) => {
                     let after = after.clone();
-                    self.read_own_pending(connected, &after).await.map(|(entries, next)| {
-                        source = next.map_or(Source::New, Source::OwnPending);
-                        entries
-                    })
+                    self.read_own_pending(connected, &after)
+                        .await
+                        .map(|(entries, next)| {
+                            source = next.map_or(Source::New, Source::OwnPending);
+                            entries
+                        })
                 }
                 Source::Claim(cursor) => {
                     let cursor = cursor.clone();
@@ -395,6 +400,10 @@ impl<H: Handler> Consumer<H> {
             };
             let result = match step {
                 Ok(entries) if entries.is_empty() => Ok(()),
+                Ok(entries) if reading_new => {
+                    self.process_new(connected, entries, claim_at, &mut stop)
+                        .await
+                }
                 Ok(entries) => self.process(connected, entries).await,
                 Err(error) => Err(error),
             };
@@ -523,7 +532,8 @@ impl<H: Handler> Consumer<H> {
         let next = (entries.len() >= self.config.count)
             .then(|| entries.last().map(|e| e.id.clone()))
             .flatten();
-        self.fill_deliveries(&mut session.writer, &mut entries, 1).await?;
+        self.fill_deliveries(&mut session.writer, &mut entries, 1)
+            .await?;
         Ok((entries, next))
     }
 
@@ -551,7 +561,8 @@ impl<H: Handler> Consumer<H> {
         }
         ConsumeStats::add(&self.stats.claimed, entries.len() as u64);
         // A claimed entry was delivered at least once before this claim.
-        self.fill_deliveries(&mut session.writer, &mut entries, 2).await?;
+        self.fill_deliveries(&mut session.writer, &mut entries, 2)
+            .await?;
         Ok((entries, next))
     }
 
@@ -628,21 +639,86 @@ impl<H: Handler> Consumer<H> {
             .arg(&self.name)
             .query_async(writer)
             .await?;
-        let counts: std::collections::HashMap<String, u64> =
-            decode::pending_reply(reply).map_err(shape_error)?.into_iter().collect();
+        let counts: std::collections::HashMap<String, u64> = decode::pending_reply(reply)
+            .map_err(shape_error)?
+            .into_iter()
+            .collect();
         for entry in entries {
-            entry.deliveries = counts.get(&entry.id).copied().unwrap_or(at_least).max(at_least);
+            entry.deliveries = counts
+                .get(&entry.id)
+                .copied()
+                .unwrap_or(at_least)
+                .max(at_least);
         }
         Ok(())
     }
 
     /// Decodes, handles and commits one batch.
-    async fn process(&mut self, session: &mut Session, entries: Vec<RawEntry>) -> Result<(), RedisError> {
+    async fn process(
+        &mut self,
+        session: &mut Session,
+        entries: Vec<RawEntry>,
+    ) -> Result<(), RedisError> {
         let Some(prepared) = self.prepare(entries) else {
             return Ok(());
         };
-        let reply = prepared.command.query_async::<Value>(&mut session.writer).await;
+        let reply = prepared
+            .command
+            .query_async::<Value>(&mut session.writer)
+            .await;
         self.finish(&mut session.writer, prepared, reply).await
+    }
+
+    /// Processes new entries, pipelined: while one batch is handled, the next one is
+    /// already being read and the previous commit is on its way, each on its own task, so
+    /// that the connections' reply parsing (on a multi-threaded runtime, on other threads)
+    /// and Redis's work overlap with the handler's. Returns when a read comes back empty,
+    /// when it is time to claim, or when the shutdown is asked for.
+    async fn process_new(
+        &mut self,
+        session: &mut Session,
+        mut entries: Vec<RawEntry>,
+        claim_at: Instant,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<(), RedisError> {
+        // Only wait for more if some came: a quiet stream ends the pipeline at once.
+        let read_command = self.read_command(">", Some(Duration::from_millis(1)));
+        let spawn_read = |session: &Session| {
+            let mut reader = session.reader.clone();
+            let command = read_command.clone();
+            tokio::spawn(async move { command.query_async::<Value>(&mut reader).await })
+        };
+        let mut next = Some(spawn_read(session));
+        loop {
+            let prepared = self.prepare(entries);
+            let commit = prepared.as_ref().map(|prepared| {
+                let mut writer = session.writer.clone();
+                let command = prepared.command.clone();
+                tokio::spawn(async move { command.query_async::<Value>(&mut writer).await })
+            });
+            let read = match next.take() {
+                Some(read) => join_redis(read).await,
+                None => Ok(Value::Nil),
+            };
+            let more = !*stop.borrow() && Instant::now() < claim_at;
+            if more && matches!(&read, Ok(v) if !matches!(v, Value::Nil)) {
+                next = Some(spawn_read(session));
+            }
+            if let (Some(prepared), Some(commit)) = (prepared, commit) {
+                let reply = join_redis(commit).await;
+                self.finish(&mut session.writer, prepared, reply).await?;
+            }
+            entries = decode::read_reply(read?).map_err(shape_error)?;
+            if entries.is_empty() {
+                if let Some(read) = next.take() {
+                    // Nothing came, but a read is out: take what it brings.
+                    entries = decode::read_reply(join_redis(read).await?).map_err(shape_error)?;
+                }
+                if entries.is_empty() {
+                    return Ok(());
+                }
+            }
+        }
     }
 
     /// Decodes and handles a batch, and builds its commit (`None` when nothing is to be
@@ -670,7 +746,12 @@ impl<H: Handler> Consumer<H> {
                 planned.push((index, Record::DeadLetter, effects));
                 continue;
             }
-            let failure = match decode::decode(&entry.id, fields, entry.deliveries, self.config.max_data_bytes) {
+            let failure = match decode::decode(
+                &entry.id,
+                fields,
+                entry.deliveries,
+                self.config.max_data_bytes,
+            ) {
                 Err(error) => Some((error.code(), error.to_string())),
                 Ok(event) if self.recent.contains(&event.event_id) => {
                     effects.count("duplicates_skipped", 1);
@@ -729,7 +810,12 @@ impl<H: Handler> Consumer<H> {
             };
             self.handler.end_batch(&mut batch);
         }
-        let mut builder = CommitBuilder::new(&self.sha, &self.keys.stream, &self.keys.counters, &self.config.group);
+        let mut builder = CommitBuilder::new(
+            &self.sha,
+            &self.keys.stream,
+            &self.keys.counters,
+            &self.config.group,
+        );
         let mut records = Vec::with_capacity(planned.len());
         for (index, record, effects) in planned {
             builder.record(&entries[index].id, &effects);
@@ -758,7 +844,8 @@ impl<H: Handler> Consumer<H> {
             entries,
             ..
         } = prepared;
-        let results = reply.and_then(|reply| commit::parse_reply(reply, &wanted).map_err(shape_error));
+        let results =
+            reply.and_then(|reply| commit::parse_reply(reply, &wanted).map_err(shape_error));
         let results = match results {
             Ok(results) => results,
             Err(error) => {
@@ -815,13 +902,19 @@ impl<H: Handler> Consumer<H> {
         }
         self.handler.on_commit(&outcomes);
         if !effect_failures.is_empty() {
-            self.record_effect_failures(writer, &entries, effect_failures).await?;
+            self.record_effect_failures(writer, &entries, effect_failures)
+                .await?;
         }
         let mut effects = self.spare_effects.pop().unwrap_or_default();
         effects.clear();
         self.handler.flush(&mut effects);
         let derived = (!effects.is_empty()).then(|| {
-            let mut builder = CommitBuilder::new(&self.sha, &self.keys.stream, &self.keys.counters, &self.config.group);
+            let mut builder = CommitBuilder::new(
+                &self.sha,
+                &self.keys.stream,
+                &self.keys.counters,
+                &self.config.group,
+            );
             builder.record("", &effects);
             builder.finish().0
         });
@@ -928,7 +1021,9 @@ impl Batch<'_> {
 
 /// What one record of a commit stands for.
 enum Record {
-    Handled { event_id: uuid::Uuid },
+    Handled {
+        event_id: uuid::Uuid,
+    },
     DeadLetter,
     Skipped,
     /// An event applied before, in another entry.
@@ -945,8 +1040,22 @@ fn breaks_session(error: &RedisError) -> bool {
         || error.code() == Some("NOSCRIPT")
 }
 
+/// The result of a spawned Redis call (a panicked task reads as an I/O error).
+async fn join_redis(
+    task: tokio::task::JoinHandle<Result<Value, RedisError>>,
+) -> Result<Value, RedisError> {
+    task.await.unwrap_or_else(|error| {
+        Err(RedisError::from(std::io::Error::other(format!(
+            "redis call task failed: {error}"
+        ))))
+    })
+}
+
 fn shape_error(error: decode::ReplyShapeError) -> RedisError {
-    RedisError::from(std::io::Error::new(std::io::ErrorKind::InvalidData, error.to_string()))
+    RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        error.to_string(),
+    ))
 }
 
 async fn sleep_or_stop(delay: Duration, stop: &mut watch::Receiver<bool>) {

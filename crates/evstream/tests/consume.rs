@@ -31,7 +31,10 @@ fn envelope(n: u64, event_type: &str, version: &str, data: &str) -> Vec<(String,
         ("event_type".into(), event_type.into()),
         ("version".into(), version.into()),
         ("correlation_id".into(), format!("ord-{}", n / 3)),
-        ("timestamp_ns".into(), (1_764_000_000_000_000_000 + n).to_string()),
+        (
+            "timestamp_ns".into(),
+            (1_764_000_000_000_000_000 + n).to_string(),
+        ),
         ("producer_id".into(), "test:1".into()),
         ("sequence".into(), (n + 1).to_string()),
         ("data".into(), data.into()),
@@ -137,12 +140,17 @@ fn counter(connection: &mut redis::Connection, name: &str) -> u64 {
 #[test]
 fn every_entry_is_applied_once_then_lag_and_pending_are_zero() {
     let server = RedisServer::start().unwrap();
-    let mut connection = redis::Client::open(server.url()).unwrap().get_connection().unwrap();
+    let mut connection = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
     let ids = append_good(&mut connection, 0, 20_000);
 
     let handler = CountingHandler::default();
     let consumer = Consumer::new(&config(&server.url()), "c1", handler.clone()).unwrap();
-    let report = run_until(consumer, |r| r.processed >= 20_000).join().unwrap();
+    let report = run_until(consumer, |r| r.processed >= 20_000)
+        .join()
+        .unwrap();
 
     assert_eq!(report.processed, 20_000, "{report:?}");
     assert_eq!(report.duplicates_skipped, 0);
@@ -157,7 +165,10 @@ fn every_entry_is_applied_once_then_lag_and_pending_are_zero() {
 fn a_restarted_consumer_finishes_its_pending_entries_and_skips_acked_ones() {
     let server = RedisServer::start().unwrap();
     let url = server.url();
-    let mut connection = redis::Client::open(url.clone()).unwrap().get_connection().unwrap();
+    let mut connection = redis::Client::open(url.clone())
+        .unwrap()
+        .get_connection()
+        .unwrap();
     append_good(&mut connection, 0, 1000);
 
     // First life: processes everything that is there.
@@ -169,8 +180,14 @@ fn a_restarted_consumer_finishes_its_pending_entries_and_skips_acked_ones() {
     // More entries arrive; c1 "crashes" right after reading 300 of them (read, never acked).
     append_good(&mut connection, 1000, 500);
     let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP").arg("g").arg("c1").arg("COUNT").arg(300)
-        .arg("STREAMS").arg(STREAM).arg(">")
+        .arg("GROUP")
+        .arg("g")
+        .arg("c1")
+        .arg("COUNT")
+        .arg(300)
+        .arg("STREAMS")
+        .arg(STREAM)
+        .arg(">")
         .query(&mut connection)
         .unwrap();
     assert_eq!(group_info(&mut connection).0, 300, "300 pending in c1");
@@ -193,14 +210,29 @@ fn a_restarted_consumer_finishes_its_pending_entries_and_skips_acked_ones() {
 fn entries_of_a_dead_consumer_are_claimed_and_applied_exactly_once() {
     let server = RedisServer::start().unwrap();
     let url = server.url();
-    let mut connection = redis::Client::open(url.clone()).unwrap().get_connection().unwrap();
+    let mut connection = redis::Client::open(url.clone())
+        .unwrap()
+        .get_connection()
+        .unwrap();
     append_good(&mut connection, 0, 2000);
     // A consumer that dies holding 700 entries and never comes back.
-    redis::cmd("XGROUP").arg("CREATE").arg(STREAM).arg("g").arg("0").arg("MKSTREAM")
-        .query::<()>(&mut connection).unwrap();
+    redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(STREAM)
+        .arg("g")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query::<()>(&mut connection)
+        .unwrap();
     let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP").arg("g").arg("dead").arg("COUNT").arg(700)
-        .arg("STREAMS").arg(STREAM).arg(">")
+        .arg("GROUP")
+        .arg("g")
+        .arg("dead")
+        .arg("COUNT")
+        .arg(700)
+        .arg("STREAMS")
+        .arg(STREAM)
+        .arg(">")
         .query(&mut connection)
         .unwrap();
 
@@ -218,7 +250,10 @@ fn entries_of_a_dead_consumer_are_claimed_and_applied_exactly_once() {
 fn two_consumers_holding_the_same_entry_apply_it_once() {
     let server = RedisServer::start().unwrap();
     let url = server.url();
-    let mut connection = redis::Client::open(url.clone()).unwrap().get_connection().unwrap();
+    let mut connection = redis::Client::open(url.clone())
+        .unwrap()
+        .get_connection()
+        .unwrap();
     append_good(&mut connection, 0, 40);
 
     // `slow` takes 40 × 50 ms = 2 s over its batch; after 200 ms idle, `fast` claims the
@@ -254,7 +289,10 @@ fn two_consumers_holding_the_same_entry_apply_it_once() {
 fn poison_entries_reach_the_dead_letter_queue_after_max_deliveries() {
     let server = RedisServer::start().unwrap();
     let url = server.url();
-    let mut connection = redis::Client::open(url.clone()).unwrap().get_connection().unwrap();
+    let mut connection = redis::Client::open(url.clone())
+        .unwrap()
+        .get_connection()
+        .unwrap();
     append_good(&mut connection, 0, 100);
     let huge = format!("{{\"blob\":\"{}\"}}", "x".repeat(10 * 1024 * 1024));
     let mut missing = envelope(101, "Tick", "v1", "{}");
@@ -264,7 +302,10 @@ fn poison_entries_reach_the_dead_letter_queue_after_max_deliveries() {
         ("missing_field", missing),
         ("unknown_version", envelope(102, "Tick", "v9", "{}")),
         ("too_large", envelope(103, "Tick", "v1", &huge)),
-        ("handler_error", envelope(104, "Tick", "v1", r#"{"fail":true}"#)),
+        (
+            "handler_error",
+            envelope(104, "Tick", "v1", r#"{"fail":true}"#),
+        ),
         ("invalid_envelope", envelope(105, "Tick", "one", "{}")),
     ];
     let mut poison_ids = HashMap::new();
@@ -278,7 +319,10 @@ fn poison_entries_reach_the_dead_letter_queue_after_max_deliveries() {
     let report = run_until(consumer, |r| r.dead_lettered >= 6 && r.processed >= 200)
         .join()
         .unwrap();
-    assert_eq!(report.processed, 200, "good entries around them: {report:?}");
+    assert_eq!(
+        report.processed, 200,
+        "good entries around them: {report:?}"
+    );
     assert_eq!(report.dead_lettered, 6);
     // Each poison entry failed max_deliveries - 1 = 2 times before its last delivery.
     assert_eq!(report.failed_attempts, 12, "{report:?}");
@@ -300,14 +344,21 @@ fn poison_entries_reach_the_dead_letter_queue_after_max_deliveries() {
             assert_eq!(field("producer_id"), "test:1", "original fields kept");
         }
     }
-    assert_eq!(group_info(&mut connection), (0, 0), "dead letters are acked");
+    assert_eq!(
+        group_info(&mut connection),
+        (0, 0),
+        "dead letters are acked"
+    );
 }
 
 #[test]
 fn a_destroyed_group_is_re_created_and_the_same_events_are_not_applied_again() {
     let server = RedisServer::start().unwrap();
     let url = server.url();
-    let mut connection = redis::Client::open(url.clone()).unwrap().get_connection().unwrap();
+    let mut connection = redis::Client::open(url.clone())
+        .unwrap()
+        .get_connection()
+        .unwrap();
     append_good(&mut connection, 0, 500);
 
     let consumer = Consumer::new(&config(&url), "c1", CountingHandler::default()).unwrap();
@@ -315,12 +366,20 @@ fn a_destroyed_group_is_re_created_and_the_same_events_are_not_applied_again() {
     let running = run_until(consumer, |r| r.processed >= 800);
     wait_until(|| stats.snapshot().processed >= 500);
     // An operator destroys the group; it comes back from "0" when the consumer next reads.
-    redis::cmd("XGROUP").arg("DESTROY").arg(STREAM).arg("g").query::<()>(&mut connection).unwrap();
+    redis::cmd("XGROUP")
+        .arg("DESTROY")
+        .arg(STREAM)
+        .arg("g")
+        .query::<()>(&mut connection)
+        .unwrap();
     append_good(&mut connection, 500, 300);
     let report = running.join().unwrap();
 
     assert_eq!(report.processed, 800, "{report:?}");
-    assert_eq!(report.duplicates_skipped, 500, "the first 500 again, recognised by event id");
+    assert_eq!(
+        report.duplicates_skipped, 500,
+        "the first 500 again, recognised by event id"
+    );
     let applied = applied_counts(&mut connection);
     assert!(applied.values().all(|&n| n == 1));
     assert_eq!(applied.len(), 800);

@@ -37,11 +37,12 @@
 mod report;
 mod tracker;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use evstream::consume::{Accept, Effects, Envelope, Handler, HandlerError, Outcome};
+use evstream::consume::{Accept, Batch, Effects, Envelope, Handler, HandlerError, Outcome};
 use evstream::publish::wall_clock_ns;
 use hdrhistogram::Histogram;
 use redis::Value;
@@ -63,13 +64,14 @@ pub struct IntelliSenseConfig {
     pub notional_limits: BTreeMap<String, f64>,
     /// Notional limit of symbols not in `notional_limits`. Default 1,000,000.
     pub default_notional_limit: f64,
-    /// How long per-order hashes live in Redis, in seconds. Default 86,400 (24 h).
-    pub order_ttl_s: u64,
+    /// How long a half of a pair waits in Redis for the other half, in seconds. Default
+    /// 86,400 (24 h).
+    pub pairing_ttl_s: u64,
     /// Correlations the in-process tracker holds at most. Default 100,000.
     pub tracker_capacity: usize,
     /// How long the tracker keeps an unfinished order, in seconds. Default 600.
     pub tracker_ttl_s: u64,
-    /// `MAXLEN ~` of `<stream>:analysis`. Default 1,000,000.
+    /// `MAXLEN ~` of `<stream>:analysis` (one entry per batch). Default 100,000.
     pub analysis_max_len: u64,
     /// `MAXLEN ~` of `<stream>:alerts`. Default 100,000.
     pub alerts_max_len: u64,
@@ -82,10 +84,10 @@ impl Default for IntelliSenseConfig {
             fill_alert_ms: 100.0,
             notional_limits: BTreeMap::new(),
             default_notional_limit: 1_000_000.0,
-            order_ttl_s: 86_400,
+            pairing_ttl_s: 86_400,
             tracker_capacity: 100_000,
             tracker_ttl_s: 600,
-            analysis_max_len: 1_000_000,
+            analysis_max_len: 100_000,
             alerts_max_len: 100_000,
         }
     }
@@ -94,8 +96,8 @@ impl Default for IntelliSenseConfig {
 /// The Redis keys IntelliSense writes for one stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AnalysisKeys {
-    /// Prefix of the per-order hashes, `<stream>:order:`.
-    pub order_prefix: String,
+    /// Prefix of the pairing hashes, `<stream>:pairing:`.
+    pub pairing_prefix: String,
     /// `<stream>:analysis`.
     pub analysis: String,
     /// `<stream>:alerts`.
@@ -106,7 +108,7 @@ impl AnalysisKeys {
     /// The keys for `stream`.
     pub fn new(stream: &str) -> Self {
         Self {
-            order_prefix: format!("{stream}:order:"),
+            pairing_prefix: format!("{stream}:pairing:"),
             analysis: format!("{stream}:analysis"),
             alerts: format!("{stream}:alerts"),
         }
@@ -155,13 +157,22 @@ impl Default for Analysis {
     }
 }
 
-/// What an event handled in this batch waits for from its commit.
-#[derive(Debug)]
-struct Pending {
-    correlation_id: String,
-    symbol: Option<String>,
-    timestamp_ns: u64,
-    kind: Kind,
+/// The two pairs IntelliSense measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pair {
+    /// Signal → `OrderCreated`.
+    Creation,
+    /// `OrderCreated` → first `OrderFilled`.
+    Fill,
+}
+
+impl Pair {
+    fn name(self) -> &'static str {
+        match self {
+            Pair::Creation => "creation_latency",
+            Pair::Fill => "fill_latency",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,13 +182,36 @@ enum Kind {
     Filled,
 }
 
+/// A latency computed for an event, confirmed when its commit applies it.
+#[derive(Debug, Clone)]
+struct Latency {
+    pair: Pair,
+    symbol: String,
+    from_ns: u64,
+    to_ns: u64,
+}
+
+/// An event of the current batch, until its commit.
+#[derive(Debug)]
+struct Handled {
+    event_id: uuid::Uuid,
+    correlation_id: String,
+    kind: Kind,
+    timestamp_ns: u64,
+    symbol: Option<String>,
+    /// Pairs completed by this event with a half this consumer already held.
+    local: Vec<Latency>,
+    /// Pairs whose other half this consumer did not hold when the event was handled.
+    open: Vec<Pair>,
+    /// Pairs sent to Redis for pairing (their other half was still missing at batch end).
+    remote: Vec<Pair>,
+}
+
 /// A result computed from a commit, written by [`Handler::flush`].
 #[derive(Debug)]
 struct Derived {
-    kind: &'static str,
+    latency: Latency,
     correlation_id: String,
-    symbol: String,
-    latency_ns: u64,
     alert_above_ns: Option<u64>,
 }
 
@@ -190,8 +224,9 @@ struct SignalData<'a> {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct CreatedData<'a> {
-    #[serde(borrow)]
-    order_id: std::borrow::Cow<'a, str>,
+    /// Required, not used.
+    #[serde(rename = "orderId")]
+    _order_id: serde::de::IgnoredAny,
     #[serde(borrow)]
     symbol: std::borrow::Cow<'a, str>,
     /// Absent in `OrderCreated` v1.
@@ -199,8 +234,6 @@ struct CreatedData<'a> {
     quantity: f64,
     #[serde(default)]
     price: f64,
-    #[serde(borrow, default)]
-    side: Option<std::borrow::Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -215,10 +248,11 @@ pub struct IntelliSense {
     config: IntelliSenseConfig,
     keys: AnalysisKeys,
     tracker: Tracker,
-    pending: HashMap<uuid::Uuid, Pending>,
+    /// Events handled and not yet committed, in order.
+    batch: Vec<Handled>,
     derived: Vec<Derived>,
     shared: Arc<Mutex<Analysis>>,
-    order_ttl_ms: u64,
+    pairing_ttl_ms: u64,
 }
 
 impl IntelliSense {
@@ -230,10 +264,10 @@ impl IntelliSense {
                 config.tracker_capacity,
                 Duration::from_secs(config.tracker_ttl_s),
             ),
-            pending: HashMap::new(),
+            batch: Vec::new(),
             derived: Vec::new(),
             shared: Arc::default(),
-            order_ttl_ms: config.order_ttl_s.saturating_mul(1000),
+            pairing_ttl_ms: config.pairing_ttl_s.saturating_mul(1000),
             config,
         }
     }
@@ -259,45 +293,87 @@ impl IntelliSense {
         (ms * 1e6).max(0.0) as u64
     }
 
-    /// Records a completed pair (once per pair: see the crate docs).
-    fn completed(&mut self, kind: &'static str, correlation_id: &str, symbol: &str, from: u64, to: u64) {
-        let Some(latency_ns) = to.checked_sub(from) else {
+    /// Records a pair completed by an applied event (once per pair: see the crate docs).
+    fn completed(&mut self, latency: Latency, correlation_id: &str) {
+        let Some(latency_ns) = latency.to_ns.checked_sub(latency.from_ns) else {
             return; // the "earlier" event is later: no latency to speak of
         };
-        let threshold = Self::ms_to_ns(if kind == "fill_latency" {
-            self.config.fill_alert_ms
-        } else {
-            self.config.creation_alert_ms
+        let threshold = Self::ms_to_ns(match latency.pair {
+            Pair::Fill => self.config.fill_alert_ms,
+            Pair::Creation => self.config.creation_alert_ms,
         });
+        let alert = latency_ns > threshold;
         {
             let mut shared = self.shared();
             let latencies = shared
                 .symbols
-                .entry(symbol.to_owned())
+                .entry(latency.symbol.clone())
                 .or_insert_with(|| SymbolLatencies {
                     creation: histogram(),
                     fill: histogram(),
                 });
-            let histogram = if kind == "fill_latency" {
-                &mut latencies.fill
-            } else {
-                &mut latencies.creation
-            };
-            histogram.saturating_record(latency_ns.max(1));
-            if latency_ns > threshold {
-                shared.alerts += 1;
+            match latency.pair {
+                Pair::Fill => &mut latencies.fill,
+                Pair::Creation => &mut latencies.creation,
             }
+            .saturating_record(latency_ns.max(1));
+            shared.alerts += u64::from(alert);
         }
-        if latency_ns > threshold {
-            tracing::warn!(kind, correlation_id, symbol, latency_ms = latency_ns as f64 / 1e6, threshold_ms = threshold as f64 / 1e6, "latency alert");
+        if alert {
+            tracing::warn!(
+                kind = latency.pair.name(),
+                correlation_id,
+                symbol = %latency.symbol,
+                latency_ms = latency_ns as f64 / 1e6,
+                threshold_ms = threshold as f64 / 1e6,
+                "latency alert"
+            );
         }
         self.derived.push(Derived {
-            kind,
+            latency,
             correlation_id: correlation_id.to_owned(),
-            symbol: symbol.to_owned(),
-            latency_ns,
-            alert_above_ns: (latency_ns > threshold).then_some(threshold),
+            alert_above_ns: alert.then_some(threshold),
         });
+    }
+
+    /// The effects that send one event's half of its open pairs to Redis, where the other
+    /// half (held by another consumer, or by this one after its tracker forgot) finds it.
+    fn pairing_effects(&self, event: &Handled, effects: &mut Effects) {
+        let key = format!("{}{}", self.keys.pairing_prefix, event.correlation_id);
+        let mut hset = redis::cmd("HSET");
+        hset.arg(&key);
+        if let Some(symbol) = &event.symbol {
+            hset.arg("symbol").arg(symbol);
+        }
+        let mut hmget = redis::cmd("HMGET");
+        hmget.arg(&key);
+        match event.kind {
+            Kind::Signal => {
+                hset.arg("signal_ns").arg(event.timestamp_ns);
+                hmget.arg("created_ns").arg("symbol");
+            }
+            Kind::Created => {
+                hset.arg("created_ns").arg(event.timestamp_ns);
+                hmget.arg("signal_ns").arg("filled_ns");
+            }
+            Kind::Filled => {
+                hmget.arg("created_ns").arg("symbol");
+            }
+        }
+        if event.kind == Kind::Filled {
+            // Only the first fill counts.
+            effects.apply_with_reply(
+                redis::cmd("HSETNX")
+                    .arg(&key)
+                    .arg("filled_ns")
+                    .arg(event.timestamp_ns),
+            );
+        } else {
+            effects.apply(&mut hset);
+        }
+        effects
+            .apply(redis::cmd("PEXPIRE").arg(&key).arg(self.pairing_ttl_ms))
+            .apply_with_reply(&mut hmget);
     }
 }
 
@@ -332,185 +408,159 @@ impl Handler for IntelliSense {
 
     fn handle(&mut self, event: &Envelope, effects: &mut Effects) -> Result<(), HandlerError> {
         let now = Instant::now();
-        self.shared()
-            .pipeline
-            .saturating_record(wall_clock_ns().saturating_sub(event.timestamp_ns).max(1));
         let ts = event.timestamp_ns;
-        let key = format!("{}{}", self.keys.order_prefix, event.correlation_id);
-        let (kind, symbol) = match event.event_type.as_str() {
-            "OrderCreated" => {
+        let kind = match event.event_type.as_str() {
+            "OrderCreated" => Kind::Created,
+            "OrderFilled" => Kind::Filled,
+            _ => Kind::Signal,
+        };
+        let mut symbol = None;
+        match kind {
+            Kind::Created => {
                 let order: CreatedData<'_> = serde_json::from_str(&event.data)?;
                 let notional = order.quantity * order.price;
                 let risk = notional / self.notional_limit(&order.symbol);
-                if event.correlation_id.is_empty() {
-                    return Err("OrderCreated without a correlation id".into());
-                }
-                effects
-                    .apply(
-                        redis::cmd("HSET")
-                            .arg(&key)
-                            .arg("symbol")
-                            .arg(order.symbol.as_ref())
-                            .arg("order_id")
-                            .arg(order.order_id.as_ref())
-                            .arg("side")
-                            .arg(order.side.as_deref().unwrap_or(""))
-                            .arg("quantity")
-                            .arg(order.quantity)
-                            .arg("price")
-                            .arg(order.price)
-                            .arg("notional")
-                            .arg(notional)
-                            .arg("risk")
-                            .arg(risk)
-                            .arg("created_ns")
-                            .arg(ts),
-                    )
-                    .apply(redis::cmd("PEXPIRE").arg(&key).arg(self.order_ttl_ms))
-                    .apply_with_reply(redis::cmd("HMGET").arg(&key).arg("signal_ns").arg("filled_ns"))
-                    .count("orders", 1);
                 if risk > 1.0 {
-                    let message = format!(
-                        "order notional {notional:.2} is {:.0}% of the {} limit",
-                        risk * 100.0,
-                        order.symbol
-                    );
-                    effects
-                        .apply(
-                            redis::cmd("XADD")
-                                .arg(&self.keys.alerts)
-                                .arg("MAXLEN")
-                                .arg("~")
-                                .arg(self.config.alerts_max_len)
-                                .arg("*")
-                                .arg("kind")
-                                .arg("risk")
-                                .arg("level")
-                                .arg(if risk > 2.0 { "CRITICAL" } else { "WARNING" })
-                                .arg("correlation_id")
-                                .arg(&event.correlation_id)
-                                .arg("symbol")
-                                .arg(order.symbol.as_ref())
-                                .arg("value")
-                                .arg(risk)
-                                .arg("threshold")
-                                .arg(1.0)
-                                .arg("message")
-                                .arg(message),
-                        )
-                        .count("alerts", 1);
+                    self.risk_alert(effects, event, &order.symbol, notional, risk);
                 }
-                let state = self.tracker.entry(&event.correlation_id, now);
-                state.created_ns = Some(ts);
-                state.symbol = Some(order.symbol.to_string());
-                (Kind::Created, Some(order.symbol.into_owned()))
+                effects.count("orders", 1);
+                symbol = Some(order.symbol.into_owned());
             }
-            "OrderFilled" => {
+            Kind::Filled => {
                 let fill: FilledData = serde_json::from_str(&event.data)?;
-                if event.correlation_id.is_empty() {
-                    return Err("OrderFilled without a correlation id".into());
+                if fill.quantity.is_nan() || fill.quantity <= 0.0 {
+                    return Err(format!("fill quantity {} is not positive", fill.quantity).into());
                 }
-                effects
-                    .apply_with_reply(redis::cmd("HSETNX").arg(&key).arg("filled_ns").arg(ts))
-                    .apply(redis::cmd("HINCRBYFLOAT").arg(&key).arg("filled_quantity").arg(fill.quantity))
-                    .apply(redis::cmd("PEXPIRE").arg(&key).arg(self.order_ttl_ms))
-                    .apply_with_reply(redis::cmd("HMGET").arg(&key).arg("created_ns").arg("symbol"))
-                    .count("fills", 1);
-                let state = self.tracker.entry(&event.correlation_id, now);
-                state.filled_ns.get_or_insert(ts);
-                (Kind::Filled, state.symbol.clone())
+                effects.count("fills", 1);
             }
-            _ => {
-                // MarketDataUpdate or Signal.
+            Kind::Signal => {
                 let signal: SignalData<'_> = serde_json::from_str(&event.data)?;
                 effects.count("signals", 1);
-                if event.correlation_id.is_empty() {
-                    return Ok(()); // market data not tied to an order
-                }
-                let mut hset = redis::cmd("HSET");
-                hset.arg(&key).arg("signal_ns").arg(ts);
-                if let Some(symbol) = &signal.symbol {
-                    hset.arg("symbol").arg(symbol.as_ref());
-                }
-                effects
-                    .apply(&mut hset)
-                    .apply(redis::cmd("PEXPIRE").arg(&key).arg(self.order_ttl_ms))
-                    .apply_with_reply(redis::cmd("HMGET").arg(&key).arg("created_ns").arg("symbol"));
-                let state = self.tracker.entry(&event.correlation_id, now);
-                state.signal_ns = Some(ts);
-                if let Some(symbol) = signal.symbol {
-                    state.symbol = Some(symbol.into_owned());
-                }
-                (Kind::Signal, state.symbol.clone())
+                symbol = signal.symbol.map(std::borrow::Cow::into_owned);
             }
-        };
-        self.pending.insert(
-            event.event_id,
-            Pending {
-                correlation_id: event.correlation_id.clone(),
-                symbol,
-                timestamp_ns: ts,
-                kind,
-            },
-        );
+        }
+        self.shared()
+            .pipeline
+            .saturating_record(wall_clock_ns().saturating_sub(ts).max(1));
+        if event.correlation_id.is_empty() {
+            return Ok(()); // not part of an order's life: nothing to pair
+        }
+
+        // Pair with what this consumer already holds; what is missing stays open.
+        let state = self.tracker.entry(&event.correlation_id, now);
+        if let Some(symbol) = &symbol {
+            state.symbol.get_or_insert_with(|| symbol.clone());
+        }
+        let symbol_of =
+            |state: &OrderState| state.symbol.clone().unwrap_or_else(|| "unknown".to_owned());
+        let mut local = Vec::new();
+        let mut open = Vec::new();
+        match kind {
+            Kind::Signal => {
+                if state.created_ns.is_none() {
+                    open.push(Pair::Creation);
+                }
+                state.signal_ns = Some(ts);
+            }
+            Kind::Created => {
+                match state.signal_ns {
+                    Some(signal) => local.push(Latency {
+                        pair: Pair::Creation,
+                        symbol: symbol_of(state),
+                        from_ns: signal,
+                        to_ns: ts,
+                    }),
+                    None => open.push(Pair::Creation),
+                }
+                match state.filled_ns {
+                    Some(filled) => local.push(Latency {
+                        pair: Pair::Fill,
+                        symbol: symbol_of(state),
+                        from_ns: ts,
+                        to_ns: filled,
+                    }),
+                    None => open.push(Pair::Fill),
+                }
+                state.created_ns = Some(ts);
+            }
+            Kind::Filled => {
+                if state.filled_ns.is_none() {
+                    match state.created_ns {
+                        Some(created) => local.push(Latency {
+                            pair: Pair::Fill,
+                            symbol: symbol_of(state),
+                            from_ns: created,
+                            to_ns: ts,
+                        }),
+                        None => open.push(Pair::Fill),
+                    }
+                    state.filled_ns = Some(ts);
+                }
+            }
+        }
+        let symbol = symbol.or_else(|| state.symbol.clone());
+        self.batch.push(Handled {
+            event_id: event.event_id,
+            correlation_id: event.correlation_id.clone(),
+            kind,
+            timestamp_ns: ts,
+            symbol,
+            local,
+            open,
+            remote: Vec::new(),
+        });
         Ok(())
+    }
+
+    fn end_batch(&mut self, batch: &mut Batch<'_>) {
+        // An open pair whose other half came later in this batch was completed by that
+        // half (locally); the others go to Redis.
+        let now = Instant::now();
+        let mut handled = std::mem::take(&mut self.batch);
+        for event in &mut handled {
+            let state = self.tracker.entry(&event.correlation_id, now).clone();
+            event.remote = event
+                .open
+                .iter()
+                .copied()
+                .filter(|pair| match (pair, event.kind) {
+                    (Pair::Creation, Kind::Signal) => state.created_ns.is_none(),
+                    (Pair::Creation, _) => state.signal_ns.is_none(),
+                    (Pair::Fill, Kind::Created) => state.filled_ns.is_none(),
+                    (Pair::Fill, _) => state.created_ns.is_none(),
+                })
+                .collect();
+            if !event.remote.is_empty() {
+                if let Some(effects) = batch.effects(&event.event_id) {
+                    self.pairing_effects(event, effects);
+                }
+            }
+        }
+        self.batch = handled;
     }
 
     fn on_commit(&mut self, outcomes: &[Outcome]) {
         let now = Instant::now();
+        // Outcomes come in the order the events were handled; `batch` holds a subset of them
+        // (events with a correlation id), in the same order.
+        let handled = std::mem::take(&mut self.batch);
+        let mut handled = handled.into_iter().peekable();
         for outcome in outcomes {
-            let Some(pending) = self.pending.remove(&outcome.event_id) else {
+            let Some(event) = handled.next_if(|e| e.event_id == outcome.event_id) else {
                 continue;
             };
             if !outcome.applied {
                 continue;
             }
-            let replies = &outcome.replies;
-            let id = pending.correlation_id.as_str();
-            let known_symbol = |n: usize| {
-                reply_text(replies.last(), n)
-                    .filter(|s| !s.is_empty())
-                    .or_else(|| pending.symbol.clone())
-                    .unwrap_or_else(|| "unknown".to_owned())
-            };
-            match pending.kind {
-                Kind::Signal => {
-                    if let Some(created) = reply_u64(replies.first(), 0) {
-                        let symbol = known_symbol(1);
-                        self.completed("creation_latency", id, &symbol, pending.timestamp_ns, created);
-                    }
-                }
-                Kind::Created => {
-                    let symbol = pending.symbol.clone().unwrap_or_default();
-                    if let Some(signal) = reply_u64(replies.first(), 0) {
-                        self.completed("creation_latency", id, &symbol, signal, pending.timestamp_ns);
-                    }
-                    if let Some(filled) = reply_u64(replies.first(), 1) {
-                        self.completed("fill_latency", id, &symbol, pending.timestamp_ns, filled);
-                    }
-                }
-                Kind::Filled => {
-                    let first_fill = matches!(replies.first(), Some(Value::Int(1)));
-                    if let (true, Some(created)) = (first_fill, reply_u64(replies.get(1), 0)) {
-                        let symbol = known_symbol(1);
-                        self.completed("fill_latency", id, &symbol, created, pending.timestamp_ns);
-                    }
-                }
+            for latency in event.local.iter().cloned() {
+                self.completed(latency, &event.correlation_id);
             }
-            // What the commit told us completes the tracker's view of the order.
-            let state = self.tracker.entry(id, now);
-            if pending.kind == Kind::Filled {
-                if let Some(created) = reply_u64(replies.get(1), 0) {
-                    state.created_ns.get_or_insert(created);
-                }
+            if !event.remote.is_empty() {
+                self.paired_in_redis(&event, &outcome.replies);
             }
-            if pending.kind == Kind::Created {
-                if let Some(filled) = reply_u64(replies.first(), 1) {
-                    state.filled_ns.get_or_insert(filled);
-                }
-            }
+            let state = self.tracker.entry(&event.correlation_id, now);
             if state.created_ns.is_some() && state.filled_ns.is_some() {
-                self.tracker.remove(id);
+                self.tracker.remove(&event.correlation_id);
             }
         }
         let (open, evicted) = (self.tracker.len(), self.tracker.evicted());
@@ -520,62 +570,162 @@ impl Handler for IntelliSense {
     }
 
     fn flush(&mut self, effects: &mut Effects) {
+        if self.derived.is_empty() {
+            return;
+        }
+        // One analysis entry per batch: per pair kind and symbol, the latencies (ns) joined
+        // by commas. One entry per latency would cost Redis more than the whole consumer.
+        let mut groups: BTreeMap<(&'static str, String), String> = BTreeMap::new();
+        for result in &self.derived {
+            let text = groups
+                .entry((result.latency.pair.name(), result.latency.symbol.clone()))
+                .or_default();
+            if !text.is_empty() {
+                text.push(',');
+            }
+            let latency = result.latency.to_ns - result.latency.from_ns;
+            let _ = write!(text, "{latency}");
+        }
+        let mut xadd = redis::cmd("XADD");
+        xadd.arg(&self.keys.analysis)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(self.config.analysis_max_len)
+            .arg("*");
+        for ((kind, symbol), latencies) in &groups {
+            xadd.arg(format!("{kind}:{symbol}")).arg(latencies);
+        }
+        effects.apply(&mut xadd);
+        let mut alerts = 0;
         for result in self.derived.drain(..) {
-            let key = format!("{}{}", self.keys.order_prefix, result.correlation_id);
-            effects
-                .apply(
-                    redis::cmd("XADD")
-                        .arg(&self.keys.analysis)
-                        .arg("MAXLEN")
-                        .arg("~")
-                        .arg(self.config.analysis_max_len)
-                        .arg("*")
-                        .arg("kind")
-                        .arg(result.kind)
-                        .arg("correlation_id")
-                        .arg(&result.correlation_id)
-                        .arg("symbol")
-                        .arg(&result.symbol)
-                        .arg("latency_ns")
-                        .arg(result.latency_ns),
-                )
-                .apply(
-                    redis::cmd("HSET")
-                        .arg(&key)
-                        .arg(format!("{}_ns", result.kind))
-                        .arg(result.latency_ns),
-                );
-            if let Some(threshold) = result.alert_above_ns {
-                effects
-                    .apply(
-                        redis::cmd("XADD")
-                            .arg(&self.keys.alerts)
-                            .arg("MAXLEN")
-                            .arg("~")
-                            .arg(self.config.alerts_max_len)
-                            .arg("*")
-                            .arg("kind")
-                            .arg(result.kind)
-                            .arg("level")
-                            .arg("WARNING")
-                            .arg("correlation_id")
-                            .arg(&result.correlation_id)
-                            .arg("symbol")
-                            .arg(&result.symbol)
-                            .arg("value")
-                            .arg(result.latency_ns)
-                            .arg("threshold")
-                            .arg(threshold)
-                            .arg("message")
-                            .arg(format!(
-                                "{} of {:.3} ms is above {:.3} ms",
-                                result.kind.replace('_', " "),
-                                result.latency_ns as f64 / 1e6,
-                                threshold as f64 / 1e6
-                            )),
-                    )
-                    .count("alerts", 1);
+            let Some(threshold) = result.alert_above_ns else {
+                continue;
+            };
+            let latency = result.latency.to_ns - result.latency.from_ns;
+            let kind = result.latency.pair.name();
+            alerts += 1;
+            effects.apply(
+                redis::cmd("XADD")
+                    .arg(&self.keys.alerts)
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(self.config.alerts_max_len)
+                    .arg("*")
+                    .arg("kind")
+                    .arg(kind)
+                    .arg("level")
+                    .arg("WARNING")
+                    .arg("correlation_id")
+                    .arg(&result.correlation_id)
+                    .arg("symbol")
+                    .arg(&result.latency.symbol)
+                    .arg("value")
+                    .arg(latency)
+                    .arg("threshold")
+                    .arg(threshold)
+                    .arg("message")
+                    .arg(format!(
+                        "{} of {:.3} ms is above {:.3} ms",
+                        kind.replace('_', " "),
+                        latency as f64 / 1e6,
+                        threshold as f64 / 1e6
+                    )),
+            );
+        }
+        effects.count(
+            "latencies",
+            groups.values().map(|t| t.split(',').count() as i64).sum(),
+        );
+        if alerts > 0 {
+            effects.count("alerts", alerts);
+        }
+    }
+}
+
+impl IntelliSense {
+    /// Completes the pairs an event sent to Redis, from its `HMGET` reply: the commit that
+    /// finds the other half there is the one that completes the pair.
+    fn paired_in_redis(&mut self, event: &Handled, replies: &[Value]) {
+        let hmget = replies.last();
+        let symbol = || {
+            reply_text(hmget, 1)
+                .filter(|s| !s.is_empty())
+                .or_else(|| event.symbol.clone())
+                .unwrap_or_else(|| "unknown".to_owned())
+        };
+        for pair in event.remote.clone() {
+            let latency = match (pair, event.kind) {
+                (Pair::Creation, Kind::Signal) => reply_u64(hmget, 0).map(|created| Latency {
+                    pair,
+                    symbol: symbol(),
+                    from_ns: event.timestamp_ns,
+                    to_ns: created,
+                }),
+                (Pair::Creation, _) => reply_u64(hmget, 0).map(|signal| Latency {
+                    pair,
+                    symbol: event.symbol.clone().unwrap_or_else(symbol),
+                    from_ns: signal,
+                    to_ns: event.timestamp_ns,
+                }),
+                (Pair::Fill, Kind::Created) => reply_u64(hmget, 1).map(|filled| Latency {
+                    pair,
+                    symbol: event.symbol.clone().unwrap_or_else(symbol),
+                    from_ns: event.timestamp_ns,
+                    to_ns: filled,
+                }),
+                (Pair::Fill, _) => {
+                    let first_fill = matches!(replies.first(), Some(Value::Int(1)));
+                    reply_u64(hmget, 0)
+                        .filter(|_| first_fill)
+                        .map(|created| Latency {
+                            pair,
+                            symbol: symbol(),
+                            from_ns: created,
+                            to_ns: event.timestamp_ns,
+                        })
+                }
+            };
+            if let Some(latency) = latency {
+                self.completed(latency, &event.correlation_id);
             }
         }
+    }
+
+    fn risk_alert(
+        &self,
+        effects: &mut Effects,
+        event: &Envelope,
+        symbol: &str,
+        notional: f64,
+        risk: f64,
+    ) {
+        let message = format!(
+            "order notional {notional:.2} is {:.0}% of the {symbol} limit",
+            risk * 100.0
+        );
+        effects
+            .apply(
+                redis::cmd("XADD")
+                    .arg(&self.keys.alerts)
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(self.config.alerts_max_len)
+                    .arg("*")
+                    .arg("kind")
+                    .arg("risk")
+                    .arg("level")
+                    .arg(if risk > 2.0 { "CRITICAL" } else { "WARNING" })
+                    .arg("correlation_id")
+                    .arg(&event.correlation_id)
+                    .arg("symbol")
+                    .arg(symbol)
+                    .arg("value")
+                    .arg(risk)
+                    .arg("threshold")
+                    .arg(1.0)
+                    .arg("message")
+                    .arg(message),
+            )
+            .count("alerts", 1);
     }
 }

@@ -71,7 +71,11 @@ pub struct Report {
 }
 
 /// Reads the report of `group` on `stream`.
-pub async fn read_report<C>(connection: &mut C, stream: &str, group: &str) -> redis::RedisResult<Report>
+pub async fn read_report<C>(
+    connection: &mut C,
+    stream: &str,
+    group: &str,
+) -> redis::RedisResult<Report>
 where
     C: ConnectionLike + Send + Sync,
 {
@@ -119,18 +123,26 @@ where
         let Some(last) = page.ids.last() else { break };
         start = format!("({}", last.id);
         for entry in &page.ids {
-            let (Some(kind), Some(symbol), Some(latency)) = (
-                entry.get::<String>("kind"),
-                entry.get::<String>("symbol"),
-                entry.get::<u64>("latency_ns"),
-            ) else {
-                continue;
-            };
-            let (creation, fill) = histograms.entry(symbol).or_insert_with(|| {
-                (crate::histogram(), crate::histogram())
-            });
-            let histogram = if kind == "fill_latency" { fill } else { creation };
-            histogram.saturating_record(latency.max(1));
+            // Fields `<kind>:<symbol>` = latencies in ns, comma-separated (see the crate docs).
+            for (field, value) in &entry.map {
+                let Some((kind, symbol)) = field.split_once(':') else {
+                    continue;
+                };
+                let Ok(text) = redis::from_redis_value::<String>(value.clone()) else {
+                    continue;
+                };
+                let (creation, fill) = histograms
+                    .entry(symbol.to_owned())
+                    .or_insert_with(|| (crate::histogram(), crate::histogram()));
+                let histogram = match kind {
+                    "fill_latency" => fill,
+                    "creation_latency" => creation,
+                    _ => continue,
+                };
+                for latency in text.split(',').filter_map(|n| n.parse::<u64>().ok()) {
+                    histogram.saturating_record(latency.max(1));
+                }
+            }
         }
         if page.ids.len() < 10_000 {
             break;

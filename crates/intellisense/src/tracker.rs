@@ -75,8 +75,9 @@ impl Tracker {
         self.states.remove(correlation_id);
         if self.order.len() > 2 * self.states.len() + 1024 {
             let states = &self.states;
-            self.order
-                .retain(|(_, generation, key)| states.get(key).is_some_and(|(g, _)| g == generation));
+            self.order.retain(|(_, generation, key)| {
+                states.get(key).is_some_and(|(g, _)| g == generation)
+            });
         }
     }
 

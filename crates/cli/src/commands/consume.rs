@@ -6,12 +6,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use evstream::consume::{ConsumeReport, ConsumeStats, Consumer};
+use evstream::consume::{
+    ConsumeReport, ConsumeStats, Consumer, Effects, Envelope, Handler, HandlerError,
+};
 use evstream::Config;
-use evstream_intellisense::{IntelliSense, IntelliSenseConfig};
+use evstream_intellisense::{Analysis, IntelliSense, IntelliSenseConfig};
 use serde::Serialize;
 
-use crate::args::ConsumeArgs;
+use crate::args::{ConsumeArgs, HandlerKind};
 use crate::pipeline::Percentiles;
 
 #[derive(Debug, Serialize)]
@@ -40,12 +42,39 @@ struct Activity {
     last_count: u64,
 }
 
+/// Acknowledges every event and does nothing else: the runtime's own cost, for benchmarks.
+struct AckOnly;
+
+impl Handler for AckOnly {
+    fn handle(&mut self, _: &Envelope, _: &mut Effects) -> Result<(), HandlerError> {
+        Ok(())
+    }
+}
+
 pub(crate) fn run(mut config: Config, args: &ConsumeArgs) -> anyhow::Result<ExitCode> {
     args.apply(&mut config)?;
-    let handler = IntelliSense::new(&config.redis.stream, IntelliSenseConfig::default());
-    let analysis = handler.analysis();
-    let consumer = Consumer::new(&config, &args.consumer, handler)
-        .context("cannot start the consumer")?;
+    match args.handler {
+        HandlerKind::Intellisense => {
+            let handler = IntelliSense::new(&config.redis.stream, IntelliSenseConfig::default());
+            let analysis = handler.analysis();
+            let consumer = Consumer::new(&config, &args.consumer, handler)
+                .context("cannot start the consumer")?;
+            drive(&config, args, consumer, Some(analysis))
+        }
+        HandlerKind::AckOnly => {
+            let consumer = Consumer::new(&config, &args.consumer, AckOnly)
+                .context("cannot start the consumer")?;
+            drive(&config, args, consumer, None)
+        }
+    }
+}
+
+fn drive<H: Handler + 'static>(
+    config: &Config,
+    args: &ConsumeArgs,
+    consumer: Consumer<H>,
+    analysis: Option<Arc<std::sync::Mutex<Analysis>>>,
+) -> anyhow::Result<ExitCode> {
     let stats = consumer.stats();
     if !args.json {
         eprintln!(
@@ -56,7 +85,9 @@ pub(crate) fn run(mut config: Config, args: &ConsumeArgs) -> anyhow::Result<Exit
             evstream::ship::redact_url(&config.redis.url)
         );
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // Two workers: the connections' reply parsing runs beside the handler.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
@@ -76,7 +107,9 @@ pub(crate) fn run(mut config: Config, args: &ConsumeArgs) -> anyhow::Result<Exit
         (Some(first), Some(last)) => last.saturating_duration_since(first),
         _ => Duration::ZERO,
     };
-    let analysis = analysis.lock().unwrap_or_else(|e| e.into_inner());
+    let analysis = analysis
+        .map(|a| a.lock().unwrap_or_else(|e| e.into_inner()).clone())
+        .unwrap_or_default();
     let summary = Summary {
         stream: config.redis.stream.clone(),
         group: config.consume.group.clone(),
@@ -110,8 +143,14 @@ pub(crate) fn run(mut config: Config, args: &ConsumeArgs) -> anyhow::Result<Exit
         ] {
             writeln!(out, "{name:<13} {value:>12}")?;
         }
-        writeln!(out, "{:<13} {:>12.0} events/s", "throughput", summary.events_per_s)?;
-        summary.pipeline_latency_ns.write_text("event→done", &mut out)?;
+        writeln!(
+            out,
+            "{:<13} {:>12.0} events/s",
+            "throughput", summary.events_per_s
+        )?;
+        summary
+            .pipeline_latency_ns
+            .write_text("event→done", &mut out)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -150,7 +189,8 @@ async fn watch_activity(
         if report.read > 0 && activity.first_read.is_none() {
             activity.first_read = Some(now);
         }
-        let done = report.processed + report.dead_lettered + report.skipped + report.duplicates_skipped;
+        let done =
+            report.processed + report.dead_lettered + report.skipped + report.duplicates_skipped;
         if done != activity.last_count {
             activity.last_count = done;
             activity.last_progress = Some(now);

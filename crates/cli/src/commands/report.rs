@@ -24,7 +24,9 @@ pub(crate) fn run(config: &Config, args: &ReportArgs) -> anyhow::Result<ExitCode
         )
         .await
         .map_err(|_| anyhow::anyhow!("connecting to Redis at {url} took longer than 5 s"))?
-        .with_context(|| format!("cannot connect to Redis at {url}; is it running? (--redis-url)"))?;
+        .with_context(|| {
+            format!("cannot connect to Redis at {url}; is it running? (--redis-url)")
+        })?;
         evstream_intellisense::read_report(&mut connection, &config.redis.stream, group)
             .await
             .with_context(|| format!("cannot read the results of group '{group}'"))
@@ -35,7 +37,11 @@ pub(crate) fn run(config: &Config, args: &ReportArgs) -> anyhow::Result<ExitCode
         writeln!(out)?;
         return Ok(ExitCode::SUCCESS);
     }
-    writeln!(out, "IntelliSense results of group '{group}' on stream '{}'", config.redis.stream)?;
+    writeln!(
+        out,
+        "IntelliSense results of group '{group}' on stream '{}'",
+        config.redis.stream
+    )?;
     let optional = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
     for (name, value) in [
         ("processed", report.processed.to_string()),

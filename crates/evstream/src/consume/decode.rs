@@ -102,7 +102,10 @@ pub(crate) fn decode(
 ) -> Result<Envelope, DecodeError> {
     let mut found: [Option<&[u8]>; 8] = [None; 8];
     for (name, value) in fields {
-        if let Some(index) = REQUIRED.iter().position(|f| f.as_bytes() == name.as_slice()) {
+        if let Some(index) = REQUIRED
+            .iter()
+            .position(|f| f.as_bytes() == name.as_slice())
+        {
             if found[index].replace(value).is_some() {
                 return Err(DecodeError::DuplicateField(REQUIRED[index]));
             }
@@ -205,7 +208,10 @@ fn into_array(value: Value, command: &'static str) -> Result<Vec<Value>, ReplySh
 
 /// Parses a list of `[id, [field, value, …]]` entries (`XRANGE`, `XREADGROUP`, `XAUTOCLAIM`).
 /// The fields are moved out of the reply, not copied. Each entry gets `deliveries` 1.
-pub(crate) fn entries(value: Value, command: &'static str) -> Result<Vec<RawEntry>, ReplyShapeError> {
+pub(crate) fn entries(
+    value: Value,
+    command: &'static str,
+) -> Result<Vec<RawEntry>, ReplyShapeError> {
     into_array(value, command)?
         .into_iter()
         .map(|entry| {
@@ -295,7 +301,10 @@ pub(crate) fn pending_reply(value: Value) -> Result<Vec<(String, u64)>, ReplySha
         .map(|row| {
             let row = into_array(row, COMMAND)?;
             let (Some(id), Some(Value::Int(count))) = (row.first(), row.get(3)) else {
-                return Err(shape(COMMAND, format!("a row of unexpected shape: {row:?}")));
+                return Err(shape(
+                    COMMAND,
+                    format!("a row of unexpected shape: {row:?}"),
+                ));
             };
             let id = match id {
                 Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
@@ -385,7 +394,10 @@ mod tests {
         ])]);
         let entries = read_reply(reply).unwrap();
         assert_eq!(entries.len(), 2);
-        assert_eq!(entries[0].fields, Some(vec![(b"a".to_vec(), b"b".to_vec())]));
+        assert_eq!(
+            entries[0].fields,
+            Some(vec![(b"a".to_vec(), b"b".to_vec())])
+        );
         assert_eq!(entries[1].fields, None);
         assert!(read_reply(Value::Nil).unwrap().is_empty());
 

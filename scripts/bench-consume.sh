@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Consumer-group throughput, three ways, in one run on one fresh private redis-server (no
+# persistence), each reading the same stream of simulated order flow through its own group:
+#   1. a Python loop with redis-py doing only XREADGROUP COUNT 256 + XACK (the baseline);
+#   2. `evstream consume --handler ack-only` (the runtime alone: decode, exactly-once commit);
+#   3. `evstream consume` (IntelliSense: pairing, latencies, results written to Redis).
+#
+# Usage: scripts/bench-consume.sh [EVENTS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+need redis-server redis-server
+python3 -c 'import redis' 2>/dev/null ||
+    python3 -m pip install --quiet "redis>=5,<8" >&2 ||
+    python3 -m pip install --quiet --break-system-packages "redis>=5,<8" >&2
+events=${1:-300000}
+
+cargo build --release --locked -p evstream-cli >&2
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+dir=$(mktemp -d)
+redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --save "" --appendonly no \
+    --daemonize yes --logfile "$dir/redis.log"
+trap 'redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
+until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.1; done
+url="redis://127.0.0.1:$port"
+
+# Order flow: MarketDataUpdate → OrderCreated → OrderFilled per correlation id.
+rate=100000
+seconds=$(python3 -c "print(max(1, round($events / $rate, 1)))")
+target/release/evstream --redis-url "$url" demo --duration "${seconds}s" --rate "$rate" --json >/dev/null
+length=$(redis-cli -p "$port" xlen events)
+echo "stream: $length events" >&2
+
+python_eps=$(python3 - "$port" <<'PY'
+import sys, time, redis
+r = redis.Redis(port=int(sys.argv[1]))
+r.xgroup_create("events", "python", id="0")
+done, start = 0, None
+while True:
+    reply = r.xreadgroup("python", "c1", {"events": ">"}, count=256)
+    if not reply or not reply[0][1]:
+        break
+    start = start or time.perf_counter()
+    ids = [entry_id for entry_id, _ in reply[0][1]]
+    r.xack("events", "python", *ids)
+    done += len(ids)
+print(round(done / (time.perf_counter() - start)))
+PY
+)
+consume() {
+    target/release/evstream --redis-url "$url" consume --group "$1" --consumer c1 \
+        --handler "$2" --exit-when-idle 1s --json |
+        python3 -c 'import json,sys; s=json.load(sys.stdin); print(round(s["events_per_s"]), s["processed"])'
+}
+read -r ack_eps ack_n < <(consume ackonly ack-only)
+read -r is_eps is_n < <(consume intellisense_group intellisense)
+python3 - "$length" "$python_eps" "$ack_eps" "$ack_n" "$is_eps" "$is_n" <<'PY'
+import sys
+length, py, ack, ack_n, isense, is_n = map(int, sys.argv[1:])
+print(f"events in stream                       {length:>10,}")
+print(f"python redis-py XREADGROUP+XACK        {py:>10,}/s")
+print(f"evstream consume --handler ack-only    {ack:>10,}/s  ({ack / py:.2f}x python, {ack_n:,} processed)")
+print(f"evstream consume (IntelliSense)        {isense:>10,}/s  ({isense / py:.2f}x python, {is_n:,} processed)")
+PY

@@ -112,6 +112,14 @@ pub(crate) struct ConsumeArgs {
     /// (acknowledge and nothing else: the runtime's own cost, for benchmarks).
     #[arg(long, value_enum, default_value = "intellisense")]
     pub(crate) handler: HandlerKind,
+    /// IntelliSense: alert when an order's creation latency (signal → OrderCreated) is above
+    /// this.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", default_value = "10ms")]
+    pub(crate) creation_alert: Duration,
+    /// IntelliSense: alert when an order's fill latency (OrderCreated → first fill) is above
+    /// this.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", default_value = "100ms")]
+    pub(crate) fill_alert: Duration,
     /// Stop on its own once nothing was processed for this long (for benchmarks and
     /// batch jobs); without it, run until SIGINT/SIGTERM.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]

@@ -771,17 +771,19 @@ impl<H: Handler> Consumer<H> {
                             event.event_type, event.version
                         ),
                     )),
-                    Accept::Handle => match self.handler.handle(&event, &mut effects) {
-                        Ok(()) => {
-                            effects.count("processed", 1);
-                            let record = Record::Handled {
-                                event_id: event.event_id,
-                            };
-                            planned.push((index, record, effects));
-                            continue;
+                    Accept::Handle => {
+                        match catch_panic(|| self.handler.handle(&event, &mut effects)) {
+                            Ok(()) => {
+                                effects.count("processed", 1);
+                                let record = Record::Handled {
+                                    event_id: event.event_id,
+                                };
+                                planned.push((index, record, effects));
+                                continue;
+                            }
+                            Err(error) => Some(("handler_error", error.to_string())),
                         }
-                        Err(error) => Some(("handler_error", error.to_string())),
-                    },
+                    }
                 },
             };
             let (reason, message) = failure.expect("every other case continued");
@@ -1038,6 +1040,20 @@ fn breaks_session(error: &RedisError) -> bool {
         || error.is_connection_refusal()
         || error.is_timeout()
         || error.code() == Some("NOSCRIPT")
+}
+
+/// Runs a handler call, turning a panic into an error: a poison entry that makes the handler
+/// panic is retried and dead-lettered like any failure instead of killing the consumer (and,
+/// after a restart, the next one).
+fn catch_panic(call: impl FnOnce() -> Result<(), HandlerError>) -> Result<(), HandlerError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_owned());
+        Err(format!("the handler panicked: {message}").into())
+    })
 }
 
 /// The result of a spawned Redis call (a panicked task reads as an I/O error).

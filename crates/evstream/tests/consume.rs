@@ -81,6 +81,9 @@ impl Handler for CountingHandler {
         if value.get("fail").is_some() {
             return Err("the payload asks to fail".into());
         }
+        if value.get("panic").is_some() {
+            panic!("the payload asks to panic");
+        }
         effects.apply(
             redis::cmd("HINCRBY")
                 .arg("applied")
@@ -306,6 +309,10 @@ fn poison_entries_reach_the_dead_letter_queue_after_max_deliveries() {
             "handler_error",
             envelope(104, "Tick", "v1", r#"{"fail":true}"#),
         ),
+        (
+            "handler_error",
+            envelope(106, "Tick", "v1", r#"{"panic":true}"#),
+        ),
         ("invalid_envelope", envelope(105, "Tick", "one", "{}")),
     ];
     let mut poison_ids = HashMap::new();
@@ -316,19 +323,19 @@ fn poison_entries_reach_the_dead_letter_queue_after_max_deliveries() {
     append_good(&mut connection, 200, 100);
 
     let consumer = Consumer::new(&config(&url), "c1", CountingHandler::default()).unwrap();
-    let report = run_until(consumer, |r| r.dead_lettered >= 6 && r.processed >= 200)
+    let report = run_until(consumer, |r| r.dead_lettered >= 7 && r.processed >= 200)
         .join()
         .unwrap();
     assert_eq!(
         report.processed, 200,
         "good entries around them: {report:?}"
     );
-    assert_eq!(report.dead_lettered, 6);
+    assert_eq!(report.dead_lettered, 7);
     // Each poison entry failed max_deliveries - 1 = 2 times before its last delivery.
-    assert_eq!(report.failed_attempts, 12, "{report:?}");
+    assert_eq!(report.failed_attempts, 14, "{report:?}");
 
     let dead: redis::streams::StreamRangeReply = connection.xrange_all("events:dlq").unwrap();
-    assert_eq!(dead.ids.len(), 6);
+    assert_eq!(dead.ids.len(), 7);
     for entry in &dead.ids {
         let field = |name: &str| entry.get::<String>(name).unwrap_or_default();
         let source = field("dlq_source_id");

@@ -55,7 +55,12 @@ pub(crate) fn run(mut config: Config, args: &ConsumeArgs) -> anyhow::Result<Exit
     args.apply(&mut config)?;
     match args.handler {
         HandlerKind::Intellisense => {
-            let handler = IntelliSense::new(&config.redis.stream, IntelliSenseConfig::default());
+            let settings = IntelliSenseConfig {
+                creation_alert_ms: args.creation_alert.as_secs_f64() * 1e3,
+                fill_alert_ms: args.fill_alert.as_secs_f64() * 1e3,
+                ..IntelliSenseConfig::default()
+            };
+            let handler = IntelliSense::new(&config.redis.stream, settings);
             let analysis = handler.analysis();
             let consumer = Consumer::new(&config, &args.consumer, handler)
                 .context("cannot start the consumer")?;

@@ -429,3 +429,47 @@ fn wait_until(condition: impl Fn() -> bool) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Writes to the stream key itself as if it were a hash: Redis answers WRONGTYPE.
+struct BrokenEffect;
+
+impl Handler for BrokenEffect {
+    fn handle(&mut self, event: &Envelope, effects: &mut Effects) -> Result<(), HandlerError> {
+        effects
+            .apply(redis::cmd("HSET").arg(STREAM).arg("f").arg(1))
+            .apply_with_reply(redis::cmd("GET").arg(format!("seen:{}", event.event_id)));
+        Ok(())
+    }
+}
+
+#[test]
+fn a_failing_effect_is_acknowledged_and_recorded_as_a_dead_letter() {
+    let server = RedisServer::start().unwrap();
+    let mut connection = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    append_good(&mut connection, 0, 3);
+    let consumer = Consumer::new(&config(&server.url()), "c1", BrokenEffect).unwrap();
+    let stats = consumer.stats();
+    let report = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(consumer.run(wait_for(stats, |r| r.effect_errors >= 3)));
+    assert_eq!(report.effect_errors, 3, "{report:?}");
+    assert_eq!(
+        group_info(&mut connection),
+        (0, 0),
+        "acknowledged, not retried forever"
+    );
+    let dead: redis::streams::StreamRangeReply = connection.xrange_all("events:dlq").unwrap();
+    assert_eq!(dead.ids.len(), 3);
+    for entry in &dead.ids {
+        assert_eq!(entry.get::<String>("dlq_reason").unwrap(), "effect_failed");
+        assert!(entry
+            .get::<String>("dlq_error")
+            .unwrap()
+            .contains("WRONGTYPE"));
+    }
+}

@@ -225,3 +225,88 @@ pub(crate) fn parse_reply(
     }
     Ok(results)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn records_encode_effects_and_counters_in_order() {
+        let mut effects = Effects::default();
+        effects
+            .apply(redis::cmd("HSET").arg("k").arg("f").arg(7))
+            .apply_with_reply(redis::cmd("HGET").arg("k").arg("f"))
+            .count("orders", 1)
+            .count("orders", 2);
+        let mut builder = CommitBuilder::new("sha", "events", "events:consume:g", "g");
+        builder.record("1-0", &effects);
+        let (cmd, wanted) = builder.finish();
+        let args: Vec<String> = cmd
+            .args_iter()
+            .map(|a| match a {
+                redis::Arg::Simple(b) => String::from_utf8(b.to_vec()).unwrap(),
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "EVALSHA",
+                "sha",
+                "2",
+                "events",
+                "events:consume:g",
+                "g",
+                "1-0",
+                "2",
+                "4",
+                "0",
+                "HSET",
+                "k",
+                "f",
+                "7",
+                "3",
+                "1",
+                "HGET",
+                "k",
+                "f",
+                "1",
+                "orders",
+                "3"
+            ]
+        );
+        assert_eq!(wanted, vec![1]);
+    }
+
+    #[test]
+    fn the_flat_reply_is_split_per_record() {
+        // Three records: applied with two wanted replies (a value and an array), skipped
+        // (wants one, gets none), applied with a failed effect (wants one, gets a nil).
+        let reply = Value::Array(vec![
+            bulk("102"),
+            bulk("HSET: WRONGTYPE"),
+            Value::Int(-1),
+            bulk("v"),
+            Value::Int(2),
+            bulk("a"),
+            Value::Nil,
+            Value::Int(-1),
+            Value::Nil,
+        ]);
+        let results = parse_reply(reply, &[2, 1, 1]).unwrap();
+        assert_eq!(results[0].status, 1);
+        assert_eq!(
+            results[0].replies,
+            vec![bulk("v"), Value::Array(vec![bulk("a"), Value::Nil])]
+        );
+        assert_eq!((results[1].status, results[1].replies.len()), (0, 0));
+        assert_eq!(results[2].status, 2);
+        assert_eq!(results[2].error, "HSET: WRONGTYPE");
+        assert_eq!(results[2].replies, vec![Value::Nil]);
+        assert!(parse_reply(Value::Array(vec![bulk("1")]), &[0, 0]).is_err());
+    }
+}

@@ -181,3 +181,31 @@ pub enum ConsumeError {
         name: String,
     },
 }
+
+/// The schema registry cannot be built, loaded or stored.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SchemaError {
+    /// A schema file or directory cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The schemas have problems; every one is listed.
+    #[error("{} schema problem(s):\n  {}", problems.len(), problems.join("\n  "))]
+    Invalid {
+        /// Each problem, naming the file or the type, versions and field.
+        problems: Vec<String>,
+    },
+    /// Redis failed while loading or storing the registry.
+    #[error("schema registry in Redis: {source}")]
+    Redis {
+        /// The client's error.
+        #[source]
+        source: redis::RedisError,
+    },
+}

@@ -51,10 +51,11 @@ pub mod consume;
 pub mod envelope;
 pub mod error;
 pub mod publish;
+pub mod schema;
 pub mod ship;
 
 pub use config::Config;
-pub use error::{ConfigError, ConsumeError, PublishError, ShipError};
+pub use error::{ConfigError, ConsumeError, PublishError, SchemaError, ShipError};
 pub use publish::Publisher;
 
 /// The README's library example, compiled and run as a doc test.

@@ -1,0 +1,262 @@
+//! Issue 5: the schema registry: the shipped schemas, problems reported, migrations proven
+//! by property tests, and the registry stored in a real Redis.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use evstream::schema::{self, Compatibility, Registry};
+use evstream::SchemaError;
+use evstream_testkit::RedisServer;
+use proptest::prelude::*;
+use serde_json::{json, Value};
+
+fn shipped_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../schemas")
+}
+
+fn shipped() -> Registry {
+    Registry::from_dir(&shipped_dir()).unwrap()
+}
+
+fn files(pairs: &[(&str, Value)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(path, value)| ((*path).to_owned(), value.to_string()))
+        .collect()
+}
+
+fn problems(result: Result<Registry, SchemaError>) -> Vec<String> {
+    match result {
+        Err(SchemaError::Invalid { problems }) => problems,
+        other => panic!("expected problems, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_shipped_schemas_load_and_migrate_order_created_to_v2() {
+    let registry = shipped();
+    let summary: Vec<(String, u32)> = registry
+        .summary()
+        .into_iter()
+        .map(|t| (t.event_type, t.latest))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("MarketDataUpdate".to_owned(), 1),
+            ("OrderCreated".to_owned(), 2),
+            ("OrderFilled".to_owned(), 1)
+        ]
+    );
+    let mut v1 = json!({"orderId": "42", "symbol": "AAPL"});
+    assert_eq!(registry.upgrade("OrderCreated", 1, &mut v1), Ok(2));
+    assert_eq!(
+        v1,
+        json!({"orderId": "42", "symbol": "AAPL", "quantity": 0})
+    );
+    let mut with_quantity = json!({"orderId": "42", "symbol": "AAPL", "quantity": 7});
+    registry
+        .upgrade("OrderCreated", 1, &mut with_quantity)
+        .unwrap();
+    assert_eq!(with_quantity["quantity"], 7, "a present field is kept");
+
+    let failure = registry
+        .upgrade("OrderCreated", 3, &mut json!({}))
+        .unwrap_err();
+    assert_eq!(failure.code(), "unknown_version");
+    assert!(failure.to_string().contains("OrderCreated v3"), "{failure}");
+    let failure = registry
+        .validate("OrderCreated", 2, &json!({"orderId": "1", "symbol": "X"}))
+        .unwrap_err();
+    assert_eq!(failure.code(), "invalid_schema");
+    assert!(failure.to_string().contains("quantity"), "{failure}");
+    assert_eq!(
+        registry.validate("Nope", 1, &json!({})).unwrap_err().code(),
+        "unknown_type"
+    );
+}
+
+#[test]
+fn every_problem_of_a_broken_directory_is_listed() {
+    let object = json!({"type": "object"});
+    let found = problems(Registry::from_files(files(&[
+        ("A/v1.json", object.clone()),
+        ("A/v2.json", object.clone()), // no A/v1-to-v2.json
+        ("B/v1.json", object.clone()),
+        ("B/v3.json", object.clone()), // no v2
+        ("C/v1.json", json!({"type": 12})),
+        ("D/v1.json", object.clone()),
+        ("D/v1-to-v3.json", json!({"ops": []})),
+        ("E/notes.txt", json!("hello")),
+    ])));
+    let expect = [
+        "A: v2 needs the migration A/v1-to-v2.json",
+        "B: versions must be consecutive from v1; missing v2",
+        "C/v1.json: not a usable JSON Schema",
+        "D/v1-to-v3.json: migrations go from vN to vN+1",
+        "E/notes.txt: not a .json file",
+    ];
+    for text in expect {
+        assert!(
+            found.iter().any(|p| p.contains(text)),
+            "missing {text:?} in {found:#?}"
+        );
+    }
+}
+
+#[test]
+fn an_incompatible_version_is_refused_naming_type_versions_and_field() {
+    let v1 = json!({"type": "object", "required": ["orderId"], "properties": {"orderId": {"type": "string"}}});
+    let v2 = json!({"type": "object", "required": ["orderId"], "properties": {"orderId": {"type": "integer"}}});
+    let found = problems(Registry::from_files(files(&[
+        ("OrderCreated/v1.json", v1.clone()),
+        ("OrderCreated/v2.json", v2.clone()),
+        ("OrderCreated/v1-to-v2.json", json!({"ops": []})),
+    ])));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].contains("OrderCreated v2 cannot read v1 data (BACKWARD)"),
+        "{found:?}"
+    );
+    assert!(found[0].contains("\"orderId\""), "{found:?}");
+
+    // The same change with a migration that converts the field, or under NONE, is accepted.
+    Registry::from_files(files(&[
+        ("OrderCreated/v1.json", v1.clone()),
+        ("OrderCreated/v2.json", v2.clone()),
+        (
+            "OrderCreated/v1-to-v2.json",
+            json!({"ops": [{"op": "convert", "path": "/orderId", "to": "integer"}]}),
+        ),
+    ]))
+    .unwrap();
+    let none = Registry::from_files(files(&[
+        ("OrderCreated/config.json", json!({"compatibility": "NONE"})),
+        ("OrderCreated/v1.json", v1),
+        ("OrderCreated/v2.json", v2),
+        ("OrderCreated/v1-to-v2.json", json!({"ops": []})),
+    ]))
+    .unwrap();
+    assert_eq!(none.summary()[0].compatibility, Compatibility::None);
+}
+
+fn finite() -> impl Strategy<Value = f64> {
+    prop_oneof![(0u32..1_000_000).prop_map(f64::from), (0.0f64..1e9)]
+}
+
+/// Payloads valid under `OrderCreated` v1: required fields, optional typed ones, and extra
+/// fields of any name and value.
+fn order_created_v1() -> impl Strategy<Value = Value> {
+    let extra = prop::collection::btree_map(
+        "[a-z]{1,8}".prop_filter("not a defined field", |k| {
+            !["orderId", "symbol", "quantity", "price", "side"].contains(&k.as_str())
+        }),
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            ".{0,12}".prop_map(Value::from),
+        ],
+        0..4,
+    );
+    (
+        "[A-Za-z0-9-]{1,12}",
+        "[A-Z]{1,5}",
+        prop::option::of(finite()),
+        prop::option::of(finite()),
+        prop::option::of(prop_oneof![Just("BUY"), Just("SELL")]),
+        extra,
+    )
+        .prop_map(|(order_id, symbol, quantity, price, side, extra)| {
+            let mut data = json!({"orderId": order_id, "symbol": symbol});
+            let object = data.as_object_mut().unwrap();
+            if let Some(quantity) = quantity {
+                object.insert("quantity".into(), quantity.into());
+            }
+            if let Some(price) = price {
+                object.insert("price".into(), price.into());
+            }
+            if let Some(side) = side {
+                object.insert("side".into(), side.into());
+            }
+            object.extend(extra);
+            data
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn any_valid_v1_payload_migrates_to_a_valid_latest_payload(mut data in order_created_v1()) {
+        let registry = shipped();
+        registry.validate("OrderCreated", 1, &data).unwrap();
+        let latest = registry.upgrade("OrderCreated", 1, &mut data).unwrap();
+        prop_assert_eq!(latest, 2);
+        prop_assert!(registry.validate("OrderCreated", 2, &data).is_ok(), "{}", data);
+    }
+}
+
+#[test]
+fn the_registry_is_pushed_to_redis_and_registered_versions_never_change() {
+    let server = RedisServer::start().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = redis::Client::open(server.url()).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        let registry = shipped();
+        let added = schema::push(&mut connection, &registry).await.unwrap();
+        assert_eq!(added.len(), registry.files().len());
+        assert!(
+            schema::push(&mut connection, &registry)
+                .await
+                .unwrap()
+                .is_empty(),
+            "idempotent"
+        );
+        let loaded = schema::load(&mut connection).await.unwrap();
+        assert_eq!(loaded.summary(), registry.summary());
+
+        // Changing a registered version is refused, naming the file.
+        let mut changed = registry.files().clone();
+        changed.insert(
+            "OrderFilled/v1.json".into(),
+            json!({"type": "object", "required": ["orderId"]}).to_string(),
+        );
+        let changed = Registry::from_files(changed).unwrap();
+        let error = schema::push(&mut connection, &changed)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("OrderFilled/v1.json differs"), "{error}");
+
+        // A new compatible version is added; the revision counter moves.
+        let mut grown = registry.files().clone();
+        grown.insert(
+            "OrderFilled/v2.json".into(),
+            std::fs::read_to_string(shipped_dir().join("OrderFilled/v1.json")).unwrap(),
+        );
+        grown.insert("OrderFilled/v1-to-v2.json".into(), r#"{"ops": []}"#.into());
+        let grown = Registry::from_files(grown).unwrap();
+        assert_eq!(
+            schema::push(&mut connection, &grown).await.unwrap().len(),
+            2
+        );
+        let revision: u64 = redis::cmd("GET")
+            .arg(schema::REDIS_REVISION_KEY)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        assert_eq!(revision, 2);
+        assert_eq!(
+            schema::load(&mut connection)
+                .await
+                .unwrap()
+                .latest("OrderFilled"),
+            Some(2)
+        );
+    });
+}

@@ -86,6 +86,7 @@ pub use decode::{DecodeError, Envelope};
 use crate::config::{Config, ConsumeConfig};
 use crate::error::ConsumeError;
 use crate::publish::wall_clock_ns;
+use crate::schema::Registry;
 use crate::ship::backoff::Backoff;
 use commit::CommitBuilder;
 use decode::RawEntry;
@@ -263,6 +264,19 @@ pub struct Consumer<H> {
     sha: String,
     /// Effects buffers kept between batches, so that their memory is reused.
     spare_effects: Vec<Effects>,
+    /// Validation and migration of events before the handler.
+    schemas: Schemas,
+}
+
+/// Where a consumer's schema registry comes from.
+enum Schemas {
+    Off,
+    Fixed(Arc<Registry>),
+    Redis {
+        registry: Option<Arc<Registry>>,
+        revision: Option<u64>,
+        checked_at: Option<Instant>,
+    },
 }
 
 impl<H> std::fmt::Debug for Consumer<H> {
@@ -313,8 +327,75 @@ impl<H: Handler> Consumer<H> {
             ),
             sha: redis::Script::new(commit::SCRIPT).get_hash().to_owned(),
             spare_effects: Vec::new(),
+            schemas: Schemas::Off,
             config: config.consume.clone(),
         })
+    }
+
+    /// Validates every event against `registry` and migrates it to the latest version of its
+    /// type before the handler sees it. Unknown types and versions and invalid data are
+    /// poison (`unknown_type`, `unknown_version`, `invalid_schema`).
+    pub fn with_schemas(mut self, registry: Registry) -> Self {
+        self.schemas = Schemas::Fixed(Arc::new(registry));
+        self
+    }
+
+    /// Like [`with_schemas`](Self::with_schemas), with the registry stored in Redis by
+    /// `evstream schema push`, reloaded whenever its revision changes (checked every 5 s), so
+    /// that a new version is learned without a restart. While nothing is registered, events
+    /// are not validated.
+    pub fn with_schemas_from_redis(mut self) -> Self {
+        self.schemas = Schemas::Redis {
+            registry: None,
+            revision: None,
+            checked_at: None,
+        };
+        self
+    }
+
+    /// Reloads the registry from Redis if it is time and its revision moved.
+    async fn refresh_schemas(
+        &mut self,
+        writer: &mut MultiplexedConnection,
+    ) -> Result<(), RedisError> {
+        let Schemas::Redis {
+            registry,
+            revision,
+            checked_at,
+        } = &mut self.schemas
+        else {
+            return Ok(());
+        };
+        if checked_at.is_some_and(|at| at.elapsed() < Duration::from_secs(5)) {
+            return Ok(());
+        }
+        *checked_at = Some(Instant::now());
+        let current: Option<u64> = redis::cmd("GET")
+            .arg(crate::schema::REDIS_REVISION_KEY)
+            .query_async(writer)
+            .await?;
+        if current == *revision {
+            return Ok(());
+        }
+        match crate::schema::load(writer).await {
+            Ok(loaded) => {
+                tracing::info!(revision = ?current, types = loaded.summary().len(), "schema registry loaded from Redis");
+                *registry = current.map(|_| Arc::new(loaded));
+                *revision = current;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot load the schema registry from Redis; keeping the previous one");
+            }
+        }
+        Ok(())
+    }
+
+    fn registry(&self) -> Option<&Arc<Registry>> {
+        match &self.schemas {
+            Schemas::Off => None,
+            Schemas::Fixed(registry) => Some(registry),
+            Schemas::Redis { registry, .. } => registry.as_ref(),
+        }
     }
 
     /// The live counters.
@@ -366,6 +447,9 @@ impl<H: Handler> Consumer<H> {
                 }
                 continue;
             };
+            if let Err(error) = self.refresh_schemas(&mut connected.writer).await {
+                self.failed(&error);
+            }
             let reading_new = matches!(source, Source::New);
             let step = match &source {
                 Source::OwnPending(after) => {
@@ -746,13 +830,16 @@ impl<H: Handler> Consumer<H> {
                 planned.push((index, Record::DeadLetter, effects));
                 continue;
             }
-            let failure = match decode::decode(
+            let decoded = decode::decode(
                 &entry.id,
                 fields,
                 entry.deliveries,
                 self.config.max_data_bytes,
-            ) {
-                Err(error) => Some((error.code(), error.to_string())),
+            )
+            .map_err(|error| (error.code(), error.to_string()))
+            .and_then(|mut event| self.upgrade(&mut event).map(|()| event));
+            let failure = match decoded {
+                Err(failure) => Some(failure),
                 Ok(event) if self.recent.contains(&event.event_id) => {
                     effects.count("duplicates_skipped", 1);
                     planned.push((index, Record::Duplicate, effects));
@@ -831,6 +918,24 @@ impl<H: Handler> Consumer<H> {
             records,
             entries,
         })
+    }
+
+    /// Validates `event` and migrates it to its type's latest version, when a registry is set.
+    fn upgrade(&self, event: &mut Envelope) -> Result<(), (&'static str, String)> {
+        let Some(registry) = self.registry() else {
+            return Ok(());
+        };
+        let failed = |failure: crate::schema::SchemaFailure| (failure.code(), failure.to_string());
+        let mut data: serde_json::Value = serde_json::from_str(&event.data)
+            .map_err(|e| ("invalid_json", format!("data is not valid JSON: {e}")))?;
+        let latest = registry
+            .upgrade(&event.event_type, event.version, &mut data)
+            .map_err(failed)?;
+        if latest != event.version {
+            event.data = data.to_string();
+            event.version = latest;
+        }
+        Ok(())
     }
 
     /// Reads the commit's reply, tells the handler, and writes what follows from it.

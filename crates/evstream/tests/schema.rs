@@ -260,3 +260,113 @@ fn the_registry_is_pushed_to_redis_and_registered_versions_never_change() {
         );
     });
 }
+
+/// Keeps what the handler was given.
+struct Recorder(std::sync::Arc<std::sync::Mutex<Vec<(String, u32, Value)>>>);
+
+impl evstream::consume::Handler for Recorder {
+    fn handle(
+        &mut self,
+        event: &evstream::consume::Envelope,
+        _: &mut evstream::consume::Effects,
+    ) -> Result<(), evstream::consume::HandlerError> {
+        self.0.lock().unwrap().push((
+            event.event_type.clone(),
+            event.version,
+            serde_json::from_str(&event.data)?,
+        ));
+        Ok(())
+    }
+}
+
+#[test]
+fn consumers_get_events_migrated_to_the_latest_version_and_unknown_ones_are_dead_lettered() {
+    use redis::Commands;
+    let server = RedisServer::start().unwrap();
+    let mut connection = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let append = |connection: &mut redis::Connection, version: &str, data: &str| {
+        let id: String = connection
+            .xadd(
+                "events",
+                "*",
+                &[
+                    ("event_id", uuid::Uuid::now_v7().to_string()),
+                    ("event_type", "OrderCreated".to_owned()),
+                    ("version", version.to_owned()),
+                    ("correlation_id", "ord-1".to_owned()),
+                    ("timestamp_ns", "1764000000000000000".to_owned()),
+                    ("producer_id", "engine:test".to_owned()),
+                    ("sequence", "1".to_owned()),
+                    ("data", data.to_owned()),
+                ],
+            )
+            .unwrap();
+        id
+    };
+    append(&mut connection, "v1", r#"{"orderId":"1","symbol":"AAPL"}"#);
+    let v3 = append(
+        &mut connection,
+        "v3",
+        r#"{"orderId":"2","symbol":"AAPL","quantity":5}"#,
+    );
+    let invalid = append(&mut connection, "v2", r#"{"orderId":"3","symbol":"AAPL"}"#);
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = redis::Client::open(server.url()).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        schema::push(&mut connection, &shipped()).await.unwrap();
+    });
+
+    let mut config = evstream::Config::default();
+    config.redis.url = server.url();
+    config.consume.group = "g".into();
+    config.consume.min_idle_ms = 100;
+    config.consume.block_ms = 50;
+    config.consume.max_deliveries = 2;
+    let seen = std::sync::Arc::default();
+    let consumer =
+        evstream::consume::Consumer::new(&config, "c1", Recorder(std::sync::Arc::clone(&seen)))
+            .unwrap()
+            .with_schemas_from_redis();
+    let stats = consumer.stats();
+    let report = runtime.block_on(consumer.run(async move {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while stats.snapshot().dead_lettered < 2 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }));
+    assert_eq!(
+        (report.processed, report.dead_lettered),
+        (1, 2),
+        "{report:?}"
+    );
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        *seen,
+        vec![(
+            "OrderCreated".to_owned(),
+            2,
+            json!({"orderId": "1", "symbol": "AAPL", "quantity": 0})
+        )]
+    );
+    let dead: redis::streams::StreamRangeReply = connection.xrange_all("events:dlq").unwrap();
+    let reasons: BTreeMap<String, String> = dead
+        .ids
+        .iter()
+        .map(|e| {
+            (
+                e.get("dlq_source_id").unwrap(),
+                e.get("dlq_reason").unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(reasons[&v3], "unknown_version");
+    assert_eq!(reasons[&invalid], "invalid_schema");
+}

@@ -81,6 +81,50 @@ pub(crate) enum Command {
     Consume(ConsumeArgs),
     /// Print what IntelliSense computed: counts, latencies per symbol, alerts, group lag.
     Report(ReportArgs),
+    /// Check, store, list and apply event schemas (see docs/schemas.md).
+    Schema {
+        #[command(subcommand)]
+        command: SchemaCommand,
+    },
+}
+
+/// `evstream schema …`
+#[derive(Debug, Subcommand)]
+pub(crate) enum SchemaCommand {
+    /// Check a schema directory: every file, every migration, every compatibility rule.
+    /// Exits 0, or 1 with every problem listed.
+    Check {
+        /// The directory (`<dir>/<EventType>/v<N>.json`, `v<N>-to-v<N+1>.json`).
+        dir: PathBuf,
+    },
+    /// Check a directory against the registry in Redis and store its new versions.
+    Push {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// List the registered event types and versions (from Redis, or --schemas DIR).
+    List {
+        /// Read this directory instead of Redis.
+        #[arg(long, value_name = "DIR")]
+        schemas: Option<PathBuf>,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read one JSON payload on stdin and print it migrated to the latest version. Exits 2
+    /// for invalid input or an unknown type or version.
+    #[command(disable_version_flag = true)]
+    Migrate {
+        /// The event type, e.g. OrderCreated.
+        #[arg(long = "type", value_name = "TYPE")]
+        event_type: String,
+        /// The payload's version, e.g. v1.
+        #[arg(long, value_name = "vN")]
+        version: String,
+        /// Read the schemas from this directory instead of Redis.
+        #[arg(long, value_name = "DIR")]
+        schemas: Option<PathBuf>,
+    },
 }
 
 /// Options of `evstream consume`.
@@ -108,6 +152,11 @@ pub(crate) struct ConsumeArgs {
     /// Entries per read [default: 256, or consume.count].
     #[arg(long, value_name = "N")]
     pub(crate) count: Option<usize>,
+    /// Validate and migrate events before the handler: `redis` (the registry stored by
+    /// `evstream schema push`, reloaded when it changes; no validation while it is empty),
+    /// a schema directory, or `off`.
+    #[arg(long, default_value = "redis", value_name = "redis|DIR|off")]
+    pub(crate) schemas: String,
     /// What to do with each event: `intellisense` (the analysis service) or `ack-only`
     /// (acknowledge and nothing else: the runtime's own cost, for benchmarks).
     #[arg(long, value_enum, default_value = "intellisense")]

@@ -4,8 +4,12 @@ mod bench;
 mod consume;
 mod demo;
 mod report;
+mod schema;
 
 use std::process::ExitCode;
+
+use anyhow::Context;
+use evstream::Config;
 
 use crate::args::{Cli, Command};
 
@@ -17,5 +21,34 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => bench::run(&config, given_url.as_deref(), &args),
         Command::Consume(args) => consume::run(config, &args),
         Command::Report(args) => report::run(&config, &args),
+        Command::Schema { command } => schema::run(&config, command),
     }
+}
+
+/// Runs `work` with a connection to the configured Redis on a runtime of its own; connecting
+/// has a 5 s deadline and its errors say what to check.
+pub(crate) fn with_redis<T, F, Fut>(config: &Config, work: F) -> anyhow::Result<T>
+where
+    F: FnOnce(redis::aio::MultiplexedConnection) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let url = evstream::ship::redact_url(&config.redis.url);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let client = redis::Client::open(config.redis.url.as_str())
+            .with_context(|| format!("invalid Redis URL {url}"))?;
+        let connection = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            client.get_multiplexed_async_connection(),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("connecting to Redis at {url} took longer than 5 s"))?
+        .with_context(|| {
+            format!("cannot connect to Redis at {url}; is it running? (--redis-url)")
+        })?;
+        Ok(work(connection).await)
+    })
 }

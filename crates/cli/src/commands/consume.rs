@@ -9,6 +9,7 @@ use anyhow::Context;
 use evstream::consume::{
     ConsumeReport, ConsumeStats, Consumer, Effects, Envelope, Handler, HandlerError,
 };
+use evstream::schema::Registry;
 use evstream::Config;
 use evstream_intellisense::{Analysis, IntelliSense, IntelliSenseConfig};
 use serde::Serialize;
@@ -74,12 +75,28 @@ pub(crate) fn run(mut config: Config, args: &ConsumeArgs) -> anyhow::Result<Exit
     }
 }
 
+/// Applies `--schemas`.
+fn with_schemas<H: Handler>(
+    consumer: Consumer<H>,
+    args: &ConsumeArgs,
+) -> anyhow::Result<Consumer<H>> {
+    Ok(match args.schemas.as_str() {
+        "off" => consumer,
+        "redis" => consumer.with_schemas_from_redis(),
+        dir => consumer.with_schemas(
+            Registry::from_dir(std::path::Path::new(dir))
+                .with_context(|| format!("cannot use the schemas in {dir}"))?,
+        ),
+    })
+}
+
 fn drive<H: Handler + 'static>(
     config: &Config,
     args: &ConsumeArgs,
     consumer: Consumer<H>,
     analysis: Option<Arc<std::sync::Mutex<Analysis>>>,
 ) -> anyhow::Result<ExitCode> {
+    let consumer = with_schemas(consumer, args)?;
     let stats = consumer.stats();
     if !args.json {
         eprintln!(

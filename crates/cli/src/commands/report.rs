@@ -6,31 +6,15 @@ use std::process::ExitCode;
 use anyhow::Context;
 use evstream::Config;
 
+use super::with_redis;
 use crate::args::ReportArgs;
 
 pub(crate) fn run(config: &Config, args: &ReportArgs) -> anyhow::Result<ExitCode> {
     let group = args.group.as_deref().unwrap_or(&config.consume.group);
-    let url = evstream::ship::redact_url(&config.redis.url);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    let report = runtime.block_on(async {
-        let client = redis::Client::open(config.redis.url.as_str())
-            .with_context(|| format!("invalid Redis URL {url}"))?;
-        let mut connection = tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            client.get_multiplexed_async_connection(),
-        )
-        .await
-        .map_err(|_| anyhow::anyhow!("connecting to Redis at {url} took longer than 5 s"))?
-        .with_context(|| {
-            format!("cannot connect to Redis at {url}; is it running? (--redis-url)")
-        })?;
-        evstream_intellisense::read_report(&mut connection, &config.redis.stream, group)
-            .await
-            .with_context(|| format!("cannot read the results of group '{group}'"))
-    })?;
+    let report = with_redis(config, |mut connection| async move {
+        evstream_intellisense::read_report(&mut connection, &config.redis.stream, group).await
+    })?
+    .with_context(|| format!("cannot read the results of group '{group}'"))?;
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &report)?;

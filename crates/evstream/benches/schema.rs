@@ -13,7 +13,8 @@ fn registry() -> Registry {
 fn bench(c: &mut Criterion) {
     let registry = registry();
     let v1 = r#"{"orderId":"ord-1-4242","symbol":"AAPL","price":189.25,"side":"BUY"}"#;
-    let v2 = r#"{"orderId":"ord-1-4242","symbol":"AAPL","quantity":100.0,"price":189.25,"side":"BUY"}"#;
+    let v2 =
+        r#"{"orderId":"ord-1-4242","symbol":"AAPL","quantity":100.0,"price":189.25,"side":"BUY"}"#;
     let fill = r#"{"orderId":"ord-1-4242","fillId":"ord-1-4242-1","quantity":100.0,"price":189.2}"#;
     let parsed = |text: &str| serde_json::from_str::<Value>(text).unwrap();
 
@@ -27,7 +28,11 @@ fn bench(c: &mut Criterion) {
     });
     group.bench_function("validate OrderCreated v2 (latest)", |b| {
         let data = parsed(v2);
-        b.iter(|| registry.upgrade("OrderCreated", 2, &mut data.clone()).unwrap())
+        b.iter(|| {
+            registry
+                .upgrade("OrderCreated", 2, &mut data.clone())
+                .unwrap()
+        })
     });
     group.bench_function("validate OrderFilled v1 (latest)", |b| {
         let data = parsed(fill);
@@ -37,13 +42,16 @@ fn bench(c: &mut Criterion) {
         let data = parsed(v2);
         b.iter(|| data.clone())
     });
-    group.bench_function("consumer path: parse + validate + migrate + print, v1", |b| {
-        b.iter(|| {
-            let mut data = parsed(v1);
-            registry.upgrade("OrderCreated", 1, &mut data).unwrap();
-            data.to_string()
-        })
-    });
+    group.bench_function(
+        "consumer path: parse + validate + migrate + print, v1",
+        |b| {
+            b.iter(|| {
+                let mut data = parsed(v1);
+                registry.upgrade("OrderCreated", 1, &mut data).unwrap();
+                data.to_string()
+            })
+        },
+    );
     group.finish();
 }
 

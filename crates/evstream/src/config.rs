@@ -36,6 +36,9 @@
 //! journal_fsync_interval_ms = 1000
 //! spill_at_percent = 50     # ring fill at which batches spill to the journal
 //! known_event_types = []    # strict mode: other types are dead-lettered (unknown_type)
+//! validation = "off"        # schema validation: "off", "sample" or "strict"
+//! validation_sample_rate = 0.01
+//! schemas_dir = "schemas"   # default: the registry in Redis (evstream schema push)
 //!
 //! [consume]
 //! group = "intellisense_group"  # consumer group (created with MKSTREAM if missing)
@@ -245,7 +248,7 @@ impl RingConfig {
 }
 
 /// `[ship]`: how the shipper batches, retries and trims. See `docs/configuration.md`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ShipConfig {
     /// Most events in one batch (one Redis call). Default 256.
@@ -292,6 +295,29 @@ pub struct ShipConfig {
     /// Strict mode: when not empty, only these event types go to the stream; any other is
     /// dead-lettered with reason `unknown_type`. Default empty (every type accepted).
     pub known_event_types: Vec<String>,
+    /// Schema validation in the shipper (never on `publish`'s path): `off`, `sample`
+    /// (validate `validation_sample_rate` of the events, count and log violations, ship them
+    /// anyway) or `strict` (validate every event; unknown types and invalid data are
+    /// dead-lettered as `unknown_type` / `invalid_schema`). Default `off`.
+    pub validation: Validation,
+    /// Fraction of events validated in `sample` mode. Default 0.01.
+    pub validation_sample_rate: f64,
+    /// Schema directory for validation; default: the registry in Redis
+    /// (`evstream schema push`), loaded at each connection.
+    pub schemas_dir: Option<PathBuf>,
+}
+
+/// Schema validation in the shipper.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Validation {
+    /// No validation. Default.
+    #[default]
+    Off,
+    /// Validate a sample; violations are counted and logged, and shipped.
+    Sample,
+    /// Validate every event; violations are dead-lettered.
+    Strict,
 }
 
 impl Default for ShipConfig {
@@ -314,6 +340,9 @@ impl Default for ShipConfig {
             journal_fsync_interval_ms: 1000,
             spill_at_percent: 50,
             known_event_types: Vec::new(),
+            validation: Validation::Off,
+            validation_sample_rate: 0.01,
+            schemas_dir: None,
         }
     }
 }

@@ -146,6 +146,13 @@ pub enum ShipError {
         #[source]
         source: std::io::Error,
     },
+    /// `ship.schemas_dir` cannot be used.
+    #[error("cannot use ship.schemas_dir: {source}")]
+    Schemas {
+        /// What is wrong with the schemas.
+        #[source]
+        source: SchemaError,
+    },
     /// The shipper's thread or runtime could not be created.
     #[error("cannot start the shipper thread: {source}")]
     Runtime {

@@ -95,6 +95,13 @@ pub fn spawn(config: &Config, receiver: Receiver) -> Result<ShipperHandle, ShipE
         high_water_mark_ttl_ms: ship.dedupe_ttl_s.saturating_mul(1000),
     };
     let journals = open_journals(&ship, &settings.producer_id)?;
+    let schemas = match (&ship.validation, &ship.schemas_dir) {
+        (crate::config::Validation::Off, _) | (_, None) => None,
+        (_, Some(dir)) => Some(Arc::new(
+            crate::schema::Registry::from_dir(dir)
+                .map_err(|source| ShipError::Schemas { source })?,
+        )),
+    };
     let state = Arc::new(State::default());
     let (shutdown_tx, shutdown_rx) = watch::channel(None);
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -108,6 +115,7 @@ pub fn spawn(config: &Config, receiver: Receiver) -> Result<ShipperHandle, ShipE
         receiver,
         Arc::clone(&state),
         shutdown_rx,
+        schemas,
     );
     (shipper.journal, shipper.replays) = journals;
     shipper.publish_state(Instant::now());
@@ -278,6 +286,9 @@ pub struct ShipperHealth {
     pub journal_full: bool,
     /// Events lost to torn or corrupt journal records.
     pub journal_lost: u64,
+    /// Sampled events that did not match their schema (`ship.validation = "sample"`;
+    /// shipped anyway).
+    pub schema_violations: u64,
     /// The last error, if any since start.
     pub last_error: Option<String>,
 }
@@ -300,6 +311,7 @@ struct State {
     spilled: AtomicU64,
     journal_full: AtomicBool,
     journal_lost: AtomicU64,
+    schema_violations: AtomicU64,
 }
 
 impl State {
@@ -327,6 +339,7 @@ impl State {
             spilled: self.spilled.load(Ordering::Relaxed),
             journal_full: self.journal_full.load(Ordering::Relaxed),
             journal_lost: self.journal_lost.load(Ordering::Relaxed),
+            schema_violations: self.schema_violations.load(Ordering::Relaxed),
         }
     }
 
@@ -446,6 +459,7 @@ impl Shipper {
         receiver: Receiver,
         state: Arc<State>,
         shutdown: watch::Receiver<Option<Instant>>,
+        schemas: Option<Arc<crate::schema::Registry>>,
     ) -> Self {
         let seed = wall_clock_ns() ^ u64::from(std::process::id());
         Self {
@@ -463,6 +477,10 @@ impl Shipper {
             checks: Checks {
                 known_types: (!config.known_event_types.is_empty())
                     .then(|| config.known_event_types.iter().cloned().collect()),
+                validation: config.validation,
+                sample_every: (1.0 / config.validation_sample_rate).round().max(1.0) as u64,
+                registry: schemas,
+                ..Checks::default()
             },
             forming: Vec::with_capacity(config.batch_max),
             forming_since: None,
@@ -604,8 +622,8 @@ impl Shipper {
             let events = std::mem::replace(&mut self.forming, Vec::with_capacity(max));
             self.forming_since = None;
             let producer_id = self.settings.producer_id.clone();
-            self.queue
-                .push_back(self.build(Source::Ring, &producer_id, events, false));
+            let batch = self.build(Source::Ring, &producer_id, events, false);
+            self.queue.push_back(batch);
         }
     }
 
@@ -703,13 +721,17 @@ impl Shipper {
     }
 
     fn build(
-        &self,
+        &mut self,
         source: Source,
         producer_id: &str,
         events: Vec<CapturedEvent>,
         accept_gap: bool,
     ) -> Batch {
-        let poison: Vec<_> = events.iter().map(|e| self.checks.check(e)).collect();
+        let checks = &mut self.checks;
+        let poison: Vec<_> = events.iter().map(|e| checks.check(e)).collect();
+        self.state
+            .schema_violations
+            .store(checks.violations, Ordering::Relaxed);
         let keys = if producer_id == self.settings.producer_id {
             self.settings.keys.clone()
         } else {
@@ -749,6 +771,20 @@ impl Shipper {
             .any(|b| matches!(b.status, Status::Unsent))
     }
 
+    /// Loads the schema registry from Redis (validation keeps the previous one on failure).
+    async fn load_schemas(&mut self, connection: &mut MultiplexedConnection) {
+        let loaded =
+            tokio::time::timeout(self.timeout() * 10, crate::schema::load(connection)).await;
+        match loaded {
+            Ok(Ok(registry)) if !registry.summary().is_empty() => {
+                self.checks.registry = Some(Arc::new(registry));
+            }
+            Ok(Ok(_)) => tracing::warn!("ship.validation is on but no schema is registered in Redis (evstream schema push); events are not validated"),
+            Ok(Err(error)) => tracing::error!(%error, "cannot load the schema registry; validation uses the previous one, if any"),
+            Err(_) => tracing::error!("loading the schema registry timed out; validation uses the previous one, if any"),
+        }
+    }
+
     async fn connect(&mut self) {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout().max(Duration::from_millis(500))))
@@ -780,7 +816,12 @@ impl Shipper {
                 })
         };
         match connected.await {
-            Ok(connection) => {
+            Ok(mut connection) => {
+                if self.config.validation != crate::config::Validation::Off
+                    && self.config.schemas_dir.is_none()
+                {
+                    self.load_schemas(&mut connection).await;
+                }
                 self.connection = Some(connection);
                 self.state.connected.store(true, Ordering::Relaxed);
             }

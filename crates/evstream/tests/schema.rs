@@ -370,3 +370,65 @@ fn consumers_get_events_migrated_to_the_latest_version_and_unknown_ones_are_dead
     assert_eq!(reasons[&v3], "unknown_version");
     assert_eq!(reasons[&invalid], "invalid_schema");
 }
+
+#[test]
+fn the_shipper_validates_strictly_or_by_sample_off_the_publish_path() {
+    use evstream::config::Validation;
+    use redis::Commands;
+    for mode in [Validation::Strict, Validation::Sample] {
+        let server = RedisServer::start().unwrap();
+        let mut config = evstream::Config::default();
+        config.redis.url = server.url();
+        config.ship.validation = mode;
+        config.ship.validation_sample_rate = 1.0;
+        config.ship.schemas_dir = Some(shipped_dir());
+        let (publisher, receiver) = evstream::publish::channel(&config).unwrap();
+        let shipper = evstream::ship::spawn(&config, receiver).unwrap();
+        publisher
+            .publish_raw(
+                "OrderCreated",
+                br#"{"orderId":"1","symbol":"AAPL"}"#,
+                "ord-1",
+            )
+            .unwrap();
+        publisher
+            .publish_raw("OrderCreated", br#"{"orderId":"2"}"#, "ord-2")
+            .unwrap();
+        publisher.publish_raw("Mystery", b"{}", "ord-3").unwrap();
+        drop(publisher);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let health = loop {
+            let health = shipper.health();
+            let dead: u64 = health.dead_letters.values().sum();
+            if health.shipped + dead >= 3 || std::time::Instant::now() > deadline {
+                break health;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        let report = shipper.shutdown(std::time::Duration::from_secs(10));
+        assert_eq!(report.undelivered, 0);
+
+        let mut connection = redis::Client::open(server.url())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let shipped: usize = connection.xlen("events").unwrap();
+        let dead: redis::streams::StreamRangeReply = connection.xrange_all("events:dlq").unwrap();
+        let reasons: Vec<String> = dead
+            .ids
+            .iter()
+            .map(|e| e.get("dlq_reason").unwrap())
+            .collect();
+        match mode {
+            Validation::Strict => {
+                assert_eq!(shipped, 1);
+                assert_eq!(reasons, ["invalid_schema", "unknown_type"]);
+            }
+            _ => {
+                assert_eq!(shipped, 3, "sample mode ships everything");
+                assert!(reasons.is_empty());
+                assert_eq!(health.schema_violations, 2, "{health:?}");
+            }
+        }
+    }
+}

@@ -58,13 +58,64 @@ pub(crate) struct Poison {
 pub(crate) struct Checks {
     /// With a list (strict mode), event types outside it are dead letters.
     pub(crate) known_types: Option<std::collections::HashSet<String>>,
+    /// Schema validation mode.
+    pub(crate) validation: crate::config::Validation,
+    /// In `sample` mode, one event in this many is validated.
+    pub(crate) sample_every: u64,
+    /// Events seen, for sampling.
+    pub(crate) seen: u64,
+    /// The registry, once loaded (validation is skipped without one).
+    pub(crate) registry: Option<std::sync::Arc<crate::schema::Registry>>,
+    /// Sampled events that failed validation (shipped anyway).
+    pub(crate) violations: u64,
 }
 
 impl Checks {
     /// Checks an event before it is sent. Payloads serialized by evstream are valid JSON by
     /// construction; raw payloads are parsed (without building a value) and refused if
-    /// invalid. In strict mode, an unknown event type is refused.
-    pub(crate) fn check(&self, event: &CapturedEvent) -> Option<Poison> {
+    /// invalid. In strict mode, an unknown event type is refused. Then the schema, per
+    /// `ship.validation`.
+    pub(crate) fn check(&mut self, event: &CapturedEvent) -> Option<Poison> {
+        let poison = self.check_type_and_json(event);
+        if poison.is_some() {
+            return poison;
+        }
+        self.check_schema(event)
+    }
+
+    fn check_schema(&mut self, event: &CapturedEvent) -> Option<Poison> {
+        use crate::config::Validation;
+        let registry = self.registry.as_ref()?;
+        let strict = match self.validation {
+            Validation::Off => return None,
+            Validation::Strict => true,
+            Validation::Sample => {
+                self.seen += 1;
+                if !self.seen.is_multiple_of(self.sample_every) {
+                    return None;
+                }
+                false
+            }
+        };
+        let data: serde_json::Value = serde_json::from_slice(event.data()).ok()?;
+        let version = DEFAULT_VERSION[1..].parse().unwrap_or(1);
+        let failure = registry
+            .validate(event.event_type(), version, &data)
+            .err()?;
+        if strict {
+            return Some(Poison {
+                reason: failure.code(),
+                message: failure.to_string(),
+            });
+        }
+        self.violations += 1;
+        if self.violations.is_power_of_two() {
+            tracing::warn!(violations = self.violations, %failure, "sampled event does not match its schema (shipped anyway; ship.validation = \"sample\")");
+        }
+        None
+    }
+
+    fn check_type_and_json(&self, event: &CapturedEvent) -> Option<Poison> {
         if let Some(known) = &self.known_types {
             if !known.contains(event.event_type()) {
                 return Some(Poison {

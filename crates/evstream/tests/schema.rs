@@ -432,3 +432,88 @@ fn the_shipper_validates_strictly_or_by_sample_off_the_publish_path() {
         }
     }
 }
+
+#[test]
+fn a_running_consumer_learns_a_version_pushed_after_it_started() {
+    use redis::Commands;
+    let server = RedisServer::start().unwrap();
+    let mut connection = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let push = |files: BTreeMap<String, String>| {
+        runtime.block_on(async {
+            let client = redis::Client::open(server.url()).unwrap();
+            let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+            schema::push(&mut connection, &Registry::from_files(files).unwrap())
+                .await
+                .unwrap();
+        })
+    };
+    let v1 = json!({"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}});
+    push(files(&[("Tick/v1.json", v1.clone())]));
+
+    let mut config = evstream::Config::default();
+    config.redis.url = server.url();
+    config.consume.group = "g".into();
+    config.consume.block_ms = 50;
+    config.consume.min_idle_ms = 200;
+    // Until the registry is re-read (every 5 s), the v2 event fails and is retried.
+    config.consume.max_deliveries = 1000;
+    let seen = std::sync::Arc::default();
+    let consumer =
+        evstream::consume::Consumer::new(&config, "c1", Recorder(std::sync::Arc::clone(&seen)))
+            .unwrap()
+            .with_schemas_from_redis();
+    let stats = consumer.stats();
+    let running = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(consumer.run(async move {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+                while stats.snapshot().processed < 1 && std::time::Instant::now() < deadline {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            }))
+    });
+    // v2 is pushed after the consumer started; then an event of v2 arrives.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let v2 = json!({"type": "object", "required": ["n", "m"],
+                    "properties": {"n": {"type": "integer"}, "m": {"type": "integer"}}});
+    push(files(&[
+        ("Tick/v1.json", v1),
+        ("Tick/v2.json", v2),
+        (
+            "Tick/v1-to-v2.json",
+            json!({"ops": [{"op": "add", "path": "/m", "value": 0}]}),
+        ),
+    ]));
+    let _: String = connection
+        .xadd(
+            "events",
+            "*",
+            &[
+                ("event_id", uuid::Uuid::now_v7().to_string()),
+                ("event_type", "Tick".to_owned()),
+                ("version", "v2".to_owned()),
+                ("correlation_id", String::new()),
+                ("timestamp_ns", "1".to_owned()),
+                ("producer_id", "p".to_owned()),
+                ("sequence", "1".to_owned()),
+                ("data", r#"{"n":1,"m":2}"#.to_owned()),
+            ],
+        )
+        .unwrap();
+    let report = running.join().unwrap();
+    assert_eq!(
+        report.processed, 1,
+        "v2 learned without a restart: {report:?}"
+    );
+    assert_eq!(seen.lock().unwrap()[0].1, 2);
+}

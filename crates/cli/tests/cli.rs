@@ -25,6 +25,11 @@ fn demo_json_reports_every_event_shipped_once() {
     assert_eq!(summary["lost"].as_u64(), Some(0));
     assert_eq!(summary["duplicates"].as_u64(), Some(0));
     assert!(summary["publish_ns"]["p99"].as_u64().unwrap() > 0);
+    // Two IntelliSense consumers share the group; every event's effect is applied once.
+    assert_eq!(summary["processed"].as_u64(), Some(published), "{summary}");
+    let orders = summary["analysis"]["orders"].as_u64().unwrap();
+    assert_eq!(summary["analysis"]["fills"].as_u64(), Some(orders));
+    assert_eq!(summary["analysis"]["lag"].as_u64(), Some(0));
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! `evstream demo`: a simulated trading engine publishing order lifecycles through the whole
-//! path (ring → shipper → Redis stream), then the stream read back and audited.
+//! path (ring → shipper → Redis stream → two IntelliSense consumers in one group), then the
+//! stream read back and audited, and the analysis reported.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -8,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use evstream::consume::Consumer;
 use evstream::{publish, ship, Config};
+use evstream_intellisense::{IntelliSense, IntelliSenseConfig};
 use serde::Serialize;
 
 use crate::args::DemoArgs;
@@ -27,6 +30,79 @@ struct Summary {
     /// Alias of `delivered`: events the shipper appended to the stream.
     shipped: u64,
     publish_ns: Percentiles,
+    /// Events whose effects the consumer group applied (exactly once each).
+    processed: u64,
+    /// What IntelliSense computed, read back from Redis.
+    analysis: evstream_intellisense::Report,
+}
+
+/// Two IntelliSense consumers of `intellisense_group`, each on a thread of its own.
+struct Consumers {
+    stop: tokio::sync::watch::Sender<bool>,
+    threads: Vec<std::thread::JoinHandle<evstream::consume::ConsumeReport>>,
+}
+
+impl Consumers {
+    fn start(config: &Config) -> anyhow::Result<Self> {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut threads = Vec::new();
+        for name in ["demo-consumer-1", "demo-consumer-2"] {
+            let handler = IntelliSense::new(&config.redis.stream, IntelliSenseConfig::default());
+            let consumer = Consumer::new(config, name, handler)
+                .context("cannot start the demo's consumers")?;
+            let mut stopped = stopped.clone();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            threads.push(std::thread::spawn(move || {
+                runtime.block_on(consumer.run(async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                }))
+            }));
+        }
+        Ok(Self { stop, threads })
+    }
+
+    /// Stops both and returns their summed `processed`.
+    fn stop(self) -> u64 {
+        let _ = self.stop.send(true);
+        self.threads
+            .into_iter()
+            .filter_map(|t| t.join().ok())
+            .map(|r| r.processed)
+            .sum()
+    }
+}
+
+/// The group's `processed` counter.
+fn group_processed(config: &Config) -> anyhow::Result<u64> {
+    let mut connection = redis::Client::open(config.redis.url.as_str())?
+        .get_connection_with_timeout(Duration::from_secs(3))?;
+    let key =
+        evstream::consume::ConsumeKeys::new(&config.redis.stream, &config.consume.group).counters;
+    let processed: Option<u64> = redis::cmd("HGET")
+        .arg(&key)
+        .arg("processed")
+        .query(&mut connection)?;
+    Ok(processed.unwrap_or(0))
+}
+
+/// Waits until the group's `processed` counter reaches `target` (or `timeout` passes).
+fn wait_until_processed(config: &Config, target: u64, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let processed = group_processed(config)?;
+        if processed >= target {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the consumers fell behind: the group's processed counter is {processed}, \
+             {target} expected after {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 pub(crate) fn run(
@@ -42,6 +118,12 @@ pub(crate) fn run(
         publish::channel(&config).context("cannot build the capture ring")?;
     let producer_id = publisher.producer_id().to_owned();
     let shipper = ship::spawn(&config, receiver).context("cannot start the shipper")?;
+    if target.private.is_none() {
+        // A shared Redis may hold older entries: the demo's group starts at the end.
+        config.consume.start_id = "$".to_owned();
+    }
+    let processed_before = group_processed(&config)?;
+    let consumers = Consumers::start(&config)?;
     if !args.json {
         eprintln!(
             "evstream demo: {} engine threads, {} events/s for {:?} into stream '{}' on {}",
@@ -63,11 +145,23 @@ pub(crate) fn run(
     drop(publisher);
     pipeline::wait_until_shipped(&shipper, report.published, Duration::from_secs(30))?;
     let shutdown = shipper.shutdown(Duration::from_secs(30));
+    let waited = wait_until_processed(
+        &config,
+        processed_before + report.published,
+        Duration::from_secs(60),
+    );
+    let processed = consumers.stop();
+    waited?;
+    let analysis = super::with_redis(&config, |mut connection| {
+        let (stream, group) = (config.redis.stream.clone(), config.consume.group.clone());
+        async move { evstream_intellisense::read_report(&mut connection, &stream, &group).await }
+    })?
+    .context("cannot read the analysis back")?;
     let audit = pipeline::audit(&config, &target.url, |_, data| {
         serde_json::from_slice::<serde_json::Value>(data).is_ok()
     })?;
     let delivery = Delivery::measure(report.published, &producer_id, &audit, &shutdown);
-    let clean = delivery.is_clean();
+    let clean = delivery.is_clean() && processed >= report.published;
     let summary = Summary {
         redis: target.describe(),
         stream: config.redis.stream.clone(),
@@ -77,6 +171,8 @@ pub(crate) fn run(
         shipped: delivery.delivered,
         delivery,
         publish_ns: Percentiles::of(&report.latency_ns),
+        processed,
+        analysis,
     };
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -86,6 +182,22 @@ pub(crate) fn run(
         writeln!(out, "{:<13} {:>12}", "refused", summary.refused)?;
         summary.delivery.write_text(&mut out)?;
         summary.publish_ns.write_text("publish", &mut out)?;
+        let a = &summary.analysis;
+        writeln!(
+            out,
+            "{:<13} {:>12}  (2 IntelliSense consumers, group {})",
+            "processed", summary.processed, a.group
+        )?;
+        writeln!(out, "{:<13} {:>12}", "orders", a.orders)?;
+        writeln!(out, "{:<13} {:>12}", "fills", a.fills)?;
+        writeln!(out, "{:<13} {:>12}", "alerts", a.alerts)?;
+        for (symbol, s) in &a.symbols {
+            writeln!(
+                out,
+                "fill latency  {symbol:<6} p50 {:.3} ms  p99 {:.3} ms  ({} orders)",
+                s.fill_latency.p50_ms, s.fill_latency.p99_ms, s.fill_latency.count
+            )?;
+        }
     }
     Ok(if clean {
         ExitCode::SUCCESS

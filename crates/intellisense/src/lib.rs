@@ -14,21 +14,23 @@
 //!
 //! # Several consumers, one result
 //!
-//! The events of one order may be processed by different consumers of the group. So the
-//! state that pairs them lives in Redis, in the per-order hash, written by each event's
-//! effects atomically with its acknowledgement (see [`evstream::consume`]). Each effect also
-//! reads back the other half (`HMGET`), and because commits are atomic and serialized, the
-//! commit that completes a pair is the one that sees both halves: each latency is computed
-//! exactly once, by whichever consumer completed the pair.
+//! The events of one order may be processed by different consumers of the group. Each
+//! consumer first pairs what it holds itself, in its bounded correlation [`Tracker`]: a pair
+//! whose two halves it handled is completed locally by the later half. A half whose other
+//! half it did not hold by the end of its batch is written to a per-correlation pairing hash
+//! in Redis, inside the commit that acknowledges it (see [`evstream::consume`]), and the same
+//! commit reads the other half back (`HMGET`). Commits are atomic and serialized, so the
+//! commit that completes a pair is the only one that sees both halves: each latency is
+//! computed once, by whichever consumer completed the pair.
 //!
 //! # Results in Redis
 //!
 //! | key | type | content |
 //! |---|---|---|
-//! | `<stream>:order:<correlation_id>` | hash, TTL `order_ttl` (24 h) | `symbol`, `order_id`, `side`, `quantity`, `price`, `notional`, `risk`, `signal_ns`, `created_ns`, `filled_ns` (first fill), `filled_quantity`, `creation_latency_ns`, `fill_latency_ns` |
-//! | `<stream>:analysis` | stream, `MAXLEN ~ analysis_max_len` | one entry per latency: `kind` (`creation_latency`/`fill_latency`), `correlation_id`, `symbol`, `latency_ns` |
-//! | `<stream>:alerts` | stream, `MAXLEN ~ alerts_max_len` | `kind` (`creation_latency`/`fill_latency`/`risk`), `level`, `correlation_id`, `symbol`, `value`, `threshold`, `message` |
-//! | `<stream>:consume:<group>` | hash | counters: `processed`, `duplicates_skipped`, `dead_lettered`, …, and `orders`, `fills`, `signals`, `alerts` |
+//! | `<stream>:analysis` | stream, `MAXLEN ~ analysis_max_len` | one entry per batch; fields `creation_latency:<SYMBOL>` and `fill_latency:<SYMBOL>`, each a comma-separated list of latencies in ns |
+//! | `<stream>:alerts` | stream, `MAXLEN ~ alerts_max_len` | one entry per alert: `kind` (`creation_latency`/`fill_latency`/`risk`), `level`, `correlation_id`, `symbol`, `value`, `threshold`, `message` |
+//! | `<stream>:consume:<group>` | hash | counters: `processed`, `duplicates_skipped`, `dead_lettered`, …, and `orders`, `fills`, `signals`, `latencies`, `alerts` |
+//! | `<stream>:pairing:<correlation_id>` | hash, TTL `pairing_ttl_s` (24 h) | internal: a half waiting for its other half (`signal_ns`, `created_ns`, `filled_ns`, `symbol`) |
 //!
 //! `orders`, `fills` and `signals` are counted with each entry's acknowledgement (exactly
 //! once); latencies and latency alerts are written right after the commit that computed them

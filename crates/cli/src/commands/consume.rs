@@ -119,11 +119,15 @@ fn drive<H: Handler + 'static>(
             Arc::clone(&stats),
             Arc::clone(&activity),
             args.exit_when_idle,
+            !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
         ));
         let report = consumer.run(stop_signal(watch)).await;
         Ok::<_, anyhow::Error>(report)
     })?;
 
+    if !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprintln!(); // end the progress line
+    }
     let activity = activity.lock().unwrap_or_else(|e| e.into_inner());
     let active = match (activity.first_read, activity.last_progress) {
         (Some(first), Some(last)) => last.saturating_duration_since(first),
@@ -201,8 +205,10 @@ async fn watch_activity(
     stats: Arc<ConsumeStats>,
     activity: Arc<std::sync::Mutex<Activity>>,
     exit_when_idle: Option<Duration>,
+    progress: bool,
 ) {
     let started = Instant::now();
+    let (mut printed_at, mut printed_count) = (started, 0);
     loop {
         tokio::time::sleep(Duration::from_millis(10)).await;
         let now = Instant::now();
@@ -216,6 +222,24 @@ async fn watch_activity(
         if done != activity.last_count {
             activity.last_count = done;
             activity.last_progress = Some(now);
+        }
+        if progress && now.duration_since(printed_at) >= Duration::from_secs(2) {
+            let rate = (report.processed - printed_count) as f64
+                / now.duration_since(printed_at).as_secs_f64();
+            eprint!(
+                "\rprocessed {:>10}  {:>8.0}/s  duplicates {}  dead letters {}  claimed {}  {}   ",
+                report.processed,
+                rate,
+                report.duplicates_skipped,
+                report.dead_lettered,
+                report.claimed,
+                if report.connected {
+                    "connected"
+                } else {
+                    "reconnecting"
+                }
+            );
+            (printed_at, printed_count) = (now, report.processed);
         }
         if let Some(idle) = exit_when_idle {
             let since = activity.last_progress.unwrap_or(started);

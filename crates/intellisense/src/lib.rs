@@ -213,8 +213,20 @@ struct Handled {
 #[derive(Debug)]
 struct Derived {
     latency: Latency,
+    latency_ns: u64,
     correlation_id: String,
     alert_above_ns: Option<u64>,
+}
+
+/// One entry of `<stream>:alerts`.
+struct Alert<'a, V, T> {
+    kind: &'a str,
+    level: &'a str,
+    correlation_id: &'a str,
+    symbol: &'a str,
+    value: V,
+    threshold: T,
+    message: String,
 }
 
 #[derive(Deserialize)]
@@ -333,6 +345,7 @@ impl IntelliSense {
         }
         self.derived.push(Derived {
             latency,
+            latency_ns,
             correlation_id: correlation_id.to_owned(),
             alert_above_ns: alert.then_some(threshold),
         });
@@ -585,8 +598,7 @@ impl Handler for IntelliSense {
             if !text.is_empty() {
                 text.push(',');
             }
-            let latency = result.latency.to_ns - result.latency.from_ns;
-            let _ = write!(text, "{latency}");
+            let _ = write!(text, "{}", result.latency_ns);
         }
         let mut xadd = redis::cmd("XADD");
         xadd.arg(&self.keys.analysis)
@@ -598,46 +610,29 @@ impl Handler for IntelliSense {
             xadd.arg(format!("{kind}:{symbol}")).arg(latencies);
         }
         effects.apply(&mut xadd);
+        effects.count("latencies", self.derived.len() as i64);
         let mut alerts = 0;
-        for result in self.derived.drain(..) {
+        for result in std::mem::take(&mut self.derived) {
             let Some(threshold) = result.alert_above_ns else {
                 continue;
             };
-            let latency = result.latency.to_ns - result.latency.from_ns;
             let kind = result.latency.pair.name();
             alerts += 1;
-            effects.apply(
-                redis::cmd("XADD")
-                    .arg(&self.keys.alerts)
-                    .arg("MAXLEN")
-                    .arg("~")
-                    .arg(self.config.alerts_max_len)
-                    .arg("*")
-                    .arg("kind")
-                    .arg(kind)
-                    .arg("level")
-                    .arg("WARNING")
-                    .arg("correlation_id")
-                    .arg(&result.correlation_id)
-                    .arg("symbol")
-                    .arg(&result.latency.symbol)
-                    .arg("value")
-                    .arg(latency)
-                    .arg("threshold")
-                    .arg(threshold)
-                    .arg("message")
-                    .arg(format!(
-                        "{} of {:.3} ms is above {:.3} ms",
-                        kind.replace('_', " "),
-                        latency as f64 / 1e6,
-                        threshold as f64 / 1e6
-                    )),
-            );
+            effects.apply(&mut self.alert_command(Alert {
+                kind,
+                level: "WARNING",
+                correlation_id: &result.correlation_id,
+                symbol: &result.latency.symbol,
+                value: result.latency_ns,
+                threshold,
+                message: format!(
+                    "{} of {:.3} ms is above {:.3} ms",
+                    kind.replace('_', " "),
+                    result.latency_ns as f64 / 1e6,
+                    threshold as f64 / 1e6
+                ),
+            }));
         }
-        effects.count(
-            "latencies",
-            groups.values().map(|t| t.split(',').count() as i64).sum(),
-        );
         if alerts > 0 {
             effects.count("alerts", alerts);
         }
@@ -706,28 +701,44 @@ impl IntelliSense {
             risk * 100.0
         );
         effects
-            .apply(
-                redis::cmd("XADD")
-                    .arg(&self.keys.alerts)
-                    .arg("MAXLEN")
-                    .arg("~")
-                    .arg(self.config.alerts_max_len)
-                    .arg("*")
-                    .arg("kind")
-                    .arg("risk")
-                    .arg("level")
-                    .arg(if risk > 2.0 { "CRITICAL" } else { "WARNING" })
-                    .arg("correlation_id")
-                    .arg(&event.correlation_id)
-                    .arg("symbol")
-                    .arg(symbol)
-                    .arg("value")
-                    .arg(risk)
-                    .arg("threshold")
-                    .arg(1.0)
-                    .arg("message")
-                    .arg(message),
-            )
+            .apply(&mut self.alert_command(Alert {
+                kind: "risk",
+                level: if risk > 2.0 { "CRITICAL" } else { "WARNING" },
+                correlation_id: &event.correlation_id,
+                symbol,
+                value: risk,
+                threshold: 1.0,
+                message,
+            }))
             .count("alerts", 1);
+    }
+
+    /// The `XADD` of one alert to `<stream>:alerts`.
+    fn alert_command<V, T>(&self, alert: Alert<'_, V, T>) -> redis::Cmd
+    where
+        V: redis::ToRedisArgs,
+        T: redis::ToRedisArgs,
+    {
+        let mut xadd = redis::cmd("XADD");
+        xadd.arg(&self.keys.alerts)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(self.config.alerts_max_len)
+            .arg("*")
+            .arg("kind")
+            .arg(alert.kind)
+            .arg("level")
+            .arg(alert.level)
+            .arg("correlation_id")
+            .arg(alert.correlation_id)
+            .arg("symbol")
+            .arg(alert.symbol)
+            .arg("value")
+            .arg(alert.value)
+            .arg("threshold")
+            .arg(alert.threshold)
+            .arg("message")
+            .arg(alert.message);
+        xadd
     }
 }

@@ -75,33 +75,44 @@ impl Consumers {
     }
 }
 
-/// The group's `processed` counter.
-fn group_processed(config: &Config) -> anyhow::Result<u64> {
-    let mut connection = redis::Client::open(config.redis.url.as_str())?
-        .get_connection_with_timeout(Duration::from_secs(3))?;
-    let key =
-        evstream::consume::ConsumeKeys::new(&config.redis.stream, &config.consume.group).counters;
-    let processed: Option<u64> = redis::cmd("HGET")
-        .arg(&key)
-        .arg("processed")
-        .query(&mut connection)?;
-    Ok(processed.unwrap_or(0))
+/// Reads the demo group's `processed` counter, over one connection kept for the run.
+struct GroupCounter {
+    connection: redis::Connection,
+    key: String,
 }
 
-/// Waits until the group's `processed` counter reaches `target` (or `timeout` passes).
-fn wait_until_processed(config: &Config, target: u64, timeout: Duration) -> anyhow::Result<()> {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        let processed = group_processed(config)?;
-        if processed >= target {
-            return Ok(());
+impl GroupCounter {
+    fn open(config: &Config) -> anyhow::Result<Self> {
+        let connection = redis::Client::open(config.redis.url.as_str())?
+            .get_connection_with_timeout(Duration::from_secs(3))?;
+        let key = evstream::consume::ConsumeKeys::new(&config.redis.stream, &config.consume.group)
+            .counters;
+        Ok(Self { connection, key })
+    }
+
+    fn processed(&mut self) -> anyhow::Result<u64> {
+        let processed: Option<u64> = redis::cmd("HGET")
+            .arg(&self.key)
+            .arg("processed")
+            .query(&mut self.connection)?;
+        Ok(processed.unwrap_or(0))
+    }
+
+    /// Waits until the counter reaches `target` (or `timeout` passes).
+    fn wait_for(&mut self, target: u64, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let processed = self.processed()?;
+            if processed >= target {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "the consumers fell behind: the group's processed counter is {processed}, \
+                 {target} expected after {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "the consumers fell behind: the group's processed counter is {processed}, \
-             {target} expected after {timeout:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -122,7 +133,8 @@ pub(crate) fn run(
         // A shared Redis may hold older entries: the demo's group starts at the end.
         config.consume.start_id = "$".to_owned();
     }
-    let processed_before = group_processed(&config)?;
+    let mut counter = GroupCounter::open(&config)?;
+    let processed_before = counter.processed()?;
     let consumers = Consumers::start(&config)?;
     if !args.json {
         eprintln!(
@@ -145,11 +157,7 @@ pub(crate) fn run(
     drop(publisher);
     pipeline::wait_until_shipped(&shipper, report.published, Duration::from_secs(30))?;
     let shutdown = shipper.shutdown(Duration::from_secs(30));
-    let waited = wait_until_processed(
-        &config,
-        processed_before + report.published,
-        Duration::from_secs(60),
-    );
+    let waited = counter.wait_for(processed_before + report.published, Duration::from_secs(60));
     let processed = consumers.stop();
     waited?;
     let analysis = super::with_redis(&config, |mut connection| {

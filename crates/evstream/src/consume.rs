@@ -830,11 +830,13 @@ impl<H: Handler> Consumer<H> {
                 planned.push((index, Record::DeadLetter, effects));
                 continue;
             }
+            // With a registry, `upgrade` parses (and so checks) the JSON itself.
             let decoded = decode::decode(
                 &entry.id,
                 fields,
                 entry.deliveries,
                 self.config.max_data_bytes,
+                self.registry().is_none(),
             )
             .map_err(|error| (error.code(), error.to_string()))
             .and_then(|mut event| self.upgrade(&mut event).map(|()| event));

@@ -116,6 +116,22 @@ async fn wait_for(stats: Arc<ConsumeStats>, until: impl Fn(&ConsumeReport) -> bo
     }
 }
 
+/// What a consumer that crashes right after reading leaves behind: `count` entries pending
+/// in `consumer`, never acknowledged.
+fn read_and_crash(connection: &mut redis::Connection, consumer: &str, count: usize) {
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("g")
+        .arg(consumer)
+        .arg("COUNT")
+        .arg(count)
+        .arg("STREAMS")
+        .arg(STREAM)
+        .arg(">")
+        .query(connection)
+        .unwrap();
+}
+
 fn applied_counts(connection: &mut redis::Connection) -> HashMap<String, u64> {
     connection.hgetall("applied").unwrap()
 }
@@ -182,17 +198,7 @@ fn a_restarted_consumer_finishes_its_pending_entries_and_skips_acked_ones() {
 
     // More entries arrive; c1 "crashes" right after reading 300 of them (read, never acked).
     append_good(&mut connection, 1000, 500);
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg("g")
-        .arg("c1")
-        .arg("COUNT")
-        .arg(300)
-        .arg("STREAMS")
-        .arg(STREAM)
-        .arg(">")
-        .query(&mut connection)
-        .unwrap();
+    read_and_crash(&mut connection, "c1", 300);
     assert_eq!(group_info(&mut connection).0, 300, "300 pending in c1");
 
     // Second life, same name: the 300 pending entries first, then the 200 new ones; none of
@@ -227,17 +233,7 @@ fn entries_of_a_dead_consumer_are_claimed_and_applied_exactly_once() {
         .arg("MKSTREAM")
         .query::<()>(&mut connection)
         .unwrap();
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg("g")
-        .arg("dead")
-        .arg("COUNT")
-        .arg(700)
-        .arg("STREAMS")
-        .arg(STREAM)
-        .arg(">")
-        .query(&mut connection)
-        .unwrap();
+    read_and_crash(&mut connection, "dead", 700);
 
     let consumer = Consumer::new(&config(&url), "alive", CountingHandler::default()).unwrap();
     let report = run_until(consumer, |r| r.processed >= 2000).join().unwrap();

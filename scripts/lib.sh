@@ -1,9 +1,11 @@
 # Shared helpers of the scripts: installing what is missing, the same way everywhere.
 
-# need CMD PACKAGE: makes sure CMD is on PATH, installing Debian PACKAGE with apt-get when
-# running as root; otherwise says which package to install and fails.
+# need CMD PACKAGE [APT_OPTION...]: makes sure CMD is on PATH, installing Debian PACKAGE with
+# apt-get (and the given install options, e.g. --no-install-recommends) when running as root;
+# otherwise says which package to install and fails.
 need() {
     local cmd=$1 package=$2
+    shift 2
     command -v "$cmd" >/dev/null 2>&1 && return 0
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "==> installing $package (for $cmd)" >&2
@@ -11,7 +13,7 @@ need() {
             DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
             EVSTREAM_APT_UPDATED=1
         fi
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" "$package" >&2
     fi
     if ! command -v "$cmd" >/dev/null 2>&1; then
         echo "error: '$cmd' is missing: install the Debian package '$package'" \

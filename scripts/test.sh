@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what is missing, then format, lints, tests,
-# the loom models and (when the toolchain has it) Miri on the ring.
+# the Prometheus rules and Grafana dashboard, the loom models and (when the toolchain has it)
+# Miri on the ring.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -22,6 +23,14 @@ echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> cargo test"
 cargo test --workspace --locked
+
+echo "==> promtool check rules"
+# promtool comes with Debian's prometheus package; on a host running systemd, Debian also
+# starts the server (:9090): `systemctl disable --now prometheus` if it is not wanted there.
+need promtool prometheus --no-install-recommends
+promtool check rules deploy/prometheus/alerts.yml
+promtool test rules deploy/prometheus/alerts_test.yml
+python3 -m json.tool deploy/grafana/evstream.json >/dev/null
 
 echo "==> loom models of the ring"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \

@@ -51,6 +51,25 @@
 //! max_data_bytes = 1048576  # larger `data` is a poison entry (too_large)
 //! dedupe_capacity = 100000  # event ids remembered in-process to skip redeliveries
 //! dedupe_ttl_s = 600        # and for how long
+//!
+//! [ops]
+//! interval_ms = 30000       # how often the ops loop polls INFO and XINFO and trims
+//! max_len = 1000000         # retention: keep at most this many entries ...
+//! max_age_s = 86400         # ... and none older than this (whichever keeps fewer)
+//! aggressive_len = 100000   # at critical memory: trim to this, even past lagging groups
+//! memory_warning_percent = 60
+//! memory_critical_percent = 80
+//! frag_ratio = 1.5          # allocator fragmentation reported (and defragmented) above this
+//! allow_activedefrag = false  # CONFIG SET activedefrag yes above frag_ratio
+//! consumer_idle_s = 3600    # consumers idle this long with nothing pending are removed
+//! alert_interval_ms = 10000 # how often alert rules are evaluated
+//! reminder_interval_s = 1800  # a firing alert is repeated this often
+//! webhook_url = "http://alerts.internal:9000/evstream"  # default: log only
+//! ring_depth_warning = 100000
+//! group_lag_warning = 10000
+//! group_lag_critical = 100000
+//! poison_rate_warning = 10.0   # dead letters per second
+//! poison_rate_critical = 100.0
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -80,6 +99,8 @@ pub struct Config {
     pub ship: ShipConfig,
     /// Consumer groups reading the stream.
     pub consume: ConsumeConfig,
+    /// The ops loop: retention, Redis memory, group hygiene, alerts.
+    pub ops: OpsConfig,
 }
 
 impl Config {
@@ -102,6 +123,7 @@ impl Config {
         self.ring.validate()?;
         self.ship.validate()?;
         self.consume.validate()?;
+        self.ops.validate()?;
         self.producer.validate()
     }
 }
@@ -506,6 +528,152 @@ impl ConsumeConfig {
         for (field, value, ok, reason) in checks {
             if !ok {
                 return Err(invalid(field, &value, reason));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `[ops]`: the ops loop (`evstream ops`, or [`crate::ops::OpsLoop`] in any process).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpsConfig {
+    /// How often Redis is polled (`INFO`, `XINFO`) and retention applied, in milliseconds.
+    /// Default 30,000.
+    pub interval_ms: u64,
+    /// Retention by length: entries beyond the newest `max_len` are trimmed. 0: no length
+    /// limit. Default 1,000,000.
+    pub max_len: u64,
+    /// Retention by age: entries older than this many seconds are trimmed. 0: no age limit.
+    /// Default 86,400 (24 h).
+    pub max_age_s: u64,
+    /// Length the stream is cut to when memory is critical, even past entries a group has
+    /// not read (those are counted and alerted). Default 100,000.
+    pub aggressive_len: u64,
+    /// Used memory, in percent of `maxmemory`, that raises a WARNING. Default 60.
+    pub memory_warning_percent: f64,
+    /// Used memory, in percent of `maxmemory`, that raises a CRITICAL alert and triggers
+    /// the aggressive trim. Default 80.
+    pub memory_critical_percent: f64,
+    /// `allocator_frag_ratio` above which fragmentation is reported. Default 1.5.
+    pub frag_ratio: f64,
+    /// Whether the ops loop may run `CONFIG SET activedefrag yes` above `frag_ratio`.
+    /// Default false.
+    pub allow_activedefrag: bool,
+    /// Consumers idle this long, in seconds, with no pending entries are removed from their
+    /// group. 0: never. Default 3600.
+    pub consumer_idle_s: u64,
+    /// How often alert rules are evaluated, in milliseconds. Default 10,000.
+    pub alert_interval_ms: u64,
+    /// A firing alert is sent again this often, in seconds. Default 1800.
+    pub reminder_interval_s: u64,
+    /// Alerts are POSTed here as JSON (`http://` only). Default: none, the log only.
+    pub webhook_url: Option<String>,
+    /// Events waiting in a process's ring that raise a WARNING. Default 100,000.
+    pub ring_depth_warning: u64,
+    /// Entries a group has not read yet that raise a WARNING. Default 10,000.
+    pub group_lag_warning: u64,
+    /// ... and a CRITICAL alert. Default 100,000.
+    pub group_lag_critical: u64,
+    /// Dead letters per second that raise a WARNING. Default 10.
+    pub poison_rate_warning: f64,
+    /// ... and a CRITICAL alert. Default 100.
+    pub poison_rate_critical: f64,
+}
+
+impl Default for OpsConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: 30_000,
+            max_len: 1_000_000,
+            max_age_s: 86_400,
+            aggressive_len: 100_000,
+            memory_warning_percent: 60.0,
+            memory_critical_percent: 80.0,
+            frag_ratio: 1.5,
+            allow_activedefrag: false,
+            consumer_idle_s: 3600,
+            alert_interval_ms: 10_000,
+            reminder_interval_s: 1800,
+            webhook_url: None,
+            ring_depth_warning: 100_000,
+            group_lag_warning: 10_000,
+            group_lag_critical: 100_000,
+            poison_rate_warning: 10.0,
+            poison_rate_critical: 100.0,
+        }
+    }
+}
+
+impl OpsConfig {
+    /// Checks every value's range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, value: &dyn ToString, reason| {
+            Err(ConfigError::Invalid {
+                field,
+                value: value.to_string(),
+                reason,
+            })
+        };
+        if self.interval_ms < 100 {
+            return invalid("ops.interval_ms", &self.interval_ms, "must be at least 100");
+        }
+        if self.alert_interval_ms < 100 {
+            return invalid(
+                "ops.alert_interval_ms",
+                &self.alert_interval_ms,
+                "must be at least 100",
+            );
+        }
+        let percent = |p: f64| p > 0.0 && p <= 100.0;
+        if !percent(self.memory_warning_percent) {
+            return invalid(
+                "ops.memory_warning_percent",
+                &self.memory_warning_percent,
+                "must be above 0 and at most 100",
+            );
+        }
+        if !percent(self.memory_critical_percent)
+            || self.memory_critical_percent < self.memory_warning_percent
+        {
+            return invalid(
+                "ops.memory_critical_percent",
+                &self.memory_critical_percent,
+                "must be at most 100 and not below ops.memory_warning_percent",
+            );
+        }
+        if self.max_len != 0 && self.aggressive_len > self.max_len {
+            return invalid(
+                "ops.aggressive_len",
+                &self.aggressive_len,
+                "must not exceed ops.max_len",
+            );
+        }
+        if self.group_lag_critical < self.group_lag_warning {
+            return invalid(
+                "ops.group_lag_critical",
+                &self.group_lag_critical,
+                "must not be below ops.group_lag_warning",
+            );
+        }
+        if !(self.poison_rate_warning >= 0.0 && self.poison_rate_critical >= self.poison_rate_warning)
+        {
+            return invalid(
+                "ops.poison_rate_critical",
+                &self.poison_rate_critical,
+                "must not be below ops.poison_rate_warning, which must not be negative",
+            );
+        }
+        if !(self.frag_ratio >= 1.0) {
+            return invalid("ops.frag_ratio", &self.frag_ratio, "must be at least 1.0");
+        }
+        if let Some(url) = &self.webhook_url {
+            if let Err(reason) = crate::ops::webhook::Endpoint::parse(url) {
+                return Err(ConfigError::Invalid {
+                    field: "ops.webhook_url",
+                    value: url.clone(),
+                    reason,
+                });
             }
         }
         Ok(())

@@ -216,3 +216,46 @@ pub enum SchemaError {
         source: redis::RedisError,
     },
 }
+
+/// The ops loop or `status` could not read or act on Redis.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpsError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The Redis URL cannot be parsed.
+    #[error("invalid Redis URL {url}: {source} (expected redis://[user:password@]host:port[/db])")]
+    InvalidUrl {
+        /// The URL, password hidden.
+        url: String,
+        /// The client's error.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// A Redis call failed or timed out.
+    #[error("{what}: {source}")]
+    Redis {
+        /// The call, e.g. `XINFO GROUPS events`.
+        what: String,
+        /// The client's error.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// A Redis call did not answer within its deadline.
+    #[error("{what}: no answer within {timeout:?} (is Redis overloaded or unreachable?)")]
+    Timeout {
+        /// The call.
+        what: String,
+        /// The deadline.
+        timeout: std::time::Duration,
+    },
+    /// Redis answered something evstream does not understand (an unsupported version?).
+    #[error("{what}: unexpected reply ({detail}); evstream needs Redis 7.0 or later")]
+    Reply {
+        /// The call.
+        what: String,
+        /// What was wrong.
+        detail: String,
+    },
+}

@@ -49,13 +49,15 @@ pub mod audit;
 pub mod config;
 pub mod consume;
 pub mod envelope;
+pub mod ops;
 pub mod error;
 pub mod publish;
 pub mod schema;
 pub mod ship;
+pub mod telemetry;
 
 pub use config::Config;
-pub use error::{ConfigError, ConsumeError, PublishError, SchemaError, ShipError};
+pub use error::{ConfigError, ConsumeError, OpsError, PublishError, SchemaError, ShipError};
 pub use publish::Publisher;
 
 /// The README's library example, compiled and run as a doc test.

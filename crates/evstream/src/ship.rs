@@ -208,6 +208,12 @@ impl ShipperHandle {
         self.state.snapshot()
     }
 
+    /// A cloneable handle that reads [`health`](Self::health) from anywhere (metrics,
+    /// `/health`, the ops loop's alerts) while the shipper runs.
+    pub fn monitor(&self) -> ShipperMonitor {
+        ShipperMonitor(Arc::clone(&self.state))
+    }
+
     /// Flushes the ring and every unconfirmed batch to Redis within `timeout`, stops, and
     /// reports what could not be delivered. Events published after this starts may be refused
     /// with `PublishError::Closed` once the shipper has stopped.
@@ -235,6 +241,17 @@ impl Drop for ShipperHandle {
                 tracing::error!(?report, "shipper stopped with undelivered events");
             }
         }
+    }
+}
+
+/// Reads a running shipper's [`ShipperHealth`]; see [`ShipperHandle::monitor`].
+#[derive(Debug, Clone)]
+pub struct ShipperMonitor(Arc<State>);
+
+impl ShipperMonitor {
+    /// A snapshot of the shipper's health.
+    pub fn health(&self) -> ShipperHealth {
+        self.0.snapshot()
     }
 }
 
@@ -853,10 +870,14 @@ impl Shipper {
             let mut connection = connection.clone();
             let cmd = Arc::clone(&batch.cmd);
             batch.status = Status::InFlight(tokio::spawn(async move {
+                let started = Instant::now();
                 match tokio::time::timeout(timeout, cmd.query_async::<Outcome>(&mut connection))
                     .await
                 {
-                    Ok(Ok(outcome)) => Ok(outcome),
+                    Ok(Ok(outcome)) => {
+                        crate::telemetry::batch_duration(started.elapsed());
+                        Ok(outcome)
+                    }
                     Ok(Err(error)) => Err(AttemptError::Redis(error)),
                     Err(_) => Err(AttemptError::Timeout(timeout)),
                 }

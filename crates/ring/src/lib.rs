@@ -391,6 +391,42 @@ impl<T> Producer<T> {
     pub fn is_closed(&self) -> bool {
         self.shared.closed.load(Ordering::Relaxed)
     }
+
+    /// A read-only view of the ring's counters that, unlike a `Producer` clone, does not
+    /// keep the ring open: the consumer still sees the end once every producer is gone.
+    pub fn monitor(&self) -> Monitor<T> {
+        Monitor {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// Reads a ring's [`Stats`] from anywhere (metrics, health checks) without being a producer.
+pub struct Monitor<T> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T> Clone for Monitor<T> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<T> fmt::Debug for Monitor<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Monitor")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl<T> Monitor<T> {
+    /// Current counters of the ring.
+    pub fn stats(&self) -> Stats {
+        self.shared.stats()
+    }
 }
 
 /// Exclusive access to one claimed slot.
@@ -595,6 +631,18 @@ mod tests {
         assert_eq!(drain_all(&mut consumer), vec![0, 1, 2, 3]);
         assert_eq!(publish(&producer, 4), Ok(4));
         assert_eq!(drain_all(&mut consumer), vec![4]);
+    }
+
+    #[test]
+    fn a_monitor_reads_the_counters_without_keeping_the_ring_open() {
+        let (producer, mut consumer) = channel(4, || 0u64).unwrap();
+        let monitor = producer.monitor();
+        assert_eq!(publish(&producer, 1), Ok(1));
+        assert_eq!((monitor.stats().claimed, monitor.stats().depth()), (1, 1));
+        drop(producer);
+        assert!(consumer.is_disconnected());
+        assert_eq!(drain_all(&mut consumer), vec![1]);
+        assert_eq!(monitor.stats().depth(), 0);
     }
 
     #[test]

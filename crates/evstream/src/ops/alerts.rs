@@ -1,0 +1,631 @@
+//! Alert rules, and the state that turns their findings into notifications: one on each
+//! change (firing, a level change, resolved) and a reminder while an alert keeps firing,
+//! never one per evaluation.
+//!
+//! The same rules exist for Prometheus in `deploy/prometheus/alerts.yml`; the runbook of
+//! each is in `docs/operations.md`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use super::observe::{EvictionRisk, Observation};
+use crate::config::OpsConfig;
+use crate::publish::CaptureHealth;
+use crate::ship::{BreakerState, ShipperHealth};
+
+/// How bad it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Look at it soon.
+    Warning,
+    /// Act now: events are at risk.
+    Critical,
+}
+
+impl Severity {
+    /// `warning` or `critical`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Warning => "warning",
+            Self::Critical => "critical",
+        }
+    }
+}
+
+/// One rule's verdict: it fires, at this level, because of this.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Finding {
+    /// The rule, e.g. `GroupLagHigh` (the runbook's heading in `docs/operations.md`).
+    pub alert: &'static str,
+    /// What it is about when a rule fires once per thing (the group's name), else empty.
+    pub subject: String,
+    /// Its level.
+    pub severity: Severity,
+    /// One line for people.
+    pub message: String,
+    /// The measured value.
+    pub value: f64,
+    /// The threshold it crossed.
+    pub threshold: f64,
+}
+
+impl Finding {
+    fn key(&self) -> String {
+        if self.subject.is_empty() {
+            self.alert.to_owned()
+        } else {
+            format!("{}/{}", self.alert, self.subject)
+        }
+    }
+}
+
+/// What the rules look at; the parts a process does not have are `None`.
+#[derive(Debug, Default)]
+pub struct Inputs<'a> {
+    /// The latest observation of Redis; `None` when Redis could not be reached.
+    pub observation: Option<&'a Observation>,
+    /// Why Redis could not be reached.
+    pub redis_error: Option<&'a str>,
+    /// This process's ring, when it publishes.
+    pub capture: Option<&'a CaptureHealth>,
+    /// Events refused by `publish` since the previous evaluation.
+    pub refused_since_last: u64,
+    /// This process's shipper, when it ships.
+    pub shipper: Option<&'a ShipperHealth>,
+    /// Dead letters per second since the previous evaluation.
+    pub poison_rate: Option<f64>,
+    /// Per group, entries deleted by aggressive trims in the last 10 minutes.
+    pub recent_trim_losses: BTreeMap<String, u64>,
+}
+
+/// Evaluates every rule.
+pub fn evaluate(config: &OpsConfig, inputs: &Inputs<'_>) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let mut fire = |alert, subject: &str, severity, message: String, value, threshold| {
+        findings.push(Finding {
+            alert,
+            subject: subject.to_owned(),
+            severity,
+            message,
+            value,
+            threshold,
+        });
+    };
+    match inputs.observation {
+        None => fire(
+            "RedisUnreachable",
+            "",
+            Severity::Critical,
+            format!(
+                "Redis cannot be reached: {}",
+                inputs.redis_error.unwrap_or("no answer")
+            ),
+            0.0,
+            1.0,
+        ),
+        Some(observation) => {
+            let redis = &observation.redis;
+            match redis.used_ratio() {
+                Some(ratio) => {
+                    let percent = ratio * 100.0;
+                    let level = if percent >= config.memory_critical_percent {
+                        Some((Severity::Critical, config.memory_critical_percent))
+                    } else if percent >= config.memory_warning_percent {
+                        Some((Severity::Warning, config.memory_warning_percent))
+                    } else {
+                        None
+                    };
+                    if let Some((severity, threshold)) = level {
+                        fire(
+                            "RedisMemoryHigh",
+                            "",
+                            severity,
+                            format!(
+                                "Redis uses {percent:.1}% of maxmemory ({} of {} bytes)",
+                                redis.used_memory, redis.maxmemory
+                            ),
+                            percent,
+                            threshold,
+                        );
+                    }
+                }
+                None => fire(
+                    "RedisMaxmemoryUnset",
+                    "",
+                    Severity::Warning,
+                    "Redis has no maxmemory: nothing bounds its memory, memory alerts and the \
+                     aggressive trim cannot work"
+                        .to_owned(),
+                    0.0,
+                    0.0,
+                ),
+            }
+            match redis.eviction_risk() {
+                EvictionRisk::None => {}
+                EvictionRisk::HighWaterMarks => fire(
+                    "EvictionPolicyUnsafe",
+                    "",
+                    Severity::Warning,
+                    format!(
+                        "maxmemory-policy {} can evict the producers' high-water marks, which \
+                         keep retried batches from being appended twice; use noeviction",
+                        redis.maxmemory_policy
+                    ),
+                    1.0,
+                    0.0,
+                ),
+                EvictionRisk::Stream => fire(
+                    "EvictionPolicyUnsafe",
+                    "",
+                    Severity::Critical,
+                    format!(
+                        "maxmemory-policy {} can evict the stream itself, with its groups and \
+                         pending entries; use noeviction",
+                        redis.maxmemory_policy
+                    ),
+                    2.0,
+                    0.0,
+                ),
+            }
+            if redis.allocator_frag_ratio > config.frag_ratio {
+                fire(
+                    "RedisFragmentationHigh",
+                    "",
+                    Severity::Warning,
+                    format!(
+                        "allocator fragmentation ratio {:.2} is above {:.2}",
+                        redis.allocator_frag_ratio, config.frag_ratio
+                    ),
+                    redis.allocator_frag_ratio,
+                    config.frag_ratio,
+                );
+            }
+            for group in &observation.groups {
+                let Some(lag) = group.lag else { continue };
+                let level = if lag > config.group_lag_critical {
+                    Some((Severity::Critical, config.group_lag_critical))
+                } else if lag > config.group_lag_warning {
+                    Some((Severity::Warning, config.group_lag_warning))
+                } else {
+                    None
+                };
+                if let Some((severity, threshold)) = level {
+                    fire(
+                        "GroupLagHigh",
+                        &group.name,
+                        severity,
+                        format!("group {} has {lag} entries not read yet", group.name),
+                        lag as f64,
+                        threshold as f64,
+                    );
+                }
+            }
+        }
+    }
+    if let Some(rate) = inputs.poison_rate {
+        let level = if rate > config.poison_rate_critical {
+            Some((Severity::Critical, config.poison_rate_critical))
+        } else if rate > config.poison_rate_warning {
+            Some((Severity::Warning, config.poison_rate_warning))
+        } else {
+            None
+        };
+        if let Some((severity, threshold)) = level {
+            fire(
+                "PoisonPillsHigh",
+                "",
+                severity,
+                format!("{rate:.1} dead letters per second"),
+                rate,
+                threshold,
+            );
+        }
+    }
+    for (group, lost) in &inputs.recent_trim_losses {
+        fire(
+            "TrimLostEntries",
+            group,
+            Severity::Critical,
+            format!(
+                "critical memory: trimming deleted {lost} entries group {group} had not \
+                 finished in the last 10 minutes"
+            ),
+            *lost as f64,
+            0.0,
+        );
+    }
+    if let Some(capture) = inputs.capture {
+        let critical_depth = capture.capacity - capture.capacity / 10;
+        let level = if capture.depth >= critical_depth {
+            Some((Severity::Critical, critical_depth))
+        } else if capture.depth > config.ring_depth_warning {
+            Some((Severity::Warning, config.ring_depth_warning))
+        } else {
+            None
+        };
+        if let Some((severity, threshold)) = level {
+            fire(
+                "RingDepthHigh",
+                "",
+                severity,
+                format!(
+                    "{} events wait in the ring (capacity {})",
+                    capture.depth, capture.capacity
+                ),
+                capture.depth as f64,
+                threshold as f64,
+            );
+        }
+        if inputs.refused_since_last > 0 {
+            fire(
+                "EventsRefused",
+                "",
+                Severity::Critical,
+                format!(
+                    "publish refused {} events since the last check (total {})",
+                    inputs.refused_since_last,
+                    capture.refused.total()
+                ),
+                inputs.refused_since_last as f64,
+                0.0,
+            );
+        }
+    }
+    if let Some(shipper) = inputs.shipper {
+        if shipper.breaker == BreakerState::Open {
+            fire(
+                "BreakerOpen",
+                "",
+                Severity::Critical,
+                format!(
+                    "the shipper's circuit breaker is open: {}",
+                    shipper.last_error.as_deref().unwrap_or("Redis keeps failing")
+                ),
+                2.0,
+                2.0,
+            );
+        }
+        if shipper.journal_full {
+            fire(
+                "JournalFull",
+                "",
+                Severity::Critical,
+                format!(
+                    "the spill journal's disk budget is used up ({} bytes, {} events): the \
+                     ring fills and publish refuses",
+                    shipper.journal_bytes, shipper.journal_events
+                ),
+                shipper.journal_bytes as f64,
+                0.0,
+            );
+        }
+    }
+    findings
+}
+
+/// A change worth telling someone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transition {
+    /// Started firing, or changed level.
+    Firing,
+    /// Still firing after `ops.reminder_interval_s`.
+    Reminder,
+    /// Stopped firing.
+    Resolved,
+}
+
+/// One notification, as the webhook receives it (JSON).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Notification {
+    /// The rule.
+    pub alert: &'static str,
+    /// The group it is about, or empty.
+    pub subject: String,
+    /// Its level (for `resolved`, the level it had).
+    pub severity: Severity,
+    /// What happened.
+    pub state: Transition,
+    /// The stream.
+    pub stream: String,
+    /// One line for people.
+    pub message: String,
+    /// The measured value.
+    pub value: f64,
+    /// The threshold.
+    pub threshold: f64,
+    /// When it started firing (RFC 3339, UTC).
+    pub since: String,
+    /// Now (RFC 3339, UTC).
+    pub at: String,
+    /// Who sent it: `host:pid`.
+    pub source: String,
+}
+
+/// An alert firing now, for `/health` and `status`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FiringAlert {
+    /// The rule.
+    pub alert: &'static str,
+    /// The group it is about, or empty.
+    pub subject: String,
+    /// Its level.
+    pub severity: Severity,
+    /// One line for people.
+    pub message: String,
+    /// When it started (RFC 3339, UTC).
+    pub since: String,
+}
+
+struct Active {
+    finding: Finding,
+    since: SystemTime,
+    last_sent: Instant,
+}
+
+/// The alerts firing and when each was last sent.
+pub struct AlertState {
+    active: BTreeMap<String, Active>,
+    reminder: Duration,
+    stream: String,
+    source: String,
+}
+
+impl std::fmt::Debug for AlertState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlertState")
+            .field("firing", &self.active.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AlertState {
+    /// No alert firing; reminders every `reminder`.
+    pub fn new(stream: &str, reminder: Duration) -> Self {
+        Self {
+            active: BTreeMap::new(),
+            reminder,
+            stream: stream.to_owned(),
+            source: format!("{}:{}", host_name(), std::process::id()),
+        }
+    }
+
+    /// Takes one evaluation's findings and returns the notifications it causes.
+    pub fn update(
+        &mut self,
+        findings: Vec<Finding>,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Vec<Notification> {
+        let mut out = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for finding in findings {
+            let key = finding.key();
+            seen.insert(key.clone());
+            match self.active.get_mut(&key) {
+                Some(active) if active.finding.severity != finding.severity => {
+                    active.finding = finding;
+                    active.last_sent = now;
+                    out.push(self.notify(&key, Transition::Firing, wall));
+                }
+                Some(active) => {
+                    active.finding = finding;
+                    if now.duration_since(active.last_sent) >= self.reminder {
+                        active.last_sent = now;
+                        out.push(self.notify(&key, Transition::Reminder, wall));
+                    }
+                }
+                None => {
+                    self.active.insert(
+                        key.clone(),
+                        Active {
+                            finding,
+                            since: wall,
+                            last_sent: now,
+                        },
+                    );
+                    out.push(self.notify(&key, Transition::Firing, wall));
+                }
+            }
+        }
+        let resolved: Vec<String> = self
+            .active
+            .keys()
+            .filter(|key| !seen.contains(*key))
+            .cloned()
+            .collect();
+        for key in resolved {
+            out.push(self.notify(&key, Transition::Resolved, wall));
+            self.active.remove(&key);
+        }
+        out
+    }
+
+    fn notify(&self, key: &str, state: Transition, wall: SystemTime) -> Notification {
+        let active = &self.active[key];
+        let finding = &active.finding;
+        Notification {
+            alert: finding.alert,
+            subject: finding.subject.clone(),
+            severity: finding.severity,
+            state,
+            stream: self.stream.clone(),
+            message: finding.message.clone(),
+            value: finding.value,
+            threshold: finding.threshold,
+            since: rfc3339(active.since),
+            at: rfc3339(wall),
+            source: self.source.clone(),
+        }
+    }
+
+    /// The alerts firing now, most severe first.
+    pub fn firing(&self) -> Vec<FiringAlert> {
+        let mut firing: Vec<FiringAlert> = self
+            .active
+            .values()
+            .map(|active| FiringAlert {
+                alert: active.finding.alert,
+                subject: active.finding.subject.clone(),
+                severity: active.finding.severity,
+                message: active.finding.message.clone(),
+                since: rfc3339(active.since),
+            })
+            .collect();
+        firing.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.alert.cmp(b.alert)));
+        firing
+    }
+}
+
+/// The host name, for the `source` of notifications.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown-host".to_owned())
+}
+
+/// `2026-11-26T09:35:14Z`. Written here rather than pulling a date crate for one format:
+/// days to a civil date is the well-known algorithm of Howard Hinnant's `civil_from_days`.
+pub fn rfc3339(time: SystemTime) -> String {
+    let secs = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::observe::{GroupInfo, RedisInfo};
+
+    fn observation(used: u64, max: u64, policy: &str, lag: u64) -> Observation {
+        Observation {
+            redis: RedisInfo {
+                used_memory: used,
+                maxmemory: max,
+                maxmemory_policy: policy.to_owned(),
+                allocator_frag_ratio: 1.0,
+                ..RedisInfo::default()
+            },
+            groups: vec![GroupInfo {
+                name: "g".to_owned(),
+                pending: 0,
+                last_delivered: Default::default(),
+                lag: Some(lag),
+                oldest_pending: None,
+                unfinished: Some(lag),
+                consumers: Vec::new(),
+            }],
+            ..Observation::default()
+        }
+    }
+
+    fn fired(observation: Option<&Observation>) -> Vec<(&'static str, Severity)> {
+        let inputs = Inputs {
+            observation,
+            ..Inputs::default()
+        };
+        evaluate(&OpsConfig::default(), &inputs)
+            .into_iter()
+            .map(|f| (f.alert, f.severity))
+            .collect()
+    }
+
+    #[test]
+    fn rules_fire_at_their_thresholds() {
+        assert_eq!(fired(Some(&observation(50, 100, "noeviction", 0))), vec![]);
+        assert_eq!(
+            fired(Some(&observation(60, 100, "noeviction", 10_001))),
+            vec![
+                ("RedisMemoryHigh", Severity::Warning),
+                ("GroupLagHigh", Severity::Warning)
+            ]
+        );
+        assert_eq!(
+            fired(Some(&observation(80, 100, "allkeys-lru", 100_001))),
+            vec![
+                ("RedisMemoryHigh", Severity::Critical),
+                ("EvictionPolicyUnsafe", Severity::Critical),
+                ("GroupLagHigh", Severity::Critical)
+            ]
+        );
+        assert_eq!(
+            fired(Some(&observation(1, 0, "volatile-lru", 0))),
+            vec![
+                ("RedisMaxmemoryUnset", Severity::Warning),
+                ("EvictionPolicyUnsafe", Severity::Warning)
+            ]
+        );
+        assert_eq!(
+            fired(None),
+            vec![("RedisUnreachable", Severity::Critical)]
+        );
+    }
+
+    #[test]
+    fn notifications_on_change_and_reminders_only() {
+        let finding = |severity| Finding {
+            alert: "RedisMemoryHigh",
+            subject: String::new(),
+            severity,
+            message: String::new(),
+            value: 0.0,
+            threshold: 0.0,
+        };
+        let mut state = AlertState::new("events", Duration::from_secs(60));
+        let t0 = Instant::now();
+        let wall = SystemTime::UNIX_EPOCH;
+        let states = |n: Vec<Notification>| n.into_iter().map(|n| (n.state, n.severity)).collect::<Vec<_>>();
+        assert_eq!(
+            states(state.update(vec![finding(Severity::Warning)], t0, wall)),
+            vec![(Transition::Firing, Severity::Warning)]
+        );
+        let t = |s| t0 + Duration::from_secs(s);
+        assert_eq!(states(state.update(vec![finding(Severity::Warning)], t(10), wall)), vec![]);
+        assert_eq!(
+            states(state.update(vec![finding(Severity::Critical)], t(20), wall)),
+            vec![(Transition::Firing, Severity::Critical)]
+        );
+        assert_eq!(states(state.update(vec![finding(Severity::Critical)], t(70), wall)), vec![]);
+        assert_eq!(
+            states(state.update(vec![finding(Severity::Critical)], t(80), wall)),
+            vec![(Transition::Reminder, Severity::Critical)]
+        );
+        assert_eq!(state.firing().len(), 1);
+        assert_eq!(
+            states(state.update(vec![], t(90), wall)),
+            vec![(Transition::Resolved, Severity::Critical)]
+        );
+        assert_eq!(states(state.update(vec![], t(100), wall)), vec![]);
+        assert!(state.firing().is_empty());
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        let at = |secs| rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
+        assert_eq!(at(0), "1970-01-01T00:00:00Z");
+        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(at(1_795_685_714), "2026-11-26T09:35:14Z");
+    }
+}

@@ -1,0 +1,229 @@
+//! Metrics through the [`metrics`] facade; the application picks the exporter (the `evstream`
+//! command serves them in Prometheus format on `/metrics`). Without an installed recorder
+//! every call here does nothing.
+//!
+//! Names follow Prometheus conventions (base units, `_total` for counters); the reference is
+//! `docs/operations.md`. Process-local state (ring, shipper, consumer) is mirrored from the
+//! snapshots the library already keeps, with [`record_capture`], [`record_shipper`] and
+//! [`record_consumer`], so the hot path never touches the metrics registry; the only
+//! measurement taken on the hot path (publish duration, one call in
+//! [`PUBLISH_TIMING_SAMPLE`](crate::publish::PUBLISH_TIMING_SAMPLE)) travels in the ring slot
+//! and is recorded by the drain.
+
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
+
+use crate::consume::ConsumeReport;
+use crate::ops::observe::Observation;
+use crate::publish::CaptureHealth;
+use crate::ship::{BreakerState, ShipperHealth};
+
+/// Histogram buckets for latencies in seconds: 250 ns to 1 s.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    250e-9, 500e-9, 1e-6, 2.5e-6, 5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3,
+    2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 1.0,
+];
+
+/// Registers every metric's help text and unit with the installed recorder.
+pub fn describe() {
+    describe_counter!("evstream_events_published_total", "Events accepted by publish.");
+    describe_counter!("evstream_events_refused_total", "Events refused by publish, by reason.");
+    describe_gauge!("evstream_ring_depth", "Events waiting in the ring for the shipper.");
+    describe_gauge!("evstream_ring_capacity", "Slots of the ring.");
+    describe_gauge!("evstream_ring_cursor", "Positions claimed in the ring since start.");
+    describe_histogram!(
+        "evstream_publish_duration_seconds",
+        Unit::Seconds,
+        "Time spent inside publish (one call in 64 is timed)."
+    );
+    describe_counter!("evstream_events_shipped_total", "Events appended to the stream.");
+    describe_counter!("evstream_events_spilled_total", "Events written to the spill journal.");
+    describe_counter!(
+        "evstream_duplicates_prevented_total",
+        "Events of retried batches found already appended and skipped."
+    );
+    describe_counter!("evstream_batches_total", "Batch attempts, by result.");
+    describe_histogram!(
+        "evstream_batch_duration_seconds",
+        Unit::Seconds,
+        "Round trip of one confirmed batch."
+    );
+    describe_gauge!("evstream_breaker_state", "Circuit breaker: 0 closed, 1 half-open, 2 open.");
+    describe_gauge!("evstream_journal_events", "Events waiting in the spill journal.");
+    describe_gauge!("evstream_journal_bytes", Unit::Bytes, "Bytes of the spill journal.");
+    describe_gauge!("evstream_journal_full", "1 when the journal's disk budget is used up.");
+    describe_counter!(
+        "evstream_journal_lost_total",
+        "Events lost to torn or corrupt journal records."
+    );
+    describe_counter!(
+        "evstream_dead_letters_total",
+        "Events this process sent to the dead letter queue, by stage and reason."
+    );
+    describe_counter!("evstream_consume_entries_total", "Entries a consumer finished, by result.");
+    describe_counter!("evstream_consume_claimed_total", "Entries claimed with XAUTOCLAIM.");
+    describe_counter!("evstream_consume_redis_errors_total", "Failed Redis calls of a consumer.");
+    describe_gauge!("evstream_redis_up", "1 when the last poll of Redis succeeded.");
+    describe_gauge!("evstream_redis_memory_used_bytes", Unit::Bytes, "Redis used_memory.");
+    describe_gauge!(
+        "evstream_redis_memory_max_bytes",
+        Unit::Bytes,
+        "Redis maxmemory (0: unbounded)."
+    );
+    describe_gauge!("evstream_redis_memory_used_ratio", "used_memory / maxmemory.");
+    describe_gauge!("evstream_redis_fragmentation_ratio", "Redis allocator_frag_ratio.");
+    describe_gauge!(
+        "evstream_redis_eviction_policy_safe",
+        "1 when maxmemory-policy cannot evict the stream (noeviction, volatile-*)."
+    );
+    describe_gauge!("evstream_redis_activedefrag", "1 when activedefrag is on.");
+    describe_gauge!("evstream_stream_length", "Entries in the stream.");
+    describe_counter!("evstream_stream_entries_added_total", "Entries ever added to the stream.");
+    describe_gauge!(
+        "evstream_stream_first_entry_age_seconds",
+        Unit::Seconds,
+        "Age of the oldest entry."
+    );
+    describe_gauge!("evstream_group_pending", "Entries delivered to a group and not acknowledged.");
+    describe_gauge!("evstream_group_lag", "Entries a group has not read yet.");
+    describe_gauge!("evstream_group_consumers", "Consumers of a group.");
+    describe_gauge!(
+        "evstream_consumer_idle_seconds",
+        Unit::Seconds,
+        "Time since a consumer last read."
+    );
+    describe_gauge!("evstream_consumer_pending", "Entries pending for one consumer.");
+    describe_gauge!("evstream_dlq_length", "Entries in the dead letter stream.");
+    describe_counter!(
+        "evstream_dlq_entries_added_total",
+        "Entries ever added to the dead letter stream (poison pills)."
+    );
+    describe_counter!(
+        "evstream_dlq_entries_total",
+        "Dead letters by stage and reason, read from the dead letter stream by the ops loop."
+    );
+    describe_counter!("evstream_trimmed_entries_total", "Entries trimmed by the ops loop, by mode.");
+    describe_counter!(
+        "evstream_trim_lost_entries_total",
+        "Entries a group still needed, deleted by an aggressive trim at critical memory."
+    );
+    describe_counter!(
+        "evstream_consumers_removed_total",
+        "Idle consumers with nothing pending removed from a group."
+    );
+    describe_gauge!("evstream_alert_firing", "1 while an alert fires.");
+}
+
+/// Records one sampled publish duration (called by the drain, off the hot path).
+pub(crate) fn publish_duration(nanos: u32) {
+    histogram!("evstream_publish_duration_seconds").record(f64::from(nanos) * 1e-9);
+}
+
+/// Records one confirmed batch's round trip.
+pub(crate) fn batch_duration(elapsed: Duration) {
+    histogram!("evstream_batch_duration_seconds").record(elapsed.as_secs_f64());
+}
+
+/// Mirrors a publisher's ring and refusal counters.
+pub fn record_capture(health: &CaptureHealth) {
+    gauge!("evstream_ring_depth").set(health.depth as f64);
+    gauge!("evstream_ring_capacity").set(health.capacity as f64);
+    gauge!("evstream_ring_cursor").set(health.cursor as f64);
+    counter!("evstream_events_published_total").absolute(health.published);
+    let refused = &health.refused;
+    for (reason, n) in [
+        ("ring_full", refused.ring_full),
+        ("too_large", refused.too_large),
+        ("invalid", refused.invalid),
+        ("serialize", refused.serialize),
+        ("closed", refused.closed),
+    ] {
+        counter!("evstream_events_refused_total", "reason" => reason).absolute(n);
+    }
+}
+
+/// Mirrors a shipper's counters.
+pub fn record_shipper(health: &ShipperHealth) {
+    counter!("evstream_events_shipped_total").absolute(health.shipped);
+    counter!("evstream_events_spilled_total").absolute(health.spilled);
+    counter!("evstream_duplicates_prevented_total").absolute(health.duplicates_skipped);
+    counter!("evstream_batches_total", "result" => "ok").absolute(health.batches_ok);
+    counter!("evstream_batches_total", "result" => "failed").absolute(health.batches_failed);
+    gauge!("evstream_breaker_state").set(match health.breaker {
+        BreakerState::Closed => 0.0,
+        BreakerState::HalfOpen => 1.0,
+        BreakerState::Open => 2.0,
+    });
+    gauge!("evstream_journal_events").set(health.journal_events as f64);
+    gauge!("evstream_journal_bytes").set(health.journal_bytes as f64);
+    gauge!("evstream_journal_full").set(if health.journal_full { 1.0 } else { 0.0 });
+    counter!("evstream_journal_lost_total").absolute(health.journal_lost);
+    for (reason, n) in &health.dead_letters {
+        counter!("evstream_dead_letters_total", "stage" => "ship", "reason" => reason.clone())
+            .absolute(*n);
+    }
+}
+
+/// Mirrors a consumer's counters.
+pub fn record_consumer(group: &str, report: &ConsumeReport) {
+    let group = group.to_owned();
+    for (result, n) in [
+        ("processed", report.processed),
+        ("duplicate", report.duplicates_skipped),
+        ("skipped", report.skipped),
+        ("dead_lettered", report.dead_lettered),
+        ("failed", report.failed_attempts),
+    ] {
+        counter!("evstream_consume_entries_total", "group" => group.clone(), "result" => result)
+            .absolute(n);
+    }
+    counter!("evstream_consume_claimed_total", "group" => group.clone()).absolute(report.claimed);
+    counter!("evstream_consume_redis_errors_total", "group" => group).absolute(report.redis_errors);
+}
+
+/// Records one observation of Redis (the ops loop, every poll).
+pub(crate) fn record_observation(stream: &str, observation: &Observation, now_ms: u64) {
+    let redis = &observation.redis;
+    gauge!("evstream_redis_memory_used_bytes").set(redis.used_memory as f64);
+    gauge!("evstream_redis_memory_max_bytes").set(redis.maxmemory as f64);
+    if let Some(ratio) = redis.used_ratio() {
+        gauge!("evstream_redis_memory_used_ratio").set(ratio);
+    }
+    gauge!("evstream_redis_fragmentation_ratio").set(redis.allocator_frag_ratio);
+    let safe = redis.eviction_risk() != crate::ops::observe::EvictionRisk::Stream;
+    gauge!("evstream_redis_eviction_policy_safe").set(if safe { 1.0 } else { 0.0 });
+    if let Some(on) = redis.activedefrag {
+        gauge!("evstream_redis_activedefrag").set(if on { 1.0 } else { 0.0 });
+    }
+    let label = stream.to_owned();
+    if let Some(info) = &observation.stream {
+        gauge!("evstream_stream_length", "stream" => label.clone()).set(info.length as f64);
+        counter!("evstream_stream_entries_added_total", "stream" => label.clone())
+            .absolute(info.entries_added);
+        let age = info
+            .first_id
+            .map_or(0.0, |id| now_ms.saturating_sub(id.ms) as f64 / 1000.0);
+        gauge!("evstream_stream_first_entry_age_seconds", "stream" => label.clone()).set(age);
+    }
+    for group in &observation.groups {
+        let labels = [("stream", label.clone()), ("group", group.name.clone())];
+        gauge!("evstream_group_pending", &labels).set(group.pending as f64);
+        if let Some(lag) = group.lag {
+            gauge!("evstream_group_lag", &labels).set(lag as f64);
+        }
+        gauge!("evstream_group_consumers", &labels).set(group.consumers.len() as f64);
+        for consumer in &group.consumers {
+            let labels = [
+                ("stream", label.clone()),
+                ("group", group.name.clone()),
+                ("consumer", consumer.name.clone()),
+            ];
+            gauge!("evstream_consumer_idle_seconds", &labels).set(consumer.idle_ms as f64 / 1000.0);
+            gauge!("evstream_consumer_pending", &labels).set(consumer.pending as f64);
+        }
+    }
+    gauge!("evstream_dlq_length", "stream" => label.clone()).set(observation.dlq.length as f64);
+    counter!("evstream_dlq_entries_added_total", "stream" => label)
+        .absolute(observation.dlq.entries_added);
+}

@@ -81,6 +81,14 @@ pub(crate) enum Command {
     Consume(ConsumeArgs),
     /// Print what IntelliSense computed: counts, latencies per symbol, alerts, group lag.
     Report(ReportArgs),
+    /// Run the ops loop alone: retention, Redis memory, group hygiene, alerts, /metrics.
+    ///
+    /// Polls Redis, trims the stream without deleting what a group has not read (unless
+    /// memory is critical), removes idle consumers with nothing pending, and raises alerts to
+    /// the log and ops.webhook_url, until SIGINT or SIGTERM (see docs/operations.md).
+    Ops(OpsArgs),
+    /// Show the stream, Redis memory, every group and consumer, dead letters and alerts.
+    Status(StatusArgs),
     /// Check, store, list and apply event schemas (see docs/schemas.md).
     Schema {
         #[command(subcommand)]
@@ -176,6 +184,8 @@ pub(crate) struct ConsumeArgs {
     /// Print the final summary as JSON.
     #[arg(long)]
     pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) metrics: MetricsArgs,
 }
 
 impl ConsumeArgs {
@@ -286,6 +296,66 @@ pub(crate) struct DemoArgs {
     #[arg(long, default_value_t = 2)]
     pub(crate) producers: usize,
     /// Print the summary as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) metrics: MetricsArgs,
+}
+
+/// `--metrics-addr`, for every long-running command.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct MetricsArgs {
+    /// Serve /metrics (Prometheus) and /health (JSON) on this address; "off" disables them.
+    /// [default: 127.0.0.1:9464, or a free loopback port when another process has it]
+    #[arg(long, value_name = "ADDR|off")]
+    pub(crate) metrics_addr: Option<String>,
+}
+
+/// `evstream ops`
+#[derive(Debug, Args)]
+pub(crate) struct OpsArgs {
+    /// Poll, act and evaluate once, print what was seen and done, and exit (for cron jobs
+    /// and scripts); exits 1 if a critical alert fires.
+    #[arg(long)]
+    pub(crate) once: bool,
+    /// How often to poll Redis and trim [default: ops.interval_ms, 30s].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub(crate) interval: Option<Duration>,
+    /// How often to evaluate alert rules [default: ops.alert_interval_ms, 10s].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub(crate) alert_interval: Option<Duration>,
+    /// POST alerts as JSON to this http:// URL [default: ops.webhook_url].
+    #[arg(long, value_name = "URL")]
+    pub(crate) webhook: Option<String>,
+    /// With --once: print as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) metrics: MetricsArgs,
+}
+
+impl OpsArgs {
+    /// Puts the flags into `config.ops`.
+    pub(crate) fn apply(&self, config: &mut Config) -> anyhow::Result<()> {
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        if let Some(interval) = self.interval {
+            config.ops.interval_ms = millis(interval);
+        }
+        if let Some(interval) = self.alert_interval {
+            config.ops.alert_interval_ms = millis(interval);
+        }
+        if let Some(url) = &self.webhook {
+            config.ops.webhook_url = Some(url.clone());
+        }
+        config.ops.validate().context("invalid ops settings")?;
+        Ok(())
+    }
+}
+
+/// `evstream status`
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    /// Print as JSON.
     #[arg(long)]
     pub(crate) json: bool,
 }

@@ -3,8 +3,10 @@
 mod bench;
 mod consume;
 mod demo;
+mod ops;
 mod report;
 mod schema;
+mod status;
 
 use std::process::ExitCode;
 
@@ -21,6 +23,8 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => bench::run(&config, given_url.as_deref(), &args),
         Command::Consume(args) => consume::run(config, &args),
         Command::Report(args) => report::run(&config, &args),
+        Command::Ops(args) => ops::run(config, &args),
+        Command::Status(args) => status::run(&config, &args),
         Command::Schema { command } => schema::run(&config, command),
     }
 }
@@ -51,4 +55,21 @@ where
         })?;
         Ok(work(connection).await)
     })
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub(crate) async fn termination() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops this command");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

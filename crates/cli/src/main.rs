@@ -5,6 +5,7 @@
 mod args;
 mod commands;
 mod engine;
+mod http;
 mod pipeline;
 
 use std::process::ExitCode;

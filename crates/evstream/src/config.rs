@@ -548,7 +548,8 @@ pub struct OpsConfig {
     /// Default 86,400 (24 h).
     pub max_age_s: u64,
     /// Length the stream is cut to when memory is critical, even past entries a group has
-    /// not read (those are counted and alerted). Default 100,000.
+    /// not read (those are counted and alerted); `max_len` when that is smaller.
+    /// Default 100,000.
     pub aggressive_len: u64,
     /// Used memory, in percent of `maxmemory`, that raises a WARNING. Default 60.
     pub memory_warning_percent: f64,
@@ -642,13 +643,6 @@ impl OpsConfig {
                 "must be at most 100 and not below ops.memory_warning_percent",
             );
         }
-        if self.max_len != 0 && self.aggressive_len > self.max_len {
-            return invalid(
-                "ops.aggressive_len",
-                &self.aggressive_len,
-                "must not exceed ops.max_len",
-            );
-        }
         if self.group_lag_critical < self.group_lag_warning {
             return invalid(
                 "ops.group_lag_critical",
@@ -656,7 +650,8 @@ impl OpsConfig {
                 "must not be below ops.group_lag_warning",
             );
         }
-        if !(self.poison_rate_warning >= 0.0 && self.poison_rate_critical >= self.poison_rate_warning)
+        if !(self.poison_rate_warning >= 0.0
+            && self.poison_rate_critical >= self.poison_rate_warning)
         {
             return invalid(
                 "ops.poison_rate_critical",

@@ -138,17 +138,19 @@ struct Memory {
     recent_losses: VecDeque<(Instant, String, u64)>,
     last_act: Option<Instant>,
     webhook: Option<webhook::Endpoint>,
+    defrag_refused: bool,
 }
 
 impl OpsLoop {
     /// A loop over `config.redis.stream` with `config.ops`.
     pub fn new(config: &Config) -> Result<Self, OpsError> {
         config.ops.validate()?;
-        let client =
-            redis::Client::open(config.redis.url.as_str()).map_err(|source| OpsError::InvalidUrl {
+        let client = redis::Client::open(config.redis.url.as_str()).map_err(|source| {
+            OpsError::InvalidUrl {
                 url: crate::ship::redact_url(&config.redis.url),
                 source,
-            })?;
+            }
+        })?;
         Ok(Self {
             client,
             config: config.ops.clone(),
@@ -189,6 +191,7 @@ impl OpsLoop {
             dlq_cursor: None,
             recent_losses: VecDeque::new(),
             last_act: None,
+            defrag_refused: false,
             webhook: self
                 .config
                 .webhook_url
@@ -212,15 +215,16 @@ impl OpsLoop {
                     self.warn_about_policy(observation);
                 }
             }
-            let act = memory.last_act.is_none_or(|at| {
-                at.elapsed() >= Duration::from_millis(self.config.interval_ms)
-            });
+            let act = memory
+                .last_act
+                .is_none_or(|at| at.elapsed() >= Duration::from_millis(self.config.interval_ms));
             if let (Ok(observation), Some(conn)) = (&observed, connection.as_mut()) {
                 if act {
                     memory.last_act = Some(Instant::now());
                     if let Err(error) = self.act(conn, observation, &mut memory).await {
                         tracing::warn!(%error, "ops: maintenance failed; retrying next tick");
-                        self.state.update(|s| s.last_error = Some(error.to_string()));
+                        self.state
+                            .update(|s| s.last_error = Some(error.to_string()));
                         connection = None;
                     }
                 }
@@ -277,7 +281,9 @@ impl OpsLoop {
             observe::EvictionRisk::None => {}
         }
         if redis.maxmemory == 0 {
-            tracing::warn!("Redis has no maxmemory: memory thresholds and aggressive trims are off");
+            tracing::warn!(
+                "Redis has no maxmemory: memory thresholds and aggressive trims are off"
+            );
         }
     }
 
@@ -291,13 +297,22 @@ impl OpsLoop {
         let level = MemoryLevel::of(observation.redis.used_ratio(), &self.config);
         let now_ms = unix_ms();
         let plan = trim::plan(&self.config, observation, level, now_ms);
-        let trimmed = trim::execute(conn, &self.stream, &plan, &observation.groups, CALL_TIMEOUT)
-            .await?;
-        let mode = if plan.aggressive { "aggressive" } else { "retention" };
+        let trimmed =
+            trim::execute(conn, &self.stream, &plan, &observation.groups, CALL_TIMEOUT).await?;
+        let mode = if plan.aggressive {
+            "aggressive"
+        } else {
+            "retention"
+        };
         if trimmed.entries > 0 {
             metrics::counter!("evstream_trimmed_entries_total", "stream" => self.stream.clone(), "mode" => mode)
                 .increment(trimmed.entries);
-            tracing::info!(entries = trimmed.entries, mode, length = trimmed.length_after, "ops: trimmed");
+            tracing::info!(
+                entries = trimmed.entries,
+                mode,
+                length = trimmed.length_after,
+                "ops: trimmed"
+            );
         }
         for (group, lost) in &trimmed.lost {
             tracing::error!(
@@ -314,7 +329,11 @@ impl OpsLoop {
         if self.config.consumer_idle_s > 0 {
             for group in &observation.groups {
                 let idle_ms = self.config.consumer_idle_s.saturating_mul(1000);
-                if !group.consumers.iter().any(|c| c.pending == 0 && c.idle_ms > idle_ms) {
+                if !group
+                    .consumers
+                    .iter()
+                    .any(|c| c.pending == 0 && c.idle_ms > idle_ms)
+                {
                     continue;
                 }
                 let cmd = Cmd::new()
@@ -325,9 +344,13 @@ impl OpsLoop {
                     .arg(&group.name)
                     .arg(idle_ms)
                     .clone();
-                let names: Vec<String> =
-                    call(conn, &format!("removing idle consumers of {}", group.name), &cmd, CALL_TIMEOUT)
-                        .await?;
+                let names: Vec<String> = call(
+                    conn,
+                    &format!("removing idle consumers of {}", group.name),
+                    &cmd,
+                    CALL_TIMEOUT,
+                )
+                .await?;
                 for name in &names {
                     tracing::info!(group = %group.name, consumer = %name, "ops: removed an idle consumer with nothing pending");
                 }
@@ -341,6 +364,7 @@ impl OpsLoop {
         let mut defrag_enabled = false;
         let redis = &observation.redis;
         if self.config.allow_activedefrag
+            && !memory.defrag_refused
             && redis.allocator_frag_ratio > self.config.frag_ratio
             && redis.activedefrag == Some(false)
         {
@@ -353,9 +377,17 @@ impl OpsLoop {
             match call::<()>(conn, "CONFIG SET activedefrag yes", &cmd, CALL_TIMEOUT).await {
                 Ok(()) => {
                     defrag_enabled = true;
-                    tracing::warn!(ratio = redis.allocator_frag_ratio, "ops: fragmentation high; activedefrag switched on");
+                    tracing::warn!(
+                        ratio = redis.allocator_frag_ratio,
+                        "ops: fragmentation high; activedefrag switched on"
+                    );
                 }
-                Err(error) => tracing::warn!(%error, "ops: fragmentation high; cannot switch activedefrag on"),
+                Err(error) => {
+                    // Not retried: a Redis built without jemalloc's defragmentation support
+                    // (Debian's, for one) refuses it every time.
+                    memory.defrag_refused = true;
+                    tracing::warn!(%error, "ops: fragmentation high; Redis refused to switch activedefrag on");
+                }
             }
         }
         let (by_reason, cursor) = observe::dead_letters_by_reason(
@@ -385,7 +417,9 @@ impl OpsLoop {
                 *s.consumers_removed.entry(group.clone()).or_default() += n;
             }
             for ((stage, reason), n) in &by_reason {
-                *s.dead_letters.entry(format!("{stage}/{reason}")).or_default() += n;
+                *s.dead_letters
+                    .entry(format!("{stage}/{reason}"))
+                    .or_default() += n;
             }
             s.activedefrag_enabled |= defrag_enabled;
         });
@@ -442,7 +476,7 @@ impl OpsLoop {
         for (_, group, lost) in &memory.recent_losses {
             *recent_losses.entry(group.clone()).or_insert(0) += lost;
         }
-        let findings = alerts::evaluate(
+        let mut findings = alerts::evaluate(
             &self.config,
             &Inputs {
                 observation: observation.as_ref(),
@@ -454,6 +488,13 @@ impl OpsLoop {
                 recent_trim_losses: recent_losses,
             },
         );
+        if observation.is_none() {
+            findings.extend(
+                memory
+                    .alerts
+                    .carried_over(|alert| REDIS_RULES.contains(&alert)),
+            );
+        }
         let notifications = memory.alerts.update(findings, now, SystemTime::now());
         let firing = memory.alerts.firing();
         for severity in [Severity::Warning, Severity::Critical] {
@@ -497,6 +538,16 @@ impl OpsLoop {
         }
     }
 }
+
+/// Rules computed from what Redis reports, unknown while it is unreachable.
+const REDIS_RULES: &[&str] = &[
+    "RedisMemoryHigh",
+    "RedisMaxmemoryUnset",
+    "EvictionPolicyUnsafe",
+    "RedisFragmentationHigh",
+    "GroupLagHigh",
+    "PoisonPillsHigh",
+];
 
 /// Every rule's name, for the `evstream_alert_firing` series.
 pub const ALERT_NAMES: &[&str] = &[
@@ -674,13 +725,21 @@ impl Health {
             if !consumer.connected {
                 failing.push(format!(
                     "the consumer cannot reach Redis: {}",
-                    consumer.last_error.as_deref().unwrap_or("not connected yet")
+                    consumer
+                        .last_error
+                        .as_deref()
+                        .unwrap_or("not connected yet")
                 ));
             }
         }
         let alerts = ops.map(|ops| ops.firing.clone()).unwrap_or_default();
         for alert in &alerts {
-            let line = format!("{} ({}): {}", alert.alert, alert.severity.as_str(), alert.message);
+            let line = format!(
+                "{} ({}): {}",
+                alert.alert,
+                alert.severity.as_str(),
+                alert.message
+            );
             match alert.severity {
                 Severity::Critical => failing.push(line),
                 Severity::Warning => degraded.push(line),

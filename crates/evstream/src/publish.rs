@@ -202,7 +202,9 @@ pub struct CaptureMonitor {
 
 impl std::fmt::Debug for CaptureMonitor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("CaptureMonitor").field(&self.health()).finish()
+        f.debug_tuple("CaptureMonitor")
+            .field(&self.health())
+            .finish()
     }
 }
 

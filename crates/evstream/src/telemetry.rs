@@ -12,7 +12,9 @@
 
 use std::time::Duration;
 
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
 
 use crate::consume::ConsumeReport;
 use crate::ops::observe::Observation;
@@ -21,24 +23,42 @@ use crate::ship::{BreakerState, ShipperHealth};
 
 /// Histogram buckets for latencies in seconds: 250 ns to 1 s.
 pub const LATENCY_BUCKETS: &[f64] = &[
-    250e-9, 500e-9, 1e-6, 2.5e-6, 5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3,
-    2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 1.0,
+    250e-9, 500e-9, 1e-6, 2.5e-6, 5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3,
+    5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 1.0,
 ];
 
 /// Registers every metric's help text and unit with the installed recorder.
 pub fn describe() {
-    describe_counter!("evstream_events_published_total", "Events accepted by publish.");
-    describe_counter!("evstream_events_refused_total", "Events refused by publish, by reason.");
-    describe_gauge!("evstream_ring_depth", "Events waiting in the ring for the shipper.");
+    describe_counter!(
+        "evstream_events_published_total",
+        "Events accepted by publish."
+    );
+    describe_counter!(
+        "evstream_events_refused_total",
+        "Events refused by publish, by reason."
+    );
+    describe_gauge!(
+        "evstream_ring_depth",
+        "Events waiting in the ring for the shipper."
+    );
     describe_gauge!("evstream_ring_capacity", "Slots of the ring.");
-    describe_gauge!("evstream_ring_cursor", "Positions claimed in the ring since start.");
+    describe_gauge!(
+        "evstream_ring_cursor",
+        "Positions claimed in the ring since start."
+    );
     describe_histogram!(
         "evstream_publish_duration_seconds",
         Unit::Seconds,
         "Time spent inside publish (one call in 64 is timed)."
     );
-    describe_counter!("evstream_events_shipped_total", "Events appended to the stream.");
-    describe_counter!("evstream_events_spilled_total", "Events written to the spill journal.");
+    describe_counter!(
+        "evstream_events_shipped_total",
+        "Events appended to the stream."
+    );
+    describe_counter!(
+        "evstream_events_spilled_total",
+        "Events written to the spill journal."
+    );
     describe_counter!(
         "evstream_duplicates_prevented_total",
         "Events of retried batches found already appended and skipped."
@@ -49,10 +69,23 @@ pub fn describe() {
         Unit::Seconds,
         "Round trip of one confirmed batch."
     );
-    describe_gauge!("evstream_breaker_state", "Circuit breaker: 0 closed, 1 half-open, 2 open.");
-    describe_gauge!("evstream_journal_events", "Events waiting in the spill journal.");
-    describe_gauge!("evstream_journal_bytes", Unit::Bytes, "Bytes of the spill journal.");
-    describe_gauge!("evstream_journal_full", "1 when the journal's disk budget is used up.");
+    describe_gauge!(
+        "evstream_breaker_state",
+        "Circuit breaker: 0 closed, 1 half-open, 2 open."
+    );
+    describe_gauge!(
+        "evstream_journal_events",
+        "Events waiting in the spill journal."
+    );
+    describe_gauge!(
+        "evstream_journal_bytes",
+        Unit::Bytes,
+        "Bytes of the spill journal."
+    );
+    describe_gauge!(
+        "evstream_journal_full",
+        "1 when the journal's disk budget is used up."
+    );
     describe_counter!(
         "evstream_journal_lost_total",
         "Events lost to torn or corrupt journal records."
@@ -61,31 +94,59 @@ pub fn describe() {
         "evstream_dead_letters_total",
         "Events this process sent to the dead letter queue, by stage and reason."
     );
-    describe_counter!("evstream_consume_entries_total", "Entries a consumer finished, by result.");
-    describe_counter!("evstream_consume_claimed_total", "Entries claimed with XAUTOCLAIM.");
-    describe_counter!("evstream_consume_redis_errors_total", "Failed Redis calls of a consumer.");
-    describe_gauge!("evstream_redis_up", "1 when the last poll of Redis succeeded.");
-    describe_gauge!("evstream_redis_memory_used_bytes", Unit::Bytes, "Redis used_memory.");
+    describe_counter!(
+        "evstream_consume_entries_total",
+        "Entries a consumer finished, by result."
+    );
+    describe_counter!(
+        "evstream_consume_claimed_total",
+        "Entries claimed with XAUTOCLAIM."
+    );
+    describe_counter!(
+        "evstream_consume_redis_errors_total",
+        "Failed Redis calls of a consumer."
+    );
+    describe_gauge!(
+        "evstream_redis_up",
+        "1 when the last poll of Redis succeeded."
+    );
+    describe_gauge!(
+        "evstream_redis_memory_used_bytes",
+        Unit::Bytes,
+        "Redis used_memory."
+    );
     describe_gauge!(
         "evstream_redis_memory_max_bytes",
         Unit::Bytes,
         "Redis maxmemory (0: unbounded)."
     );
-    describe_gauge!("evstream_redis_memory_used_ratio", "used_memory / maxmemory.");
-    describe_gauge!("evstream_redis_fragmentation_ratio", "Redis allocator_frag_ratio.");
+    describe_gauge!(
+        "evstream_redis_memory_used_ratio",
+        "used_memory / maxmemory."
+    );
+    describe_gauge!(
+        "evstream_redis_fragmentation_ratio",
+        "Redis allocator_frag_ratio."
+    );
     describe_gauge!(
         "evstream_redis_eviction_policy_safe",
         "1 when maxmemory-policy cannot evict the stream (noeviction, volatile-*)."
     );
     describe_gauge!("evstream_redis_activedefrag", "1 when activedefrag is on.");
     describe_gauge!("evstream_stream_length", "Entries in the stream.");
-    describe_counter!("evstream_stream_entries_added_total", "Entries ever added to the stream.");
+    describe_counter!(
+        "evstream_stream_entries_added_total",
+        "Entries ever added to the stream."
+    );
     describe_gauge!(
         "evstream_stream_first_entry_age_seconds",
         Unit::Seconds,
         "Age of the oldest entry."
     );
-    describe_gauge!("evstream_group_pending", "Entries delivered to a group and not acknowledged.");
+    describe_gauge!(
+        "evstream_group_pending",
+        "Entries delivered to a group and not acknowledged."
+    );
     describe_gauge!("evstream_group_lag", "Entries a group has not read yet.");
     describe_gauge!("evstream_group_consumers", "Consumers of a group.");
     describe_gauge!(
@@ -93,7 +154,10 @@ pub fn describe() {
         Unit::Seconds,
         "Time since a consumer last read."
     );
-    describe_gauge!("evstream_consumer_pending", "Entries pending for one consumer.");
+    describe_gauge!(
+        "evstream_consumer_pending",
+        "Entries pending for one consumer."
+    );
     describe_gauge!("evstream_dlq_length", "Entries in the dead letter stream.");
     describe_counter!(
         "evstream_dlq_entries_added_total",
@@ -103,7 +167,10 @@ pub fn describe() {
         "evstream_dlq_entries_total",
         "Dead letters by stage and reason, read from the dead letter stream by the ops loop."
     );
-    describe_counter!("evstream_trimmed_entries_total", "Entries trimmed by the ops loop, by mode.");
+    describe_counter!(
+        "evstream_trimmed_entries_total",
+        "Entries trimmed by the ops loop, by mode."
+    );
     describe_counter!(
         "evstream_trim_lost_entries_total",
         "Entries a group still needed, deleted by an aggressive trim at critical memory."

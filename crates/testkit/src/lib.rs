@@ -1,5 +1,6 @@
-//! Test support for evstream: private `redis-server` processes on free loopback ports, and a
-//! fault-injecting TCP proxy ([`FaultProxy`]) to put between a client and one.
+//! Test support for evstream: private `redis-server` processes on free loopback ports, a
+//! fault-injecting TCP proxy ([`FaultProxy`]) to put between a client and one, and plain
+//! HTTP helpers ([`http_get`], [`WebhookSink`]).
 //!
 //! Tests never touch a Redis they did not start. A [`RedisServer`] runs in its own temporary
 //! directory, answers before [`RedisServer::start`] returns, can be killed with SIGKILL and
@@ -18,6 +19,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod http;
 mod proxy;
 mod resp;
 
@@ -28,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub use http::{http_get, WebhookSink};
 pub use proxy::FaultProxy;
 pub use resp::Reply;
 

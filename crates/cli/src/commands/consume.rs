@@ -15,6 +15,7 @@ use evstream_intellisense::{Analysis, IntelliSense, IntelliSenseConfig};
 use serde::Serialize;
 
 use crate::args::{ConsumeArgs, HandlerKind};
+use crate::http::{self, Sources};
 use crate::pipeline::Percentiles;
 
 #[derive(Debug, Serialize)]
@@ -98,15 +99,6 @@ fn drive<H: Handler + 'static>(
 ) -> anyhow::Result<ExitCode> {
     let consumer = with_schemas(consumer, args)?;
     let stats = consumer.stats();
-    if !args.json {
-        eprintln!(
-            "evstream consume: consumer '{}' of group '{}' on stream '{}' at {} (Ctrl-C to stop)",
-            args.consumer,
-            config.consume.group,
-            config.redis.stream,
-            evstream::ship::redact_url(&config.redis.url)
-        );
-    }
     // Two workers: the connections' reply parsing runs beside the handler.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -115,6 +107,24 @@ fn drive<H: Handler + 'static>(
         .context("cannot start the async runtime")?;
     let activity = Arc::new(std::sync::Mutex::new(Activity::default()));
     let report = runtime.block_on(async {
+        let sources = Sources {
+            consumer: Some((config.consume.group.clone(), Arc::clone(&stats))),
+            ..Sources::default()
+        };
+        let served = http::start(args.metrics.metrics_addr.as_deref(), sources).await?;
+        if !args.json {
+            eprintln!(
+                "evstream consume: consumer '{}' of group '{}' on stream '{}' at {}{} \
+                 (Ctrl-C to stop)",
+                args.consumer,
+                config.consume.group,
+                config.redis.stream,
+                evstream::ship::redact_url(&config.redis.url),
+                served.map_or_else(String::new, |addr| format!(
+                    "; http://{addr}/metrics and /health"
+                )),
+            );
+        }
         let watch = tokio::spawn(watch_activity(
             Arc::clone(&stats),
             Arc::clone(&activity),
@@ -183,18 +193,8 @@ fn drive<H: Handler + 'static>(
 
 /// Completes on SIGINT, SIGTERM, or when the activity watcher says the consumer is idle.
 async fn stop_signal(idle: tokio::task::JoinHandle<()>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = match signal(SignalKind::terminate()) {
-        Ok(terminate) => terminate,
-        Err(error) => {
-            tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the consumer");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
+        () = super::termination() => {}
         _ = idle => {}
     }
 }

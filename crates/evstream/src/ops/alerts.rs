@@ -239,10 +239,12 @@ pub fn evaluate(config: &OpsConfig, inputs: &Inputs<'_>) -> Vec<Finding> {
     }
     if let Some(capture) = inputs.capture {
         let critical_depth = capture.capacity - capture.capacity / 10;
+        // A ring smaller than twice the configured depth warns at half full instead.
+        let warning_depth = config.ring_depth_warning.min(capture.capacity / 2);
         let level = if capture.depth >= critical_depth {
             Some((Severity::Critical, critical_depth))
-        } else if capture.depth > config.ring_depth_warning {
-            Some((Severity::Warning, config.ring_depth_warning))
+        } else if capture.depth > warning_depth {
+            Some((Severity::Warning, warning_depth))
         } else {
             None
         };
@@ -282,7 +284,10 @@ pub fn evaluate(config: &OpsConfig, inputs: &Inputs<'_>) -> Vec<Finding> {
                 Severity::Critical,
                 format!(
                     "the shipper's circuit breaker is open: {}",
-                    shipper.last_error.as_deref().unwrap_or("Redis keeps failing")
+                    shipper
+                        .last_error
+                        .as_deref()
+                        .unwrap_or("Redis keeps failing")
                 ),
                 2.0,
                 2.0,
@@ -462,6 +467,17 @@ impl AlertState {
         }
     }
 
+    /// The findings firing now of the rules `keep` selects, to carry them over an
+    /// evaluation that could not see their inputs (Redis unreachable: its memory did not
+    /// become fine, it became unknown).
+    pub fn carried_over(&self, keep: impl Fn(&str) -> bool) -> Vec<Finding> {
+        self.active
+            .values()
+            .filter(|active| keep(active.finding.alert))
+            .map(|active| active.finding.clone())
+            .collect()
+    }
+
     /// The alerts firing now, most severe first.
     pub fn firing(&self) -> Vec<FiringAlert> {
         let mut firing: Vec<FiringAlert> = self
@@ -577,10 +593,7 @@ mod tests {
                 ("EvictionPolicyUnsafe", Severity::Warning)
             ]
         );
-        assert_eq!(
-            fired(None),
-            vec![("RedisUnreachable", Severity::Critical)]
-        );
+        assert_eq!(fired(None), vec![("RedisUnreachable", Severity::Critical)]);
     }
 
     #[test]
@@ -596,18 +609,28 @@ mod tests {
         let mut state = AlertState::new("events", Duration::from_secs(60));
         let t0 = Instant::now();
         let wall = SystemTime::UNIX_EPOCH;
-        let states = |n: Vec<Notification>| n.into_iter().map(|n| (n.state, n.severity)).collect::<Vec<_>>();
+        let states = |n: Vec<Notification>| {
+            n.into_iter()
+                .map(|n| (n.state, n.severity))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(
             states(state.update(vec![finding(Severity::Warning)], t0, wall)),
             vec![(Transition::Firing, Severity::Warning)]
         );
         let t = |s| t0 + Duration::from_secs(s);
-        assert_eq!(states(state.update(vec![finding(Severity::Warning)], t(10), wall)), vec![]);
+        assert_eq!(
+            states(state.update(vec![finding(Severity::Warning)], t(10), wall)),
+            vec![]
+        );
         assert_eq!(
             states(state.update(vec![finding(Severity::Critical)], t(20), wall)),
             vec![(Transition::Firing, Severity::Critical)]
         );
-        assert_eq!(states(state.update(vec![finding(Severity::Critical)], t(70), wall)), vec![]);
+        assert_eq!(
+            states(state.update(vec![finding(Severity::Critical)], t(70), wall)),
+            vec![]
+        );
         assert_eq!(
             states(state.update(vec![finding(Severity::Critical)], t(80), wall)),
             vec![(Transition::Reminder, Severity::Critical)]

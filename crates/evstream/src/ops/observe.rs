@@ -357,11 +357,16 @@ impl Caller<'_> {
     /// `XINFO STREAM`, or `None` when the key does not exist.
     async fn stream_info(&mut self, key: &str) -> Result<Option<StreamInfo>, OpsError> {
         let what = format!("XINFO STREAM {key}");
-        let value = match self.query(&what, Cmd::new().arg("XINFO").arg("STREAM").arg(key)).await
+        let value = match self
+            .query(&what, Cmd::new().arg("XINFO").arg("STREAM").arg(key))
+            .await
         {
             Ok(value) => value,
             Err(OpsError::Redis { source, .. })
-                if source.to_string().to_ascii_lowercase().contains("no such key") =>
+                if source
+                    .to_string()
+                    .to_ascii_lowercase()
+                    .contains("no such key") =>
             {
                 return Ok(None)
             }
@@ -515,12 +520,28 @@ mod tests {
     #[test]
     fn entry_ids_parse_order_and_step() {
         let id: EntryId = "1700000000000-5".parse().unwrap();
-        assert_eq!(id, EntryId { ms: 1_700_000_000_000, seq: 5 });
+        assert_eq!(
+            id,
+            EntryId {
+                ms: 1_700_000_000_000,
+                seq: 5
+            }
+        );
         assert_eq!("17".parse::<EntryId>().unwrap(), EntryId::from_ms(17));
         assert!("x-1".parse::<EntryId>().is_err());
-        assert!(EntryId::from_ms(2) > EntryId { ms: 1, seq: u64::MAX });
+        assert!(
+            EntryId::from_ms(2)
+                > EntryId {
+                    ms: 1,
+                    seq: u64::MAX
+                }
+        );
         assert_eq!(
-            EntryId { ms: 1, seq: u64::MAX }.successor(),
+            EntryId {
+                ms: 1,
+                seq: u64::MAX
+            }
+            .successor(),
             EntryId::from_ms(2)
         );
         assert_eq!(id.successor().to_string(), "1700000000000-6");

@@ -22,9 +22,9 @@ use redis::aio::MultiplexedConnection;
 use redis::Cmd;
 use serde::Serialize;
 
+use super::call;
 use super::observe::{EntryId, GroupInfo, Observation};
 use crate::config::OpsConfig;
-use super::call;
 use crate::error::OpsError;
 
 /// Where used memory stands against the thresholds.
@@ -87,7 +87,11 @@ pub fn plan(
     };
     if plan.aggressive {
         plan.min_id = age_cutoff.filter(|&cutoff| cutoff > first);
-        plan.max_len = Some(config.aggressive_len).filter(|&n| stream.length > n);
+        let keep = match config.max_len {
+            0 => config.aggressive_len,
+            max_len => config.aggressive_len.min(max_len),
+        };
+        plan.max_len = Some(keep).filter(|&n| stream.length > n);
         return plan;
     }
     let mut held_back = std::collections::BTreeSet::new();
@@ -107,10 +111,17 @@ pub fn plan(
     if config.max_len > 0 && stream.length > config.max_len {
         let unknown: Vec<&GroupInfo> = groups.iter().filter(|g| g.unfinished.is_none()).collect();
         if unknown.is_empty() {
-            let needed = groups.iter().filter_map(|g| g.unfinished).max().unwrap_or(0);
+            let needed = groups
+                .iter()
+                .filter_map(|g| g.unfinished)
+                .max()
+                .unwrap_or(0);
             let keep = config.max_len.max(needed);
             if needed > config.max_len {
-                for group in groups.iter().filter(|g| g.unfinished > Some(config.max_len)) {
+                for group in groups
+                    .iter()
+                    .filter(|g| g.unfinished > Some(config.max_len))
+                {
                     held_back.insert(group.name.clone());
                 }
             }
@@ -171,7 +182,8 @@ pub async fn execute(
         }
     }
     let length_cmd = Cmd::new().arg("XLEN").arg(stream).clone();
-    trimmed.length_after = call(connection, &format!("XLEN {stream}"), &length_cmd, timeout).await?;
+    trimmed.length_after =
+        call(connection, &format!("XLEN {stream}"), &length_cmd, timeout).await?;
     if plan.aggressive && trimmed.entries > 0 {
         let first_cmd = Cmd::new()
             .arg("XRANGE")
@@ -181,8 +193,13 @@ pub async fn execute(
             .arg("COUNT")
             .arg(1)
             .clone();
-        let first: redis::streams::StreamRangeReply =
-            call(connection, &format!("XRANGE {stream} - + COUNT 1"), &first_cmd, timeout).await?;
+        let first: redis::streams::StreamRangeReply = call(
+            connection,
+            &format!("XRANGE {stream} - + COUNT 1"),
+            &first_cmd,
+            timeout,
+        )
+        .await?;
         let first = first
             .ids
             .first()
@@ -332,6 +349,9 @@ mod tests {
             MemoryLevel::of(Some(0.6), &OpsConfig::default()),
             MemoryLevel::Warning
         );
-        assert_eq!(MemoryLevel::of(None, &OpsConfig::default()), MemoryLevel::Unbounded);
+        assert_eq!(
+            MemoryLevel::of(None, &OpsConfig::default()),
+            MemoryLevel::Unbounded
+        );
     }
 }

@@ -45,7 +45,10 @@ impl Endpoint {
                 None => (authority, 80),
             }
         };
-        if host.is_empty() || path.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        if host.is_empty()
+            || path
+                .bytes()
+                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
         {
             return Err("must be http://host[:port][/path]");
         }

@@ -1,0 +1,124 @@
+//! `evstream ops`: the ops loop alone, with /metrics and /health, until SIGINT or SIGTERM;
+//! or `--once` for a single pass.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use evstream::ops::alerts::Severity;
+use evstream::ops::{OpsLoop, OpsSnapshot};
+use evstream::Config;
+
+use crate::args::OpsArgs;
+use crate::http::{self, Sources};
+
+pub(crate) fn run(mut config: Config, args: &OpsArgs) -> anyhow::Result<ExitCode> {
+    args.apply(&mut config)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let ops = OpsLoop::new(&config).context("cannot start the ops loop")?;
+    let state = ops.state();
+    if args.once {
+        let snapshot = runtime.block_on(async {
+            let watched = std::sync::Arc::clone(&state);
+            ops.run(async move {
+                while watched.snapshot().evaluations == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await;
+            state.snapshot()
+        });
+        let critical = snapshot
+            .firing
+            .iter()
+            .any(|a| a.severity == Severity::Critical);
+        let mut out = std::io::stdout().lock();
+        if args.json {
+            serde_json::to_writer_pretty(&mut out, &snapshot)?;
+            writeln!(out)?;
+        } else {
+            write_once(&mut out, &snapshot)?;
+        }
+        return Ok(if critical {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
+    runtime.block_on(async {
+        let sources = Sources {
+            ops: Some(std::sync::Arc::clone(&state)),
+            ..Sources::default()
+        };
+        let served = http::start(args.metrics.metrics_addr.as_deref(), sources).await?;
+        eprintln!(
+            "evstream ops: watching stream '{}' on {} every {:?} (alerts every {:?}){}; \
+             Ctrl-C to stop",
+            config.redis.stream,
+            evstream::ship::redact_url(&config.redis.url),
+            Duration::from_millis(config.ops.interval_ms),
+            Duration::from_millis(config.ops.alert_interval_ms),
+            served.map_or_else(String::new, |addr| format!(
+                "; http://{addr}/metrics and /health"
+            )),
+        );
+        ops.run(super::termination()).await;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_once(out: &mut impl Write, s: &OpsSnapshot) -> std::io::Result<()> {
+    match (&s.observation, s.redis_up) {
+        (Some(o), true) => {
+            let length = o.stream.as_ref().map_or(0, |s| s.length);
+            writeln!(out, "redis        up, stream length {length}")?;
+        }
+        _ => writeln!(
+            out,
+            "redis        UNREACHABLE: {}",
+            s.last_error.as_deref().unwrap_or("no answer")
+        )?,
+    }
+    writeln!(
+        out,
+        "trimmed      {} by retention, {} at critical memory",
+        s.trimmed_retention, s.trimmed_aggressive
+    )?;
+    if !s.retention_held_back_by.is_empty() {
+        writeln!(
+            out,
+            "retention    held back by group(s) {}",
+            s.retention_held_back_by.join(", ")
+        )?;
+    }
+    for (group, lost) in &s.trim_lost {
+        writeln!(
+            out,
+            "LOST         {lost} entries group {group} had not finished"
+        )?;
+    }
+    for (group, n) in &s.consumers_removed {
+        writeln!(out, "removed      {n} idle consumer(s) of group {group}")?;
+    }
+    if s.activedefrag_enabled {
+        writeln!(out, "defrag       activedefrag switched on")?;
+    }
+    if s.firing.is_empty() {
+        writeln!(out, "alerts       none")?;
+    }
+    for a in &s.firing {
+        writeln!(
+            out,
+            "alert        {} {} {}",
+            a.severity.as_str().to_uppercase(),
+            a.alert,
+            a.message
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,364 @@
+//! The ops loop against real redis-servers: retention that spares what groups still need,
+//! memory thresholds, group hygiene, and alert notifications to a webhook.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use evstream::config::Config;
+use evstream::ops::alerts::Severity;
+use evstream::ops::{OpsLoop, OpsSnapshot, OpsState};
+use evstream_testkit::{RedisServer, WebhookSink};
+use redis::Connection;
+
+fn config(redis: &RedisServer) -> Config {
+    let mut config = Config::default();
+    config.redis.url = redis.url();
+    config.ops.max_age_s = 0;
+    config
+}
+
+fn connect(redis: &RedisServer) -> Connection {
+    redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
+/// Appends `n` entries with `bytes`-byte payloads; with `ms`, explicit ids in that
+/// millisecond (old entries), else Redis-generated ids.
+fn append(connection: &mut Connection, n: usize, bytes: usize, ms: Option<u64>) {
+    let payload = "x".repeat(bytes);
+    let mut pipe = redis::pipe();
+    for i in 0..n {
+        let id = ms.map_or_else(|| "*".to_owned(), |ms| format!("{ms}-{}", i + 1));
+        pipe.cmd("XADD")
+            .arg("events")
+            .arg(id)
+            .arg("data")
+            .arg(&payload)
+            .ignore();
+    }
+    pipe.exec(connection).unwrap();
+}
+
+fn cmd(connection: &mut Connection, args: &[&str]) -> redis::Value {
+    let mut cmd = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        cmd.arg(*arg);
+    }
+    cmd.query(connection).unwrap()
+}
+
+fn length(connection: &mut Connection) -> u64 {
+    redis::cmd("XLEN").arg("events").query(connection).unwrap()
+}
+
+/// Reads `count` entries for `consumer` of `group`; `ack` false leaves them pending.
+fn read(connection: &mut Connection, group: &str, consumer: &str, count: usize, ack: bool) {
+    let mut cmd = redis::cmd("XREADGROUP");
+    cmd.arg("GROUP")
+        .arg(group)
+        .arg(consumer)
+        .arg("COUNT")
+        .arg(count);
+    if ack {
+        cmd.arg("NOACK");
+    }
+    let _: redis::Value = cmd
+        .arg("STREAMS")
+        .arg("events")
+        .arg(">")
+        .query(connection)
+        .unwrap();
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn evaluations(state: Arc<OpsState>, n: u64) {
+    while state.snapshot().evaluations < n {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// One pass of a fresh loop: observe, act, evaluate.
+fn one_pass(config: &Config) -> OpsSnapshot {
+    let ops = OpsLoop::new(config).unwrap();
+    let state = ops.state();
+    runtime().block_on(ops.run(evaluations(Arc::clone(&state), 1)));
+    state.snapshot()
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn first_id_ms(connection: &mut Connection) -> u64 {
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg("events")
+        .arg("-")
+        .arg("+")
+        .arg("COUNT")
+        .arg(1)
+        .query(connection)
+        .unwrap();
+    reply.ids[0].id.split('-').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn retention_keeps_the_newest_entries_by_length_and_age() {
+    let redis = RedisServer::start().unwrap();
+    let mut connection = connect(&redis);
+    let two_days_ago = unix_ms() - 48 * 3600 * 1000;
+    append(&mut connection, 1000, 100, Some(two_days_ago));
+    append(&mut connection, 4000, 100, None);
+    let mut config = config(&redis);
+    config.ops.max_len = 2000;
+    config.ops.max_age_s = 86_400;
+
+    let snapshot = one_pass(&config);
+
+    let left = length(&mut connection);
+    // `~` removes whole macro nodes (100 entries): a node's worth more may stay.
+    assert!((2000..=2100).contains(&left), "{left} entries left");
+    assert!(first_id_ms(&mut connection) > two_days_ago);
+    assert_eq!(snapshot.trimmed_retention, 5000 - left);
+    assert!(snapshot.retention_held_back_by.is_empty());
+}
+
+#[test]
+fn retention_spares_entries_a_group_has_not_read_or_acknowledged() {
+    let redis = RedisServer::start().unwrap();
+    let mut connection = connect(&redis);
+    append(&mut connection, 5000, 100, None);
+    cmd(
+        &mut connection,
+        &["XGROUP", "CREATE", "events", "fast", "0"],
+    );
+    cmd(
+        &mut connection,
+        &["XGROUP", "CREATE", "events", "slow", "0"],
+    );
+    read(&mut connection, "fast", "f1", 5000, true);
+    // slow: 1000 done, the 1001st delivered and not acknowledged, 2000 more done.
+    read(&mut connection, "slow", "s1", 1000, true);
+    read(&mut connection, "slow", "s1", 1, false);
+    read(&mut connection, "slow", "s1", 2000, true);
+    let mut config = config(&redis);
+    config.ops.max_len = 500;
+
+    let snapshot = one_pass(&config);
+
+    // Everything from the pending entry (the 1001st) on is still there.
+    let left = length(&mut connection);
+    assert!((4000..=4100).contains(&left), "{left} entries left");
+    assert_eq!(snapshot.retention_held_back_by, vec!["slow".to_owned()]);
+    let pending: redis::Value = redis::cmd("XPENDING")
+        .arg("events")
+        .arg("slow")
+        .query(&mut connection)
+        .unwrap();
+    let redis::Value::Array(summary) = pending else {
+        panic!("{pending:?}")
+    };
+    let oldest = match &summary[1] {
+        redis::Value::BulkString(id) => String::from_utf8(id.clone()).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    let still_there: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg("events")
+        .arg(&oldest)
+        .arg(&oldest)
+        .query(&mut connection)
+        .unwrap();
+    assert_eq!(still_there.ids.len(), 1, "the pending entry was trimmed");
+
+    // Once slow has caught up and acknowledged, retention applies in full.
+    cmd(&mut connection, &["XACK", "events", "slow", &oldest]);
+    read(&mut connection, "slow", "s1", 5000, true);
+    let snapshot = one_pass(&config);
+    let left = length(&mut connection);
+    assert!((500..=600).contains(&left), "{left} entries left");
+    assert!(snapshot.retention_held_back_by.is_empty());
+}
+
+/// Appends 1 KiB entries until Redis's used memory reaches `ratio` of maxmemory.
+fn fill_to(connection: &mut Connection, ratio: f64) {
+    loop {
+        let info: String = redis::cmd("INFO").arg("memory").query(connection).unwrap();
+        let field = |name: &str| -> f64 {
+            info.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}:")))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
+        };
+        if field("used_memory") / field("maxmemory") >= ratio {
+            return;
+        }
+        append(connection, 20, 1024, None);
+    }
+}
+
+fn firing(snapshot: &OpsSnapshot) -> Vec<(&'static str, Severity)> {
+    snapshot
+        .firing
+        .iter()
+        .map(|a| (a.alert, a.severity))
+        .collect()
+}
+
+#[test]
+fn memory_thresholds_warn_then_trim_past_lagging_groups_only_when_critical() {
+    let redis = RedisServer::builder().maxmemory("8mb").start().unwrap();
+    let mut connection = connect(&redis);
+    append(&mut connection, 1, 10, None);
+    cmd(
+        &mut connection,
+        &["XGROUP", "CREATE", "events", "lagging", "0"],
+    );
+    let mut config = config(&redis);
+    config.ops.max_len = 500;
+    config.ops.aggressive_len = 100;
+
+    fill_to(&mut connection, 0.65);
+    let before = length(&mut connection);
+    let snapshot = one_pass(&config);
+    assert_eq!(
+        length(&mut connection),
+        before,
+        "unread entries were trimmed"
+    );
+    assert_eq!(
+        firing(&snapshot),
+        vec![("RedisMemoryHigh", Severity::Warning)]
+    );
+    assert_eq!(snapshot.retention_held_back_by, vec!["lagging".to_owned()]);
+    assert!(snapshot.trim_lost.is_empty());
+
+    fill_to(&mut connection, 0.82);
+    let before = length(&mut connection);
+    let snapshot = one_pass(&config);
+    let left = length(&mut connection);
+    assert!(left <= 200, "{left} entries left after the aggressive trim");
+    let lost = snapshot.trim_lost["lagging"];
+    assert_eq!(
+        lost,
+        before - left,
+        "every deleted entry was unread by the group"
+    );
+    assert_eq!(snapshot.trimmed_aggressive, before - left);
+    assert_eq!(
+        firing(&snapshot),
+        vec![
+            ("RedisMemoryHigh", Severity::Critical),
+            ("TrimLostEntries", Severity::Critical)
+        ]
+    );
+}
+
+#[test]
+fn idle_consumers_are_removed_only_with_nothing_pending() {
+    let redis = RedisServer::builder().maxmemory("64mb").start().unwrap();
+    let mut connection = connect(&redis);
+    append(&mut connection, 10, 10, None);
+    cmd(&mut connection, &["XGROUP", "CREATE", "events", "g", "0"]);
+    read(&mut connection, "g", "idle-done", 5, true);
+    read(&mut connection, "g", "idle-holding", 1, false);
+    std::thread::sleep(Duration::from_millis(1100));
+    read(&mut connection, "g", "active", 1, true);
+    let mut config = config(&redis);
+    config.ops.consumer_idle_s = 1;
+
+    let snapshot = one_pass(&config);
+
+    let consumers: Vec<Vec<redis::Value>> = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg("events")
+        .arg("g")
+        .query(&mut connection)
+        .unwrap();
+    let mut names: Vec<String> = consumers
+        .iter()
+        .map(|fields| redis::from_redis_value(fields[1].clone()).unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["active", "idle-holding"]);
+    assert_eq!(snapshot.consumers_removed["g"], 1);
+    // The group itself stays, and so does its pending entry.
+    let pending: Vec<redis::Value> = redis::cmd("XPENDING")
+        .arg("events")
+        .arg("g")
+        .query(&mut connection)
+        .unwrap();
+    assert_eq!(pending[0], redis::Value::Int(1));
+}
+
+#[test]
+fn the_webhook_gets_one_notification_per_change_then_the_resolution() {
+    let redis = RedisServer::builder().maxmemory("64mb").start().unwrap();
+    let sink = WebhookSink::start().unwrap();
+    let mut connection = connect(&redis);
+    append(&mut connection, 50, 10, None);
+    cmd(&mut connection, &["XGROUP", "CREATE", "events", "g", "0"]);
+    let mut config = config(&redis);
+    config.ops.alert_interval_ms = 100;
+    config.ops.group_lag_warning = 10;
+    config.ops.group_lag_critical = 1000;
+    config.ops.webhook_url = Some(sink.url());
+    let ops = OpsLoop::new(&config).unwrap();
+    let state = ops.state();
+
+    let runtime = runtime();
+    let running = runtime.spawn(ops.run(std::future::pending::<()>()));
+    runtime.block_on(evaluations(Arc::clone(&state), 6));
+    let bodies = sink.bodies();
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    let firing: serde_json::Value = serde_json::from_str(&bodies[0]).unwrap();
+    assert_eq!(firing["alert"], "GroupLagHigh");
+    assert_eq!(firing["subject"], "g");
+    assert_eq!(firing["severity"], "warning");
+    assert_eq!(firing["state"], "firing");
+    assert_eq!(firing["stream"], "events");
+    assert_eq!(firing["value"], 50.0);
+    assert_eq!(firing["threshold"], 10.0);
+    assert!(firing["since"].as_str().unwrap().ends_with('Z'));
+
+    read(&mut connection, "g", "c", 100, true);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sink.bodies().len() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let done = state.snapshot().evaluations;
+    runtime.block_on(evaluations(Arc::clone(&state), done + 5));
+    running.abort();
+    let bodies = sink.bodies();
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    let resolved: serde_json::Value = serde_json::from_str(&bodies[1]).unwrap();
+    assert_eq!(resolved["alert"], "GroupLagHigh");
+    assert_eq!(resolved["state"], "resolved");
+    assert_eq!(resolved["since"], firing["since"]);
+    assert!(state.snapshot().firing.is_empty());
+}
+
+#[test]
+fn an_unsafe_eviction_policy_is_reported_as_critical() {
+    let redis = RedisServer::builder()
+        .maxmemory("64mb")
+        .maxmemory_policy("allkeys-lru")
+        .start()
+        .unwrap();
+    let snapshot = one_pass(&config(&redis));
+    assert_eq!(
+        firing(&snapshot),
+        vec![("EvictionPolicyUnsafe", Severity::Critical)]
+    );
+}

@@ -33,6 +33,8 @@ impl Target {
             .aof(true)
             .appendfsync("everysec")
             .maxmemory_policy("noeviction")
+            // Bounded, so the ops loop's memory thresholds mean something.
+            .maxmemory("4gb")
             .start()
             .context(
                 "cannot start a private redis-server; install it (Debian: apt-get install \

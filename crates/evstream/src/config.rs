@@ -659,7 +659,7 @@ impl OpsConfig {
                 "must not be below ops.poison_rate_warning, which must not be negative",
             );
         }
-        if !(self.frag_ratio >= 1.0) {
+        if self.frag_ratio.is_nan() || self.frag_ratio < 1.0 {
             return invalid("ops.frag_ratio", &self.frag_ratio, "must be at least 1.0");
         }
         if let Some(url) = &self.webhook_url {

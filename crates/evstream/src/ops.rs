@@ -497,8 +497,8 @@ impl OpsLoop {
         }
         let notifications = memory.alerts.update(findings, now, SystemTime::now());
         let firing = memory.alerts.firing();
-        for severity in [Severity::Warning, Severity::Critical] {
-            for alert in ALERT_NAMES {
+        for (alert, severities) in ALERTS {
+            for &severity in *severities {
                 let on = firing
                     .iter()
                     .any(|f| f.alert == *alert && f.severity == severity);
@@ -549,20 +549,23 @@ const REDIS_RULES: &[&str] = &[
     "PoisonPillsHigh",
 ];
 
-/// Every rule's name, for the `evstream_alert_firing` series.
-pub const ALERT_NAMES: &[&str] = &[
-    "RedisMemoryHigh",
-    "RedisMaxmemoryUnset",
-    "RedisUnreachable",
-    "EvictionPolicyUnsafe",
-    "RedisFragmentationHigh",
-    "RingDepthHigh",
-    "EventsRefused",
-    "JournalFull",
-    "BreakerOpen",
-    "GroupLagHigh",
-    "PoisonPillsHigh",
-    "TrimLostEntries",
+/// Every rule and the levels it can fire at, for the `evstream_alert_firing` series.
+pub const ALERTS: &[(&str, &[Severity])] = &[
+    ("RedisMemoryHigh", &[Severity::Warning, Severity::Critical]),
+    ("RedisMaxmemoryUnset", &[Severity::Warning]),
+    ("RedisUnreachable", &[Severity::Critical]),
+    (
+        "EvictionPolicyUnsafe",
+        &[Severity::Warning, Severity::Critical],
+    ),
+    ("RedisFragmentationHigh", &[Severity::Warning]),
+    ("RingDepthHigh", &[Severity::Warning, Severity::Critical]),
+    ("EventsRefused", &[Severity::Critical]),
+    ("JournalFull", &[Severity::Critical]),
+    ("BreakerOpen", &[Severity::Critical]),
+    ("GroupLagHigh", &[Severity::Warning, Severity::Critical]),
+    ("PoisonPillsHigh", &[Severity::Warning, Severity::Critical]),
+    ("TrimLostEntries", &[Severity::Critical]),
 ];
 
 fn log(notification: &Notification) {

@@ -9,13 +9,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use evstream::config::OpsConfig;
 use evstream::consume::Consumer;
+use evstream::ops::alerts::FiringAlert;
+use evstream::ops::{OpsLoop, OpsState};
+use evstream::publish::CaptureMonitor;
+use evstream::ship::ShipperMonitor;
 use evstream::{publish, ship, Config};
 use evstream_intellisense::{IntelliSense, IntelliSenseConfig};
 use serde::Serialize;
 
 use crate::args::DemoArgs;
 use crate::engine::{self, EngineSpec};
+use crate::http::{self, Sources};
 use crate::pipeline::{self, Delivery, Percentiles, Target};
 
 #[derive(Debug, Serialize)]
@@ -34,6 +40,8 @@ struct Summary {
     processed: u64,
     /// What IntelliSense computed, read back from Redis.
     analysis: evstream_intellisense::Report,
+    /// Alerts of the ops loop still firing at the end.
+    alerts_firing: Vec<FiringAlert>,
 }
 
 /// Two IntelliSense consumers of `intellisense_group`, each on a thread of its own.
@@ -72,6 +80,71 @@ impl Consumers {
             .filter_map(|t| t.join().ok())
             .map(|r| r.processed)
             .sum()
+    }
+}
+
+/// The ops loop and /metrics + /health for the run, on a thread of their own.
+struct Ops {
+    stop: tokio::sync::watch::Sender<bool>,
+    thread: std::thread::JoinHandle<()>,
+    state: Arc<OpsState>,
+    served: Option<std::net::SocketAddr>,
+}
+
+impl Ops {
+    fn start(
+        config: &Config,
+        metrics_addr: Option<&str>,
+        capture: CaptureMonitor,
+        shipper: ShipperMonitor,
+    ) -> anyhow::Result<Self> {
+        let ops = OpsLoop::new(config)
+            .context("cannot start the ops loop")?
+            .with_capture(capture.clone())
+            .with_shipper(shipper.clone());
+        let state = ops.state();
+        let sources = Sources {
+            ops: Some(Arc::clone(&state)),
+            capture: Some(capture),
+            shipper: Some(shipper),
+            consumer: None,
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let (served_tx, served_rx) = std::sync::mpsc::channel();
+        let metrics_addr = metrics_addr.map(str::to_owned);
+        let thread = std::thread::spawn(move || {
+            runtime.block_on(async move {
+                let served = http::start(metrics_addr.as_deref(), sources).await;
+                let ok = served.is_ok();
+                let _ = served_tx.send(served);
+                if ok {
+                    ops.run(async move {
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    })
+                    .await;
+                }
+            });
+        });
+        let served = served_rx
+            .recv()
+            .context("the ops thread ended before serving /metrics")??;
+        Ok(Self {
+            stop,
+            thread,
+            state,
+            served,
+        })
+    }
+
+    /// Stops the loop and returns the alerts firing at the end.
+    fn stop(self) -> Vec<FiringAlert> {
+        let _ = self.stop.send(true);
+        let _ = self.thread.join();
+        self.state.snapshot().firing
     }
 }
 
@@ -129,6 +202,17 @@ pub(crate) fn run(
         publish::channel(&config).context("cannot build the capture ring")?;
     let producer_id = publisher.producer_id().to_owned();
     let shipper = ship::spawn(&config, receiver).context("cannot start the shipper")?;
+    if config.ops == OpsConfig::default() {
+        // A short run: look often.
+        config.ops.alert_interval_ms = 1000;
+        config.ops.interval_ms = 5000;
+    }
+    let ops = Ops::start(
+        &config,
+        args.metrics.metrics_addr.as_deref(),
+        publisher.monitor(),
+        shipper.monitor(),
+    )?;
     if target.private.is_none() {
         // A shared Redis may hold older entries: the demo's group starts at the end.
         config.consume.start_id = "$".to_owned();
@@ -145,6 +229,9 @@ pub(crate) fn run(
             config.redis.stream,
             target.describe()
         );
+        if let Some(addr) = ops.served {
+            eprintln!("metrics on http://{addr}/metrics, health on http://{addr}/health");
+        }
     }
     let stop = Arc::new(AtomicBool::new(false));
     let spec = EngineSpec {
@@ -159,6 +246,7 @@ pub(crate) fn run(
     let shutdown = shipper.shutdown(Duration::from_secs(30));
     let waited = counter.wait_for(processed_before + report.published, Duration::from_secs(60));
     let processed = consumers.stop();
+    let alerts_firing = ops.stop();
     waited?;
     let analysis = super::with_redis(&config, |mut connection| {
         let (stream, group) = (config.redis.stream.clone(), config.consume.group.clone());
@@ -181,6 +269,7 @@ pub(crate) fn run(
         publish_ns: Percentiles::of(&report.latency_ns),
         processed,
         analysis,
+        alerts_firing,
     };
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -199,6 +288,16 @@ pub(crate) fn run(
         writeln!(out, "{:<13} {:>12}", "orders", a.orders)?;
         writeln!(out, "{:<13} {:>12}", "fills", a.fills)?;
         writeln!(out, "{:<13} {:>12}", "alerts", a.alerts)?;
+        for alert in &summary.alerts_firing {
+            writeln!(
+                out,
+                "{:<13} {} {}: {}",
+                "ops alert",
+                alert.severity.as_str(),
+                alert.alert,
+                alert.message
+            )?;
+        }
         for (symbol, s) in &a.symbols {
             writeln!(
                 out,

@@ -156,8 +156,8 @@ impl Status {
         } else {
             writeln!(
                 out,
-                "\n{:<24} {:>9} {:>10} {:>10}  {}",
-                "GROUP", "CONSUMERS", "PENDING", "LAG", "LAST DELIVERED"
+                "\n{:<24} {:>9} {:>10} {:>10}  LAST DELIVERED",
+                "GROUP", "CONSUMERS", "PENDING", "LAG"
             )?;
             for g in &o.groups {
                 writeln!(

@@ -1,0 +1,239 @@
+//! `evstream ops` and `evstream status` as an operator runs them: /metrics parses as
+//! Prometheus text with the named series, /health follows Redis going away and coming back.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use evstream_testkit::{free_port, http_get, RedisServer};
+
+fn evstream() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_evstream"));
+    command.env_remove("EVSTREAM_REDIS_URL");
+    command
+}
+
+/// Kills the child when the test ends, passing or not.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn seed(redis: &RedisServer) {
+    for i in 0..30 {
+        let n = i.to_string();
+        redis
+            .command(&["XADD", "events", "*", "event_type", "Test", "data", &n])
+            .unwrap();
+    }
+    redis
+        .command(&["XGROUP", "CREATE", "events", "analysis", "0"])
+        .unwrap();
+    redis
+        .command(&[
+            "XREADGROUP",
+            "GROUP",
+            "analysis",
+            "worker-1",
+            "COUNT",
+            "10",
+            "STREAMS",
+            "events",
+            ">",
+        ])
+        .unwrap();
+}
+
+/// Polls `path` until `accept` likes the answer or 15 s pass; returns the last answer.
+fn wait_for(addr: &str, path: &str, accept: impl Fn(u16, &str) -> bool) -> (u16, String) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let answer = http_get(addr, path).unwrap_or((0, String::new()));
+        if accept(answer.0, &answer.1) || Instant::now() > deadline {
+            return answer;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Checks every line of a Prometheus text exposition and returns the samples.
+fn parse_prometheus(text: &str) -> Vec<(String, f64)> {
+    let mut samples = Vec::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if let Some(comment) = line.strip_prefix('#') {
+            let words: Vec<&str> = comment.split_whitespace().collect();
+            assert!(
+                matches!(words.first(), Some(&"HELP" | &"TYPE")),
+                "bad comment line {line:?}"
+            );
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect(line);
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            "NaN" => f64::NAN,
+            v => v
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value in {line:?}")),
+        };
+        let name_end = series.find('{').unwrap_or(series.len());
+        let name = &series[..name_end];
+        assert!(
+            !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':'),
+            "bad metric name in {line:?}"
+        );
+        if name_end < series.len() {
+            assert!(series.ends_with('}'), "unclosed labels in {line:?}");
+        }
+        samples.push((series.to_owned(), value));
+    }
+    samples
+}
+
+#[test]
+fn ops_serves_metrics_and_health_that_follow_redis() {
+    let mut redis = RedisServer::builder().maxmemory("64mb").start().unwrap();
+    seed(&redis);
+    let addr = format!("127.0.0.1:{}", free_port().unwrap());
+    let _ops = Running(
+        evstream()
+            .args([
+                "ops",
+                "--redis-url",
+                &redis.url(),
+                "--alert-interval",
+                "200ms",
+                "--interval",
+                "200ms",
+                "--metrics-addr",
+                &addr,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+
+    let (status, text) = wait_for(&addr, "/metrics", |status, body| {
+        status == 200 && body.contains("evstream_group_lag")
+    });
+    assert_eq!(status, 200, "{text}");
+    let samples = parse_prometheus(&text);
+    let value = |series: &str| {
+        samples
+            .iter()
+            .find(|(s, _)| s == series)
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
+    assert_eq!(value("evstream_redis_up"), 1.0);
+    assert_eq!(value("evstream_stream_length{stream=\"events\"}"), 30.0);
+    assert_eq!(
+        value("evstream_stream_entries_added_total{stream=\"events\"}"),
+        30.0
+    );
+    assert_eq!(
+        value("evstream_group_lag{stream=\"events\",group=\"analysis\"}"),
+        20.0
+    );
+    assert_eq!(
+        value("evstream_group_pending{stream=\"events\",group=\"analysis\"}"),
+        10.0
+    );
+    assert_eq!(
+        value(
+            "evstream_consumer_pending{stream=\"events\",group=\"analysis\",consumer=\"worker-1\"}"
+        ),
+        10.0
+    );
+    assert_eq!(
+        value("evstream_redis_memory_max_bytes"),
+        64.0 * 1024.0 * 1024.0
+    );
+    assert!(value("evstream_redis_memory_used_bytes") > 0.0);
+    assert!(value("evstream_redis_memory_used_ratio") > 0.0);
+    assert_eq!(value("evstream_redis_eviction_policy_safe"), 1.0);
+    assert_eq!(value("evstream_dlq_length{stream=\"events\"}"), 0.0);
+    assert!(text.contains("# TYPE evstream_stream_entries_added_total counter"));
+
+    let (status, body) = wait_for(&addr, "/health", |status, _| status == 200);
+    assert_eq!(status, 200, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(health["redis"]["stream_length"], 30);
+
+    redis.kill().unwrap();
+    let (status, body) = wait_for(&addr, "/health", |status, _| status == 503);
+    assert_eq!(status, 503, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], "failing");
+    assert_eq!(health["alerts"][0]["alert"], "RedisUnreachable", "{health}");
+    let (_, text) = wait_for(&addr, "/metrics", |_, body| {
+        body.lines().any(|l| l == "evstream_redis_up 0")
+    });
+    assert!(text.lines().any(|l| l == "evstream_redis_up 0"), "{text}");
+
+    redis.restart().unwrap();
+    let (status, body) = wait_for(&addr, "/health", |status, _| status == 200);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(http_get(&addr, "/nothing").unwrap().0, 404);
+}
+
+#[test]
+fn status_shows_groups_consumers_and_alerts() {
+    let redis = RedisServer::builder()
+        .maxmemory("64mb")
+        .maxmemory_policy("allkeys-lru")
+        .start()
+        .unwrap();
+    seed(&redis);
+    redis
+        .command(&[
+            "XADD",
+            "events:dlq",
+            "*",
+            "dlq_stage",
+            "ship",
+            "dlq_reason",
+            "invalid_json",
+        ])
+        .unwrap();
+
+    let output = evstream()
+        .args(["status", "--json", "--redis-url", &redis.url()])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(status["stream"]["length"], 30, "{status}");
+    assert_eq!(status["groups"][0]["name"], "analysis");
+    assert_eq!(status["groups"][0]["lag"], 20);
+    assert_eq!(status["groups"][0]["pending"], 10);
+    assert_eq!(status["groups"][0]["consumers"][0]["name"], "worker-1");
+    assert_eq!(status["dlq"]["length"], 1);
+    assert_eq!(status["dead_letters_by_reason"]["ship/invalid_json"], 1);
+    assert_eq!(status["eviction_risk"], "stream");
+    assert_eq!(status["alerts"][0]["alert"], "EvictionPolicyUnsafe");
+    assert_eq!(status["alerts"][0]["severity"], "critical");
+
+    let output = evstream()
+        .args(["status", "--redis-url", &redis.url()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("UNSAFE: can evict the stream"), "{text}");
+    assert!(text.contains("analysis"), "{text}");
+    assert!(text.contains("worker-1"), "{text}");
+    assert!(text.contains("ship/invalid_json"), "{text}");
+}

@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 need redis-server redis-server
 need cargo cargo
 need python3 python3
+# The C ABI's tests build the C++ example with the system compiler.
+need g++ g++
 # The interop test reads the stream with Python's redis client, as a consumer in another
 # language would.
 if ! python3 -c "import redis" >/dev/null 2>&1; then
@@ -21,6 +23,20 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> include/evstream.h matches the C ABI (cbindgen)"
+# The header is generated from crates/ffi/src/lib.rs and checked in; a change of the ABI
+# without regenerating it fails here. Regenerate with the command in crates/ffi/cbindgen.toml.
+CBINDGEN_VERSION=0.29.2
+if [ "$(cbindgen --version 2>/dev/null)" != "cbindgen $CBINDGEN_VERSION" ]; then
+    echo "==> installing cbindgen $CBINDGEN_VERSION (crates.io)" >&2
+    cargo install --quiet --locked cbindgen --version "$CBINDGEN_VERSION" >&2
+fi
+mkdir -p target
+cbindgen --quiet --config crates/ffi/cbindgen.toml --crate evstream-ffi \
+    --output target/evstream.h.generated
+diff -u include/evstream.h target/evstream.h.generated ||
+    { echo "error: include/evstream.h is out of date; regenerate it (crates/ffi/cbindgen.toml)" >&2; exit 1; }
+
 echo "==> cargo test"
 cargo test --workspace --locked
 

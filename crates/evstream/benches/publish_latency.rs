@@ -115,11 +115,13 @@ where
     (total, retries)
 }
 
-fn run_evstream(events: u64, producers: usize, raw: bool) -> Row {
+/// `timing`: whether `publish` times one call in 64 for its metrics histogram (the default).
+fn run_evstream(events: u64, producers: usize, raw: bool, timing: bool) -> Row {
     let config = Config {
         ring: RingConfig::default()
             .set_capacity(65_536)
-            .set_slot_bytes(1024),
+            .set_slot_bytes(1024)
+            .set_publish_timing_sample(if timing { 64 } else { 0 }),
         ..Config::default()
     };
     let (publisher, mut receiver) = publish::channel(&config).expect("valid config");
@@ -146,10 +148,10 @@ fn run_evstream(events: u64, producers: usize, raw: bool) -> Row {
     });
     drainer.join().expect("drainer");
     Row {
-        name: if raw {
-            "evstream publish_raw (pre-serialized)".into()
-        } else {
-            "evstream publish (serializes)".into()
+        name: match (raw, timing) {
+            (true, _) => "evstream publish_raw (pre-serialized)".into(),
+            (false, true) => "evstream publish (serializes)".into(),
+            (false, false) => "evstream publish, publish_timing_sample = 0".into(),
         },
         producers,
         histogram,
@@ -228,8 +230,11 @@ fn main() {
     let mut rows = vec![run_serialize_only(events), run_evstream_inline(events)];
     let inline_only = args.iter().any(|a| a == "--inline-only");
     for producers in [1, 2].into_iter().filter(|_| !inline_only) {
-        rows.push(run_evstream(events, producers, false));
-        rows.push(run_evstream(events, producers, true));
+        rows.push(run_evstream(events, producers, false, true));
+        rows.push(run_evstream(events, producers, true, true));
+        if producers == 1 {
+            rows.push(run_evstream(events, producers, false, false));
+        }
         rows.push(run_array_queue(events, producers));
         rows.push(run_channel(events, producers));
     }

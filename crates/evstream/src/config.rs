@@ -14,6 +14,7 @@
 //! max_event_bytes = 65536   # larger payloads are refused, never truncated
 //! when_full = "refuse"      # or "wait"
 //! wait_timeout_us = 100     # bound of the wait when when_full = "wait"
+//! publish_timing_sample = 64  # one publish in 64 is timed for the latency histogram (0: none)
 //!
 //! [producer]
 //! name = "engine-1"         # producer_id = "engine-1:<UUIDv7 of this process instance>"
@@ -177,6 +178,10 @@ pub struct RingConfig {
     when_full: WhenFull,
     /// How long `when_full = "wait"` waits for room, in microseconds. Default 100.
     wait_timeout_us: u64,
+    /// One `publish` call in this many, per thread, is timed for the
+    /// `evstream_publish_duration_seconds` histogram; a power of two, or 0 for none.
+    /// Default 64.
+    publish_timing_sample: u32,
 }
 
 impl Default for RingConfig {
@@ -187,6 +192,7 @@ impl Default for RingConfig {
             max_event_bytes: 64 * 1024,
             when_full: WhenFull::Refuse,
             wait_timeout_us: 100,
+            publish_timing_sample: 64,
         }
     }
 }
@@ -217,9 +223,20 @@ impl RingConfig {
         self
     }
 
+    /// Sets how many `publish` calls per timed one (a power of two; 0: none).
+    pub fn set_publish_timing_sample(mut self, every: u32) -> Self {
+        self.publish_timing_sample = every;
+        self
+    }
+
     /// Number of slots.
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// One `publish` call in this many is timed; 0 for none.
+    pub fn publish_timing_sample(&self) -> u32 {
+        self.publish_timing_sample
     }
 
     /// Bytes pre-allocated per slot.
@@ -249,6 +266,13 @@ impl RingConfig {
                 field: "ring.capacity",
                 value: self.capacity.to_string(),
                 reason: "must be a power of two of at least 2, e.g. 65536",
+            });
+        }
+        if self.publish_timing_sample != 0 && !self.publish_timing_sample.is_power_of_two() {
+            return Err(ConfigError::Invalid {
+                field: "ring.publish_timing_sample",
+                value: self.publish_timing_sample.to_string(),
+                reason: "must be a power of two (e.g. 64), or 0 to time no publish call",
             });
         }
         if self.max_event_bytes == 0 || self.max_event_bytes > MAX_EVENT_BYTES_LIMIT {

@@ -34,23 +34,24 @@ pub const MAX_EVENT_TYPE_LEN: usize = 64;
 /// Longest accepted correlation id, in bytes.
 pub const MAX_CORRELATION_ID_LEN: usize = 128;
 
-/// One `publish` call in this many (per thread) is timed for the
-/// `evstream_publish_duration_seconds` histogram. Timing is two clock reads (~40 ns); sampling
-/// keeps it off most calls, and the figure travels in the slot, so the hot path never touches
-/// the metrics registry (which may allocate).
-pub const PUBLISH_TIMING_SAMPLE: u32 = 64;
-
 thread_local! {
+    /// `publish` calls of this thread, for sampling the ones to time.
     static PUBLISH_CALLS: Cell<u32> = const { Cell::new(0) };
 }
 
 /// Whether this call is one of the sampled ones.
+///
+/// Timing is two clock reads (~40 ns); sampling keeps it off most calls (`ring.
+/// publish_timing_sample`), and the figure travels in the slot to the drain, so the hot path
+/// never touches the metrics registry (which may allocate).
 #[inline]
-fn sample_timing() -> bool {
-    PUBLISH_CALLS.with(|calls| {
-        let n = calls.get().wrapping_add(1);
-        calls.set(n);
-        n % PUBLISH_TIMING_SAMPLE == 0
+fn sample_timing(mask: Option<u32>) -> bool {
+    mask.is_some_and(|mask| {
+        PUBLISH_CALLS.with(|calls| {
+            let n = calls.get().wrapping_add(1);
+            calls.set(n);
+            n & mask == 0
+        })
     })
 }
 
@@ -80,6 +81,7 @@ pub fn channel(config: &Config) -> Result<(Publisher, Receiver), ConfigError> {
         when_full: ring.when_full(),
         wait_timeout: ring.wait_timeout(),
         refused: RefusalCounters::default(),
+        timing_mask: ring.publish_timing_sample().checked_sub(1),
     });
     let publisher = Publisher {
         producer,
@@ -103,6 +105,8 @@ struct Shared {
     when_full: WhenFull,
     wait_timeout: Duration,
     refused: RefusalCounters,
+    /// `ring.publish_timing_sample - 1`, or `None` when no call is timed.
+    timing_mask: Option<u32>,
 }
 
 /// Refusals by reason. Only touched on the refusal path, never for an accepted event.
@@ -359,7 +363,7 @@ impl Publisher {
         kind: PayloadKind,
         write_payload: impl FnOnce(&mut Vec<u8>) -> Result<(), PublishError>,
     ) -> Result<(), PublishError> {
-        let started = sample_timing().then(Instant::now);
+        let started = sample_timing(self.shared.timing_mask).then(Instant::now);
         let result = check_ids(event_type, correlation_id).and_then(|()| {
             let timestamp_ns = wall_clock_ns();
             let write = |slot: &mut EventSlot| {

@@ -7,8 +7,7 @@
 //! snapshots the library already keeps, with [`record_capture`], [`record_shipper`] and
 //! [`record_consumer`], so the hot path never touches the metrics registry; the only
 //! measurement taken on the hot path (publish duration, one call in
-//! [`PUBLISH_TIMING_SAMPLE`](crate::publish::PUBLISH_TIMING_SAMPLE)) travels in the ring slot
-//! and is recorded by the drain.
+//! `ring.publish_timing_sample`) travels in the ring slot and is recorded by the drain.
 
 use std::time::Duration;
 

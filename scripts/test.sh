@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 need redis-server redis-server
 need cargo cargo
 need python3 python3
-# The C ABI's tests build the C++ example with the system compiler.
+# The C ABI's tests build the C++ examples with the system compiler, directly and with CMake.
 need g++ g++
+need cmake cmake --no-install-recommends
 # The interop test reads the stream with Python's redis client, as a consumer in another
 # language would.
 if ! python3 -c "import redis" >/dev/null 2>&1; then

@@ -42,8 +42,8 @@ fn compile(source: &str, out: &Path) {
 #[test]
 fn the_cpp_example_publishes_every_event_with_the_documented_envelope() {
     let redis = RedisServer::start().unwrap();
-    let dir = tempfile_dir();
-    let binary = dir.join("order_flow");
+    let dir = tempfile::tempdir().unwrap();
+    let binary = dir.path().join("order_flow");
     compile("examples/cpp/order_flow.cpp", &binary);
     let output = Command::new(&binary)
         .args([&redis.url(), "500", "3"])
@@ -122,18 +122,41 @@ fn the_cpp_example_publishes_every_event_with_the_documented_envelope() {
 }
 
 #[test]
-fn the_latency_harness_builds_without_warnings() {
-    compile("examples/cpp/latency.cpp", &tempfile_dir().join("latency"));
+fn the_cmake_project_builds_and_runs_the_example() {
+    let build = tempfile::tempdir().unwrap();
+    let dir = build.path();
+    let source = workspace().join("examples/cpp");
+    let lib_dir = static_library().parent().unwrap().to_owned();
+    let run = |command: &mut Command| {
+        let output = command.output().expect("cmake (Debian: apt-get install cmake)");
+        assert!(
+            output.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    run(Command::new("cmake")
+        .arg("-S")
+        .arg(&source)
+        .arg("-B")
+        .arg(dir)
+        .arg(format!("-DEVSTREAM_LIB_DIR={}", lib_dir.display())));
+    run(Command::new("cmake").arg("--build").arg(dir));
+    let redis = RedisServer::start().unwrap();
+    let output = Command::new(dir.join("order_flow"))
+        .args([&redis.url(), "20", "2"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["shipped"], 120, "{summary}");
 }
 
-fn tempfile_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "evstream-ffi-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+#[test]
+fn the_latency_harness_builds_without_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    compile("examples/cpp/latency.cpp", &dir.path().join("latency"));
 }
 
 fn last_error() -> String {

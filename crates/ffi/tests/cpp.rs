@@ -128,7 +128,9 @@ fn the_cmake_project_builds_and_runs_the_example() {
     let source = workspace().join("examples/cpp");
     let lib_dir = static_library().parent().unwrap().to_owned();
     let run = |command: &mut Command| {
-        let output = command.output().expect("cmake (Debian: apt-get install cmake)");
+        let output = command
+            .output()
+            .expect("cmake (Debian: apt-get install cmake)");
         assert!(
             output.status.success(),
             "{}{}",
@@ -148,7 +150,11 @@ fn the_cmake_project_builds_and_runs_the_example() {
         .args([&redis.url(), "20", "2"])
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(summary["shipped"], 120, "{summary}");
 }

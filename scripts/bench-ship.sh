@@ -5,6 +5,7 @@
 # event read back and checked). Prints both figures and their ratio.
 #
 # Usage: scripts/bench-ship.sh [EVENTS] [PAYLOAD_BYTES]
+#   APPEND=script|transaction picks ship.append (default: the configuration's default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -30,7 +31,12 @@ baseline=$(redis-benchmark -p "$port" -P 64 -n "$events" -q \
     | tr '\r' '\n' | grep -oE '[0-9.]+ requests per second' | tail -1 | cut -d' ' -f1)
 redis-cli -p "$port" flushall >/dev/null
 
-result=$(target/release/evstream --redis-url "redis://127.0.0.1:$port" bench \
+config_args=()
+if [ -n "${APPEND:-}" ]; then
+    printf '[ship]\nappend = "%s"\n' "$APPEND" > "$dir/evstream.toml"
+    config_args=(--config "$dir/evstream.toml")
+fi
+result=$(target/release/evstream "${config_args[@]}" --redis-url "redis://127.0.0.1:$port" bench \
     --events "$events" --payload-bytes "$payload" --json)
 ours=$(echo "$result" | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["throughput_eps"]))')
 echo "$result"

@@ -22,7 +22,8 @@
 //! [ship]
 //! batch_max = 256           # events per batch
 //! linger_us = 2000          # how long a partial batch waits for more while others fly
-//! in_flight = 4             # batches in flight at once
+//! append = "transaction"    # or "script" (Lua; several batches in flight)
+//! in_flight = 4             # batches in flight at once (script mode)
 //! timeout_ms = 100          # deadline of one batch
 //! max_len = 1000000         # MAXLEN ~ trimming of the stream (0: none)
 //! retry_base_ms = 10        # first retry delay (exponential, full jitter)
@@ -302,7 +303,13 @@ pub struct ShipConfig {
     /// How long a partial batch waits for more events while other batches are in flight, in
     /// microseconds; when nothing is in flight a batch goes at once. Default 2000.
     pub linger_us: u64,
-    /// Batches in flight at once on the connection. Default 4.
+    /// How a batch is appended exactly once: `transaction` (`WATCH` + `MULTI`/`EXEC`, plain
+    /// `XADD`s, one batch in flight) or `script` (one Lua script per batch, `in_flight`
+    /// batches pipelined). Default `transaction`, which costs Redis about half the CPU per
+    /// event (`BENCHMARKS.md`).
+    pub append: AppendMode,
+    /// Batches in flight at once on the connection with `append = "script"`; the transaction
+    /// mode has one. Default 4.
     pub in_flight: usize,
     /// Deadline of one batch, in milliseconds; past it the batch is retried. Default 100.
     pub timeout_ms: u64,
@@ -353,6 +360,17 @@ pub struct ShipConfig {
     pub schemas_dir: Option<PathBuf>,
 }
 
+/// How the shipper appends a batch exactly once; see [`ShipConfig::append`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AppendMode {
+    /// `WATCH` the producer's high-water mark, then `MULTI`/`EXEC` of plain `XADD`s. Default.
+    #[default]
+    Transaction,
+    /// One Lua script per batch that checks the mark and appends.
+    Script,
+}
+
 /// Schema validation in the shipper.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -371,6 +389,7 @@ impl Default for ShipConfig {
         Self {
             batch_max: 256,
             linger_us: 2000,
+            append: AppendMode::Transaction,
             in_flight: 4,
             timeout_ms: 100,
             max_len: 1_000_000,

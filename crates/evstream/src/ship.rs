@@ -61,7 +61,7 @@ use redis::{AsyncConnectionConfig, Cmd, RedisError};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::config::{Config, ShipConfig};
+use crate::config::{AppendMode, Config, ShipConfig};
 use crate::envelope::EventIdGenerator;
 use crate::error::ShipError;
 use crate::publish::{wall_clock_ns, CapturedEvent, Receiver};
@@ -432,8 +432,24 @@ struct Batch {
     producer_id: String,
     events: Vec<CapturedEvent>,
     poison: Vec<Option<Poison>>,
-    cmd: Arc<Cmd>,
+    request: Request,
     status: Status,
+}
+
+/// One batch's call, per `ship.append`.
+#[derive(Clone)]
+enum Request {
+    Script(Arc<Cmd>),
+    Transaction(Arc<append::Transaction>),
+}
+
+impl Request {
+    async fn send(self, connection: &mut MultiplexedConnection) -> Result<Outcome, RedisError> {
+        match self {
+            Self::Script(cmd) => cmd.query_async::<Outcome>(connection).await,
+            Self::Transaction(transaction) => transaction.run(connection).await,
+        }
+    }
 }
 
 impl Batch {
@@ -470,7 +486,7 @@ struct Shipper {
 
 impl Shipper {
     fn new(
-        config: ShipConfig,
+        mut config: ShipConfig,
         settings: AppendSettings,
         client: redis::Client,
         receiver: Receiver,
@@ -479,6 +495,10 @@ impl Shipper {
         schemas: Option<Arc<crate::schema::Registry>>,
     ) -> Self {
         let seed = wall_clock_ns() ^ u64::from(std::process::id());
+        if config.append == AppendMode::Transaction {
+            // One WATCH per connection: batches of a transaction shipper go one at a time.
+            config.in_flight = 1;
+        }
         Self {
             breaker: Breaker::new(
                 config.breaker_threshold,
@@ -754,23 +774,35 @@ impl Shipper {
         } else {
             Keys::new(&self.settings.keys.stream, producer_id)
         };
-        let cmd = append::build(
-            &self.sha,
-            &self.settings,
-            &keys,
-            producer_id,
-            &self.ids,
-            &events,
-            &poison,
-            accept_gap,
-            wall_clock_ns(),
-        );
+        let request = match self.config.append {
+            AppendMode::Script => Request::Script(Arc::new(append::build(
+                &self.sha,
+                &self.settings,
+                &keys,
+                producer_id,
+                &self.ids,
+                &events,
+                &poison,
+                accept_gap,
+                wall_clock_ns(),
+            ))),
+            AppendMode::Transaction => Request::Transaction(Arc::new(append::build_transaction(
+                &self.settings,
+                &keys,
+                producer_id,
+                &self.ids,
+                &events,
+                &poison,
+                accept_gap,
+                wall_clock_ns(),
+            ))),
+        };
         Batch {
             source,
             producer_id: producer_id.to_owned(),
             events,
             poison,
-            cmd: Arc::new(cmd),
+            request,
             status: Status::Unsent,
         }
     }
@@ -868,11 +900,10 @@ impl Shipper {
                 break;
             }
             let mut connection = connection.clone();
-            let cmd = Arc::clone(&batch.cmd);
+            let request = batch.request.clone();
             batch.status = Status::InFlight(tokio::spawn(async move {
                 let started = Instant::now();
-                match tokio::time::timeout(timeout, cmd.query_async::<Outcome>(&mut connection))
-                    .await
+                match tokio::time::timeout(timeout, request.send(&mut connection)).await
                 {
                     Ok(Ok(outcome)) => {
                         crate::telemetry::batch_duration(started.elapsed());

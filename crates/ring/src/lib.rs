@@ -637,7 +637,7 @@ mod tests {
     fn a_monitor_reads_the_counters_without_keeping_the_ring_open() {
         let (producer, mut consumer) = channel(4, || 0u64).unwrap();
         let monitor = producer.monitor();
-        assert_eq!(publish(&producer, 1), Ok(1));
+        assert!(publish(&producer, 1).is_ok());
         assert_eq!((monitor.stats().claimed, monitor.stats().depth()), (1, 1));
         drop(producer);
         assert!(consumer.is_disconnected());

@@ -192,6 +192,259 @@ pub(crate) fn build(
     cmd
 }
 
+/// One batch as a `WATCH`ed transaction: the other way to append exactly once, without Lua.
+///
+/// One attempt: `WATCH` the producer's high-water mark and read it (one round trip), decide
+/// on the client what the script decides in Redis (skip what is at or below the mark; refuse
+/// a gap), then `MULTI`, one `XADD` per event (the stream, or the dead-letter stream for
+/// poison), the trim, `SET` of the new mark, `EXEC` (a second round trip). `EXEC` applies
+/// nothing if the mark changed after the `WATCH`, which happens only when an earlier attempt
+/// of the same batch, given up on after a timeout, was executed late: the attempt then reads
+/// the mark again and skips what that one appended. The same guarantees as the script (no
+/// duplicate, each producer's order kept), with Redis running plain `XADD`s: about half the
+/// Redis CPU per event of the script, whose Lua calls convert every argument twice (measured
+/// in `BENCHMARKS.md`). The cost: a batch is not pipelined behind the previous one of the
+/// same producer (the `WATCH` of one would be consumed by the `EXEC` of the other), so one
+/// batch per shipper is in flight.
+#[derive(Debug)]
+pub(crate) struct Transaction {
+    keys: Keys,
+    accept_gap: bool,
+    max_len: u64,
+    ttl_ms: u64,
+    /// Per event: its sequence, whether it is a dead letter, and its `XADD`.
+    entries: Vec<(u64, bool, Cmd)>,
+    /// The transaction of every entry (the common case: nothing of the batch is there yet).
+    full: redis::Pipeline,
+    dlq_at_ns: u64,
+}
+
+/// Attempts in a row that may find the mark moved before the attempt gives up.
+const MAX_WATCH_CONFLICTS: usize = 3;
+
+/// Builds the transaction of a batch. `poison[i]` marks event `i` as a dead letter.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn build_transaction(
+    settings: &AppendSettings,
+    keys: &Keys,
+    producer_id: &str,
+    ids: &EventIdGenerator,
+    events: &[CapturedEvent],
+    poison: &[Option<Poison>],
+    accept_gap: bool,
+    now_ns: u64,
+) -> Transaction {
+    let mut id_text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let entries = events
+        .iter()
+        .zip(poison)
+        .map(|(event, poison)| {
+            let key = if poison.is_some() {
+                &keys.dead_letters
+            } else {
+                &keys.stream
+            };
+            let mut cmd = redis::cmd("XADD");
+            let id = ids.event_id(event.timestamp_ns(), event.sequence());
+            cmd.arg(key)
+                .arg("*")
+                .arg("event_id")
+                .arg(&*id.hyphenated().encode_lower(&mut id_text))
+                .arg("event_type")
+                .arg(event.event_type())
+                .arg("version")
+                .arg(DEFAULT_VERSION)
+                .arg("correlation_id")
+                .arg(event.correlation_id())
+                .arg("timestamp_ns")
+                .arg(event.timestamp_ns())
+                .arg("producer_id")
+                .arg(producer_id)
+                .arg("sequence")
+                .arg(event.sequence())
+                .arg("data")
+                .arg(event.data());
+            if let Some(poison) = poison {
+                dead_letter_fields(&mut cmd, poison.reason, &poison.message, now_ns);
+            }
+            (event.sequence(), poison.is_some(), cmd)
+        })
+        .collect();
+    let mut transaction = Transaction {
+        keys: keys.clone(),
+        accept_gap,
+        max_len: settings.max_len,
+        ttl_ms: settings.high_water_mark_ttl_ms,
+        entries,
+        full: redis::pipe(),
+        dlq_at_ns: now_ns,
+    };
+    transaction.full = transaction.pipeline(0);
+    transaction
+}
+
+fn dead_letter_fields(cmd: &mut Cmd, reason: &str, message: &str, at_ns: u64) {
+    cmd.arg("dlq_reason")
+        .arg(reason)
+        .arg("dlq_stage")
+        .arg("ship")
+        .arg("dlq_error")
+        .arg(message)
+        .arg("dlq_at_ns")
+        .arg(at_ns);
+}
+
+impl Transaction {
+    fn first_sequence(&self) -> u64 {
+        self.entries.first().map_or(0, |e| e.0)
+    }
+
+    /// `MULTI`, the entries from index `from` on, the trim, the new mark, `EXEC`.
+    fn pipeline(&self, from: usize) -> redis::Pipeline {
+        let mut pipe = redis::pipe();
+        pipe.atomic().ignore_errors();
+        let entries = &self.entries[from..];
+        for (_, _, cmd) in entries {
+            pipe.add_command(cmd.clone());
+        }
+        if self.max_len > 0 && entries.iter().any(|e| !e.1) {
+            pipe.cmd("XTRIM")
+                .arg(&self.keys.stream)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(self.max_len)
+                .ignore();
+        }
+        if let Some((last, _, _)) = entries.last() {
+            pipe.cmd("SET")
+                .arg(&self.keys.high_water_mark)
+                .arg(*last)
+                .arg("PX")
+                .arg(self.ttl_ms)
+                .ignore();
+        }
+        pipe
+    }
+
+    /// One attempt; see the type's documentation.
+    pub(crate) async fn run(
+        &self,
+        connection: &mut redis::aio::MultiplexedConnection,
+    ) -> redis::RedisResult<Outcome> {
+        let first = self.first_sequence();
+        let keys = &self.keys;
+        for _ in 0..MAX_WATCH_CONFLICTS {
+            let (mark, stream_type, dlq_type): (Option<u64>, String, String) = redis::pipe()
+                .cmd("WATCH")
+                .arg(&keys.high_water_mark)
+                .ignore()
+                .cmd("GET")
+                .arg(&keys.high_water_mark)
+                .cmd("TYPE")
+                .arg(&keys.stream)
+                .cmd("TYPE")
+                .arg(&keys.dead_letters)
+                .query_async(connection)
+                .await?;
+            let mark = match mark {
+                Some(mark) => mark,
+                // No mark (expired), and the shipper knows nothing earlier is coming.
+                None if self.accept_gap => first.saturating_sub(1),
+                // A new producer, whose sequences start at 1.
+                None => 0,
+            };
+            let unwatch = |outcome| async {
+                redis::cmd("UNWATCH")
+                    .exec_async(&mut connection.clone())
+                    .await
+                    .map(|()| outcome)
+            };
+            for (key, kind) in [(&keys.stream, &stream_type), (&keys.dead_letters, &dlq_type)] {
+                if kind != "none" && kind != "stream" {
+                    return unwatch(Outcome::Stopped {
+                        mark,
+                        added: 0,
+                        dead: 0,
+                        skipped: 0,
+                        error: format!("key {key} holds a {kind}, not a stream"),
+                    })
+                    .await;
+                }
+            }
+            if first > mark + 1 && !self.accept_gap {
+                return unwatch(Outcome::Gap { mark }).await;
+            }
+            let from = self.entries.partition_point(|e| e.0 <= mark);
+            let skipped = from as u64;
+            if from == self.entries.len() {
+                return unwatch(Outcome::Handled {
+                    added: 0,
+                    dead: 0,
+                    skipped,
+                })
+                .await;
+            }
+            let partial;
+            let pipe = if from == 0 {
+                &self.full
+            } else {
+                partial = self.pipeline(from);
+                &partial
+            };
+            let Some(replies) = pipe.query_async::<Option<Vec<Value>>>(connection).await? else {
+                // The mark moved since the WATCH: a late earlier attempt landed. Look again.
+                continue;
+            };
+            let (mut added, mut dead) = (0, 0);
+            for ((_, is_dead, cmd), reply) in self.entries[from..].iter().zip(replies) {
+                match reply {
+                    Value::ServerError(error) => {
+                        // The key changed type between the check and EXEC: the mark is past
+                        // this entry already, so it is dead-lettered now, outside the
+                        // transaction.
+                        self.rescue(connection, cmd, &error.to_string()).await?;
+                        dead += 1;
+                    }
+                    _ if *is_dead => dead += 1,
+                    _ => added += 1,
+                }
+            }
+            return Ok(Outcome::Handled {
+                added,
+                dead,
+                skipped,
+            });
+        }
+        Err(redis::RedisError::from(std::io::Error::other(format!(
+            "the high-water mark {} kept moving during {MAX_WATCH_CONFLICTS} attempts",
+            keys.high_water_mark
+        ))))
+    }
+
+    /// Writes an entry that Redis refused inside the transaction to the dead-letter stream.
+    async fn rescue(
+        &self,
+        connection: &mut redis::aio::MultiplexedConnection,
+        refused: &Cmd,
+        error: &str,
+    ) -> redis::RedisResult<()> {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(&self.keys.dead_letters).arg("*");
+        // The refused XADD's fields, after `XADD <key> *`, up to the event's own fields.
+        for arg in refused.args_iter().skip(3).take(16) {
+            if let redis::Arg::Simple(bytes) = arg {
+                cmd.arg(bytes);
+            }
+        }
+        dead_letter_fields(&mut cmd, "redis_rejected", error, self.dlq_at_ns);
+        let result = cmd.query_async::<Value>(connection).await;
+        if let Err(error) = &result {
+            tracing::error!(%error, "an entry Redis refused could not be dead-lettered either; it is lost");
+        }
+        result.map(drop)
+    }
+}
+
 /// What the script did with a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Outcome {
@@ -258,8 +511,10 @@ mod tests {
             .collect()
     }
 
+    /// Appends through the script (`transaction` false) or the WATCHed transaction.
     fn append(
-        connection: &mut redis::Connection,
+        redis: &RedisServer,
+        transaction: bool,
         producer: &str,
         batch: &[CapturedEvent],
         accept_gap: bool,
@@ -270,34 +525,111 @@ mod tests {
             max_len: 0,
             high_water_mark_ttl_ms: 60_000,
         };
-        let sha = redis::Script::new(SCRIPT).get_hash().to_owned();
         let poison = vec![None; batch.len()];
-        let cmd = build(
-            &sha,
-            &settings,
-            &settings.keys,
-            producer,
-            &EventIdGenerator::new(),
-            batch,
-            &poison,
-            accept_gap,
-            1,
-        );
-        cmd.query(connection).unwrap()
-    }
-
-    #[test]
-    fn the_script_skips_retries_and_refuses_gaps_even_for_a_new_producer() {
-        let redis = RedisServer::start().unwrap();
-        let mut connection = redis::Client::open(redis.url())
-            .unwrap()
-            .get_connection()
-            .unwrap();
+        let client = redis::Client::open(redis.url()).unwrap();
+        let ids = EventIdGenerator::new();
+        if transaction {
+            let tx = build_transaction(
+                &settings,
+                &settings.keys,
+                producer,
+                &ids,
+                batch,
+                &poison,
+                accept_gap,
+                1,
+            );
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            return runtime.block_on(async {
+                let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+                tx.run(&mut connection).await.unwrap()
+            });
+        }
+        let mut connection = client.get_connection().unwrap();
         redis::cmd("SCRIPT")
             .arg("LOAD")
             .arg(SCRIPT)
             .exec(&mut connection)
             .unwrap();
+        let sha = redis::Script::new(SCRIPT).get_hash().to_owned();
+        let cmd = build(
+            &sha,
+            &settings,
+            &settings.keys,
+            producer,
+            &ids,
+            batch,
+            &poison,
+            accept_gap,
+            1,
+        );
+        cmd.query(&mut connection).unwrap()
+    }
+
+    #[test]
+    fn the_script_skips_retries_and_refuses_gaps_even_for_a_new_producer() {
+        skips_retries_and_refuses_gaps(false);
+    }
+
+    #[test]
+    fn the_transaction_skips_retries_and_refuses_gaps_even_for_a_new_producer() {
+        skips_retries_and_refuses_gaps(true);
+    }
+
+    #[test]
+    fn the_transaction_refuses_a_key_of_the_wrong_type_without_writing() {
+        let redis = RedisServer::start().unwrap();
+        redis.command(&["SET", "s", "not a stream"]).unwrap();
+        let outcome = append(&redis, true, "p", &events(1..=2), false);
+        assert!(
+            matches!(&outcome, Outcome::Stopped { error, .. } if error.contains("holds a string")),
+            "{outcome:?}"
+        );
+        assert_eq!(redis.command(&["EXISTS", "s:hwm:p"]).unwrap().as_int(), Some(0));
+    }
+
+    #[test]
+    fn a_late_transaction_of_a_retried_batch_applies_nothing() {
+        let redis = RedisServer::start().unwrap();
+        let batch = events(1..=3);
+        // The first attempt: WATCHed and queued, its EXEC held back (a timeout on our side).
+        let mut late = redis::Client::open(redis.url())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let run = |connection: &mut redis::Connection, args: &[&str]| -> redis::Value {
+            let mut cmd = redis::cmd(args[0]);
+            for arg in &args[1..] {
+                cmd.arg(*arg);
+            }
+            cmd.query(connection).unwrap()
+        };
+        run(&mut late, &["WATCH", "s:hwm:p"]);
+        run(&mut late, &["MULTI"]);
+        run(&mut late, &["XADD", "s", "*", "sequence", "1"]);
+        run(&mut late, &["SET", "s:hwm:p", "3"]);
+        // The retry lands first...
+        assert_eq!(
+            append(&redis, true, "p", &batch, false),
+            Outcome::Handled {
+                added: 3,
+                dead: 0,
+                skipped: 0
+            }
+        );
+        // ...then the late EXEC: the mark moved after its WATCH, so it applies nothing.
+        assert_eq!(run(&mut late, &["EXEC"]), redis::Value::Nil);
+        assert_eq!(redis.command(&["XLEN", "s"]).unwrap().as_int(), Some(3));
+    }
+
+    fn skips_retries_and_refuses_gaps(transaction: bool) {
+        let redis = RedisServer::start().unwrap();
+        let append = |producer, batch: &[CapturedEvent], accept_gap| {
+            append(&redis, transaction, producer, batch, accept_gap)
+        };
         let handled = |added, skipped| Outcome::Handled {
             added,
             dead: 0,
@@ -307,34 +639,34 @@ mod tests {
         // A new producer's second batch landing before its first is refused (regression:
         // without a mark it used to be accepted, and the first batch was then skipped).
         assert_eq!(
-            append(&mut connection, "p", &events(4..=6), false),
+            append("p", &events(4..=6), false),
             Outcome::Gap { mark: 0 }
         );
         assert_eq!(
-            append(&mut connection, "p", &events(1..=3), false),
+            append("p", &events(1..=3), false),
             handled(3, 0)
         );
         assert_eq!(
-            append(&mut connection, "p", &events(1..=3), false),
+            append("p", &events(1..=3), false),
             handled(0, 3),
             "retry"
         );
         assert_eq!(
-            append(&mut connection, "p", &events(5..=6), false),
+            append("p", &events(5..=6), false),
             Outcome::Gap { mark: 3 }
         );
         assert_eq!(
-            append(&mut connection, "p", &events(3..=6), false),
+            append("p", &events(3..=6), false),
             handled(3, 1),
             "overlap"
         );
         // A replay whose mark expired is accepted only when the shipper says so.
         assert_eq!(
-            append(&mut connection, "q", &events(100..=101), false),
+            append("q", &events(100..=101), false),
             Outcome::Gap { mark: 0 }
         );
         assert_eq!(
-            append(&mut connection, "q", &events(100..=101), true),
+            append("q", &events(100..=101), true),
             handled(2, 0)
         );
         assert_eq!(redis.command(&["XLEN", "s"]).unwrap().as_int(), Some(8));

@@ -5,7 +5,8 @@
 # event read back and checked). Prints both figures and their ratio.
 #
 # Usage: scripts/bench-ship.sh [EVENTS] [PAYLOAD_BYTES]
-#   APPEND=script|transaction picks ship.append (default: the configuration's default).
+#   APPEND=script|transaction picks ship.append, BATCH=N ship.batch_max (defaults: the
+#   configuration's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -32,8 +33,11 @@ baseline=$(redis-benchmark -p "$port" -P 64 -n "$events" -q \
 redis-cli -p "$port" flushall >/dev/null
 
 config_args=()
-if [ -n "${APPEND:-}" ]; then
-    printf '[ship]\nappend = "%s"\n' "$APPEND" > "$dir/evstream.toml"
+if [ -n "${APPEND:-}${BATCH:-}" ]; then
+    { echo "[ship]"
+      [ -z "${APPEND:-}" ] || echo "append = \"$APPEND\""
+      [ -z "${BATCH:-}" ] || echo "batch_max = $BATCH"
+    } > "$dir/evstream.toml"
     config_args=(--config "$dir/evstream.toml")
 fi
 result=$(target/release/evstream "${config_args[@]}" --redis-url "redis://127.0.0.1:$port" bench \

@@ -22,7 +22,7 @@
 //! [ship]
 //! batch_max = 256           # events per batch
 //! linger_us = 2000          # how long a partial batch waits for more while others fly
-//! append = "transaction"    # or "script" (Lua; several batches in flight)
+//! append = "script"         # or "transaction" (WATCH + MULTI/EXEC, one batch in flight)
 //! in_flight = 4             # batches in flight at once (script mode)
 //! timeout_ms = 100          # deadline of one batch
 //! max_len = 1000000         # MAXLEN ~ trimming of the stream (0: none)
@@ -303,10 +303,11 @@ pub struct ShipConfig {
     /// How long a partial batch waits for more events while other batches are in flight, in
     /// microseconds; when nothing is in flight a batch goes at once. Default 2000.
     pub linger_us: u64,
-    /// How a batch is appended exactly once: `transaction` (`WATCH` + `MULTI`/`EXEC`, plain
-    /// `XADD`s, one batch in flight) or `script` (one Lua script per batch, `in_flight`
-    /// batches pipelined). Default `transaction`, which costs Redis about half the CPU per
-    /// event (`BENCHMARKS.md`).
+    /// How a batch is appended exactly once: `script` (one Lua script per batch, `in_flight`
+    /// batches pipelined; the fastest end to end where client and Redis share a machine) or
+    /// `transaction` (`WATCH` + `MULTI`/`EXEC` of plain `XADD`s, one batch in flight; less
+    /// than half the Redis CPU per event, for a Redis saturated by many producers). Default
+    /// `script`. Measurements: `BENCHMARKS.md`.
     pub append: AppendMode,
     /// Batches in flight at once on the connection with `append = "script"`; the transaction
     /// mode has one. Default 4.
@@ -364,11 +365,11 @@ pub struct ShipConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AppendMode {
-    /// `WATCH` the producer's high-water mark, then `MULTI`/`EXEC` of plain `XADD`s. Default.
+    /// One Lua script per batch that checks the mark and appends. Default.
     #[default]
-    Transaction,
-    /// One Lua script per batch that checks the mark and appends.
     Script,
+    /// `WATCH` the producer's high-water mark, then `MULTI`/`EXEC` of plain `XADD`s.
+    Transaction,
 }
 
 /// Schema validation in the shipper.
@@ -389,7 +390,7 @@ impl Default for ShipConfig {
         Self {
             batch_max: 256,
             linger_us: 2000,
-            append: AppendMode::Transaction,
+            append: AppendMode::Script,
             in_flight: 4,
             timeout_ms: 100,
             max_len: 1_000_000,

@@ -12,7 +12,9 @@
 //!    batch never duplicates), refuses a batch that does not continue from the mark (so order
 //!    holds when batches in flight fail out of order), appends the rest and the dead letters,
 //!    trims with `MAXLEN ~`, and moves the mark. Up to `ship.in_flight` batches fly at once on
-//!    one multiplexed connection, each with a deadline of `ship.timeout_ms`.
+//!    one multiplexed connection, each with a deadline of `ship.timeout_ms`. With
+//!    `ship.append = "transaction"` the same decisions are taken on the client between a
+//!    `WATCH` of the mark and a `MULTI`/`EXEC` of plain `XADD`s, one batch at a time.
 //! 3. **Confirm** in order; on a failure, stop sending, let the other in-flight batches land,
 //!    back off (exponential, full jitter), reconnect if the connection broke, and resend every
 //!    unconfirmed batch in order. K consecutive failures open the circuit breaker; while it is
@@ -903,8 +905,7 @@ impl Shipper {
             let request = batch.request.clone();
             batch.status = Status::InFlight(tokio::spawn(async move {
                 let started = Instant::now();
-                match tokio::time::timeout(timeout, request.send(&mut connection)).await
-                {
+                match tokio::time::timeout(timeout, request.send(&mut connection)).await {
                     Ok(Ok(outcome)) => {
                         crate::telemetry::batch_duration(started.elapsed());
                         Ok(outcome)

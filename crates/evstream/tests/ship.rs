@@ -7,7 +7,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use evstream::audit::{audit_stream, Audit};
-use evstream::config::{Config, RingConfig};
+use evstream::config::{AppendMode, Config, RingConfig};
 use evstream::publish::{self, Publisher};
 use evstream::{ship, PublishError};
 use evstream_testkit::{FaultProxy, RedisServer};
@@ -204,10 +204,20 @@ fn redis_killed_five_times_loses_and_duplicates_nothing() {
 
 #[test]
 fn connection_cut_after_a_batch_is_sent_duplicates_nothing() {
+    connection_cuts_duplicate_nothing(AppendMode::Script);
+}
+
+#[test]
+fn connection_cut_in_transaction_mode_duplicates_nothing() {
+    connection_cuts_duplicate_nothing(AppendMode::Transaction);
+}
+
+fn connection_cuts_duplicate_nothing(append: AppendMode) {
     let redis = RedisServer::start().unwrap();
     let proxy = FaultProxy::start(redis.addr().parse().unwrap()).unwrap();
     let mut config = config(&proxy.url(), "events");
     config.ship.in_flight = 4;
+    config.ship.append = append;
     let (publisher, receiver) = publish::channel(&config).unwrap();
     let shipper = ship::spawn(&config, receiver).unwrap();
     let producer = {

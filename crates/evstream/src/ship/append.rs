@@ -359,7 +359,10 @@ impl Transaction {
                     .await
                     .map(|()| outcome)
             };
-            for (key, kind) in [(&keys.stream, &stream_type), (&keys.dead_letters, &dlq_type)] {
+            for (key, kind) in [
+                (&keys.stream, &stream_type),
+                (&keys.dead_letters, &dlq_type),
+            ] {
                 if kind != "none" && kind != "stream" {
                     return unwatch(Outcome::Stopped {
                         mark,
@@ -588,7 +591,10 @@ mod tests {
             matches!(&outcome, Outcome::Stopped { error, .. } if error.contains("holds a string")),
             "{outcome:?}"
         );
-        assert_eq!(redis.command(&["EXISTS", "s:hwm:p"]).unwrap().as_int(), Some(0));
+        assert_eq!(
+            redis.command(&["EXISTS", "s:hwm:p"]).unwrap().as_int(),
+            Some(0)
+        );
     }
 
     #[test]
@@ -638,37 +644,17 @@ mod tests {
 
         // A new producer's second batch landing before its first is refused (regression:
         // without a mark it used to be accepted, and the first batch was then skipped).
-        assert_eq!(
-            append("p", &events(4..=6), false),
-            Outcome::Gap { mark: 0 }
-        );
-        assert_eq!(
-            append("p", &events(1..=3), false),
-            handled(3, 0)
-        );
-        assert_eq!(
-            append("p", &events(1..=3), false),
-            handled(0, 3),
-            "retry"
-        );
-        assert_eq!(
-            append("p", &events(5..=6), false),
-            Outcome::Gap { mark: 3 }
-        );
-        assert_eq!(
-            append("p", &events(3..=6), false),
-            handled(3, 1),
-            "overlap"
-        );
+        assert_eq!(append("p", &events(4..=6), false), Outcome::Gap { mark: 0 });
+        assert_eq!(append("p", &events(1..=3), false), handled(3, 0));
+        assert_eq!(append("p", &events(1..=3), false), handled(0, 3), "retry");
+        assert_eq!(append("p", &events(5..=6), false), Outcome::Gap { mark: 3 });
+        assert_eq!(append("p", &events(3..=6), false), handled(3, 1), "overlap");
         // A replay whose mark expired is accepted only when the shipper says so.
         assert_eq!(
             append("q", &events(100..=101), false),
             Outcome::Gap { mark: 0 }
         );
-        assert_eq!(
-            append("q", &events(100..=101), true),
-            handled(2, 0)
-        );
+        assert_eq!(append("q", &events(100..=101), true), handled(2, 0));
         assert_eq!(redis.command(&["XLEN", "s"]).unwrap().as_int(), Some(8));
         assert_eq!(
             redis

@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-// A publisher and its shipper. Opaque to C.
+// A publisher and its shipper. Opaque: use it only through the functions below.
 typedef struct evstream_handle evstream_handle;
 
 // A status code; `EVSTREAM_OK` is 0, every failure is positive.

@@ -22,6 +22,10 @@ int main(int argc, char** argv) {
         return 2;
     }
     long calls = argc > 2 ? std::atol(argv[2]) : 1000000;
+    if (calls <= 0) {
+        std::fprintf(stderr, "calls must be positive\n");
+        return 2;
+    }
     const long burst = 50000;
 
     evstream_options options{};

@@ -29,6 +29,9 @@ public:
         int n = std::snprintf(json, sizeof json,
                               R"({"symbol":"%s","bid":%.2f,"ask":%.2f,"last":%.2f})", symbol, bid,
                               ask, (bid + ask) / 2);
+        if (n < 0 || static_cast<std::size_t>(n) >= sizeof json) {
+            return evstream::Status(EVSTREAM_TOO_LARGE);  // never publish a cut payload
+        }
         return events_.publish("MarketDataUpdate", correlation_id,
                                std::string_view(json, static_cast<std::size_t>(n)));
     }

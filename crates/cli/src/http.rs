@@ -117,8 +117,14 @@ pub(crate) async fn start(
             upkeep.run_upkeep();
         }
     });
+    // At most this many requests at once: a flood cannot take the process's file
+    // descriptors, which the shipper and consumers need.
+    let permits = Arc::new(tokio::sync::Semaphore::new(64));
     tokio::spawn(async move {
         loop {
+            let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                return;
+            };
             let Ok((stream, _)) = listener.accept().await else {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
@@ -128,6 +134,7 @@ pub(crate) async fn start(
                 let _ =
                     tokio::time::timeout(Duration::from_secs(5), answer(stream, &handle, &sources))
                         .await;
+                drop(permit);
             });
         }
     });

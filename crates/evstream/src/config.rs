@@ -670,6 +670,20 @@ impl OpsConfig {
                 "must be at least 100",
             );
         }
+        if self.aggressive_len == 0 {
+            return invalid(
+                "ops.aggressive_len",
+                &self.aggressive_len,
+                "must be at least 1 (0 would empty the stream at critical memory)",
+            );
+        }
+        if self.reminder_interval_s == 0 {
+            return invalid(
+                "ops.reminder_interval_s",
+                &self.reminder_interval_s,
+                "must be at least 1",
+            );
+        }
         let percent = |p: f64| p > 0.0 && p <= 100.0;
         if !percent(self.memory_warning_percent) {
             return invalid(

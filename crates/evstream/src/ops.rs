@@ -72,6 +72,7 @@ pub struct OpsLoop {
     capture: Option<CaptureMonitor>,
     shipper: Option<ShipperMonitor>,
     state: Arc<OpsState>,
+    observe_only: bool,
 }
 
 /// What the loop knows, shared with `/health`, metrics and `status`.
@@ -101,8 +102,10 @@ pub struct OpsSnapshot {
     pub evaluations: u64,
     /// Whether the last observation of Redis succeeded.
     pub redis_up: bool,
-    /// The last error of the loop, if any.
+    /// The error of the last evaluation (reading Redis), if any.
     pub last_error: Option<String>,
+    /// The error of the last maintenance pass (trims, hygiene), if it failed.
+    pub maintenance_error: Option<String>,
     /// The last observation of Redis.
     pub observation: Option<Observation>,
     /// Memory against the thresholds.
@@ -125,8 +128,12 @@ pub struct OpsSnapshot {
     pub activedefrag_enabled: bool,
     /// Alerts firing now, most severe first.
     pub firing: Vec<FiringAlert>,
-    /// Webhook deliveries that failed.
+    /// Webhook deliveries that failed (or were dropped because the queue was full).
     pub webhook_failures: u64,
+    /// When the last evaluation ended (Unix milliseconds).
+    pub last_evaluation_ms: u64,
+    /// `ops.alert_interval_ms`, to tell a stalled loop from a quiet one.
+    pub alert_interval_ms: u64,
 }
 
 /// Loop-private memory between ticks.
@@ -137,7 +144,8 @@ struct Memory {
     dlq_cursor: Option<EntryId>,
     recent_losses: VecDeque<(Instant, String, u64)>,
     last_act: Option<Instant>,
-    webhook: Option<webhook::Endpoint>,
+    /// Notifications for the webhook task (which delivers them without holding the loop).
+    webhook: Option<tokio::sync::mpsc::Sender<Notification>>,
     defrag_refused: bool,
 }
 
@@ -158,7 +166,15 @@ impl OpsLoop {
             capture: None,
             shipper: None,
             state: Arc::default(),
+            observe_only: false,
         })
+    }
+
+    /// Observes, reports and alerts, but never trims, removes consumers or changes Redis's
+    /// configuration: for a process that should watch a Redis it does not manage.
+    pub fn observe_only(mut self) -> Self {
+        self.observe_only = true;
+        self
     }
 
     /// Watches this process's ring too (`RingDepthHigh`, `EventsRefused`).
@@ -196,7 +212,8 @@ impl OpsLoop {
                 .config
                 .webhook_url
                 .as_deref()
-                .and_then(|url| webhook::Endpoint::parse(url).ok()),
+                .and_then(|url| webhook::Endpoint::parse(url).ok())
+                .map(|endpoint| self.spawn_webhook(endpoint)),
         };
         let mut connection = None;
         let mut warned_policy = false;
@@ -208,25 +225,27 @@ impl OpsLoop {
                 _ = &mut shutdown => break,
                 _ = tick.tick() => {}
             }
-            let observed = self.observe(&mut connection).await;
+            let act = memory
+                .last_act
+                .is_none_or(|at| at.elapsed() >= Duration::from_millis(self.config.interval_ms));
+            let observed = self.observe(&mut connection, act).await;
             if let Ok(observation) = &observed {
                 if !warned_policy {
                     warned_policy = true;
                     self.warn_about_policy(observation);
                 }
             }
-            let act = memory
-                .last_act
-                .is_none_or(|at| at.elapsed() >= Duration::from_millis(self.config.interval_ms));
             if let (Ok(observation), Some(conn)) = (&observed, connection.as_mut()) {
-                if act {
+                if act && !self.observe_only {
                     memory.last_act = Some(Instant::now());
-                    if let Err(error) = self.act(conn, observation, &mut memory).await {
+                    let result = self.act(conn, observation, &mut memory).await;
+                    if let Err(error) = &result {
                         tracing::warn!(%error, "ops: maintenance failed; retrying next tick");
-                        self.state
-                            .update(|s| s.last_error = Some(error.to_string()));
+                        memory.last_act = None;
                         connection = None;
                     }
+                    self.state
+                        .update(|s| s.maintenance_error = result.err().map(|e| e.to_string()));
                 }
             }
             self.evaluate(observed, &mut connection, &mut memory).await;
@@ -236,6 +255,7 @@ impl OpsLoop {
     async fn observe(
         &self,
         connection: &mut Option<MultiplexedConnection>,
+        act: bool,
     ) -> Result<Observation, OpsError> {
         if connection.is_none() {
             let connect = self.client.get_multiplexed_async_connection();
@@ -258,7 +278,9 @@ impl OpsLoop {
         let Some(conn) = connection.as_mut() else {
             unreachable!("connected above")
         };
-        let result = observe::observe(conn, &self.stream, CALL_TIMEOUT).await;
+        // What groups still need is counted only for a pass that trims by length.
+        let count_above = (act && self.config.max_len > 0).then_some(self.config.max_len);
+        let result = observe::observe(conn, &self.stream, count_above, CALL_TIMEOUT).await;
         if result.is_err() {
             *connection = None;
         }
@@ -287,7 +309,8 @@ impl OpsLoop {
         }
     }
 
-    /// Retention, hygiene and defragmentation.
+    /// Retention, hygiene and defragmentation. What each step did reaches the state and the
+    /// metrics even when a later step fails.
     async fn act(
         &self,
         conn: &mut MultiplexedConnection,
@@ -295,10 +318,43 @@ impl OpsLoop {
         memory: &mut Memory,
     ) -> Result<(), OpsError> {
         let level = MemoryLevel::of(observation.redis.used_ratio(), &self.config);
-        let now_ms = unix_ms();
-        let plan = trim::plan(&self.config, observation, level, now_ms);
-        let trimmed =
-            trim::execute(conn, &self.stream, &plan, &observation.groups, CALL_TIMEOUT).await?;
+        let plan = trim::plan(&self.config, observation, level, unix_ms());
+        let (trimmed, result) =
+            trim::execute(conn, &self.stream, &plan, observation, CALL_TIMEOUT).await;
+        self.record_trim(&plan, &trimmed, memory);
+        result?;
+        let removed = self.remove_idle_consumers(conn, observation).await;
+        self.state.update(|s| {
+            for (group, n) in &removed.0 {
+                *s.consumers_removed.entry(group.clone()).or_default() += n;
+            }
+        });
+        removed.1?;
+        self.defragment(conn, observation, memory).await;
+        let (by_reason, cursor) = observe::dead_letters_by_reason(
+            conn,
+            &format!("{}:dlq", self.stream),
+            memory.dlq_cursor,
+            DLQ_SCAN_PER_TICK,
+            CALL_TIMEOUT,
+        )
+        .await?;
+        memory.dlq_cursor = cursor.or(memory.dlq_cursor);
+        for ((stage, reason), n) in &by_reason {
+            metrics::counter!("evstream_dlq_entries_total", "stream" => self.stream.clone(), "stage" => stage.clone(), "reason" => reason.clone())
+                .increment(*n);
+        }
+        self.state.update(|s| {
+            for ((stage, reason), n) in &by_reason {
+                *s.dead_letters
+                    .entry(format!("{stage}/{reason}"))
+                    .or_default() += n;
+            }
+        });
+        Ok(())
+    }
+
+    fn record_trim(&self, plan: &trim::TrimPlan, trimmed: &trim::Trimmed, memory: &mut Memory) {
         let mode = if plan.aggressive {
             "aggressive"
         } else {
@@ -325,86 +381,8 @@ impl OpsLoop {
                 .recent_losses
                 .push_back((Instant::now(), group.clone(), *lost));
         }
-        let mut removed = Vec::new();
-        if self.config.consumer_idle_s > 0 {
-            for group in &observation.groups {
-                let idle_ms = self.config.consumer_idle_s.saturating_mul(1000);
-                if !group
-                    .consumers
-                    .iter()
-                    .any(|c| c.pending == 0 && c.idle_ms > idle_ms)
-                {
-                    continue;
-                }
-                let cmd = Cmd::new()
-                    .arg("EVAL")
-                    .arg(HYGIENE_SCRIPT)
-                    .arg(1)
-                    .arg(&self.stream)
-                    .arg(&group.name)
-                    .arg(idle_ms)
-                    .clone();
-                let names: Vec<String> = call(
-                    conn,
-                    &format!("removing idle consumers of {}", group.name),
-                    &cmd,
-                    CALL_TIMEOUT,
-                )
-                .await?;
-                for name in &names {
-                    tracing::info!(group = %group.name, consumer = %name, "ops: removed an idle consumer with nothing pending");
-                }
-                if !names.is_empty() {
-                    metrics::counter!("evstream_consumers_removed_total", "stream" => self.stream.clone(), "group" => group.name.clone())
-                        .increment(names.len() as u64);
-                    removed.push((group.name.clone(), names.len() as u64));
-                }
-            }
-        }
-        let mut defrag_enabled = false;
-        let redis = &observation.redis;
-        if self.config.allow_activedefrag
-            && !memory.defrag_refused
-            && redis.allocator_frag_ratio > self.config.frag_ratio
-            && redis.activedefrag == Some(false)
-        {
-            let cmd = Cmd::new()
-                .arg("CONFIG")
-                .arg("SET")
-                .arg("activedefrag")
-                .arg("yes")
-                .clone();
-            match call::<()>(conn, "CONFIG SET activedefrag yes", &cmd, CALL_TIMEOUT).await {
-                Ok(()) => {
-                    defrag_enabled = true;
-                    tracing::warn!(
-                        ratio = redis.allocator_frag_ratio,
-                        "ops: fragmentation high; activedefrag switched on"
-                    );
-                }
-                Err(error) => {
-                    // Not retried: a Redis built without jemalloc's defragmentation support
-                    // (Debian's, for one) refuses it every time.
-                    memory.defrag_refused = true;
-                    tracing::warn!(%error, "ops: fragmentation high; Redis refused to switch activedefrag on");
-                }
-            }
-        }
-        let (by_reason, cursor) = observe::dead_letters_by_reason(
-            conn,
-            &format!("{}:dlq", self.stream),
-            memory.dlq_cursor,
-            DLQ_SCAN_PER_TICK,
-            CALL_TIMEOUT,
-        )
-        .await?;
-        memory.dlq_cursor = cursor.or(memory.dlq_cursor);
-        for ((stage, reason), n) in &by_reason {
-            metrics::counter!("evstream_dlq_entries_total", "stream" => self.stream.clone(), "stage" => stage.clone(), "reason" => reason.clone())
-                .increment(*n);
-        }
         self.state.update(|s| {
-            s.retention_held_back_by = plan.held_back_by.clone();
+            s.retention_held_back_by.clone_from(&plan.held_back_by);
             if plan.aggressive {
                 s.trimmed_aggressive += trimmed.entries;
             } else {
@@ -413,17 +391,106 @@ impl OpsLoop {
             for (group, lost) in &trimmed.lost {
                 *s.trim_lost.entry(group.clone()).or_default() += lost;
             }
-            for (group, n) in &removed {
-                *s.consumers_removed.entry(group.clone()).or_default() += n;
-            }
-            for ((stage, reason), n) in &by_reason {
-                *s.dead_letters
-                    .entry(format!("{stage}/{reason}"))
-                    .or_default() += n;
-            }
-            s.activedefrag_enabled |= defrag_enabled;
         });
-        Ok(())
+    }
+
+    /// Group hygiene; returns the consumers removed per group, and the first failure.
+    async fn remove_idle_consumers(
+        &self,
+        conn: &mut MultiplexedConnection,
+        observation: &Observation,
+    ) -> (Vec<(String, u64)>, Result<(), OpsError>) {
+        let mut removed = Vec::new();
+        if self.config.consumer_idle_s == 0 {
+            return (removed, Ok(()));
+        }
+        let idle_ms = self.config.consumer_idle_s.saturating_mul(1000);
+        for group in &observation.groups {
+            if !group
+                .consumers
+                .iter()
+                .any(|c| c.pending == 0 && c.idle_ms > idle_ms)
+            {
+                continue;
+            }
+            let cmd = Cmd::new()
+                .arg("EVAL")
+                .arg(HYGIENE_SCRIPT)
+                .arg(1)
+                .arg(&self.stream)
+                .arg(&group.name)
+                .arg(idle_ms)
+                .clone();
+            let what = format!("removing idle consumers of {}", group.name);
+            let names: Vec<String> = match call(conn, &what, &cmd, CALL_TIMEOUT).await {
+                Ok(names) => names,
+                Err(error) => return (removed, Err(error)),
+            };
+            for name in &names {
+                tracing::info!(group = %group.name, consumer = %name, "ops: removed an idle consumer with nothing pending");
+            }
+            if !names.is_empty() {
+                metrics::counter!("evstream_consumers_removed_total", "stream" => self.stream.clone(), "group" => group.name.clone())
+                    .increment(names.len() as u64);
+                removed.push((group.name.clone(), names.len() as u64));
+            }
+        }
+        (removed, Ok(()))
+    }
+
+    async fn defragment(
+        &self,
+        conn: &mut MultiplexedConnection,
+        observation: &Observation,
+        memory: &mut Memory,
+    ) {
+        let redis = &observation.redis;
+        if !self.config.allow_activedefrag
+            || memory.defrag_refused
+            || redis.allocator_frag_ratio <= self.config.frag_ratio
+            || redis.activedefrag != Some(false)
+        {
+            return;
+        }
+        let cmd = Cmd::new()
+            .arg("CONFIG")
+            .arg("SET")
+            .arg("activedefrag")
+            .arg("yes")
+            .clone();
+        match call::<()>(conn, "CONFIG SET activedefrag yes", &cmd, CALL_TIMEOUT).await {
+            Ok(()) => {
+                self.state.update(|s| s.activedefrag_enabled = true);
+                tracing::warn!(
+                    ratio = redis.allocator_frag_ratio,
+                    "ops: fragmentation high; activedefrag switched on"
+                );
+            }
+            Err(error) => {
+                // Not retried: a Redis built without jemalloc's defragmentation support
+                // (Debian's, for one) refuses it every time.
+                memory.defrag_refused = true;
+                tracing::warn!(%error, "ops: fragmentation high; Redis refused to switch activedefrag on");
+            }
+        }
+    }
+
+    /// Starts the task that posts notifications, in order, each tried for about 5 s.
+    fn spawn_webhook(
+        &self,
+        endpoint: webhook::Endpoint,
+    ) -> tokio::sync::mpsc::Sender<Notification> {
+        let (sender, mut receiver) = tokio::sync::mpsc::channel::<Notification>(256);
+        let state = Arc::clone(&self.state);
+        tokio::spawn(async move {
+            while let Some(notification) = receiver.recv().await {
+                if let Err(error) = send(&endpoint, &notification).await {
+                    tracing::warn!(%error, alert = notification.alert, "ops: webhook delivery failed; the notification is in this log");
+                    state.update(|s| s.webhook_failures += 1);
+                }
+            }
+        });
+        sender
     }
 
     async fn evaluate(
@@ -507,24 +574,26 @@ impl OpsLoop {
             }
         }
         let mut webhook_failures = 0;
-        for notification in &notifications {
-            log(notification);
-            if let Some(endpoint) = &memory.webhook {
-                if let Err(error) = send(endpoint, notification).await {
+        for notification in notifications {
+            log(&notification);
+            if let Some(webhook) = &memory.webhook {
+                if webhook.try_send(notification).is_err() {
                     webhook_failures += 1;
-                    tracing::warn!(%error, alert = notification.alert, "ops: webhook delivery failed");
+                    tracing::warn!("ops: webhook queue full (the receiver is slow or down); notification dropped, it is in this log");
                 }
             }
         }
         let level = observation
             .as_ref()
             .map(|o| MemoryLevel::of(o.redis.used_ratio(), &self.config));
+        let alert_interval_ms = self.config.alert_interval_ms;
         self.state.update(|s| {
             s.evaluations += 1;
+            s.last_evaluation_ms = unix_ms();
+            s.alert_interval_ms = alert_interval_ms;
             s.redis_up = observation.is_some();
-            if error.is_some() {
-                s.last_error.clone_from(&error);
-            }
+            // The error of the last evaluation only: a recovered Redis shows none.
+            s.last_error.clone_from(&error);
             if observation.is_some() {
                 s.observation = observation;
             }
@@ -698,10 +767,12 @@ impl Health {
         let mut degraded = Vec::new();
         let redis = ops.map(|ops| {
             let observation = ops.observation.as_ref();
-            if ops.evaluations > 0 && !ops.redis_up {
+            // Redis being unreachable is reported by its alert, below.
+            let age_ms = unix_ms().saturating_sub(ops.last_evaluation_ms);
+            if ops.evaluations > 0 && age_ms > 3 * ops.alert_interval_ms.max(1000) {
                 failing.push(format!(
-                    "Redis unreachable: {}",
-                    ops.last_error.as_deref().unwrap_or("no answer")
+                    "the ops loop has not evaluated for {:.0} s (stalled or stopped)",
+                    age_ms as f64 / 1000.0
                 ));
             }
             RedisHealth {
@@ -737,6 +808,9 @@ impl Health {
         }
         let alerts = ops.map(|ops| ops.firing.clone()).unwrap_or_default();
         for alert in &alerts {
+            if shipper.is_some() && matches!(alert.alert, "BreakerOpen" | "JournalFull") {
+                continue; // said above, from the shipper itself
+            }
             let line = format!(
                 "{} ({}): {}",
                 alert.alert,

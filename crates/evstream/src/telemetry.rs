@@ -48,7 +48,7 @@ pub fn describe() {
     describe_histogram!(
         "evstream_publish_duration_seconds",
         Unit::Seconds,
-        "Time spent inside publish (one call in 64 is timed)."
+        "Time spent inside publish (one call in ring.publish_timing_sample is timed)."
     );
     describe_counter!(
         "evstream_events_shipped_total",

@@ -189,6 +189,56 @@ fn retention_spares_entries_a_group_has_not_read_or_acknowledged() {
     assert!(snapshot.retention_held_back_by.is_empty());
 }
 
+#[test]
+fn appends_racing_the_trim_do_not_push_out_what_a_group_still_needs() {
+    let redis = RedisServer::start().unwrap();
+    let mut connection = connect(&redis);
+    append(&mut connection, 5000, 100, None);
+    cmd(
+        &mut connection,
+        &["XGROUP", "CREATE", "events", "slow", "0"],
+    );
+    read(&mut connection, "slow", "s1", 1000, true);
+    let first_needed: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg("events")
+        .arg("-")
+        .arg("+")
+        .arg("COUNT")
+        .arg(1001)
+        .query(&mut connection)
+        .unwrap();
+    let floor = first_needed.ids[1000].id.clone();
+    let mut config = config(&redis);
+    config.ops.max_len = 500;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, mut connection) = (Arc::clone(&stop), connect(&redis));
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                append(&mut connection, 200, 100, None);
+            }
+        })
+    };
+    for _ in 0..5 {
+        let snapshot = one_pass(&config);
+        assert_eq!(snapshot.retention_held_back_by, vec!["slow".to_owned()]);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    // Trims cut the head only: the needed entries are all there iff the first one is.
+    let still_there: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg("events")
+        .arg(&floor)
+        .arg(&floor)
+        .query(&mut connection)
+        .unwrap();
+    assert_eq!(
+        still_there.ids.len(),
+        1,
+        "the first entry slow needs was trimmed"
+    );
+}
+
 /// Appends 1 KiB entries until Redis's used memory reaches `ratio` of maxmemory.
 fn fill_to(connection: &mut Connection, ratio: f64) {
     loop {

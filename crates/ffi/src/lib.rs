@@ -173,8 +173,10 @@ pub struct evstream_shutdown_report {
     pub undelivered: u64,
 }
 
-/// A publisher and its shipper. Opaque to C.
+/// A publisher and its shipper. Opaque to C. `tag` comes first (`repr(C)`), so that a
+/// call reads only those 8 bytes of a pointer before it knows it is a live handle.
 #[derive(Debug)]
+#[repr(C)]
 pub struct evstream_handle {
     tag: u64,
     publisher: Publisher,
@@ -184,6 +186,12 @@ pub struct evstream_handle {
 
 /// Marks a live handle; cleared by `evstream_destroy`.
 const LIVE: u64 = 0x6576_7374_7265_616d; // "evstream"
+
+// Every function but destroy may be called on one handle from many threads at once.
+const _: () = {
+    const fn shared_between_threads<T: Send + Sync>() {}
+    shared_between_threads::<evstream_handle>();
+};
 
 thread_local! {
     /// The message of this thread's last failure, NUL-terminated, written without allocating.
@@ -586,7 +594,12 @@ pub unsafe extern "C" fn evstream_shutdown(
                 undelivered: result.undelivered,
             };
         }
-        if result.undelivered > 0 || result.panicked {
+        if result.panicked {
+            fail(
+                EVSTREAM_SHIPPER,
+                format_args!("the shipper thread panicked (a bug): undelivered events unknown"),
+            )
+        } else if result.undelivered > 0 {
             fail(
                 EVSTREAM_SHIPPER,
                 format_args!(
@@ -617,6 +630,9 @@ fn shut_down(handle: &evstream_handle, timeout: Duration) -> ship::ShutdownRepor
 /// `handle` must be null or come from `evstream_create*` and not be destroyed already.
 #[no_mangle]
 pub unsafe extern "C" fn evstream_destroy(handle: *mut evstream_handle) {
+    if handle.is_null() {
+        return; // a no-op that leaves the thread's last error alone (moved-from C++ objects)
+    }
     let _ = guarded(|| {
         // SAFETY: the caller's contract above.
         if unsafe { live(handle) }.is_err() {
@@ -666,15 +682,19 @@ unsafe fn live<'a>(handle: *const evstream_handle) -> Result<&'a evstream_handle
             format_args!("handle is misaligned"),
         ));
     }
-    // SAFETY: non-null and aligned; the caller guarantees it is readable.
-    let handle = unsafe { &*handle };
-    if handle.tag != LIVE {
+    // SAFETY: non-null and aligned; the caller guarantees at least the first 8 bytes are
+    // readable. Only the tag is read before it is known to be a handle. (A destroyed handle's
+    // memory is freed: reading it is the caller's contract broken; the check catches it in
+    // practice while the memory is not reused, it cannot make it sound.)
+    let tag = unsafe { std::ptr::addr_of!((*handle).tag).read() };
+    if tag != LIVE {
         return Err(fail(
             EVSTREAM_BAD_HANDLE,
             format_args!("not a live evstream handle (destroyed, or not from evstream_create)"),
         ));
     }
-    Ok(handle)
+    // SAFETY: the tag says this is a handle made by `start` and not destroyed.
+    Ok(unsafe { &*handle })
 }
 
 /// # Safety
@@ -689,6 +709,12 @@ unsafe fn text<'a>(s: evstream_str, what: &str) -> Result<&'a str, evstream_stat
 /// # Safety
 /// `ptr` must be valid for `len` bytes unless null.
 unsafe fn bytes<'a>(ptr: *const u8, len: usize, what: &str) -> Result<&'a [u8], evstream_status> {
+    if len > isize::MAX as usize {
+        return Err(fail(
+            EVSTREAM_INVALID,
+            format_args!("{what} has an impossible length {len}"),
+        ));
+    }
     if ptr.is_null() {
         return if len == 0 {
             Ok(&[])

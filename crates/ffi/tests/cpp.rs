@@ -309,7 +309,6 @@ fn the_boundary_refuses_bad_arguments_with_a_code_and_a_message() {
         assert_eq!(evstream_health_snapshot(handle, &mut health), EVSTREAM_OK);
         assert_eq!((health.shut_down, health.shipped), (1, 3));
         evstream_destroy(handle);
-        evstream_destroy(ptr::null_mut());
 
         let mut status = -1;
         let bad = evstream_create(c"not a url".as_ptr(), ptr::null(), &mut status);
@@ -331,6 +330,12 @@ fn the_boundary_refuses_bad_arguments_with_a_code_and_a_message() {
         );
         assert!(evstream_create(ptr::null(), ptr::null(), ptr::null_mut()).is_null());
         assert_eq!(last_error(), "redis_url is null");
+        evstream_destroy(ptr::null_mut());
+        assert_eq!(
+            last_error(),
+            "redis_url is null",
+            "destroy(NULL) leaves the last error alone"
+        );
         assert_eq!(
             CStr::from_ptr(evstream_status_name(EVSTREAM_FULL)),
             c"ring full"

@@ -92,16 +92,22 @@ struct Ops {
 }
 
 impl Ops {
+    /// `manage`: whether the loop may trim and remove consumers (only on the demo's own
+    /// private Redis; a Redis the user gave is only observed).
     fn start(
         config: &Config,
         metrics_addr: Option<&str>,
         capture: CaptureMonitor,
         shipper: ShipperMonitor,
+        manage: bool,
     ) -> anyhow::Result<Self> {
-        let ops = OpsLoop::new(config)
+        let mut ops = OpsLoop::new(config)
             .context("cannot start the ops loop")?
             .with_capture(capture.clone())
             .with_shipper(shipper.clone());
+        if !manage {
+            ops = ops.observe_only();
+        }
         let state = ops.state();
         let sources = Sources {
             ops: Some(Arc::clone(&state)),
@@ -212,6 +218,7 @@ pub(crate) fn run(
         args.metrics.metrics_addr.as_deref(),
         publisher.monitor(),
         shipper.monitor(),
+        target.private.is_some(),
     )?;
     if target.private.is_none() {
         // A shared Redis may hold older entries: the demo's group starts at the end.

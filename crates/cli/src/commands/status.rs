@@ -48,7 +48,8 @@ impl Status {
     ) -> anyhow::Result<Self> {
         let stream = &config.redis.stream;
         let timeout = Duration::from_secs(5);
-        let observation = observe::observe(connection, stream, timeout).await?;
+        let count_above = Some(config.ops.max_len).filter(|&n| n > 0);
+        let observation = observe::observe(connection, stream, count_above, timeout).await?;
         let (counts, _) = observe::dead_letters_by_reason(
             connection,
             &format!("{stream}:dlq"),

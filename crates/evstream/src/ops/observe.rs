@@ -205,9 +205,15 @@ return #entries
 pub const MAX_COUNTED_SPAN: u64 = 50_000;
 
 /// Reads the whole observation of `stream` (and `<stream>:dlq`), every call with `timeout`.
+///
+/// Counting what a group with pending entries still needs ([`GroupInfo::unfinished`]) costs
+/// Redis a bounded range scan, so it is done only when the stream is longer than
+/// `count_unfinished_above` (retention by length needs it then); otherwise `unfinished` is
+/// `None` for such groups.
 pub async fn observe(
     connection: &mut MultiplexedConnection,
     stream: &str,
+    count_unfinished_above: Option<u64>,
     timeout: Duration,
 ) -> Result<Observation, OpsError> {
     let mut call = Caller {
@@ -218,8 +224,10 @@ pub async fn observe(
     let stream_info = call.stream_info(stream).await?;
     let mut groups = Vec::new();
     if stream_info.is_some() {
+        let length = stream_info.as_ref().map_or(0, |s| s.length);
+        let count = count_unfinished_above.is_some_and(|above| length > above);
         for fields in call.list(&["XINFO", "GROUPS", stream]).await? {
-            groups.push(call.group(stream, &fields).await?);
+            groups.push(call.group(stream, &fields, count).await?);
         }
     }
     let dlq = call
@@ -403,6 +411,7 @@ impl Caller<'_> {
         &mut self,
         stream: &str,
         fields: &[(String, Value)],
+        count_span: bool,
     ) -> Result<GroupInfo, OpsError> {
         let get = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v);
         let name = get("name").map(text).unwrap_or_default();
@@ -441,7 +450,7 @@ impl Caller<'_> {
                 oldest_pending = parts.get(1).and_then(|id| text(id).parse().ok());
             }
             span = match oldest_pending {
-                Some(oldest) => {
+                Some(oldest) if count_span => {
                     let what = format!("counting {name}'s pending span of {stream}");
                     let counted = self
                         .query(
@@ -458,7 +467,7 @@ impl Caller<'_> {
                         .await?;
                     Some(number(&counted)).filter(|&n| n <= MAX_COUNTED_SPAN)
                 }
-                None => None,
+                _ => None,
             };
         }
         Ok(GroupInfo {

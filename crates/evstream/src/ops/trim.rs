@@ -150,30 +150,70 @@ pub struct Trimmed {
 /// long stalls of Redis.
 const MAX_CALLS_PER_TICK: usize = 200;
 
-/// Applies `plan` to `stream`; `groups` (from the same observation) are used to count what
-/// an aggressive trim deleted that a group still needed.
+/// `XTRIM MAXLEN ~` to `ARGV[1]` entries plus those appended since the observation
+/// (`ARGV[2]` was `entries-added` then): appends racing the trim must not push entries a
+/// group still needs out of the kept tail. One call trims at most Redis's default `LIMIT`.
+const MAXLEN_SCRIPT: &str = r"
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+local added = tonumber(ARGV[2])
+for i = 1, #info, 2 do
+  if info[i] == 'entries-added' then added = info[i + 1] end
+end
+local keep = tonumber(ARGV[1]) + math.max(0, added - tonumber(ARGV[2]))
+return redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', string.format('%d', keep))
+";
+
+/// Applies `plan` to the observed stream. Returns what was trimmed even when a call failed
+/// part-way (with that failure), so that every deletion is counted.
 pub async fn execute(
     connection: &mut MultiplexedConnection,
     stream: &str,
     plan: &TrimPlan,
-    groups: &[GroupInfo],
+    observation: &Observation,
     timeout: Duration,
-) -> Result<Trimmed, OpsError> {
+) -> (Trimmed, Result<(), OpsError>) {
     let mut trimmed = Trimmed::default();
-    let strategies = [
-        plan.min_id.map(|id| ("MINID", id.to_string())),
-        plan.max_len.map(|n| ("MAXLEN", n.to_string())),
-    ];
-    for (strategy, threshold) in strategies.into_iter().flatten() {
-        let what = format!("XTRIM {stream} {strategy} ~ {threshold}");
+    let result = trim_calls(connection, stream, plan, observation, timeout, &mut trimmed).await;
+    if plan.aggressive && trimmed.entries > 0 {
+        trimmed.lost = losses(observation, trimmed.entries);
+    }
+    (trimmed, result)
+}
+
+async fn trim_calls(
+    connection: &mut MultiplexedConnection,
+    stream: &str,
+    plan: &TrimPlan,
+    observation: &Observation,
+    timeout: Duration,
+    trimmed: &mut Trimmed,
+) -> Result<(), OpsError> {
+    let added_then = observation.stream.as_ref().map_or(0, |s| s.entries_added);
+    let mut calls = Vec::new();
+    if let Some(id) = plan.min_id {
+        // Appends get larger ids: trimming by id never reaches them.
+        let cmd = Cmd::new()
+            .arg("XTRIM")
+            .arg(stream)
+            .arg("MINID")
+            .arg("~")
+            .arg(id.to_string())
+            .clone();
+        calls.push((format!("XTRIM {stream} MINID ~ {id}"), cmd));
+    }
+    if let Some(keep) = plan.max_len {
+        let cmd = Cmd::new()
+            .arg("EVAL")
+            .arg(MAXLEN_SCRIPT)
+            .arg(1)
+            .arg(stream)
+            .arg(keep)
+            .arg(added_then)
+            .clone();
+        calls.push((format!("XTRIM {stream} MAXLEN ~ {keep} (+ appends)"), cmd));
+    }
+    for (what, cmd) in calls {
         for _ in 0..MAX_CALLS_PER_TICK {
-            let cmd = Cmd::new()
-                .arg("XTRIM")
-                .arg(stream)
-                .arg(strategy)
-                .arg("~")
-                .arg(&threshold)
-                .clone();
             let deleted: u64 = call(connection, &what, &cmd, timeout).await?;
             trimmed.entries += deleted;
             if deleted == 0 {
@@ -184,42 +224,26 @@ pub async fn execute(
     let length_cmd = Cmd::new().arg("XLEN").arg(stream).clone();
     trimmed.length_after =
         call(connection, &format!("XLEN {stream}"), &length_cmd, timeout).await?;
-    if plan.aggressive && trimmed.entries > 0 {
-        let first_cmd = Cmd::new()
-            .arg("XRANGE")
-            .arg(stream)
-            .arg("-")
-            .arg("+")
-            .arg("COUNT")
-            .arg(1)
-            .clone();
-        let first: redis::streams::StreamRangeReply = call(
-            connection,
-            &format!("XRANGE {stream} - + COUNT 1"),
-            &first_cmd,
-            timeout,
-        )
-        .await?;
-        let first = first
-            .ids
-            .first()
-            .and_then(|entry| entry.id.parse::<EntryId>().ok());
-        for group in groups {
-            // Everything from the group's floor on is still there when the floor is at or
-            // after the new first entry.
-            if first.is_some_and(|first| group.floor() >= first) {
-                continue;
-            }
+    Ok(())
+}
+
+/// Per group, how many of `deleted` head entries it still needed. Trims only cut the head:
+/// of the observed entries, the oldest `length - needed` are ones the group is done with;
+/// whatever was deleted beyond those was needed.
+fn losses(observation: &Observation, deleted: u64) -> Vec<(String, u64)> {
+    let length = observation.stream.as_ref().map_or(0, |s| s.length);
+    observation
+        .groups
+        .iter()
+        .filter_map(|group| {
             let needed = group
                 .unfinished
-                .unwrap_or_else(|| group.lag.unwrap_or(0) + group.pending);
-            let lost = needed.saturating_sub(trimmed.length_after);
-            if lost > 0 {
-                trimmed.lost.push((group.name.clone(), lost));
-            }
-        }
-    }
-    Ok(trimmed)
+                .unwrap_or_else(|| group.lag.unwrap_or(0) + group.pending)
+                .min(length);
+            let lost = deleted.saturating_sub(length - needed);
+            (lost > 0).then(|| (group.name.clone(), lost))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -330,6 +354,25 @@ mod tests {
         assert!(plan.aggressive);
         assert_eq!(plan.max_len, Some(10));
         assert_eq!(plan.min_id, Some(EntryId::from_ms(NOW - 60_000)));
+    }
+
+    #[test]
+    fn losses_count_only_deleted_entries_a_group_still_needed() {
+        // 500 entries; "slow" needs the newest 300, "done" nothing, "gone" more than exist.
+        let observation = observation(
+            500,
+            1000,
+            vec![
+                group("slow", 1999, Some(300)),
+                group("done", NOW, Some(0)),
+                group("gone", 10, Some(5000)),
+            ],
+        );
+        assert_eq!(losses(&observation, 150), vec![("gone".to_owned(), 150)]);
+        assert_eq!(
+            losses(&observation, 400),
+            vec![("slow".to_owned(), 200), ("gone".to_owned(), 400)]
+        );
     }
 
     #[test]

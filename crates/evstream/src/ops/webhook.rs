@@ -70,19 +70,24 @@ impl Endpoint {
         let mut stream = TcpStream::connect((self.host.as_str(), self.port))
             .await
             .map_err(|e| format!("cannot connect to {}:{}: {e}", self.host, self.port))?;
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
         let head = format!(
-            "POST {} HTTP/1.1\r\nHost: {}:{}\r\nUser-Agent: evstream/{}\r\n\
+            "POST {} HTTP/1.1\r\nHost: {host}:{}\r\nUser-Agent: evstream/{}\r\n\
              Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             self.path,
-            self.host,
             self.port,
             env!("CARGO_PKG_VERSION"),
             body.len()
         );
+        let mut request = head.into_bytes();
+        request.extend_from_slice(body);
         stream
-            .write_all(head.as_bytes())
+            .write_all(&request)
             .await
-            .and(stream.write_all(body).await)
             .map_err(|e| format!("cannot send: {e}"))?;
         let mut answer = Vec::with_capacity(256);
         let mut chunk = [0u8; 256];

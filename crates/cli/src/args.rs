@@ -309,6 +309,13 @@ pub(crate) struct MetricsArgs {
     /// [default: 127.0.0.1:9464, or a free loopback port when another process has it]
     #[arg(long, value_name = "ADDR|off")]
     pub(crate) metrics_addr: Option<String>,
+    /// Allow --metrics-addr on an address that is not loopback (reachable from the network).
+    #[arg(long)]
+    pub(crate) metrics_public: bool,
+    /// Require `Authorization: Bearer <token>` on /metrics and /health, the token read from
+    /// this file (keep it out of the command line).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) metrics_token_file: Option<PathBuf>,
 }
 
 /// `evstream ops`

@@ -18,6 +18,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::args::MetricsArgs;
+
 /// Where `/metrics` is served when `--metrics-addr` is not given.
 pub(crate) const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";
 
@@ -79,22 +81,46 @@ pub(crate) fn recorder() -> anyhow::Result<PrometheusHandle> {
 }
 
 /// Binds `--metrics-addr` (or the default), starts serving on the current runtime, and
-/// returns the address, or `None` for `--metrics-addr off`.
+/// returns the address, or `None` for `--metrics-addr off`. An address that is not loopback
+/// needs `--metrics-public`; `--metrics-token-file` makes every request need the token.
 pub(crate) async fn start(
-    addr: Option<&str>,
+    args: &MetricsArgs,
     sources: Sources,
 ) -> anyhow::Result<Option<SocketAddr>> {
-    let listener = match addr {
+    let token = match &args.metrics_token_file {
+        Some(path) => {
+            let token = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --metrics-token-file {}", path.display()))?;
+            let token = token.trim().to_owned();
+            anyhow::ensure!(
+                token.len() >= 16,
+                "the token in {} is shorter than 16 characters; use a long random one \
+                 (e.g. `openssl rand -hex 32`)",
+                path.display()
+            );
+            Some(token)
+        }
+        None => None,
+    };
+    let listener = match args.metrics_addr.as_deref() {
         Some("off") => return Ok(None),
         Some(addr) => {
             let listener = TcpListener::bind(addr).await.with_context(|| {
                 format!("cannot serve /metrics on {addr} (--metrics-addr; \"off\" disables it)")
             })?;
             if !listener.local_addr()?.ip().is_loopback() {
-                eprintln!(
-                    "evstream: warning: /metrics and /health are reachable from the network on \
-                     {addr}; they show stream, group and consumer names"
+                anyhow::ensure!(
+                    args.metrics_public,
+                    "--metrics-addr {addr} is reachable from the network; /metrics and /health \
+                     show stream, group and consumer names. Add --metrics-public to mean it \
+                     (and --metrics-token-file to require a bearer token), or bind 127.0.0.1"
                 );
+                if token.is_none() {
+                    eprintln!(
+                        "evstream: warning: /metrics and /health on {addr} answer anyone who can \
+                         reach it (no --metrics-token-file)"
+                    );
+                }
             }
             listener
         }
@@ -108,7 +134,7 @@ pub(crate) async fn start(
     };
     let handle = recorder()?;
     let local = listener.local_addr()?;
-    let sources = Arc::new(sources);
+    let sources = Arc::new((sources, token));
     let upkeep = handle.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -131,9 +157,12 @@ pub(crate) async fn start(
             };
             let (handle, sources) = (handle.clone(), Arc::clone(&sources));
             tokio::spawn(async move {
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(5), answer(stream, &handle, &sources))
-                        .await;
+                let (sources, token) = &*sources;
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    answer(stream, &handle, sources, token.as_deref()),
+                )
+                .await;
                 drop(permit);
             });
         }
@@ -145,6 +174,7 @@ async fn answer(
     mut stream: TcpStream,
     handle: &PrometheusHandle,
     sources: &Sources,
+    token: Option<&str>,
 ) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
@@ -162,6 +192,19 @@ async fn answer(
     let mut parts = line.split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
+    if let Some(token) = token {
+        let authorized = line.lines().skip(1).any(|header| {
+            header.split_once(':').is_some_and(|(name, value)| {
+                name.trim().eq_ignore_ascii_case("authorization")
+                    && value.trim().strip_prefix("Bearer ").is_some_and(|given| {
+                        constant_time_eq(given.trim().as_bytes(), token.as_bytes())
+                    })
+            })
+        });
+        if !authorized {
+            return respond(&mut stream, 401, "text/plain", b"bearer token required\n").await;
+        }
+    }
     match (method, path) {
         ("GET", "/metrics") => {
             sources.refresh();
@@ -192,6 +235,7 @@ async fn respond(
 ) -> std::io::Result<()> {
     let reason = match status {
         200 => "OK",
+        401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
         431 => "Request Header Fields Too Large",
@@ -206,4 +250,9 @@ async fn respond(
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body).await?;
     stream.shutdown().await
+}
+
+/// Compares without stopping at the first difference, so timing does not reveal the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

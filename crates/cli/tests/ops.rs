@@ -4,7 +4,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use evstream_testkit::{free_port, http_get, RedisServer};
+use evstream_testkit::{free_port, http_get, http_get_with_token, RedisServer};
 
 fn evstream() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_evstream"));
@@ -236,4 +236,44 @@ fn status_shows_groups_consumers_and_alerts() {
     assert!(text.contains("analysis"), "{text}");
     assert!(text.contains("worker-1"), "{text}");
     assert!(text.contains("ship/invalid_json"), "{text}");
+}
+
+#[test]
+fn endpoints_stay_on_loopback_unless_asked_and_can_require_a_token() {
+    let redis = RedisServer::start().unwrap();
+    let port = free_port().unwrap().to_string();
+    let output = evstream()
+        .args(["ops", "--redis-url", &redis.url(), "--metrics-addr"])
+        .arg(format!("0.0.0.0:{port}"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--metrics-public"), "{stderr}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    let token = "3f9c2a7e5b1d4e8fa6c0123456789abc";
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let _ops = Running(
+        evstream()
+            .args(["ops", "--redis-url", &redis.url(), "--metrics-addr", &addr])
+            .arg("--metrics-token-file")
+            .arg(&token_file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let (status, _) = wait_for(&addr, "/health", |status, _| status != 0);
+    assert_eq!(status, 401, "no token");
+    assert_eq!(
+        http_get_with_token(&addr, "/metrics", Some("wrong-token-0000000"))
+            .unwrap()
+            .0,
+        401
+    );
+    let (status, body) = http_get_with_token(&addr, "/metrics", Some(token)).unwrap();
+    assert_eq!(status, 200, "{body}");
 }

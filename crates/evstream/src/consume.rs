@@ -68,7 +68,7 @@
 //! ```
 
 mod commit;
-mod decode;
+pub(crate) mod decode;
 mod dedupe;
 
 use std::future::Future;

@@ -50,6 +50,8 @@ pub mod config;
 pub mod consume;
 pub mod envelope;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ops;
 pub mod publish;
 pub mod schema;

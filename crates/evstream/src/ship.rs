@@ -50,7 +50,7 @@
 mod append;
 pub(crate) mod backoff;
 mod breaker;
-mod journal;
+pub(crate) mod journal;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

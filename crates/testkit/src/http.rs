@@ -8,11 +8,23 @@ use std::time::Duration;
 
 /// `GET path` from `addr` (`host:port`); returns the status code and the body.
 pub fn http_get(addr: &str, path: &str) -> io::Result<(u16, String)> {
+    http_get_with_token(addr, path, None)
+}
+
+/// `GET path` with `Authorization: Bearer <token>` when a token is given.
+pub fn http_get_with_token(
+    addr: &str,
+    path: &str,
+    token: Option<&str>,
+) -> io::Result<(u16, String)> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let authorization = token
+        .map(|token| format!("Authorization: Bearer {token}\r\n"))
+        .unwrap_or_default();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{authorization}Connection: close\r\n\r\n"
     )?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer)?;

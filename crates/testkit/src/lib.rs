@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub use http::{http_get, WebhookSink};
+pub use http::{http_get, http_get_with_token, WebhookSink};
 pub use proxy::FaultProxy;
 pub use resp::Reply;
 

@@ -111,7 +111,7 @@ fn drive<H: Handler + 'static>(
             consumer: Some((config.consume.group.clone(), Arc::clone(&stats))),
             ..Sources::default()
         };
-        let served = http::start(args.metrics.metrics_addr.as_deref(), sources).await?;
+        let served = http::start(&args.metrics, sources).await?;
         if !args.json {
             eprintln!(
                 "evstream consume: consumer '{}' of group '{}' on stream '{}' at {}{} \

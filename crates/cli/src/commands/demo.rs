@@ -19,7 +19,7 @@ use evstream::{publish, ship, Config};
 use evstream_intellisense::{IntelliSense, IntelliSenseConfig};
 use serde::Serialize;
 
-use crate::args::DemoArgs;
+use crate::args::{DemoArgs, MetricsArgs};
 use crate::engine::{self, EngineSpec};
 use crate::http::{self, Sources};
 use crate::pipeline::{self, Delivery, Percentiles, Target};
@@ -96,7 +96,7 @@ impl Ops {
     /// private Redis; a Redis the user gave is only observed).
     fn start(
         config: &Config,
-        metrics_addr: Option<&str>,
+        metrics: &MetricsArgs,
         capture: CaptureMonitor,
         shipper: ShipperMonitor,
         manage: bool,
@@ -121,10 +121,10 @@ impl Ops {
             .context("cannot start the async runtime")?;
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let (served_tx, served_rx) = std::sync::mpsc::channel();
-        let metrics_addr = metrics_addr.map(str::to_owned);
+        let metrics = metrics.clone();
         let thread = std::thread::spawn(move || {
             runtime.block_on(async move {
-                let served = http::start(metrics_addr.as_deref(), sources).await;
+                let served = http::start(&metrics, sources).await;
                 let ok = served.is_ok();
                 let _ = served_tx.send(served);
                 if ok {
@@ -215,7 +215,7 @@ pub(crate) fn run(
     }
     let ops = Ops::start(
         &config,
-        args.metrics.metrics_addr.as_deref(),
+        &args.metrics,
         publisher.monitor(),
         shipper.monitor(),
         target.private.is_some(),

@@ -54,7 +54,7 @@ pub(crate) fn run(mut config: Config, args: &OpsArgs) -> anyhow::Result<ExitCode
             ops: Some(std::sync::Arc::clone(&state)),
             ..Sources::default()
         };
-        let served = http::start(args.metrics.metrics_addr.as_deref(), sources).await?;
+        let served = http::start(&args.metrics, sources).await?;
         eprintln!(
             "evstream ops: watching stream '{}' on {} every {:?} (alerts every {:?}){}; \
              Ctrl-C to stop",

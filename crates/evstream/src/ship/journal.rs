@@ -489,7 +489,7 @@ enum ReadOutcome {
     Damaged,
 }
 
-fn read_record(file: &mut File, remaining: u64) -> io::Result<ReadOutcome> {
+fn read_record(file: &mut impl Read, remaining: u64) -> io::Result<ReadOutcome> {
     if remaining == 0 {
         return Ok(ReadOutcome::End);
     }
@@ -582,6 +582,25 @@ fn decode(payload: &[u8]) -> Option<Vec<CapturedEvent>> {
         ));
     }
     input.is_empty().then_some(events)
+}
+
+/// Reads every record of a segment's bytes as `read_next` does (length, CRC, payload
+/// decoding), for the fuzzer: returns how many records decoded before the first damaged one.
+pub(crate) fn fuzz_segment(bytes: &[u8]) -> usize {
+    let mut cursor = io::Cursor::new(bytes);
+    let mut decoded = 0;
+    loop {
+        let remaining = bytes.len() as u64 - cursor.position();
+        match read_record(&mut cursor, remaining) {
+            Ok(ReadOutcome::Record { payload, .. }) if decode(&payload).is_some() => decoded += 1,
+            _ => return decoded,
+        }
+    }
+}
+
+/// Decodes one record payload (after its CRC matched), for the fuzzer: the number of events.
+pub(crate) fn fuzz_payload(payload: &[u8]) -> Option<usize> {
+    decode(payload).map(|events| events.len())
 }
 
 #[cfg(test)]

@@ -49,6 +49,15 @@ promtool check rules deploy/prometheus/alerts.yml
 promtool test rules deploy/prometheus/alerts_test.yml
 python3 -m json.tool deploy/grafana/evstream.json >/dev/null
 
+echo "==> supply chain (cargo deny: licenses, bans, sources)"
+# Advisories need the RustSec database from GitHub, out of this CI's reach: docs/security.md.
+CARGO_DENY_VERSION=0.20.2
+if [ "$(cargo deny --version 2>/dev/null)" != "cargo-deny $CARGO_DENY_VERSION" ]; then
+    echo "==> installing cargo-deny $CARGO_DENY_VERSION (crates.io)" >&2
+    cargo install --quiet --locked cargo-deny --version "$CARGO_DENY_VERSION" >&2
+fi
+cargo deny --log-level error check licenses bans sources
+
 echo "==> loom models of the ring"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
     cargo test -p evstream-ring --test loom --profile loom --locked

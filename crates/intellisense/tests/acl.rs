@@ -1,0 +1,245 @@
+//! Each role of docs/security.md with exactly its ACL rules on a real redis-server: the
+//! publisher ships but cannot read or delete, the IntelliSense consumer processes but cannot
+//! append to the stream, the ops loop observes and trims but cannot append or delete.
+//! The rules here are the ones the document gives; change both together.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use evstream::config::Config;
+use evstream::consume::{ConsumeStats, Consumer};
+use evstream::ops::OpsLoop;
+use evstream::publish::{self, OrderCreated, OrderFilled, Side};
+use evstream::ship;
+use evstream_intellisense::{IntelliSense, IntelliSenseConfig};
+use evstream_testkit::RedisServer;
+
+/// `ACL SETUSER` arguments per role, for the stream `events` (docs/security.md).
+const PUBLISHER: &[&str] = &[
+    "publisher",
+    "on",
+    ">publisher-secret-1",
+    "resetkeys",
+    "resetchannels",
+    "-@all",
+    "+ping",
+    "+script|load",
+    "+evalsha",
+    "+eval",
+    "+xadd",
+    "+xtrim",
+    "+get",
+    "+set",
+    "~events",
+    "~events:dlq",
+    "~events:hwm:*",
+];
+const CONSUMER: &[&str] = &[
+    "consumer",
+    "on",
+    ">consumer-secret-1",
+    "resetkeys",
+    "resetchannels",
+    "-@all",
+    "+ping",
+    "+script|load",
+    "+evalsha",
+    "+eval",
+    "+client|id",
+    "+client|unblock",
+    "+xreadgroup",
+    "+xack",
+    "+xautoclaim",
+    "+xpending",
+    "+xgroup|create",
+    "+hset",
+    "+hsetnx",
+    "+hget",
+    "+hmget",
+    "+hgetall",
+    "+hincrby",
+    "+pexpire",
+    "+get",
+    "~events",
+    "~events:consume:*",
+    "~events:pairing:*",
+    "%R~evstream:schemas*",
+    "(+xadd ~events:dlq ~events:analysis ~events:alerts)",
+];
+const OPS: &[&str] = &[
+    "ops",
+    "on",
+    ">ops-secret-1",
+    "resetkeys",
+    "resetchannels",
+    "-@all",
+    "+ping",
+    "+info",
+    "+config|get",
+    "+xinfo",
+    "+xpending",
+    "+xrange",
+    "+xlen",
+    "+xtrim",
+    "+eval",
+    "+xgroup|delconsumer",
+    "~events",
+    "%R~events:dlq",
+];
+
+fn url(redis: &RedisServer, user: &str, password: &str) -> String {
+    format!("redis://{user}:{password}@127.0.0.1:{}", redis.port())
+}
+
+fn config(url: String) -> Config {
+    let mut config = Config::default();
+    config.redis.url = url;
+    config.consume.block_ms = 100;
+    config
+}
+
+/// Runs `args` as `user` and returns the error message, if the command was refused.
+fn refused(redis: &RedisServer, user: &str, password: &str, args: &[&str]) -> Option<String> {
+    let mut connection = redis::Client::open(url(redis, user, password))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut cmd = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        cmd.arg(*arg);
+    }
+    cmd.query::<redis::Value>(&mut connection)
+        .err()
+        .map(|e| e.to_string())
+}
+
+#[test]
+fn every_role_works_with_exactly_its_rules() {
+    let redis = RedisServer::start().unwrap();
+    for rules in [PUBLISHER, CONSUMER, OPS] {
+        let mut args = vec!["SETUSER"];
+        args.extend_from_slice(rules);
+        let mut command = vec!["ACL"];
+        command.extend(args);
+        let reply = redis.command(&command).unwrap();
+        assert!(
+            reply.as_text().as_deref() == Some("OK"),
+            "{rules:?}: {reply:?}"
+        );
+    }
+
+    // The publisher ships 200 order lifecycles.
+    let config_publisher = config(url(&redis, "publisher", "publisher-secret-1"));
+    let (publisher, receiver) = publish::channel(&config_publisher).unwrap();
+    let shipper = ship::spawn(&config_publisher, receiver).unwrap();
+    for n in 0..200u64 {
+        let correlation = format!("ord-{n}");
+        let order = n.to_string();
+        publisher
+            .on_order_created(&OrderCreated {
+                correlation_id: &correlation,
+                order_id: &order,
+                symbol: "AAPL",
+                quantity: 10.0,
+                price: 100.0,
+                side: Side::Buy,
+            })
+            .unwrap();
+        publisher
+            .on_order_filled(&OrderFilled {
+                correlation_id: &correlation,
+                order_id: &order,
+                fill_id: "f",
+                quantity: 10.0,
+                price: 100.0,
+            })
+            .unwrap();
+    }
+    drop(publisher);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while shipper.health().shipped < 400 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let health = shipper.health();
+    let report = shipper.shutdown(Duration::from_secs(5));
+    assert_eq!(
+        (report.shipped, report.undelivered),
+        (400, 0),
+        "{report:?} {:?}",
+        health.last_error
+    );
+    for forbidden in [
+        &["XRANGE", "events", "-", "+"][..],
+        &["DEL", "events"],
+        &["XLEN", "events"],
+    ] {
+        let error = refused(&redis, "publisher", "publisher-secret-1", forbidden);
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|e| e.to_ascii_lowercase().contains("noperm")),
+            "publisher {forbidden:?}: {error:?}"
+        );
+    }
+
+    // The consumer processes all of it with IntelliSense (results, counters, pairing).
+    let config_consumer = config(url(&redis, "consumer", "consumer-secret-1"));
+    let handler = IntelliSense::new("events", IntelliSenseConfig::default());
+    let consumer = Consumer::new(&config_consumer, "worker-1", handler)
+        .unwrap()
+        .with_schemas_from_redis();
+    let stats = consumer.stats();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let done = runtime.block_on(consumer.run(until_processed(Arc::clone(&stats), 400)));
+    assert_eq!(done.processed, 400, "{done:?}");
+    assert_eq!(done.dead_lettered, 0, "{done:?}");
+    for forbidden in [
+        &["XADD", "events", "*", "k", "v"][..],
+        &["DEL", "events"],
+        &["XTRIM", "events", "MAXLEN", "0"],
+    ] {
+        let error = refused(&redis, "consumer", "consumer-secret-1", forbidden);
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|e| e.to_ascii_lowercase().contains("noperm")),
+            "consumer {forbidden:?}: {error:?}"
+        );
+    }
+
+    // The ops loop observes, trims and evaluates.
+    let mut config_ops = config(url(&redis, "ops", "ops-secret-1"));
+    config_ops.ops.max_len = 100;
+    config_ops.ops.max_age_s = 0;
+    let ops = OpsLoop::new(&config_ops).unwrap();
+    let state = ops.state();
+    let watched = Arc::clone(&state);
+    runtime.block_on(ops.run(async move {
+        while watched.snapshot().evaluations == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }));
+    let snapshot = state.snapshot();
+    assert!(snapshot.redis_up, "{:?}", snapshot.last_error);
+    assert_eq!(snapshot.maintenance_error, None);
+    assert!(snapshot.trimmed_retention > 0, "{snapshot:?}");
+    for forbidden in [&["XADD", "events", "*", "k", "v"][..], &["DEL", "events"]] {
+        let error = refused(&redis, "ops", "ops-secret-1", forbidden);
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|e| e.to_ascii_lowercase().contains("noperm")),
+            "ops {forbidden:?}: {error:?}"
+        );
+    }
+}
+
+async fn until_processed(stats: Arc<ConsumeStats>, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stats.snapshot().processed < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -32,6 +32,19 @@ pub(crate) struct GlobalArgs {
     /// TOML configuration file (see docs/configuration.md).
     #[arg(long, global = true, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
+    /// Read the Redis password from this file (its first line) instead of the URL, so it is
+    /// not on the command line [or redis.password_file].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub(crate) redis_password_file: Option<PathBuf>,
+    /// CA certificate (PEM) of the server's certificate, for rediss:// [or redis.tls_ca].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub(crate) tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS, with --tls-key [or redis.tls_cert].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM) [or redis.tls_key].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub(crate) tls_key: Option<PathBuf>,
 }
 
 impl GlobalArgs {
@@ -52,6 +65,16 @@ impl GlobalArgs {
         };
         if let Some(url) = &self.redis_url {
             config.redis.url.clone_from(url);
+        }
+        for (flag, setting) in [
+            (&self.redis_password_file, &mut config.redis.password_file),
+            (&self.tls_ca, &mut config.redis.tls_ca),
+            (&self.tls_cert, &mut config.redis.tls_cert),
+            (&self.tls_key, &mut config.redis.tls_key),
+        ] {
+            if flag.is_some() {
+                setting.clone_from(flag);
+            }
         }
         if let Some(stream) = &self.stream {
             anyhow::ensure!(!stream.is_empty(), "--stream must not be empty");

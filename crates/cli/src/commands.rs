@@ -42,8 +42,7 @@ where
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let client = redis::Client::open(config.redis.url.as_str())
-            .with_context(|| format!("invalid Redis URL {url}"))?;
+        let client = config.redis.client()?;
         let connection = tokio::time::timeout(
             std::time::Duration::from_secs(5),
             client.get_multiplexed_async_connection(),
@@ -51,7 +50,15 @@ where
         .await
         .map_err(|_| anyhow::anyhow!("connecting to Redis at {url} took longer than 5 s"))?
         .with_context(|| {
-            format!("cannot connect to Redis at {url}; is it running? (--redis-url)")
+            if url.starts_with("rediss://") {
+                format!(
+                    "cannot connect to Redis at {url} over TLS (check --tls-ca: the CA that \
+                     signed the server's certificate; --tls-cert and --tls-key if the server \
+                     requires client certificates)"
+                )
+            } else {
+                format!("cannot connect to Redis at {url}; is it running? (--redis-url)")
+            }
         })?;
         Ok(work(connection).await)
     })

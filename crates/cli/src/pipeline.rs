@@ -21,9 +21,9 @@ pub(crate) struct Target {
 impl Target {
     /// The URL from the flags or config if one was given; otherwise a private
     /// `redis-server` (temp dir, free loopback port, AOF on), stopped when dropped.
-    pub(crate) fn resolve(given_url: Option<&str>) -> anyhow::Result<Self> {
+    pub(crate) fn resolve(config: &Config, given_url: Option<&str>) -> anyhow::Result<Self> {
         if let Some(url) = given_url {
-            check_reachable(url)?;
+            check_reachable(config, url)?;
             return Ok(Self {
                 url: url.to_owned(),
                 private: None,
@@ -64,11 +64,11 @@ impl Target {
 }
 
 /// Fails fast, with the reason, when the given Redis does not answer.
-fn check_reachable(url: &str) -> anyhow::Result<()> {
+fn check_reachable(config: &Config, url: &str) -> anyhow::Result<()> {
     let shown = evstream::ship::redact_url(url);
-    let client = redis::Client::open(url).with_context(|| {
-        format!("invalid Redis URL {shown} (expected redis://[user:password@]host:port[/db])")
-    })?;
+    let mut settings = config.redis.clone();
+    url.clone_into(&mut settings.url);
+    let client = settings.client()?;
     let mut connection = client
         .get_connection_with_timeout(Duration::from_secs(3))
         .with_context(|| {
@@ -127,7 +127,9 @@ pub(crate) fn audit(
         .build()?;
     runtime
         .block_on(async {
-            let client = redis::Client::open(url)?;
+            let mut settings = config.redis.clone();
+            url.clone_into(&mut settings.url);
+            let client = settings.client()?;
             let connection_config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
             let mut connection = client
                 .get_multiplexed_async_connection_with_config(&connection_config)

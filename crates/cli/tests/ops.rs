@@ -277,3 +277,45 @@ fn endpoints_stay_on_loopback_unless_asked_and_can_require_a_token() {
     let (status, body) = http_get_with_token(&addr, "/metrics", Some(token)).unwrap();
     assert_eq!(status, 200, "{body}");
 }
+
+#[test]
+fn status_over_tls_and_a_clear_error_for_a_wrong_ca() {
+    let redis = RedisServer::builder().tls(true).start().unwrap();
+    let other = RedisServer::builder().tls(false).start().unwrap();
+    let tls_args = |ca: &std::path::Path| {
+        vec![
+            "--redis-url".to_owned(),
+            redis.tls_url().unwrap(),
+            "--tls-ca".to_owned(),
+            ca.display().to_string(),
+            "--tls-cert".to_owned(),
+            redis.tls_file("client.pem").display().to_string(),
+            "--tls-key".to_owned(),
+            redis.tls_file("client-key.pem").display().to_string(),
+        ]
+    };
+    let output = evstream()
+        .arg("status")
+        .args(tls_args(&redis.tls_file("ca.pem")))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("rediss://"));
+
+    let output = evstream()
+        .arg("status")
+        .args(tls_args(&other.tls_file("ca.pem")))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.to_ascii_lowercase().contains("certificate"),
+        "{stderr}"
+    );
+    eprintln!("wrong CA: {stderr}");
+}

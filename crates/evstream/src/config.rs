@@ -134,10 +134,21 @@ impl Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
-    /// Server URL. Default `redis://127.0.0.1:6379`.
+    /// Server URL: `redis://[user[:password]@]host:port[/db]`, or `rediss://…` for TLS.
+    /// Default `redis://127.0.0.1:6379`.
     pub url: String,
     /// Stream key. Default `events`.
     pub stream: String,
+    /// A file holding the password (its first line), used instead of one in the URL, so the
+    /// secret is in neither the command line nor the configuration file. Default: none.
+    pub password_file: Option<PathBuf>,
+    /// CA certificate (PEM) that signed the server's certificate, for `rediss://`. Default:
+    /// the system's trusted roots.
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS; with `tls_key`. Default: none.
+    pub tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM). Default: none.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for RedisConfig {
@@ -145,8 +156,106 @@ impl Default for RedisConfig {
         Self {
             url: DEFAULT_REDIS_URL.to_owned(),
             stream: DEFAULT_STREAM.to_owned(),
+            password_file: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
+}
+
+impl RedisConfig {
+    /// A client for this server: the URL with the password file's secret, and TLS with the
+    /// given CA and client certificate. TLS files with a plain `redis://` URL are an error,
+    /// never a silent plain-text connection.
+    pub fn client(&self) -> Result<redis::Client, ConfigError> {
+        let shown = crate::ship::redact_url(&self.url);
+        let invalid = |reason: String| ConfigError::Redis {
+            url: shown.clone(),
+            reason,
+        };
+        let mut url = self.url.clone();
+        if let Some(path) = &self.password_file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let password = text.lines().next().unwrap_or("").trim_end();
+            if password.is_empty() {
+                return Err(invalid(format!(
+                    "the password file {} is empty",
+                    path.display()
+                )));
+            }
+            url = with_password(&url, password).map_err(invalid)?;
+        }
+        let tls = self.url.starts_with("rediss://");
+        let files = [&self.tls_ca, &self.tls_cert, &self.tls_key];
+        if !tls && files.iter().any(|f| f.is_some()) {
+            return Err(invalid(
+                "TLS files are given but the URL is redis://, which would be plain text; use \
+                 rediss://"
+                    .to_owned(),
+            ));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(invalid(
+                "a client certificate needs both tls_cert and tls_key (--tls-cert, --tls-key)"
+                    .to_owned(),
+            ));
+        }
+        if !tls {
+            return redis::Client::open(url).map_err(|e| invalid(e.to_string()));
+        }
+        // redis's rustls has no crypto provider of its own: ring, once per process.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })
+        };
+        let client_tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+                client_cert: read(cert)?,
+                client_key: read(key)?,
+            }),
+            _ => None,
+        };
+        let root_cert = self.tls_ca.as_ref().map(read).transpose()?;
+        redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls,
+                root_cert,
+            },
+        )
+        .map_err(|e| invalid(e.to_string()))
+    }
+}
+
+/// Puts `password` into the URL's user information, percent-encoded.
+fn with_password(url: &str, password: &str) -> Result<String, String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| "expected redis://… or rediss://…".to_owned())?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let user = authority
+        .rsplit_once('@')
+        .map(|(info, _)| info.split(':').next().unwrap_or(""))
+        .unwrap_or("");
+    let mut encoded = String::new();
+    for byte in password.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            encoded.push(byte as char);
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    Ok(format!("{scheme}://{user}:{encoded}@{host}{path}"))
 }
 
 /// What [`Publisher::publish`](crate::publish::Publisher::publish) does when the ring is full.

@@ -309,12 +309,7 @@ impl<H: Handler> Consumer<H> {
                 name: name.to_owned(),
             });
         }
-        let client = redis::Client::open(config.redis.url.as_str()).map_err(|source| {
-            ConsumeError::InvalidUrl {
-                url: crate::ship::redact_url(&config.redis.url),
-                source,
-            }
-        })?;
+        let client = config.redis.client()?;
         Ok(Self {
             client,
             keys: ConsumeKeys::new(&config.redis.stream, &config.consume.group),

@@ -109,6 +109,14 @@ pub enum ConfigError {
         #[source]
         source: toml::de::Error,
     },
+    /// The Redis connection settings cannot be used.
+    #[error("Redis at {url}: {reason}")]
+    Redis {
+        /// The URL, password hidden.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A value is out of its allowed range.
     #[error("invalid configuration: {field} = {value}: {reason}")]
     Invalid {

@@ -153,12 +153,7 @@ impl OpsLoop {
     /// A loop over `config.redis.stream` with `config.ops`.
     pub fn new(config: &Config) -> Result<Self, OpsError> {
         config.ops.validate()?;
-        let client = redis::Client::open(config.redis.url.as_str()).map_err(|source| {
-            OpsError::InvalidUrl {
-                url: crate::ship::redact_url(&config.redis.url),
-                source,
-            }
-        })?;
+        let client = config.redis.client()?;
         Ok(Self {
             client,
             config: config.ops.clone(),

@@ -83,11 +83,7 @@ const IDLE_POLL: Duration = Duration::from_millis(1);
 /// Redis is retried for as long as the shipper runs.
 pub fn spawn(config: &Config, receiver: Receiver) -> Result<ShipperHandle, ShipError> {
     config.validate()?;
-    let client =
-        redis::Client::open(config.redis.url.as_str()).map_err(|source| ShipError::InvalidUrl {
-            url: redact_url(&config.redis.url),
-            source,
-        })?;
+    let client = config.redis.client()?;
     let ship = config.ship.clone();
     let producer_id = receiver.producer_id().to_owned();
     let settings = AppendSettings {

@@ -315,7 +315,7 @@ fn the_boundary_refuses_bad_arguments_with_a_code_and_a_message() {
         assert!(bad.is_null());
         assert_eq!(status, EVSTREAM_CONFIG);
         assert!(
-            last_error().contains("invalid Redis URL"),
+            last_error().contains("URL did not parse"),
             "{}",
             last_error()
         );

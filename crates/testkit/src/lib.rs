@@ -22,6 +22,7 @@
 mod http;
 mod proxy;
 mod resp;
+mod tls;
 
 use std::fs::File;
 use std::io::{self, BufReader, Write};
@@ -45,6 +46,8 @@ pub struct RedisServerBuilder {
     maxmemory: Option<String>,
     maxmemory_policy: Option<String>,
     password: Option<String>,
+    /// TLS on a second port; `Some(true)` also requires client certificates.
+    tls: Option<bool>,
     extra: Vec<String>,
 }
 
@@ -80,6 +83,14 @@ impl RedisServerBuilder {
         self
     }
 
+    /// Also serves TLS on a second port ([`RedisServer::tls_url`]) with certificates made
+    /// for this server ([`RedisServer::tls_file`]: `ca.pem`, `client.pem`, `client-key.pem`);
+    /// `require_client_cert` turns on mutual TLS. The plain port stays for set-up.
+    pub fn tls(mut self, require_client_cert: bool) -> Self {
+        self.tls = Some(require_client_cert);
+        self
+    }
+
     /// Adds a raw `--name value` option.
     pub fn arg(mut self, name: &str, value: &str) -> Self {
         self.extra.push(format!("--{name}"));
@@ -94,12 +105,20 @@ impl RedisServerBuilder {
             .tempdir()?;
         // A free port can be taken by someone else between our probe and redis-server's bind;
         // try a few.
+        if self.tls.is_some() {
+            tls::write(dir.path(), "evstream test CA")?;
+        }
         let mut last_error = None;
         for _ in 0..5 {
             let port = free_port()?;
+            let tls_port = match self.tls {
+                Some(_) => Some(free_port()?),
+                None => None,
+            };
             let mut server = RedisServer {
                 options: self.clone(),
                 port,
+                tls_port,
                 dir,
                 child: None,
             };
@@ -120,6 +139,7 @@ impl RedisServerBuilder {
 pub struct RedisServer {
     options: RedisServerBuilder,
     port: u16,
+    tls_port: Option<u16>,
     /// Data directory (AOF, RDB, log); removed on drop.
     dir: tempfile::TempDir,
     /// `None` while killed.
@@ -130,6 +150,20 @@ impl RedisServer {
     /// A builder with defaults: no persistence, no limits, no password.
     pub fn builder() -> RedisServerBuilder {
         RedisServerBuilder::default()
+    }
+
+    /// `rediss://127.0.0.1:<tls port>`, for a server built with
+    /// [`tls`](RedisServerBuilder::tls).
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls_port
+            .map(|port| format!("rediss://127.0.0.1:{port}"))
+    }
+
+    /// A certificate file of a TLS server: `ca.pem`, `client.pem`, `client-key.pem` (and the
+    /// server's own).
+    pub fn tls_file(&self, name: &str) -> std::path::PathBuf {
+        debug_assert!(tls::FILES.contains(&name), "unknown TLS file {name}");
+        self.dir.path().join(name)
     }
 
     /// Starts a server with default options.
@@ -288,6 +322,21 @@ impl RedisServer {
         }
         if let Some(password) = &options.password {
             command.args(["--requirepass", password]);
+        }
+        if let (Some(require_client_cert), Some(port)) = (options.tls, self.tls_port) {
+            let dir = self.dir.path();
+            command
+                .args(["--tls-port", &port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(dir.join("server.pem"))
+                .arg("--tls-key-file")
+                .arg(dir.join("server-key.pem"))
+                .arg("--tls-ca-cert-file")
+                .arg(dir.join("ca.pem"))
+                .args([
+                    "--tls-auth-clients",
+                    if require_client_cert { "yes" } else { "no" },
+                ]);
         }
         command.args(&options.extra);
         let stdout = File::create(self.dir.path().join("redis.stdout"))?;

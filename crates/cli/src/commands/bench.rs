@@ -46,7 +46,7 @@ pub(crate) fn run(
 ) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.producers > 0, "--producers must be at least 1");
     anyhow::ensure!(args.events > 0, "--events must be at least 1");
-    let target = Target::resolve(given_url)?;
+    let target = Target::resolve(config, given_url)?;
     let mut config = config.clone();
     target.configure(&mut config);
     if !args.json {

@@ -162,7 +162,9 @@ struct GroupCounter {
 
 impl GroupCounter {
     fn open(config: &Config) -> anyhow::Result<Self> {
-        let connection = redis::Client::open(config.redis.url.as_str())?
+        let connection = config
+            .redis
+            .client()?
             .get_connection_with_timeout(Duration::from_secs(3))?;
         let key = evstream::consume::ConsumeKeys::new(&config.redis.stream, &config.consume.group)
             .counters;
@@ -201,7 +203,7 @@ pub(crate) fn run(
     args: &DemoArgs,
 ) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.producers > 0, "--producers must be at least 1");
-    let target = Target::resolve(given_url)?;
+    let target = Target::resolve(config, given_url)?;
     let mut config = config.clone();
     target.configure(&mut config);
     let (publisher, receiver) =

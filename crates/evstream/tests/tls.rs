@@ -1,0 +1,116 @@
+//! TLS to a real redis-server (`--tls-port`, certificates made in the test): shipping over
+//! `rediss://` with the server's CA, mutual TLS with a client certificate, and clear
+//! refusals: no client certificate where one is required, a wrong CA, TLS files with a
+//! plain-text URL.
+
+use std::time::Duration;
+
+use evstream::config::Config;
+use evstream::{publish, ship};
+use evstream_testkit::RedisServer;
+
+fn tls_config(redis: &RedisServer, ca: &RedisServer, client_cert: bool) -> Config {
+    let mut config = Config::default();
+    config.redis.url = redis.tls_url().unwrap();
+    config.redis.tls_ca = Some(ca.tls_file("ca.pem"));
+    if client_cert {
+        config.redis.tls_cert = Some(redis.tls_file("client.pem"));
+        config.redis.tls_key = Some(redis.tls_file("client-key.pem"));
+    }
+    config
+}
+
+fn ship_over(config: &Config, events: u64) -> ship::ShutdownReport {
+    let (publisher, receiver) = publish::channel(config).unwrap();
+    let shipper = ship::spawn(config, receiver).unwrap();
+    for n in 0..events {
+        publisher
+            .publish("Tick", &serde_json::json!({ "n": n }), "")
+            .unwrap();
+    }
+    drop(publisher);
+    shipper.shutdown(Duration::from_secs(20))
+}
+
+/// Connects once and returns the error, if any.
+fn connect(config: &Config) -> Result<(), String> {
+    let client = config.redis.client().map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut connection = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|e| e.to_string())?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    })
+}
+
+#[test]
+fn events_are_shipped_over_tls_with_the_servers_ca() {
+    let redis = RedisServer::builder().tls(false).start().unwrap();
+    let report = ship_over(&tls_config(&redis, &redis, false), 1000);
+    assert_eq!(
+        (report.shipped, report.undelivered),
+        (1000, 0),
+        "{report:?}"
+    );
+    assert_eq!(
+        redis.command(&["XLEN", "events"]).unwrap().as_int(),
+        Some(1000)
+    );
+}
+
+#[test]
+fn mutual_tls_needs_the_client_certificate() {
+    let redis = RedisServer::builder().tls(true).start().unwrap();
+    let report = ship_over(&tls_config(&redis, &redis, true), 500);
+    assert_eq!((report.shipped, report.undelivered), (500, 0), "{report:?}");
+
+    let error = connect(&tls_config(&redis, &redis, false)).unwrap_err();
+    assert!(!error.is_empty());
+}
+
+#[test]
+fn a_wrong_ca_or_a_plain_url_is_refused_clearly() {
+    let redis = RedisServer::builder().tls(false).start().unwrap();
+    let other = RedisServer::builder().tls(false).start().unwrap();
+    let error = connect(&tls_config(&redis, &other, false)).unwrap_err();
+    assert!(
+        error.to_ascii_lowercase().contains("certificate"),
+        "a wrong CA: {error}"
+    );
+
+    let mut plain = tls_config(&redis, &redis, false);
+    plain.redis.url = redis.url();
+    let error = plain.redis.client().unwrap_err().to_string();
+    assert!(error.contains("use rediss://"), "{error}");
+}
+
+#[test]
+fn a_password_file_authenticates_and_never_shows() {
+    let redis = RedisServer::builder()
+        .password("s3cr/et:pw@1")
+        .start()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("password");
+    std::fs::write(&file, "s3cr/et:pw@1\n").unwrap();
+    let mut config = Config::default();
+    config.redis.url = format!("redis://127.0.0.1:{}", redis.port());
+    config.redis.password_file = Some(file.clone());
+    connect(&config).unwrap();
+
+    std::fs::write(&file, "wrong\n").unwrap();
+    let error = connect(&config).unwrap_err();
+    assert!(
+        !error.contains("s3cr") && !error.contains("wrong"),
+        "{error}"
+    );
+}

@@ -229,3 +229,164 @@ fn sigterm_finishes_the_entries_in_hand_and_exits_zero() {
         Some(counter(&mut connection, "processed"))
     );
 }
+
+/// Peak resident memory of a running process, in KiB (`VmHWM`).
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Peak resident memory the consumer may reach in the hostile-writer test: reads of 256
+/// entries, a few of which carry 2 MB of data, plus the process's own baseline.
+const HOSTILE_PEAK_RSS_MIB: u64 = 256;
+
+#[test]
+fn a_hostile_writer_cannot_stop_the_consumer_or_exhaust_its_memory() {
+    let server = RedisServer::start().unwrap();
+    let url = server.url();
+    let mut connection = redis::Client::open(url.clone())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let good = |n: u64| -> Vec<(String, Vec<u8>)> {
+        [
+            ("event_id", format!("01900000-0000-7000-8000-{n:012x}")),
+            ("event_type", "Tick".to_owned()),
+            ("version", "v1".to_owned()),
+            ("correlation_id", format!("c-{n}")),
+            ("timestamp_ns", "1764000000000000000".to_owned()),
+            ("producer_id", "engine:test".to_owned()),
+            ("sequence", (n + 1).to_string()),
+            ("data", format!("{{\"n\":{n}}}")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.into_bytes()))
+        .collect()
+    };
+    let set = |mut fields: Vec<(String, Vec<u8>)>, name: &str, value: Vec<u8>| {
+        if let Some(field) = fields.iter_mut().find(|(k, _)| k == name) {
+            field.1 = value;
+        }
+        fields
+    };
+    // Every kind of malformed entry, with the reason each must be dead-lettered with.
+    let bad = |n: u64| -> (&'static str, Vec<(String, Vec<u8>)>) {
+        let base = good(1_000_000 + n);
+        match n % 8 {
+            0 => ("invalid_json", set(base, "data", b"{\"n\":".to_vec())),
+            1 => (
+                "missing_field",
+                base.into_iter().filter(|(k, _)| k != "event_id").collect(),
+            ),
+            2 => ("invalid_envelope", set(base, "version", b"one".to_vec())),
+            3 => (
+                "invalid_envelope",
+                set(base, "event_type", vec![0xff, 0xfe]),
+            ),
+            4 => (
+                "invalid_envelope",
+                set(base, "event_id", b"not-a-uuid".to_vec()),
+            ),
+            5 => {
+                let mut many = base;
+                many.extend((0..70).map(|i| (format!("x{i}"), b"y".to_vec())));
+                ("too_large", many)
+            }
+            6 => ("too_large", set(base, "correlation_id", vec![b'c'; 5000])),
+            // A few entries with 2 MB of data; the rest with bad numbers.
+            _ if n % 5000 == 7 => ("too_large", set(base, "data", vec![b' '; 2 << 20])),
+            _ => ("invalid_envelope", set(base, "sequence", b"-1".to_vec())),
+        }
+    };
+    let mut expected: HashMap<&str, u64> = HashMap::new();
+    for chunk in 0..100u64 {
+        let mut pipe = redis::pipe();
+        for n in chunk * 1000..(chunk + 1) * 1000 {
+            pipe.xadd("events", "*", &good(n)).ignore();
+            let (reason, fields) = bad(n);
+            *expected.entry(reason).or_default() += 1;
+            pipe.xadd("events", "*", &fields).ignore();
+        }
+        pipe.query::<()>(&mut connection).unwrap();
+    }
+
+    let mut consumer = evstream()
+        .args([
+            "--redis-url",
+            &url,
+            "consume",
+            "--consumer",
+            "victim",
+            "--handler",
+            "ack-only",
+            "--schemas",
+            "off",
+            "--max-deliveries",
+            "2",
+            "--min-idle",
+            "200ms",
+            "--exit-when-idle",
+            "3s",
+            "--metrics-addr",
+            "off",
+            "--json",
+            "--count",
+            "1000",
+        ])
+        .stdout(Stdio::piped())
+        // A file, not a pipe: 100,000 poison warnings would fill a pipe nobody reads.
+        .stderr(std::fs::File::create(server.dir().join("consumer.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut peak_kib = 0;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while consumer.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        peak_kib = peak_kib.max(peak_rss_kib(consumer.id()).unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = consumer.wait_with_output().unwrap();
+    let log = std::fs::read_to_string(server.dir().join("consumer.log")).unwrap_or_default();
+    assert!(
+        output.status.success(),
+        "{}",
+        &log[log.len().saturating_sub(2000)..]
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["processed"], 100_000, "{summary}");
+    assert_eq!(summary["dead_lettered"], 100_000, "{summary}");
+
+    let mut found: HashMap<String, u64> = HashMap::new();
+    let mut last = "-".to_owned();
+    loop {
+        let page: redis::streams::StreamRangeReply = connection
+            .xrange_count("events:dlq", &last, "+", 10_000)
+            .unwrap();
+        let Some(tail) = page.ids.last() else { break };
+        let next = format!("({}", tail.id);
+        for entry in &page.ids {
+            let reason: String = entry.get("dlq_reason").unwrap();
+            *found.entry(reason).or_default() += 1;
+        }
+        if page.ids.len() < 10_000 {
+            break;
+        }
+        last = next;
+    }
+    let expected: HashMap<String, u64> = expected
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    assert_eq!(
+        found, expected,
+        "every bad entry in the DLQ with its reason"
+    );
+    assert!(
+        peak_kib > 0 && peak_kib < HOSTILE_PEAK_RSS_MIB * 1024,
+        "peak RSS {} MiB, bound {HOSTILE_PEAK_RSS_MIB} MiB",
+        peak_kib / 1024
+    );
+    eprintln!("hostile writer: consumer peak RSS {} MiB", peak_kib / 1024);
+}

@@ -81,7 +81,7 @@ use redis::{AsyncConnectionConfig, Cmd, RedisError, Value};
 use tokio::sync::watch;
 
 pub use commit::{Effects, Outcome};
-pub use decode::{DecodeError, Envelope};
+pub use decode::{DecodeError, Envelope, MAX_FIELDS, MAX_FIELD_BYTES, MAX_FIELD_NAME_BYTES};
 
 use crate::config::{Config, ConsumeConfig};
 use crate::error::ConsumeError;
@@ -266,6 +266,8 @@ pub struct Consumer<H> {
     spare_effects: Vec<Effects>,
     /// Validation and migration of events before the handler.
     schemas: Schemas,
+    /// Dead letters logged about so far (the log is thinned out, see `dead_letter`).
+    dead_letter_logs: AtomicU64,
 }
 
 /// Where a consumer's schema registry comes from.
@@ -323,6 +325,7 @@ impl<H: Handler> Consumer<H> {
             sha: redis::Script::new(commit::SCRIPT).get_hash().to_owned(),
             spare_effects: Vec::new(),
             schemas: Schemas::Off,
+            dead_letter_logs: AtomicU64::new(0),
             config: config.consume.clone(),
         })
     }
@@ -1052,20 +1055,37 @@ impl<H: Handler> Consumer<H> {
     fn dead_letter(&self, effects: &mut Effects, entry: &RawEntry, reason: &str, message: &str) {
         effects.apply(&mut self.dead_letter_command(entry, reason, message));
         effects.count("dead_lettered", 1);
-        tracing::warn!(id = %entry.id, reason, deliveries = entry.deliveries, error = message, "entry dead-lettered");
+        // A hostile writer must not flood the log: the first ten, then every power of two
+        // (every one is in the dead letter stream and the metrics).
+        let n = self.dead_letter_logs.fetch_add(1, Ordering::Relaxed) + 1;
+        if n <= 10 || n.is_power_of_two() {
+            tracing::warn!(id = %entry.id, reason, deliveries = entry.deliveries, error = message, dead_lettered_so_far = n, "entry dead-lettered");
+        }
     }
 
     fn dead_letter_command(&self, entry: &RawEntry, reason: &str, message: &str) -> Cmd {
         let mut xadd = redis::cmd("XADD");
         xadd.arg(&self.keys.dead_letters).arg("*");
-        for (name, value) in entry.fields.iter().flatten() {
-            if name.as_slice() == crate::envelope::FIELD_DATA.as_bytes()
-                && value.len() > self.config.max_data_bytes
-            {
+        // What a hostile entry can make the dead letter copy is bounded like what it can
+        // make the consumer decode: oversized fields and fields past the limit are left out
+        // and counted.
+        let mut dropped = 0;
+        for (index, (name, value)) in entry.fields.iter().flatten().enumerate() {
+            let is_data = name.as_slice() == crate::envelope::FIELD_DATA.as_bytes();
+            if is_data && value.len() > self.config.max_data_bytes {
                 xadd.arg("dlq_data_bytes").arg(value.len());
-            } else if !name.starts_with(b"dlq_") {
+            } else if name.starts_with(b"dlq_") {
+                continue;
+            } else if index >= decode::MAX_FIELDS
+                || decode::oversized_field(name, value, self.config.max_data_bytes)
+            {
+                dropped += 1;
+            } else {
                 xadd.arg(name.as_slice()).arg(value.as_slice());
             }
+        }
+        if dropped > 0 {
+            xadd.arg("dlq_fields_dropped").arg(dropped);
         }
         xadd.arg("dlq_reason")
             .arg(reason)

@@ -310,6 +310,16 @@ fn poison_entries_reach_the_dead_letter_queue_after_max_deliveries() {
             envelope(106, "Tick", "v1", r#"{"panic":true}"#),
         ),
         ("invalid_envelope", envelope(105, "Tick", "one", "{}")),
+        ("too_large", {
+            let mut many = envelope(107, "Tick", "v1", "{}");
+            many.extend((0..1000).map(|i| (format!("extra{i}"), "x".to_owned())));
+            many
+        }),
+        ("too_large", {
+            let mut long = envelope(108, "Tick", "v1", "{}");
+            long[3].1 = "c".repeat(100_000);
+            long
+        }),
     ];
     let mut poison_ids = HashMap::new();
     for (reason, fields) in &poison {
@@ -319,19 +329,19 @@ fn poison_entries_reach_the_dead_letter_queue_after_max_deliveries() {
     append_good(&mut connection, 200, 100);
 
     let consumer = Consumer::new(&config(&url), "c1", CountingHandler::default()).unwrap();
-    let report = run_until(consumer, |r| r.dead_lettered >= 7 && r.processed >= 200)
+    let report = run_until(consumer, |r| r.dead_lettered >= 9 && r.processed >= 200)
         .join()
         .unwrap();
     assert_eq!(
         report.processed, 200,
         "good entries around them: {report:?}"
     );
-    assert_eq!(report.dead_lettered, 7);
+    assert_eq!(report.dead_lettered, 9);
     // Each poison entry failed max_deliveries - 1 = 2 times before its last delivery.
-    assert_eq!(report.failed_attempts, 14, "{report:?}");
+    assert_eq!(report.failed_attempts, 18, "{report:?}");
 
     let dead: redis::streams::StreamRangeReply = connection.xrange_all("events:dlq").unwrap();
-    assert_eq!(dead.ids.len(), 7);
+    assert_eq!(dead.ids.len(), 9);
     for entry in &dead.ids {
         let field = |name: &str| entry.get::<String>(name).unwrap_or_default();
         let source = field("dlq_source_id");
@@ -340,9 +350,17 @@ fn poison_entries_reach_the_dead_letter_queue_after_max_deliveries() {
         assert_eq!(field("dlq_deliveries"), "3");
         assert!(!field("dlq_error").is_empty());
         assert!(field("dlq_at_ns").parse::<u64>().is_ok());
-        if field("dlq_reason") == "too_large" {
+        if !field("dlq_data_bytes").is_empty() {
             assert!(entry.get::<String>("data").is_none(), "10 MB not copied");
             assert_eq!(field("dlq_data_bytes"), huge.len().to_string());
+        } else if field("dlq_reason") == "too_large" {
+            // 1000 extra fields, or a 100 KB correlation id: left out and counted.
+            let dropped: usize = field("dlq_fields_dropped").parse().unwrap();
+            assert!(dropped == 1 || dropped == 1000 - (64 - 8), "{dropped}");
+            assert!(entry.map.len() <= 64 + 10, "{} fields", entry.map.len());
+            assert!(entry.map.values().all(|v| {
+                redis::from_redis_value::<Vec<u8>>(v.clone()).is_ok_and(|v| v.len() <= 4096)
+            }));
         } else {
             assert_eq!(field("producer_id"), "test:1", "original fields kept");
         }

@@ -76,6 +76,21 @@ pub enum DecodeError {
     /// `data` is not valid JSON.
     #[error("data is not valid JSON: {0}")]
     InvalidJson(String),
+    /// The entry has more than [`MAX_FIELDS`] fields.
+    #[error("the entry has {count} fields, more than the {MAX_FIELDS} allowed")]
+    TooManyFields {
+        /// How many.
+        count: usize,
+    },
+    /// A field name or a value other than `data` is beyond [`MAX_FIELD_NAME_BYTES`] /
+    /// [`MAX_FIELD_BYTES`].
+    #[error("a field ({name_bytes}-byte name, {value_bytes}-byte value) is larger than allowed ({MAX_FIELD_NAME_BYTES} / {MAX_FIELD_BYTES} bytes)")]
+    FieldTooLarge {
+        /// Its name's length.
+        name_bytes: usize,
+        /// Its value's length.
+        value_bytes: usize,
+    },
 }
 
 impl DecodeError {
@@ -84,13 +99,32 @@ impl DecodeError {
         match self {
             Self::MissingField(_) => "missing_field",
             Self::DuplicateField(_) | Self::InvalidField { .. } => "invalid_envelope",
-            Self::TooLarge { .. } => "too_large",
+            Self::TooLarge { .. } | Self::TooManyFields { .. } | Self::FieldTooLarge { .. } => {
+                "too_large"
+            }
             Self::InvalidJson(_) => "invalid_json",
         }
     }
 }
 
 const REQUIRED: [&str; 8] = crate::envelope::FIELDS;
+
+/// Most fields an entry may have (the envelope has 8; later versions may add a few).
+pub const MAX_FIELDS: usize = 64;
+/// Longest field name, in bytes.
+pub const MAX_FIELD_NAME_BYTES: usize = 256;
+/// Longest value of any field but `data` (which `consume.max_data_bytes` bounds), in bytes.
+pub const MAX_FIELD_BYTES: usize = 4096;
+
+/// Whether a field is beyond the limits above (and is left out of its dead letter).
+pub(crate) fn oversized_field(name: &[u8], value: &[u8], max_data_bytes: usize) -> bool {
+    let limit = if name == FIELD_DATA.as_bytes() {
+        max_data_bytes
+    } else {
+        MAX_FIELD_BYTES
+    };
+    name.len() > MAX_FIELD_NAME_BYTES || value.len() > limit
+}
 
 /// Decodes an entry's fields into an envelope. Unknown extra fields are ignored (a later
 /// envelope version may add some). `check_json` off leaves the JSON check of `data` to the
@@ -102,8 +136,19 @@ pub(crate) fn decode(
     max_data_bytes: usize,
     check_json: bool,
 ) -> Result<Envelope, DecodeError> {
+    if fields.len() > MAX_FIELDS {
+        return Err(DecodeError::TooManyFields {
+            count: fields.len(),
+        });
+    }
     let mut found: [Option<&[u8]>; 8] = [None; 8];
     for (name, value) in fields {
+        if name.as_slice() != FIELD_DATA.as_bytes() && oversized_field(name, value, usize::MAX) {
+            return Err(DecodeError::FieldTooLarge {
+                name_bytes: name.len(),
+                value_bytes: value.len(),
+            });
+        }
         if let Some(index) = REQUIRED
             .iter()
             .position(|f| f.as_bytes() == name.as_slice())

@@ -204,8 +204,13 @@ impl RedisConfig {
                     .to_owned(),
             ));
         }
+        let unusable = |e: redis::RedisError| {
+            invalid(format!(
+                "{e} (expected redis://[user:password@]host:port[/db], or rediss://… for TLS)"
+            ))
+        };
         if !tls {
-            return redis::Client::open(url).map_err(|e| invalid(e.to_string()));
+            return redis::Client::open(url).map_err(unusable);
         }
         // redis's rustls has no crypto provider of its own: ring, once per process.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -230,7 +235,7 @@ impl RedisConfig {
                 root_cert,
             },
         )
-        .map_err(|e| invalid(e.to_string()))
+        .map_err(unusable)
     }
 }
 

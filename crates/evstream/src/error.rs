@@ -136,15 +136,6 @@ pub enum ShipError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The Redis URL cannot be parsed.
-    #[error("invalid Redis URL {url}: {source} (expected redis://[user:password@]host:port[/db])")]
-    InvalidUrl {
-        /// The URL, password hidden.
-        url: String,
-        /// The client's error.
-        #[source]
-        source: redis::RedisError,
-    },
     /// The spill journal cannot be opened.
     #[error("cannot open the spill journal in {dir}: {source} (check ship.journal_dir)")]
     Journal {
@@ -177,15 +168,6 @@ pub enum ConsumeError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The Redis URL cannot be parsed.
-    #[error("invalid Redis URL {url}: {source} (expected redis://[user:password@]host:port[/db])")]
-    InvalidUrl {
-        /// The URL, password hidden.
-        url: String,
-        /// The client's error.
-        #[source]
-        source: redis::RedisError,
-    },
     /// The consumer name cannot be used.
     #[error(
         "invalid consumer name {name:?}: use 1 to 200 characters without spaces, stable across \
@@ -232,15 +214,6 @@ pub enum OpsError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The Redis URL cannot be parsed.
-    #[error("invalid Redis URL {url}: {source} (expected redis://[user:password@]host:port[/db])")]
-    InvalidUrl {
-        /// The URL, password hidden.
-        url: String,
-        /// The client's error.
-        #[source]
-        source: redis::RedisError,
-    },
     /// A Redis call failed or timed out.
     #[error("{what}: {source}")]
     Redis {

@@ -377,9 +377,7 @@ fn start(config: Config, out: &mut *mut evstream_handle) -> evstream_status {
     };
     let shipper = match ship::spawn(&config, receiver) {
         Ok(shipper) => shipper,
-        Err(error @ (ShipError::InvalidUrl { .. } | ShipError::Config(_))) => {
-            return fail(EVSTREAM_CONFIG, format_args!("{error}"))
-        }
+        Err(error @ ShipError::Config(_)) => return fail(EVSTREAM_CONFIG, format_args!("{error}")),
         Err(error) => return fail(EVSTREAM_SHIPPER, format_args!("{error}")),
     };
     *out = Box::into_raw(Box::new(evstream_handle {

@@ -154,6 +154,56 @@ impl Ops {
     }
 }
 
+/// A line on the terminal, refreshed twice a second while the demo runs: published,
+/// shipped, processed, lag and the processing rate.
+struct Progress {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Progress {
+    fn start(
+        config: &Config,
+        capture: CaptureMonitor,
+        shipper: ShipperMonitor,
+        processed_before: u64,
+    ) -> anyhow::Result<Self> {
+        let mut counter = GroupCounter::open(config)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            let (mut last_at, mut last_processed) = (started, 0);
+            while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(500));
+                let published = capture.health().published;
+                let shipped = shipper.health().shipped;
+                let processed = counter
+                    .processed()
+                    .unwrap_or(processed_before)
+                    .saturating_sub(processed_before);
+                let now = std::time::Instant::now();
+                let rate = (processed.saturating_sub(last_processed)) as f64
+                    / now.duration_since(last_at).as_secs_f64();
+                (last_at, last_processed) = (now, processed);
+                eprint!(
+                    "\r{:>5.1} s  published {published:>9}  shipped {shipped:>9}  processed \
+                     {processed:>9}  lag {:>7}  {rate:>8.0}/s   ",
+                    now.duration_since(started).as_secs_f64(),
+                    published.saturating_sub(processed),
+                );
+            }
+            eprintln!();
+        });
+        Ok(Self { stop, thread })
+    }
+
+    fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.thread.join();
+    }
+}
+
 /// Reads the demo group's `processed` counter, over one connection kept for the run.
 struct GroupCounter {
     connection: redis::Connection,
@@ -243,6 +293,16 @@ pub(crate) fn run(
         }
     }
     let stop = Arc::new(AtomicBool::new(false));
+    let progress = (!args.json && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .then(|| {
+            Progress::start(
+                &config,
+                publisher.monitor(),
+                shipper.monitor(),
+                processed_before,
+            )
+        })
+        .transpose()?;
     let spec = EngineSpec {
         rate: Some(args.rate),
         producers: args.producers,
@@ -256,6 +316,9 @@ pub(crate) fn run(
     let waited = counter.wait_for(processed_before + report.published, Duration::from_secs(60));
     let processed = consumers.stop();
     let alerts_firing = ops.stop();
+    if let Some(progress) = progress {
+        progress.stop();
+    }
     waited?;
     let analysis = super::with_redis(&config, |mut connection| {
         let (stream, group) = (config.redis.stream.clone(), config.consume.group.clone());

@@ -326,6 +326,11 @@ impl OpsLoop {
         });
         removed.1?;
         self.defragment(conn, observation, memory).await;
+        if memory.dlq_cursor.is_none() {
+            // Count the dead letters that arrive from now on; the history is in `status`,
+            // and counting it here would show as a burst on every restart.
+            memory.dlq_cursor = Some(observation.dlq.last_id.unwrap_or_default());
+        }
         let (by_reason, cursor) = observe::dead_letters_by_reason(
             conn,
             &format!("{}:dlq", self.stream),

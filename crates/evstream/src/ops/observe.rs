@@ -177,6 +177,8 @@ pub struct DlqInfo {
     pub length: u64,
     /// Entries ever added (poison pills since the stream existed).
     pub entries_added: u64,
+    /// The newest entry's id, if any.
+    pub last_id: Option<EntryId>,
 }
 
 /// Everything one poll learned.
@@ -236,6 +238,7 @@ pub async fn observe(
         .map(|info| DlqInfo {
             length: info.length,
             entries_added: info.entries_added,
+            last_id: info.last_id,
         })
         .unwrap_or_default();
     Ok(Observation {

@@ -772,28 +772,21 @@ impl Shipper {
         } else {
             Keys::new(&self.settings.keys.stream, producer_id)
         };
+        let input = append::BatchInput {
+            settings: &self.settings,
+            keys: &keys,
+            producer_id,
+            ids: &self.ids,
+            events: &events,
+            poison: &poison,
+            accept_gap,
+            now_ns: wall_clock_ns(),
+        };
         let request = match self.config.append {
-            AppendMode::Script => Request::Script(Arc::new(append::build(
-                &self.sha,
-                &self.settings,
-                &keys,
-                producer_id,
-                &self.ids,
-                &events,
-                &poison,
-                accept_gap,
-                wall_clock_ns(),
-            ))),
-            AppendMode::Transaction => Request::Transaction(Arc::new(append::build_transaction(
-                &self.settings,
-                &keys,
-                producer_id,
-                &self.ids,
-                &events,
-                &poison,
-                accept_gap,
-                wall_clock_ns(),
-            ))),
+            AppendMode::Script => Request::Script(Arc::new(append::build(&self.sha, &input))),
+            AppendMode::Transaction => {
+                Request::Transaction(Arc::new(append::build_transaction(&input)))
+            }
         };
         Batch {
             source,

@@ -143,19 +143,35 @@ fn check_json(event: &CapturedEvent) -> Option<Poison> {
     None
 }
 
-/// Builds the `EVALSHA` call for a batch. `poison[i]` marks event `i` as a dead letter.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn build(
-    sha: &str,
-    settings: &AppendSettings,
-    keys: &Keys,
-    producer_id: &str,
-    ids: &EventIdGenerator,
-    events: &[CapturedEvent],
-    poison: &[Option<Poison>],
-    accept_gap: bool,
-    now_ns: u64,
-) -> Cmd {
+/// One batch to append, as both ways of appending (script, transaction) take it.
+#[derive(Clone, Copy)]
+pub(crate) struct BatchInput<'a> {
+    pub(crate) settings: &'a AppendSettings,
+    /// The keys of the batch's producer (a replayed journal's may differ from ours).
+    pub(crate) keys: &'a Keys,
+    pub(crate) producer_id: &'a str,
+    pub(crate) ids: &'a EventIdGenerator,
+    pub(crate) events: &'a [CapturedEvent],
+    /// `poison[i]` marks event `i` as a dead letter.
+    pub(crate) poison: &'a [Option<Poison>],
+    /// Accept a gap before this batch (and a missing mark).
+    pub(crate) accept_gap: bool,
+    /// `dlq_at_ns` of the batch's dead letters.
+    pub(crate) now_ns: u64,
+}
+
+/// Builds the `EVALSHA` call for a batch.
+pub(crate) fn build(sha: &str, input: &BatchInput<'_>) -> Cmd {
+    let BatchInput {
+        settings,
+        keys,
+        producer_id,
+        ids,
+        events,
+        poison,
+        accept_gap,
+        now_ns,
+    } = *input;
     let mut cmd = redis::cmd("EVALSHA");
     cmd.arg(sha)
         .arg(3)
@@ -222,18 +238,18 @@ pub(crate) struct Transaction {
 /// Attempts in a row that may find the mark moved before the attempt gives up.
 const MAX_WATCH_CONFLICTS: usize = 3;
 
-/// Builds the transaction of a batch. `poison[i]` marks event `i` as a dead letter.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn build_transaction(
-    settings: &AppendSettings,
-    keys: &Keys,
-    producer_id: &str,
-    ids: &EventIdGenerator,
-    events: &[CapturedEvent],
-    poison: &[Option<Poison>],
-    accept_gap: bool,
-    now_ns: u64,
-) -> Transaction {
+/// Builds the transaction of a batch.
+pub(crate) fn build_transaction(input: &BatchInput<'_>) -> Transaction {
+    let BatchInput {
+        settings,
+        keys,
+        producer_id,
+        ids,
+        events,
+        poison,
+        accept_gap,
+        now_ns,
+    } = *input;
     let mut id_text = [0u8; uuid::fmt::Hyphenated::LENGTH];
     let entries = events
         .iter()
@@ -531,17 +547,18 @@ mod tests {
         let poison = vec![None; batch.len()];
         let client = redis::Client::open(redis.url()).unwrap();
         let ids = EventIdGenerator::new();
+        let input = BatchInput {
+            settings: &settings,
+            keys: &settings.keys,
+            producer_id: producer,
+            ids: &ids,
+            events: batch,
+            poison: &poison,
+            accept_gap,
+            now_ns: 1,
+        };
         if transaction {
-            let tx = build_transaction(
-                &settings,
-                &settings.keys,
-                producer,
-                &ids,
-                batch,
-                &poison,
-                accept_gap,
-                1,
-            );
+            let tx = build_transaction(&input);
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -558,17 +575,7 @@ mod tests {
             .exec(&mut connection)
             .unwrap();
         let sha = redis::Script::new(SCRIPT).get_hash().to_owned();
-        let cmd = build(
-            &sha,
-            &settings,
-            &settings.keys,
-            producer,
-            &ids,
-            batch,
-            &poison,
-            accept_gap,
-            1,
-        );
+        let cmd = build(&sha, &input);
         cmd.query(&mut connection).unwrap()
     }
 

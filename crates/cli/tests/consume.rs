@@ -144,8 +144,18 @@ fn a_consumer_killed_mid_batch_loses_nothing_and_applies_nothing_twice() {
     wait_for("both consumers to make progress", || {
         counter(&mut connection, "processed") >= 50_000 && pending_of(&mut connection, "doomed") > 0
     });
+    let doomed_name = "name=evstream-consume:intellisense_group:doomed ";
+    let client_list = |connection: &mut redis::Connection| -> String {
+        redis::cmd("CLIENT").arg("LIST").query(connection).unwrap()
+    };
+    assert_eq!(client_list(&mut connection).matches(doomed_name).count(), 2);
     doomed.kill().unwrap(); // SIGKILL, never restarted
     doomed.wait().unwrap();
+    // Commands the doomed one wrote before dying (an ack in flight) still run in Redis until
+    // it reads the closed socket; only then is its pending list final.
+    wait_for("Redis to drop the doomed consumer's connections", || {
+        !client_list(&mut connection).contains(doomed_name)
+    });
     let held_at_death = pending_of(&mut connection, "doomed");
 
     let output = survivor.wait_with_output().unwrap();

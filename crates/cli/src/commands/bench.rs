@@ -49,6 +49,15 @@ pub(crate) fn run(
     let target = Target::resolve(config, given_url)?;
     let mut config = config.clone();
     target.configure(&mut config);
+    if config.ship.max_len != 0 && config.ship.max_len < args.events {
+        // Trimming would delete events before they are read back and count them as lost.
+        eprintln!(
+            "evstream bench: ship.max_len {} is below --events; raised to {} for this run so \
+             every event can be read back",
+            config.ship.max_len, args.events
+        );
+        config.ship.max_len = args.events;
+    }
     if !args.json {
         eprintln!(
             "evstream bench: {} events of {} bytes from {} producer(s) at {} into {} ({})",

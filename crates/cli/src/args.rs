@@ -272,6 +272,14 @@ pub(crate) struct BenchArgs {
     /// Publishing threads.
     #[arg(long, default_value_t = 1)]
     pub(crate) producers: usize,
+    /// Soak: publish at `--rate` for this long instead of `--events` (e.g. 10m), keep the
+    /// stream at `ship.max_len`, count every append with Redis's `entries-added`, check the
+    /// entries left, and sample this process's memory.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub(crate) duration: Option<Duration>,
+    /// Write an HTML page with charts of the run (latency, throughput, backlog, memory).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) report: Option<PathBuf>,
     /// Print the summary as JSON.
     #[arg(long)]
     pub(crate) json: bool,
@@ -318,6 +326,9 @@ pub(crate) struct DemoArgs {
     /// Engine threads publishing concurrently.
     #[arg(long, default_value_t = 2)]
     pub(crate) producers: usize,
+    /// Write an HTML page with charts of the run (latency, throughput, lag, memory).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) report: Option<PathBuf>,
     /// Print the summary as JSON.
     #[arg(long)]
     pub(crate) json: bool,

@@ -7,6 +7,7 @@ mod commands;
 mod engine;
 mod http;
 mod pipeline;
+mod report_html;
 
 use std::process::ExitCode;
 

@@ -174,6 +174,31 @@ impl Delivery {
         }
     }
 
+    /// For a run longer than the stream keeps: `appended` is Redis's count of this run's
+    /// appends (`entries-added`), and the audit covers the entries still in the stream, where
+    /// any gap in this producer's sequences counts as lost too.
+    pub(crate) fn counted(
+        published: u64,
+        appended: u64,
+        producer_id: &str,
+        audit: &Audit,
+        report: &ShutdownReport,
+    ) -> Self {
+        let gaps = audit.producers.get(producer_id).map_or(0, |p| p.gaps());
+        let handled = appended + report.dead_lettered;
+        Self {
+            published,
+            delivered: appended,
+            dead_letters: report.dead_lettered,
+            lost: published.saturating_sub(handled) + gaps,
+            duplicates: handled.saturating_sub(published)
+                + audit.duplicates
+                + audit.duplicate_event_ids,
+            out_of_order: audit.out_of_order,
+            corrupt: audit.corrupt,
+        }
+    }
+
     /// The human-readable lines of a summary.
     pub(crate) fn write_text(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
         for (label, value) in [

@@ -7,10 +7,37 @@ fn evstream() -> Command {
     command
 }
 
+/// Checks a `--report` page: one self-contained HTML document holding `charts` SVG charts,
+/// each with drawn series, and the run's summary.
+fn check_report(path: &std::path::Path, charts: usize, summary_field: &str) {
+    let html = std::fs::read_to_string(path).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>"), "{html:.200}");
+    assert!(html.trim_end().ends_with("</html>"));
+    for title in [
+        "Publish latency distribution",
+        "Throughput over time",
+        "Publish → stream latency over time",
+        "Backlog and group lag over time",
+    ] {
+        assert!(html.contains(title), "no chart {title}");
+    }
+    assert_eq!(html.matches("<svg").count(), charts, "{html:.300}");
+    assert_eq!(html.matches("</svg>").count(), charts);
+    // Every chart draws at least one line (plotters writes series as polylines).
+    assert!(html.matches("<polyline").count() >= charts, "{html:.300}");
+    assert!(!html.contains("NaN"));
+    assert!(!html.contains("<script"), "self-contained, nothing to run");
+    assert!(html.contains(summary_field), "the summary is on the page");
+}
+
 #[test]
 fn demo_json_reports_every_event_shipped_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("demo.html");
     let output = evstream()
         .args(["demo", "--duration", "1s", "--rate", "6000", "--json"])
+        .arg("--report")
+        .arg(&report)
         .output()
         .unwrap();
     assert!(
@@ -30,6 +57,50 @@ fn demo_json_reports_every_event_shipped_once() {
     let orders = summary["analysis"]["orders"].as_u64().unwrap();
     assert_eq!(summary["analysis"]["fills"].as_u64(), Some(orders));
     assert_eq!(summary["analysis"]["lag"].as_u64(), Some(0));
+    assert!(summary["append_latency_ms"]["count"].as_u64().unwrap() >= published);
+    check_report(&report, 5, "&quot;processed&quot;");
+}
+
+#[test]
+fn bench_duration_keeps_the_rate_counts_every_append_and_samples_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("evstream.toml");
+    // A stream kept far shorter than the run, as in a long soak.
+    std::fs::write(&config, "[ship]\nmax_len = 5000\n").unwrap();
+    let report = dir.path().join("bench.html");
+    let output = evstream()
+        .arg("--config")
+        .arg(&config)
+        .args(["bench", "--duration", "3s", "--rate", "10000", "--json"])
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let published = summary["published"].as_u64().unwrap();
+    assert!((25_000..=30_000).contains(&published), "{summary}");
+    assert_eq!(
+        summary["soak"]["appended"].as_u64(),
+        Some(published),
+        "{summary}"
+    );
+    assert_eq!(summary["lost"].as_u64(), Some(0), "{summary}");
+    assert_eq!(summary["duplicates"].as_u64(), Some(0), "{summary}");
+    assert_eq!(summary["corrupt"].as_u64(), Some(0), "{summary}");
+    let checked = summary["soak"]["checked_in_stream"].as_u64().unwrap();
+    assert!(
+        checked >= 5000 && checked < published,
+        "the stream was trimmed to about 5000: {summary}"
+    );
+    let memory = &summary["soak"]["memory"];
+    assert!(memory["rss_end_mib"].as_f64().unwrap() > 1.0, "{summary}");
+    assert!(memory["growth_percent"].as_f64().is_some(), "{summary}");
+    check_report(&report, 5, "&quot;soak&quot;");
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use evstream::{publish, ship, Config, PublishError};
@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::args::{BenchArgs, Rate};
 use crate::engine::new_histogram;
 use crate::pipeline::{self, Delivery, Percentiles, Target};
+use crate::report_html::{AppendLatency, LatencyMs, Report as ReportPage, Sample, Sampler};
 
 /// How long shipping may make no progress before the bench gives up with the reason.
 const STALL: Duration = Duration::from_secs(30);
@@ -37,6 +38,52 @@ struct Summary {
     throughput_eps: f64,
     elapsed_s: f64,
     publish_ns: Percentiles,
+    /// Publish → appended to the stream, from the entries read back (1 ms resolution).
+    append_latency_ms: LatencyMs,
+    /// With `--duration`: how delivery was counted and what memory did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    soak: Option<Soak>,
+}
+
+/// A long run's extra figures.
+#[derive(Serialize)]
+struct Soak {
+    duration_s: f64,
+    /// `XINFO STREAM … entries-added` during the run: every append, even of entries trimmed
+    /// since (the stream keeps `ship.max_len`).
+    appended: u64,
+    /// Entries still in the stream, each checked (order, uniqueness, byte-identical data).
+    checked_in_stream: u64,
+    memory: Memory,
+}
+
+/// This process's resident memory over a run.
+#[derive(Serialize)]
+struct Memory {
+    /// After the first tenth of the run (the ring and buffers are warm by then).
+    rss_after_warmup_mib: f64,
+    rss_end_mib: f64,
+    rss_max_mib: f64,
+    /// End against after-warm-up, percent.
+    growth_percent: f64,
+}
+
+impl Memory {
+    fn of(samples: &[Sample]) -> Option<Self> {
+        let rss: Vec<(f64, f64)> = samples
+            .iter()
+            .filter_map(|s| Some((s.at_s, s.rss_bytes? as f64 / (1024.0 * 1024.0))))
+            .collect();
+        let end_at = rss.last()?.0;
+        let warm = rss.iter().find(|(at, _)| *at >= end_at / 10.0)?.1;
+        let end = rss.last()?.1;
+        Some(Self {
+            rss_after_warmup_mib: warm,
+            rss_end_mib: end,
+            rss_max_mib: rss.iter().map(|r| r.1).fold(0.0, f64::max),
+            growth_percent: (end - warm) / warm * 100.0,
+        })
+    }
 }
 
 pub(crate) fn run(
@@ -49,19 +96,29 @@ pub(crate) fn run(
     let target = Target::resolve(config, given_url)?;
     let mut config = config.clone();
     target.configure(&mut config);
-    if config.ship.max_len != 0 && config.ship.max_len < args.events {
+    let events = match (args.duration, args.rate) {
+        (Some(duration), Rate::PerSecond(rate)) => {
+            (rate as f64 * duration.as_secs_f64()).round().max(1.0) as u64
+        }
+        (Some(_), Rate::Max) => u64::MAX, // until the duration is over
+        (None, _) => args.events,
+    };
+    if args.duration.is_none() && config.ship.max_len != 0 && config.ship.max_len < events {
         // Trimming would delete events before they are read back and count them as lost.
         eprintln!(
-            "evstream bench: ship.max_len {} is below --events; raised to {} for this run so \
-             every event can be read back",
-            config.ship.max_len, args.events
+            "evstream bench: ship.max_len {} is below --events; raised to {events} for this \
+             run so every event can be read back",
+            config.ship.max_len
         );
-        config.ship.max_len = args.events;
+        config.ship.max_len = events;
     }
     if !args.json {
+        let what = match args.duration {
+            Some(duration) => format!("for {duration:?}"),
+            None => format!("{events} events"),
+        };
         eprintln!(
-            "evstream bench: {} events of {} bytes from {} producer(s) at {} into {} ({})",
-            args.events,
+            "evstream bench: {what} of {} bytes from {} producer(s) at {} into {} ({})",
             args.payload_bytes,
             args.producers,
             args.rate,
@@ -69,19 +126,34 @@ pub(crate) fn run(
             target.describe()
         );
     }
+    let appended_before = match args.duration {
+        Some(_) => entries_added(&config)?,
+        None => 0,
+    };
     let pad = "x".repeat(args.payload_bytes);
     let (publisher, receiver) = publish::channel(&config)?;
     let producer_id = publisher.producer_id().to_owned();
     let shipper = ship::spawn(&config, receiver).context("cannot start the shipper")?;
+    let sampler = (args.report.is_some() || args.duration.is_some() || !args.json).then(|| {
+        Sampler::start(
+            sample_interval(args.duration),
+            publisher.monitor(),
+            shipper.monitor(),
+            None,
+            !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        )
+    });
 
+    let started_wall = SystemTime::now();
     let started = Instant::now();
-    let per_producer = args.events.div_ceil(args.producers as u64);
+    let deadline = args.duration.map(|d| started + d);
+    let per_producer = events.div_ceil(args.producers as u64);
     let threads: Vec<_> = (0..args.producers as u64)
         .map(|producer| {
             let publisher = publisher.clone();
             let pad = pad.clone();
             let payload_bytes = args.payload_bytes;
-            let count = per_producer.min(args.events.saturating_sub(producer * per_producer));
+            let count = per_producer.min(events.saturating_sub(producer * per_producer));
             let interval = match args.rate {
                 Rate::Max => None,
                 Rate::PerSecond(rate) => Some(Duration::from_secs_f64(
@@ -99,6 +171,9 @@ pub(crate) fn run(
                         if due > now {
                             thread::sleep(due - now);
                         }
+                    }
+                    if n % 1024 == 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+                        break;
                     }
                     let payload = Payload {
                         producer,
@@ -151,8 +226,13 @@ pub(crate) fn run(
     let finished = pipeline::wait_until_shipped(&shipper, published, STALL)?;
     let elapsed = finished - started;
     let report = shipper.shutdown(Duration::from_secs(30));
+    let samples = sampler.map(Sampler::stop).unwrap_or_default();
 
-    let audit = pipeline::audit(&config, &target.url, |_, data| {
+    let mut append_latency = AppendLatency::new(started_wall);
+    let audit = pipeline::audit(&config, &target.url, |entry, data| {
+        if let Some(timestamp_ns) = entry.get::<u64>("timestamp_ns") {
+            append_latency.record(&entry.id, timestamp_ns);
+        }
         let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else {
             return false;
         };
@@ -167,11 +247,30 @@ pub(crate) fn run(
         };
         serde_json::to_vec(&expected).is_ok_and(|bytes| bytes == data)
     })?;
-    let delivery = Delivery::measure(published, &producer_id, &audit, &report);
+    let (delivery, soak) = match args.duration {
+        None => (
+            Delivery::measure(published, &producer_id, &audit, &report),
+            None,
+        ),
+        Some(_) => {
+            // The stream keeps only the newest `ship.max_len` entries of a long run: count
+            // every append with Redis's own counter, check the entries still there.
+            let appended = entries_added(&config)?.saturating_sub(appended_before);
+            let delivery = Delivery::counted(published, appended, &producer_id, &audit, &report);
+            let soak = Soak {
+                duration_s: elapsed.as_secs_f64(),
+                appended,
+                checked_in_stream: audit.producers.get(&producer_id).map_or(0, |p| p.distinct),
+                memory: Memory::of(&samples)
+                    .context("cannot read this process's memory (/proc/self/status)")?,
+            };
+            (delivery, Some(soak))
+        }
+    };
     let clean = delivery.is_clean();
     let summary = Summary {
         redis: target.describe(),
-        events: args.events,
+        events: published,
         producers: args.producers,
         payload_bytes: args.payload_bytes,
         delivery,
@@ -179,7 +278,19 @@ pub(crate) fn run(
         throughput_eps: published as f64 / elapsed.as_secs_f64(),
         elapsed_s: elapsed.as_secs_f64(),
         publish_ns: Percentiles::of(&histogram),
+        append_latency_ms: append_latency.summary(),
+        soak,
     };
+    if let Some(path) = &args.report {
+        ReportPage {
+            title: "evstream bench",
+            summary: &serde_json::to_value(&summary)?,
+            publish_ns: &histogram,
+            samples: &samples,
+            append_latency: &append_latency,
+        }
+        .write(path)?;
+    }
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &summary)?;
@@ -192,12 +303,58 @@ pub(crate) fn run(
             summary.throughput_eps, summary.elapsed_s
         )?;
         summary.publish_ns.write_text("publish", &mut out)?;
+        let a = &summary.append_latency_ms;
+        writeln!(
+            out,
+            "publish→stream p50 {:.0} ms  p99 {:.0} ms  p99.9 {:.0} ms  max {:.0} ms",
+            a.p50, a.p99, a.p999, a.max
+        )?;
+        if let Some(soak) = &summary.soak {
+            let m = &soak.memory;
+            writeln!(
+                out,
+                "memory        {:.1} MiB after warm-up, {:.1} MiB at the end ({:+.1} %), max {:.1} MiB",
+                m.rss_after_warmup_mib, m.rss_end_mib, m.growth_percent, m.rss_max_mib
+            )?;
+        }
+        if let Some(path) = &args.report {
+            writeln!(out, "report        {}", path.display())?;
+        }
     }
     Ok(if clean {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Samples a short run every 250 ms, a long one every second.
+fn sample_interval(duration: Option<Duration>) -> Duration {
+    match duration {
+        Some(d) if d > Duration::from_secs(60) => Duration::from_secs(1),
+        _ => Duration::from_millis(250),
+    }
+}
+
+/// `entries-added` of the stream (0 when it does not exist yet).
+fn entries_added(config: &Config) -> anyhow::Result<u64> {
+    let stream = config.redis.stream.clone();
+    super::with_redis(config, |mut connection| async move {
+        let info: redis::RedisResult<std::collections::HashMap<String, redis::Value>> =
+            redis::cmd("XINFO")
+                .arg("STREAM")
+                .arg(&stream)
+                .query_async(&mut connection)
+                .await;
+        match info {
+            Ok(info) => match info.get("entries-added") {
+                Some(redis::Value::Int(n)) => Ok(*n as u64),
+                _ => anyhow::bail!("XINFO STREAM {stream} has no entries-added (Redis 7.0 or later needed for --duration)"),
+            },
+            Err(error) if error.to_string().contains("no such key") => Ok(0),
+            Err(error) => Err(error.into()),
+        }
+    })?
 }
 
 /// Padding that makes the payload of event `n` of `producer` exactly `bytes` long (or as

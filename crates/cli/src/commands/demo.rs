@@ -23,6 +23,7 @@ use crate::args::{DemoArgs, MetricsArgs};
 use crate::engine::{self, EngineSpec};
 use crate::http::{self, Sources};
 use crate::pipeline::{self, Delivery, Percentiles, Target};
+use crate::report_html::{AppendLatency, LatencyMs, ProcessedProbe, Report as ReportPage, Sampler};
 
 #[derive(Debug, Serialize)]
 struct Summary {
@@ -40,6 +41,8 @@ struct Summary {
     processed: u64,
     /// What IntelliSense computed, read back from Redis.
     analysis: evstream_intellisense::Report,
+    /// Publish → appended to the stream, from the entries read back (1 ms resolution).
+    append_latency_ms: LatencyMs,
     /// Alerts of the ops loop still firing at the end.
     alerts_firing: Vec<FiringAlert>,
 }
@@ -154,56 +157,6 @@ impl Ops {
     }
 }
 
-/// A line on the terminal, refreshed twice a second while the demo runs: published,
-/// shipped, processed, lag and the processing rate.
-struct Progress {
-    stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl Progress {
-    fn start(
-        config: &Config,
-        capture: CaptureMonitor,
-        shipper: ShipperMonitor,
-        processed_before: u64,
-    ) -> anyhow::Result<Self> {
-        let mut counter = GroupCounter::open(config)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            let started = std::time::Instant::now();
-            let (mut last_at, mut last_processed) = (started, 0);
-            while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(500));
-                let published = capture.health().published;
-                let shipped = shipper.health().shipped;
-                let processed = counter
-                    .processed()
-                    .unwrap_or(processed_before)
-                    .saturating_sub(processed_before);
-                let now = std::time::Instant::now();
-                let rate = (processed.saturating_sub(last_processed)) as f64
-                    / now.duration_since(last_at).as_secs_f64();
-                (last_at, last_processed) = (now, processed);
-                eprint!(
-                    "\r{:>5.1} s  published {published:>9}  shipped {shipped:>9}  processed \
-                     {processed:>9}  lag {:>7}  {rate:>8.0}/s   ",
-                    now.duration_since(started).as_secs_f64(),
-                    published.saturating_sub(processed),
-                );
-            }
-            eprintln!();
-        });
-        Ok(Self { stop, thread })
-    }
-
-    fn stop(self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let _ = self.thread.join();
-    }
-}
-
 /// Reads the demo group's `processed` counter, over one connection kept for the run.
 struct GroupCounter {
     connection: redis::Connection,
@@ -293,16 +246,21 @@ pub(crate) fn run(
         }
     }
     let stop = Arc::new(AtomicBool::new(false));
-    let progress = (!args.json && std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .then(|| {
-            Progress::start(
-                &config,
-                publisher.monitor(),
-                shipper.monitor(),
-                processed_before,
-            )
-        })
-        .transpose()?;
+    let mut group = GroupCounter::open(&config)?;
+    let probe: ProcessedProbe = Box::new(move || {
+        group
+            .processed()
+            .ok()
+            .map(|p| p.saturating_sub(processed_before))
+    });
+    let sampler = Sampler::start(
+        Duration::from_millis(250),
+        publisher.monitor(),
+        shipper.monitor(),
+        Some(probe),
+        !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    );
+    let started_wall = std::time::SystemTime::now();
     let spec = EngineSpec {
         rate: Some(args.rate),
         producers: args.producers,
@@ -316,16 +274,18 @@ pub(crate) fn run(
     let waited = counter.wait_for(processed_before + report.published, Duration::from_secs(60));
     let processed = consumers.stop();
     let alerts_firing = ops.stop();
-    if let Some(progress) = progress {
-        progress.stop();
-    }
+    let samples = sampler.stop();
     waited?;
     let analysis = super::with_redis(&config, |mut connection| {
         let (stream, group) = (config.redis.stream.clone(), config.consume.group.clone());
         async move { evstream_intellisense::read_report(&mut connection, &stream, &group).await }
     })?
     .context("cannot read the analysis back")?;
-    let audit = pipeline::audit(&config, &target.url, |_, data| {
+    let mut append_latency = AppendLatency::new(started_wall);
+    let audit = pipeline::audit(&config, &target.url, |entry, data| {
+        if let Some(timestamp_ns) = entry.get::<u64>("timestamp_ns") {
+            append_latency.record(&entry.id, timestamp_ns);
+        }
         serde_json::from_slice::<serde_json::Value>(data).is_ok()
     })?;
     let delivery = Delivery::measure(report.published, &producer_id, &audit, &shutdown);
@@ -341,8 +301,19 @@ pub(crate) fn run(
         publish_ns: Percentiles::of(&report.latency_ns),
         processed,
         analysis,
+        append_latency_ms: append_latency.summary(),
         alerts_firing,
     };
+    if let Some(path) = &args.report {
+        ReportPage {
+            title: "evstream demo",
+            summary: &serde_json::to_value(&summary)?,
+            publish_ns: &report.latency_ns,
+            samples: &samples,
+            append_latency: &append_latency,
+        }
+        .write(path)?;
+    }
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &summary)?;
@@ -351,6 +322,12 @@ pub(crate) fn run(
         writeln!(out, "{:<13} {:>12}", "refused", summary.refused)?;
         summary.delivery.write_text(&mut out)?;
         summary.publish_ns.write_text("publish", &mut out)?;
+        let l = &summary.append_latency_ms;
+        writeln!(
+            out,
+            "publish→stream p50 {:.0} ms  p99 {:.0} ms  p99.9 {:.0} ms  max {:.0} ms",
+            l.p50, l.p99, l.p999, l.max
+        )?;
         let a = &summary.analysis;
         writeln!(
             out,
@@ -376,6 +353,9 @@ pub(crate) fn run(
                 "fill latency  {symbol:<6} p50 {:.3} ms  p99 {:.3} ms  ({} orders)",
                 s.fill_latency.p50_ms, s.fill_latency.p99_ms, s.fill_latency.count
             )?;
+        }
+        if let Some(path) = &args.report {
+            writeln!(out, "{:<13} {}", "report", path.display())?;
         }
     }
     Ok(if clean {

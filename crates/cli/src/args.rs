@@ -45,6 +45,10 @@ pub(crate) struct GlobalArgs {
     /// The client certificate's private key (PEM) [or redis.tls_key].
     #[arg(long, global = true, value_name = "FILE")]
     pub(crate) tls_key: Option<PathBuf>,
+    /// A batch counts as delivered only once K replicas confirm it (WAIT) [or
+    /// ship.min_replicas_ack; default 0].
+    #[arg(long, global = true, value_name = "K")]
+    pub(crate) min_replicas_ack: Option<u32>,
 }
 
 impl GlobalArgs {
@@ -75,6 +79,9 @@ impl GlobalArgs {
             if flag.is_some() {
                 setting.clone_from(flag);
             }
+        }
+        if let Some(k) = self.min_replicas_ack {
+            config.ship.min_replicas_ack = k;
         }
         if let Some(stream) = &self.stream {
             anyhow::ensure!(!stream.is_empty(), "--stream must not be empty");

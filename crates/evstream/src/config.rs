@@ -75,6 +75,7 @@
 //! ```
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -134,8 +135,10 @@ impl Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
-    /// Server URL: `redis://[user[:password]@]host:port[/db]`, or `rediss://…` for TLS.
-    /// Default `redis://127.0.0.1:6379`.
+    /// Server URL: `redis://[user[:password]@]host:port[/db]`, or `rediss://…` for TLS, or
+    /// `redis+sentinel://[user[:password]@]host:port[,host:port…]/<master-name>[/db]` to
+    /// find the master through Redis Sentinel (and find it again after a failover; the
+    /// credentials are the master's). Default `redis://127.0.0.1:6379`.
     pub url: String,
     /// Stream key. Default `events`.
     pub stream: String,
@@ -167,8 +170,31 @@ impl Default for RedisConfig {
 impl RedisConfig {
     /// A client for this server: the URL with the password file's secret, and TLS with the
     /// given CA and client certificate. TLS files with a plain `redis://` URL are an error,
-    /// never a silent plain-text connection.
+    /// never a silent plain-text connection. With a `redis+sentinel://` URL, the sentinels
+    /// are asked for the current master (a blocking call); long-running parts use
+    /// [`connector`](Self::connector) instead, which asks again at every reconnection.
     pub fn client(&self) -> Result<redis::Client, ConfigError> {
+        match self.connector()? {
+            Connector::Fixed(client) => Ok(*client),
+            Connector::Sentinel(sentinel) => sentinel.master_blocking(),
+        }
+    }
+
+    /// What opens connections to this server, following a Sentinel failover: for a single
+    /// node, one client; for `redis+sentinel://`, the sentinels, asked at every call of
+    /// [`Connector::client`].
+    pub fn connector(&self) -> Result<Connector, ConfigError> {
+        let shown = crate::ship::redact_url(&self.url);
+        if let Some(rest) = self.url.strip_prefix(SENTINEL_SCHEME) {
+            return SentinelTarget::parse(rest, self)
+                .map(|target| Connector::Sentinel(Arc::new(target)))
+                .map_err(|reason| ConfigError::Redis { url: shown, reason });
+        }
+        self.single_client()
+            .map(|client| Connector::Fixed(Box::new(client)))
+    }
+
+    fn single_client(&self) -> Result<redis::Client, ConfigError> {
         let shown = crate::ship::redact_url(&self.url);
         let invalid = |reason: String| ConfigError::Redis {
             url: shown.clone(),
@@ -206,7 +232,8 @@ impl RedisConfig {
         }
         let unusable = |e: redis::RedisError| {
             invalid(format!(
-                "{e} (expected redis://[user:password@]host:port[/db], or rediss://… for TLS)"
+                "{e} (expected redis://[user:password@]host:port[/db], rediss://… for TLS, \
+                 or redis+sentinel://[user:password@]host:port[,host:port…]/master-name)"
             ))
         };
         if !tls {
@@ -236,6 +263,157 @@ impl RedisConfig {
             },
         )
         .map_err(unusable)
+    }
+}
+
+const SENTINEL_SCHEME: &str = "redis+sentinel://";
+
+/// Opens clients for the configured Redis; see [`RedisConfig::connector`].
+#[derive(Clone)]
+pub enum Connector {
+    /// One server.
+    Fixed(Box<redis::Client>),
+    /// The master that Redis Sentinel names at the time of the call.
+    Sentinel(Arc<SentinelTarget>),
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Fixed(_) => f.write_str("Connector::Fixed"),
+            Self::Sentinel(target) => f
+                .debug_struct("Connector::Sentinel")
+                .field("sentinels", &target.sentinels)
+                .field("master", &target.master)
+                .finish(),
+        }
+    }
+}
+
+impl Connector {
+    /// A client for the server to talk to now. For Sentinel, every call asks the sentinels
+    /// for the master and checks with `ROLE` that it is one, so a reconnection after a
+    /// failover reaches the new master.
+    pub async fn client(&self) -> redis::RedisResult<redis::Client> {
+        match self {
+            Self::Fixed(client) => Ok((**client).clone()),
+            Self::Sentinel(target) => target.master().await,
+        }
+    }
+}
+
+/// A parsed `redis+sentinel://` URL.
+pub struct SentinelTarget {
+    /// `host:port` of each sentinel.
+    sentinels: Vec<String>,
+    /// The name the sentinels monitor the master under.
+    master: String,
+    /// The master's user, password and database.
+    node: redis::sentinel::SentinelNodeConnectionInfo,
+}
+
+impl std::fmt::Debug for SentinelTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SentinelTarget")
+            .field("sentinels", &self.sentinels)
+            .field("master", &self.master)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SentinelTarget {
+    /// `rest` is the URL after `redis+sentinel://`.
+    fn parse(rest: &str, config: &RedisConfig) -> Result<Self, String> {
+        let expected =
+            "expected redis+sentinel://[user:password@]host:port[,host:port…]/master-name[/db]";
+        if config.tls_ca.is_some() || config.tls_cert.is_some() || config.tls_key.is_some() {
+            return Err(
+                "TLS with Sentinel is not supported yet; use rediss:// to one server".to_owned(),
+            );
+        }
+        let (authority, path) = rest
+            .split_once('/')
+            .ok_or_else(|| format!("no master name; {expected}"))?;
+        let (userinfo, hosts) = match authority.rsplit_once('@') {
+            Some((userinfo, hosts)) => (Some(userinfo), hosts),
+            None => (None, authority),
+        };
+        let sentinels: Vec<String> = hosts
+            .split(',')
+            .map(|host| {
+                let (name, port) = host
+                    .rsplit_once(':')
+                    .ok_or_else(|| format!("sentinel '{host}' has no port; {expected}"))?;
+                if name.is_empty() || port.parse::<u16>().is_err() {
+                    return Err(format!("sentinel '{host}' is not host:port; {expected}"));
+                }
+                Ok(host.to_owned())
+            })
+            .collect::<Result<_, String>>()?;
+        let (master, db) = match path.split_once('/') {
+            Some((master, db)) => (master, db),
+            None => (path, ""),
+        };
+        if master.is_empty() {
+            return Err(format!("no master name; {expected}"));
+        }
+        if !db.is_empty() && db.parse::<u32>().is_err() {
+            return Err(format!("database '{db}' is not a number; {expected}"));
+        }
+        // The master's settings, read by the redis crate from an equivalent single-node URL.
+        let mut node_url = match userinfo {
+            Some(userinfo) => format!("redis://{userinfo}@127.0.0.1:6379/{db}"),
+            None => format!("redis://127.0.0.1:6379/{db}"),
+        };
+        if let Some(path) = &config.password_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read the password file {}: {e}", path.display()))?;
+            let password = text.lines().next().unwrap_or("").trim_end();
+            if password.is_empty() {
+                return Err(format!("the password file {} is empty", path.display()));
+            }
+            node_url = with_password(&node_url, password)?;
+        }
+        let info = redis::IntoConnectionInfo::into_connection_info(node_url.as_str())
+            .map_err(|e| format!("{e}; {expected}"))?;
+        Ok(Self {
+            sentinels,
+            master: master.to_owned(),
+            node: redis::sentinel::SentinelNodeConnectionInfo::default()
+                .set_redis_connection_info(info.redis_settings().clone()),
+        })
+    }
+
+    fn sentinel(&self) -> redis::RedisResult<redis::sentinel::Sentinel> {
+        let urls: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|host| format!("redis://{host}"))
+            .collect();
+        redis::sentinel::Sentinel::build(urls)
+    }
+
+    async fn master(&self) -> redis::RedisResult<redis::Client> {
+        self.sentinel()?
+            .async_master_for(&self.master, Some(&self.node))
+            .await
+    }
+
+    fn master_blocking(&self) -> Result<redis::Client, ConfigError> {
+        self.sentinel()
+            .and_then(|mut sentinel| sentinel.master_for(&self.master, Some(&self.node)))
+            .map_err(|e| ConfigError::Redis {
+                url: format!(
+                    "redis+sentinel://{}/{}",
+                    self.sentinels.join(","),
+                    self.master
+                ),
+                reason: format!(
+                    "no sentinel named a reachable master '{}': {e}; check that the sentinels \
+                     run and monitor this name (SENTINEL MASTERS)",
+                    self.master
+                ),
+            })
     }
 }
 
@@ -428,6 +606,12 @@ pub struct ShipConfig {
     pub in_flight: usize,
     /// Deadline of one batch, in milliseconds; past it the batch is retried. Default 100.
     pub timeout_ms: u64,
+    /// With k > 0, a batch counts as delivered only once `WAIT k` confirms that k replicas
+    /// have it (waiting up to half of `timeout_ms`); otherwise it is retried, and the
+    /// no-duplicate check skips what was appended already. So a failover to a replica that
+    /// acknowledged loses nothing. Costs a replica round trip per batch, and batches of one
+    /// connection wait behind each `WAIT`. Default 0 (off).
+    pub min_replicas_ack: u32,
     /// `MAXLEN ~` bound the stream is trimmed to after each batch; 0 disables trimming.
     /// Default 1,000,000.
     pub max_len: u64,
@@ -507,6 +691,7 @@ impl Default for ShipConfig {
             append: AppendMode::Script,
             in_flight: 4,
             timeout_ms: 100,
+            min_replicas_ack: 0,
             max_len: 1_000_000,
             retry_base_ms: 10,
             retry_max_ms: 1000,
@@ -900,6 +1085,65 @@ impl ProducerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sentinel_target(url: &str) -> Result<SentinelTarget, String> {
+        let config = RedisConfig {
+            url: url.to_owned(),
+            ..RedisConfig::default()
+        };
+        SentinelTarget::parse(url.strip_prefix(SENTINEL_SCHEME).unwrap(), &config)
+    }
+
+    #[test]
+    fn sentinel_urls_name_the_sentinels_and_the_master() {
+        let target =
+            sentinel_target("redis+sentinel://app:pw@10.0.0.1:26379,10.0.0.2:26380/main/2")
+                .unwrap();
+        assert_eq!(target.sentinels, ["10.0.0.1:26379", "10.0.0.2:26380"]);
+        assert_eq!(target.master, "main");
+        let target = sentinel_target("redis+sentinel://h:26379/main").unwrap();
+        assert_eq!(
+            (target.sentinels.len(), target.master.as_str()),
+            (1, "main")
+        );
+        for (url, complaint) in [
+            ("redis+sentinel://h:26379", "no master name"),
+            ("redis+sentinel://h:26379/", "no master name"),
+            ("redis+sentinel://h/main", "has no port"),
+            ("redis+sentinel://h:port/main", "not host:port"),
+            ("redis+sentinel://h:1,:2/main", "not host:port"),
+            ("redis+sentinel://h:1/main/x", "not a number"),
+        ] {
+            let error = sentinel_target(url).err().unwrap_or_default();
+            assert!(error.contains(complaint), "{url}: {error}");
+            assert!(
+                error.contains("expected redis+sentinel://"),
+                "{url}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_sentinel_url_is_a_connector_and_tls_files_with_it_are_refused() {
+        let mut config = RedisConfig {
+            url: "redis+sentinel://127.0.0.1:1/main".to_owned(),
+            ..RedisConfig::default()
+        };
+        assert!(matches!(config.connector(), Ok(Connector::Sentinel(_))));
+        config.tls_ca = Some(PathBuf::from("ca.pem"));
+        let error = config.connector().unwrap_err().to_string();
+        assert!(
+            error.contains("TLS with Sentinel is not supported"),
+            "{error}"
+        );
+        // Nobody listens on port 1: a clear error naming the master, not a hang.
+        config.tls_ca = None;
+        let error = config.client().unwrap_err().to_string();
+        assert!(
+            error.contains("no sentinel named a reachable master 'main'"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn empty_file_gives_defaults() {

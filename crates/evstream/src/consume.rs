@@ -263,7 +263,8 @@ struct Session {
 
 /// One member of a consumer group; see the [module documentation](self).
 pub struct Consumer<H> {
-    client: redis::Client,
+    /// Opens connections (after a Sentinel failover, to the new master).
+    client: crate::config::Connector,
     config: ConsumeConfig,
     keys: ConsumeKeys,
     name: String,
@@ -320,7 +321,7 @@ impl<H: Handler> Consumer<H> {
                 name: name.to_owned(),
             });
         }
-        let client = config.redis.client()?;
+        let client = config.redis.connector()?;
         Ok(Self {
             client,
             keys: ConsumeKeys::new(&config.redis.stream, &config.consume.group),
@@ -545,8 +546,9 @@ impl<H: Handler> Consumer<H> {
         let timeout = self.timeout();
         let block = Duration::from_millis(self.config.block_ms);
         let setup = async {
-            let mut reader = self
-                .client
+            // Both connections to the same server (the master Sentinel names now).
+            let client = self.client.client().await?;
+            let mut reader = client
                 .get_multiplexed_async_connection_with_config(
                     &AsyncConnectionConfig::new()
                         .set_connection_timeout(Some(timeout))
@@ -555,8 +557,7 @@ impl<H: Handler> Consumer<H> {
                         .set_response_timeout(Some(block + timeout)),
                 )
                 .await?;
-            let mut writer = self
-                .client
+            let mut writer = client
                 .get_multiplexed_async_connection_with_config(
                     &AsyncConnectionConfig::new()
                         .set_connection_timeout(Some(timeout))
@@ -1184,6 +1185,8 @@ fn breaks_session(error: &RedisError) -> bool {
         || error.is_connection_refusal()
         || error.is_timeout()
         || error.code() == Some("NOSCRIPT")
+        // A master demoted by a failover: reconnect, through Sentinel, to the new one.
+        || error.code() == Some("READONLY")
 }
 
 /// Runs a handler call, turning a panic into an error: a poison entry that makes the handler

@@ -66,7 +66,8 @@ const HYGIENE_SCRIPT: &str = include_str!("ops/hygiene.lua");
 /// Runs [`OpsConfig`]'s duties against one stream; see the [module documentation](self).
 #[derive(Debug)]
 pub struct OpsLoop {
-    client: redis::Client,
+    /// Opens connections (after a Sentinel failover, to the new master).
+    client: crate::config::Connector,
     config: OpsConfig,
     stream: String,
     capture: Option<CaptureMonitor>,
@@ -153,7 +154,7 @@ impl OpsLoop {
     /// A loop over `config.redis.stream` with `config.ops`.
     pub fn new(config: &Config) -> Result<Self, OpsError> {
         config.ops.validate()?;
-        let client = config.redis.client()?;
+        let client = config.redis.connector()?;
         Ok(Self {
             client,
             config: config.ops.clone(),
@@ -253,7 +254,13 @@ impl OpsLoop {
         act: bool,
     ) -> Result<Observation, OpsError> {
         if connection.is_none() {
-            let connect = self.client.get_multiplexed_async_connection();
+            let connect = async {
+                self.client
+                    .client()
+                    .await?
+                    .get_multiplexed_async_connection()
+                    .await
+            };
             *connection = Some(match tokio::time::timeout(CALL_TIMEOUT, connect).await {
                 Ok(Ok(c)) => c,
                 Ok(Err(source)) => {

@@ -83,7 +83,7 @@ const IDLE_POLL: Duration = Duration::from_millis(1);
 /// Redis is retried for as long as the shipper runs.
 pub fn spawn(config: &Config, receiver: Receiver) -> Result<ShipperHandle, ShipError> {
     config.validate()?;
-    let client = config.redis.client()?;
+    let client = config.redis.connector()?;
     let ship = config.ship.clone();
     let producer_id = receiver.producer_id().to_owned();
     let settings = AppendSettings {
@@ -379,14 +379,24 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 enum AttemptError {
     Timeout(Duration),
     Redis(RedisError),
+    /// Appended, but fewer replicas than `ship.min_replicas_ack` confirmed it in time.
+    Unreplicated {
+        acknowledged: u64,
+        wanted: u32,
+    },
 }
 
 impl AttemptError {
     fn breaks_connection(&self) -> bool {
         match self {
-            Self::Timeout(_) => false,
+            Self::Timeout(_) | Self::Unreplicated { .. } => false,
             Self::Redis(e) => {
-                e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal()
+                e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    // A master demoted by a failover: reconnect, through Sentinel, to the
+                    // new one.
+                    || e.code() == Some("READONLY")
             }
         }
     }
@@ -401,6 +411,14 @@ impl std::fmt::Display for AttemptError {
         match self {
             Self::Timeout(after) => write!(f, "batch timed out after {after:?}"),
             Self::Redis(e) => write!(f, "{e}"),
+            Self::Unreplicated {
+                acknowledged,
+                wanted,
+            } => write!(
+                f,
+                "WAIT: {acknowledged} of the {wanted} replicas ship.min_replicas_ack asks for \
+                 confirmed the batch in time; retrying (check the replicas: INFO replication)"
+            ),
         }
     }
 }
@@ -459,7 +477,8 @@ impl Batch {
 struct Shipper {
     config: ShipConfig,
     settings: AppendSettings,
-    client: redis::Client,
+    /// Opens connections (after a Sentinel failover, to the new master).
+    client: crate::config::Connector,
     connection: Option<MultiplexedConnection>,
     sha: String,
     ids: EventIdGenerator,
@@ -486,7 +505,7 @@ impl Shipper {
     fn new(
         mut config: ShipConfig,
         settings: AppendSettings,
-        client: redis::Client,
+        client: crate::config::Connector,
         receiver: Receiver,
         state: Arc<State>,
         shutdown: watch::Receiver<Option<Instant>>,
@@ -832,6 +851,8 @@ impl Shipper {
         let connected = async {
             let mut connection = self
                 .client
+                .client()
+                .await?
                 .get_multiplexed_async_connection_with_config(&config)
                 .await?;
             // Load the script on every new connection: a restarted Redis has an empty cache.
@@ -892,14 +913,37 @@ impl Shipper {
             }
             let mut connection = connection.clone();
             let request = batch.request.clone();
+            let replicas = self.config.min_replicas_ack;
             batch.status = Status::InFlight(tokio::spawn(async move {
                 let started = Instant::now();
-                match tokio::time::timeout(timeout, request.send(&mut connection)).await {
+                let attempt = async {
+                    let outcome = request
+                        .send(&mut connection)
+                        .await
+                        .map_err(AttemptError::Redis)?;
+                    if replicas > 0 && matches!(outcome, Outcome::Handled { .. }) {
+                        // Every write of this connection so far, this batch's included.
+                        let acknowledged: u64 = redis::cmd("WAIT")
+                            .arg(replicas)
+                            .arg((timeout.as_millis() as u64 / 2).max(1))
+                            .query_async(&mut connection)
+                            .await
+                            .map_err(AttemptError::Redis)?;
+                        if acknowledged < u64::from(replicas) {
+                            return Err(AttemptError::Unreplicated {
+                                acknowledged,
+                                wanted: replicas,
+                            });
+                        }
+                    }
+                    Ok(outcome)
+                };
+                match tokio::time::timeout(timeout, attempt).await {
                     Ok(Ok(outcome)) => {
                         crate::telemetry::batch_duration(started.elapsed());
                         Ok(outcome)
                     }
-                    Ok(Err(error)) => Err(AttemptError::Redis(error)),
+                    Ok(Err(error)) => Err(error),
                     Err(_) => Err(AttemptError::Timeout(timeout)),
                 }
             }));
@@ -1126,5 +1170,9 @@ mod tests {
         );
         assert_eq!(redact_url("redis://user:pw@host"), "redis://user:***@host");
         assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
+        assert_eq!(
+            redact_url("redis+sentinel://u:pw@h1:26379,h2:26379/main"),
+            "redis+sentinel://u:***@h1:26379,h2:26379/main"
+        );
     }
 }

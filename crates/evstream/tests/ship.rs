@@ -10,7 +10,7 @@ use evstream::audit::{audit_stream, Audit};
 use evstream::config::{AppendMode, Config, RingConfig};
 use evstream::publish::{self, Publisher};
 use evstream::{ship, PublishError};
-use evstream_testkit::{FaultProxy, RedisServer};
+use evstream_testkit::{FaultProxy, RedisServer, SentinelSet};
 use redis::streams::StreamId;
 use redis::Value;
 use serde::Serialize;
@@ -511,4 +511,62 @@ fn strict_mode_dead_letters_unknown_event_types() {
         assert_eq!(field(&letters.ids[0], "event_type"), b"Mystery");
         assert_eq!(field(&letters.ids[0], "sequence"), b"2");
     });
+}
+
+/// Issue 8: Redis Sentinel. While 20,000 events/s are published, the primary is killed with
+/// SIGKILL; the sentinels promote the replica, the shipper finds it through them, and with
+/// `min_replicas_ack = 1` nothing acknowledged is lost and nothing is appended twice.
+#[test]
+fn a_sentinel_failover_while_publishing_loses_nothing_and_duplicates_nothing() {
+    // Two replicas: the promoted one still has one to confirm `WAIT 1`.
+    let mut set = SentinelSet::start_with(2).unwrap();
+    let journal = tempfile::tempdir().unwrap();
+    let mut config = config(&set.url(), "events");
+    config.ship.min_replicas_ack = 1;
+    config.ship.journal_dir = Some(journal.path().to_owned());
+    let (publisher, receiver) = publish::channel(&config).unwrap();
+    let shipper = ship::spawn(&config, receiver).unwrap();
+
+    let rate = 20_000;
+    let total = rate * 12;
+    let producer = {
+        let publisher = publisher.clone();
+        // Paced in bursts of 100 events: `rate` events/s.
+        let pause = Duration::from_secs_f64(100.0 / rate as f64);
+        thread::spawn(move || publish_ticks(&publisher, 1, total, Some(pause)))
+    };
+    thread::sleep(Duration::from_secs(3));
+    let old_port = set.master_port().unwrap();
+    set.master().unwrap().kill().unwrap();
+    let killed = Instant::now();
+    // Appends resume when the shipped count moves again (batches in flight at the kill fail).
+    let shipped_at_kill = shipper.health().shipped;
+    thread::sleep(Duration::from_millis(200));
+    let stalled_at = shipper.health().shipped;
+    let mut resumed = None;
+    while killed.elapsed() < Duration::from_secs(60) {
+        if shipper.health().shipped > stalled_at {
+            resumed = Some(killed.elapsed());
+            break;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    let resumed = resumed.expect("appends resumed within 60 s of the kill");
+    let refused = producer.join().unwrap();
+    let report = shipper.shutdown(Duration::from_secs(60));
+    let new_port = set.master_port().unwrap();
+    eprintln!(
+        "failover: primary {old_port} killed; appends resumed on {new_port} after {resumed:?} \
+         (shipped {shipped_at_kill} at the kill)"
+    );
+    assert_ne!(old_port, new_port, "the sentinels promoted the replica");
+    assert!(
+        resumed < Duration::from_secs(10),
+        "appends resumed {resumed:?} after the kill (target 10 s)"
+    );
+    assert_eq!(refused, 0, "the ring and the journal absorbed the failover");
+    assert_eq!((report.undelivered, report.journaled), (0, 0), "{report:?}");
+    let url = format!("redis://127.0.0.1:{new_port}");
+    let (audit, misordered) = audit_ticks(&url, "events");
+    assert_exactly_once(&audit, misordered, total);
 }

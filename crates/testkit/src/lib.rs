@@ -22,6 +22,7 @@
 mod http;
 mod proxy;
 mod resp;
+mod sentinel;
 mod tls;
 
 use std::fs::File;
@@ -34,6 +35,7 @@ use std::time::{Duration, Instant};
 pub use http::{http_get, http_get_with_token, WebhookSink};
 pub use proxy::FaultProxy;
 pub use resp::Reply;
+pub use sentinel::{SentinelSet, MASTER_NAME};
 
 /// How long a server may take to answer `PING` after start (AOF loading included).
 const READY_TIMEOUT: Duration = Duration::from_secs(30);

@@ -15,8 +15,17 @@ use crate::engine::new_histogram;
 use crate::pipeline::{self, Delivery, Percentiles, Target};
 use crate::report_html::{AppendLatency, LatencyMs, Report as ReportPage, Sample, Sampler};
 
-/// How long shipping may make no progress before the bench gives up with the reason.
+/// How long shipping may make no progress before the bench gives up with the reason, at
+/// least: an open circuit breaker pauses shipping for `ship.breaker_cool_down_ms`, which a
+/// bench must sit out (see `stall_limit`).
 const STALL: Duration = Duration::from_secs(30);
+
+/// `STALL`, or longer when the breaker's cool-down plus a retry is longer.
+fn stall_limit(config: &Config) -> Duration {
+    let cool_down = Duration::from_millis(config.ship.breaker_cool_down_ms)
+        + Duration::from_millis(config.ship.retry_max_ms + config.ship.timeout_ms);
+    STALL.max(cool_down + Duration::from_secs(10))
+}
 
 #[derive(Serialize)]
 struct Payload<'a> {
@@ -148,6 +157,7 @@ pub(crate) fn run(
     let started = Instant::now();
     let deadline = args.duration.map(|d| started + d);
     let per_producer = events.div_ceil(args.producers as u64);
+    let stall = stall_limit(&config);
     let threads: Vec<_> = (0..args.producers as u64)
         .map(|producer| {
             let publisher = publisher.clone();
@@ -192,7 +202,7 @@ pub(crate) fn run(
                             }
                             Err(error @ PublishError::RingFull { .. }) => {
                                 // Full for this long: the shipper is stuck; say so, do not hang.
-                                if full_since.get_or_insert(start).elapsed() > STALL {
+                                if full_since.get_or_insert(start).elapsed() > stall {
                                     return Err(error);
                                 }
                                 retries += 1;
@@ -223,7 +233,7 @@ pub(crate) fn run(
     }
     let published = publisher.health().published;
     drop(publisher);
-    let finished = pipeline::wait_until_shipped(&shipper, published, STALL)?;
+    let finished = pipeline::wait_until_shipped(&shipper, published, stall)?;
     let elapsed = finished - started;
     let report = shipper.shutdown(Duration::from_secs(30));
     let samples = sampler.map(Sampler::stop).unwrap_or_default();

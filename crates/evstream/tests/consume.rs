@@ -487,3 +487,48 @@ fn a_failing_effect_is_acknowledged_and_recorded_as_a_dead_letter() {
             .contains("WRONGTYPE"));
     }
 }
+
+/// Issue 8: a consumer given `redis+sentinel://` follows a failover: after the primary is
+/// killed, it reconnects to the promoted replica and goes on; every effect applied once.
+#[test]
+fn a_consumer_follows_a_sentinel_failover() {
+    let mut set = evstream_testkit::SentinelSet::start_with(2).unwrap();
+    let first_url = set.master().unwrap().url();
+    let mut connection = redis::Client::open(first_url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut ids = append_good(&mut connection, 0, 10_000);
+
+    let handler = CountingHandler::default();
+    let consumer = Consumer::new(&config(&set.url()), "c1", handler.clone()).unwrap();
+    let stats = consumer.stats();
+    let running = run_until(consumer, |r| r.processed >= 20_000);
+    wait_until(|| stats.snapshot().processed >= 10_000);
+    // Let the replicas catch up with the effects and acks before the primary dies.
+    std::thread::sleep(Duration::from_millis(500));
+    let old_port = set.master_port().unwrap();
+    set.master().unwrap().kill().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while set.master_port().unwrap() == old_port {
+        assert!(Instant::now() < deadline, "no failover within 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let new_url = set.master().unwrap().url();
+    let mut connection = redis::Client::open(new_url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    ids.extend(append_good(&mut connection, 10_000, 10_000));
+    let report = running.join().unwrap();
+
+    assert!(report.processed >= 20_000, "{report:?}");
+    let applied = applied_counts(&mut connection);
+    assert_eq!(
+        applied.len(),
+        ids.len(),
+        "every event's effect, on the new master"
+    );
+    assert!(applied.values().all(|&n| n == 1), "none applied twice");
+    assert_eq!(group_info(&mut connection), (0, 0), "(pending, lag)");
+}

@@ -175,8 +175,10 @@ impl Delivery {
     }
 
     /// For a run longer than the stream keeps: `appended` is Redis's count of this run's
-    /// appends (`entries-added`), and the audit covers the entries still in the stream, where
-    /// any gap in this producer's sequences counts as lost too.
+    /// appends (`entries-added`), and the audit covers the entries still in the stream. Of
+    /// the trimmed part only the net is proven (a loss and a duplicate there would cancel
+    /// out); in the kept part, gaps and repeats are seen one by one. Each figure is the
+    /// larger of the two views, so nothing is counted twice.
     pub(crate) fn counted(
         published: u64,
         appended: u64,
@@ -190,10 +192,10 @@ impl Delivery {
             published,
             delivered: appended,
             dead_letters: report.dead_lettered,
-            lost: published.saturating_sub(handled) + gaps,
-            duplicates: handled.saturating_sub(published)
-                + audit.duplicates
-                + audit.duplicate_event_ids,
+            lost: published.saturating_sub(handled).max(gaps),
+            duplicates: handled
+                .saturating_sub(published)
+                .max(audit.duplicates.max(audit.duplicate_event_ids)),
             out_of_order: audit.out_of_order,
             corrupt: audit.corrupt,
         }

@@ -2,6 +2,7 @@
 //! page with SVG charts of it (publish latency distribution, throughput, publish → stream
 //! latency, backlog and lag, process memory), drawn with `plotters`.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -130,8 +131,9 @@ pub(crate) fn resident_bytes() -> Option<u64> {
 #[derive(Debug)]
 pub(crate) struct AppendLatency {
     run_started_ns: u64,
-    /// Microseconds, per second since the run started.
-    per_second: Vec<Histogram<u64>>,
+    /// Microseconds, per second since the run started (only seconds with entries: a soak
+    /// reads back only the stream's newest entries).
+    per_second: BTreeMap<u64, Histogram<u64>>,
     all: Histogram<u64>,
 }
 
@@ -143,7 +145,7 @@ impl AppendLatency {
             .map_or(0, |d| d.as_nanos() as u64);
         Self {
             run_started_ns,
-            per_second: Vec::new(),
+            per_second: BTreeMap::new(),
             all: histogram_us(),
         }
     }
@@ -159,13 +161,16 @@ impl AppendLatency {
         if timestamp_ns < self.run_started_ns {
             return; // An entry of an earlier run.
         }
-        let second = ((timestamp_ns - self.run_started_ns) / 1_000_000_000) as usize;
+        let second = (timestamp_ns - self.run_started_ns) / 1_000_000_000;
+        if second > MAX_RUN_SECONDS {
+            return; // A timestamp from a wrong clock: not this run's.
+        }
         // The entry id has whole milliseconds: compare at that resolution.
         let latency_us = (appended_ms * 1000).saturating_sub(timestamp_ns / 1_000_000 * 1000);
-        if second >= self.per_second.len() {
-            self.per_second.resize_with(second + 1, histogram_us);
-        }
-        self.per_second[second].saturating_record(latency_us);
+        self.per_second
+            .entry(second)
+            .or_insert_with(histogram_us)
+            .saturating_record(latency_us);
         self.all.saturating_record(latency_us);
     }
 
@@ -182,8 +187,12 @@ impl AppendLatency {
     }
 }
 
+/// Seconds since the start beyond which a timestamp is not this run's (30 days).
+const MAX_RUN_SECONDS: u64 = 30 * 24 * 3600;
+
+/// Microseconds up to an hour, two significant digits (a few KiB per histogram).
 fn histogram_us() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+    Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds")
 }
 
 /// Latency percentiles in milliseconds.
@@ -356,9 +365,7 @@ impl Report<'_> {
         let at = |q: f64| -> Points {
             per_second
                 .iter()
-                .enumerate()
-                .filter(|(_, h)| !h.is_empty())
-                .map(|(second, h)| (second as f64 + 0.5, h.value_at_quantile(q) as f64 / 1000.0))
+                .map(|(second, h)| (*second as f64 + 0.5, h.value_at_quantile(q) as f64 / 1000.0))
                 .collect()
         };
         self.time_chart(
@@ -408,7 +415,13 @@ impl Report<'_> {
             .samples
             .last()
             .map_or(1.0, |s| s.at_s)
-            .max(self.append_latency.per_second.len() as f64)
+            .max(
+                self.append_latency
+                    .per_second
+                    .keys()
+                    .next_back()
+                    .map_or(0.0, |s| *s as f64 + 1.0),
+            )
             .max(1.0);
         let top = series
             .iter()
@@ -501,11 +514,11 @@ mod tests {
         latency.record("1002200-7", 1_002_200_400_000);
         latency.record("not-an-id", 1_002_200_400_000);
         latency.record("999000-0", 999_000_000_000); // before the run: ignored
-        assert_eq!(latency.per_second.len(), 3);
+        assert_eq!(latency.per_second.len(), 2);
         // 3 ms, within the histogram's three significant digits.
-        assert!(latency.per_second[0].equivalent(latency.per_second[0].max(), 3000));
-        assert!(latency.per_second[1].is_empty());
-        assert_eq!(latency.per_second[2].len(), 1);
+        assert!(latency.per_second[&0].equivalent(latency.per_second[&0].max(), 3000));
+        assert!(!latency.per_second.contains_key(&1));
+        assert_eq!(latency.per_second[&2].len(), 1);
         let summary = latency.summary();
         assert_eq!(summary.count, 2);
         assert!((summary.max - 3.0).abs() < 0.01, "{summary:?}");

@@ -75,6 +75,7 @@
 //! ```
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -268,6 +269,9 @@ impl RedisConfig {
 
 const SENTINEL_SCHEME: &str = "redis+sentinel://";
 
+/// How long one sentinel, and then the master it names, may take to answer.
+const SENTINEL_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// Opens clients for the configured Redis; see [`RedisConfig::connector`].
 #[derive(Clone)]
 pub enum Connector {
@@ -300,6 +304,15 @@ impl Connector {
             Self::Sentinel(target) => target.master().await,
         }
     }
+
+    /// How long [`client`](Self::client) may take before any server is reached: for
+    /// Sentinel, every sentinel silent; add it to a connection deadline.
+    pub fn lookup_budget(&self) -> Duration {
+        match self {
+            Self::Fixed(_) => Duration::ZERO,
+            Self::Sentinel(target) => target.lookup_budget(),
+        }
+    }
 }
 
 /// A parsed `redis+sentinel://` URL.
@@ -309,7 +322,9 @@ pub struct SentinelTarget {
     /// The name the sentinels monitor the master under.
     master: String,
     /// The master's user, password and database.
-    node: redis::sentinel::SentinelNodeConnectionInfo,
+    node: redis::RedisConnectionInfo,
+    /// The sentinel that answered last, asked first next time.
+    preferred: AtomicUsize,
 }
 
 impl std::fmt::Debug for SentinelTarget {
@@ -331,13 +346,15 @@ impl SentinelTarget {
                 "TLS with Sentinel is not supported yet; use rediss:// to one server".to_owned(),
             );
         }
-        let (authority, path) = rest
+        // The user information ends at the last `@` (a password may hold `/`, `@`, `,`);
+        // the sentinels at the first `/` after it.
+        let (userinfo, after) = match rest.rsplit_once('@') {
+            Some((userinfo, after)) => (Some(userinfo), after),
+            None => (None, rest),
+        };
+        let (hosts, path) = after
             .split_once('/')
             .ok_or_else(|| format!("no master name; {expected}"))?;
-        let (userinfo, hosts) = match authority.rsplit_once('@') {
-            Some((userinfo, hosts)) => (Some(userinfo), hosts),
-            None => (None, authority),
-        };
         let sentinels: Vec<String> = hosts
             .split(',')
             .map(|host| {
@@ -374,46 +391,119 @@ impl SentinelTarget {
             }
             node_url = with_password(&node_url, password)?;
         }
-        let info = redis::IntoConnectionInfo::into_connection_info(node_url.as_str())
-            .map_err(|e| format!("{e}; {expected}"))?;
+        let info =
+            redis::IntoConnectionInfo::into_connection_info(node_url.as_str()).map_err(|_| {
+                format!("the user or password cannot be used (percent-encode them); {expected}")
+            })?;
         Ok(Self {
             sentinels,
             master: master.to_owned(),
-            node: redis::sentinel::SentinelNodeConnectionInfo::default()
-                .set_redis_connection_info(info.redis_settings().clone()),
+            node: info.redis_settings().clone(),
+            preferred: AtomicUsize::new(0),
         })
     }
 
-    fn sentinel(&self) -> redis::RedisResult<redis::sentinel::Sentinel> {
-        let urls: Vec<String> = self
-            .sentinels
-            .iter()
-            .map(|host| format!("redis://{host}"))
-            .collect();
-        redis::sentinel::Sentinel::build(urls)
-    }
-
+    /// Asks the sentinels, the one that answered last time first, each within
+    /// `SENTINEL_TIMEOUT`, for the master's address, and checks with `ROLE` that the server
+    /// there is a master (a sentinel's view can lag a failover). A silent sentinel costs one
+    /// timeout, not the whole lookup.
     async fn master(&self) -> redis::RedisResult<redis::Client> {
-        self.sentinel()?
-            .async_master_for(&self.master, Some(&self.node))
-            .await
+        let count = self.sentinels.len();
+        let first = self.preferred.load(Ordering::Relaxed) % count;
+        let mut last_error = None;
+        for index in (0..count).map(|i| (first + i) % count) {
+            match tokio::time::timeout(SENTINEL_TIMEOUT * 2, self.ask(&self.sentinels[index])).await
+            {
+                Ok(Ok(client)) => {
+                    self.preferred.store(index, Ordering::Relaxed);
+                    return Ok(client);
+                }
+                Ok(Err(error)) => last_error = Some(error),
+                Err(_) => {
+                    last_error = Some(redis::RedisError::from(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("sentinel {} did not answer in time", self.sentinels[index]),
+                    )))
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| {
+            redis::RedisError::from(std::io::Error::other("no sentinel configured"))
+        }))
     }
 
+    /// One sentinel's answer, checked.
+    async fn ask(&self, sentinel: &str) -> redis::RedisResult<redis::Client> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(SENTINEL_TIMEOUT))
+            .set_response_timeout(Some(SENTINEL_TIMEOUT));
+        let mut connection = redis::Client::open(format!("redis://{sentinel}"))?
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        let address: Option<(String, u16)> = redis::cmd("SENTINEL")
+            .arg("GET-MASTER-ADDR-BY-NAME")
+            .arg(&self.master)
+            .query_async(&mut connection)
+            .await?;
+        let Some((host, port)) = address else {
+            return Err(redis::RedisError::from(std::io::Error::other(format!(
+                "sentinel {sentinel} does not monitor a master named '{}'",
+                self.master
+            ))));
+        };
+        let info = redis::IntoConnectionInfo::into_connection_info(redis::ConnectionAddr::Tcp(
+            host, port,
+        ))?
+        .set_redis_settings(self.node.clone());
+        let client = redis::Client::open(info)?;
+        let mut master = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut master).await?;
+        match role.first() {
+            Some(redis::Value::BulkString(role)) if role == b"master" => Ok(client),
+            _ => Err(redis::RedisError::from(std::io::Error::other(format!(
+                "sentinel {sentinel} named a server that is not (or no longer) a master"
+            )))),
+        }
+    }
+
+    /// [`master`](Self::master) for callers without a runtime, on a thread of its own (a
+    /// runtime cannot be started inside another one's `block_on`).
     fn master_blocking(&self) -> Result<redis::Client, ConfigError> {
-        self.sentinel()
-            .and_then(|mut sentinel| sentinel.master_for(&self.master, Some(&self.node)))
-            .map_err(|e| ConfigError::Redis {
-                url: format!(
-                    "redis+sentinel://{}/{}",
-                    self.sentinels.join(","),
-                    self.master
-                ),
-                reason: format!(
-                    "no sentinel named a reachable master '{}': {e}; check that the sentinels \
-                     run and monitor this name (SENTINEL MASTERS)",
-                    self.master
-                ),
-            })
+        let found = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(redis::RedisError::from)?
+                        .block_on(self.master())
+                })
+                .join()
+                .unwrap_or_else(|_| {
+                    Err(redis::RedisError::from(std::io::Error::other(
+                        "the sentinel lookup panicked",
+                    )))
+                })
+        });
+        found.map_err(|e| ConfigError::Redis {
+            url: format!(
+                "redis+sentinel://{}/{}",
+                self.sentinels.join(","),
+                self.master
+            ),
+            reason: format!(
+                "no sentinel named a reachable master '{}': {e}; check that the sentinels run \
+                 and monitor this name (SENTINEL MASTERS)",
+                self.master
+            ),
+        })
+    }
+
+    /// The longest a lookup takes when every sentinel is silent.
+    fn lookup_budget(&self) -> Duration {
+        SENTINEL_TIMEOUT * 2 * self.sentinels.len() as u32
     }
 }
 
@@ -1106,6 +1196,16 @@ mod tests {
             (target.sentinels.len(), target.master.as_str()),
             (1, "main")
         );
+        // A password holding `/`, `@` or `,` is split right, refused unless percent-encoded
+        // (as in any URL), and never shown in the error.
+        let error = sentinel_target("redis+sentinel://app:p/a@s,s@h:26379/main")
+            .err()
+            .unwrap();
+        assert!(error.contains("percent-encode"), "{error}");
+        assert!(!error.contains("p/a"), "{error}");
+        let target = sentinel_target("redis+sentinel://app:p%2Fa%40s%2Cs@h:26379/main").unwrap();
+        assert_eq!(target.sentinels, ["h:26379"]);
+        assert_eq!(target.node.password(), Some("p/a@s,s"));
         for (url, complaint) in [
             ("redis+sentinel://h:26379", "no master name"),
             ("redis+sentinel://h:26379/", "no master name"),

@@ -594,7 +594,7 @@ impl<H: Handler> Consumer<H> {
                 writer,
             })
         };
-        tokio::time::timeout(timeout * 3, setup)
+        tokio::time::timeout(timeout * 3 + self.client.lookup_budget(), setup)
             .await
             .unwrap_or_else(|_| {
                 Err(RedisError::from(std::io::Error::new(

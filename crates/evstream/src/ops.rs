@@ -261,7 +261,8 @@ impl OpsLoop {
                     .get_multiplexed_async_connection()
                     .await
             };
-            *connection = Some(match tokio::time::timeout(CALL_TIMEOUT, connect).await {
+            let deadline = CALL_TIMEOUT + self.client.lookup_budget();
+            *connection = Some(match tokio::time::timeout(deadline, connect).await {
                 Ok(Ok(c)) => c,
                 Ok(Err(source)) => {
                     return Err(OpsError::Redis {

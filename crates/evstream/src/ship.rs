@@ -865,7 +865,8 @@ impl Shipper {
         };
         // The handshake and SCRIPT LOAD share one deadline: a server that stops answering
         // must not hold the loop (and a shutdown) until TCP gives up.
-        let deadline = self.timeout().max(Duration::from_millis(500)) * 2;
+        let deadline =
+            self.timeout().max(Duration::from_millis(500)) * 2 + self.client.lookup_budget();
         let connected = async {
             tokio::time::timeout(deadline, connected)
                 .await
@@ -914,6 +915,12 @@ impl Shipper {
             let mut connection = connection.clone();
             let request = batch.request.clone();
             let replicas = self.config.min_replicas_ack;
+            let mark = (replicas > 0).then(|| {
+                (
+                    Keys::new(&self.settings.keys.stream, &batch.producer_id).high_water_mark,
+                    self.settings.high_water_mark_ttl_ms,
+                )
+            });
             batch.status = Status::InFlight(tokio::spawn(async move {
                 let started = Instant::now();
                 let attempt = async {
@@ -921,9 +928,16 @@ impl Shipper {
                         .send(&mut connection)
                         .await
                         .map_err(AttemptError::Redis)?;
-                    if replicas > 0 && matches!(outcome, Outcome::Handled { .. }) {
-                        // Every write of this connection so far, this batch's included.
-                        let acknowledged: u64 = redis::cmd("WAIT")
+                    if let (Some((mark, ttl_ms)), Outcome::Handled { .. }) = (&mark, &outcome) {
+                        // `WAIT` counts replicas that have this connection's writes. A retry
+                        // that found its batch appended already wrote nothing (and a new
+                        // connection has no writes): refreshing the mark's lifetime is a
+                        // write after the batch's, so the `WAIT` covers the batch either way.
+                        let (_, acknowledged): (i64, u64) = redis::pipe()
+                            .cmd("PEXPIRE")
+                            .arg(mark)
+                            .arg(*ttl_ms)
+                            .cmd("WAIT")
                             .arg(replicas)
                             .arg((timeout.as_millis() as u64 / 2).max(1))
                             .query_async(&mut connection)

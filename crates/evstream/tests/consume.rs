@@ -500,13 +500,28 @@ fn a_consumer_follows_a_sentinel_failover() {
         .unwrap();
     let mut ids = append_good(&mut connection, 0, 10_000);
 
+    // The first sentinel named accepts connections and never answers (a host that went
+    // silent): each lookup moves on to the next one instead of failing.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = set.url().replacen(
+        "redis+sentinel://",
+        &format!("redis+sentinel://{},", silent.local_addr().unwrap()),
+        1,
+    );
     let handler = CountingHandler::default();
-    let consumer = Consumer::new(&config(&set.url()), "c1", handler.clone()).unwrap();
+    let consumer = Consumer::new(&config(&url), "c1", handler.clone()).unwrap();
     let stats = consumer.stats();
     let running = run_until(consumer, |r| r.processed >= 20_000);
     wait_until(|| stats.snapshot().processed >= 10_000);
-    // Let the replicas catch up with the effects and acks before the primary dies.
-    std::thread::sleep(Duration::from_millis(500));
+    // Let both replicas catch up with the effects and acks before the primary dies: `WAIT`
+    // after a write of ours covers every write before it.
+    let _: () = connection.set("marker", 1).unwrap();
+    let replicated: u64 = redis::cmd("WAIT")
+        .arg(2)
+        .arg(5000)
+        .query(&mut connection)
+        .unwrap();
+    assert_eq!(replicated, 2);
     let old_port = set.master_port().unwrap();
     set.master().unwrap().kill().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -13,7 +13,7 @@ use crate::{free_port, resp, RedisServer, Reply};
 pub const MASTER_NAME: &str = "evstream-master";
 
 /// A primary, its replicas, and three sentinels (quorum 2, `down-after-milliseconds` 1000,
-/// `failover-timeout` 10000). Everything is killed on drop.
+/// `failover-timeout` 3000). Everything is killed on drop.
 #[derive(Debug)]
 pub struct SentinelSet {
     /// The servers, the initial primary first.
@@ -150,7 +150,7 @@ impl SentinelProcess {
                 "sentinel monitor {MASTER_NAME} 127.0.0.1 {primary_port} 2"
             )?;
             writeln!(file, "sentinel down-after-milliseconds {MASTER_NAME} 1000")?;
-            writeln!(file, "sentinel failover-timeout {MASTER_NAME} 10000")?;
+            writeln!(file, "sentinel failover-timeout {MASTER_NAME} 3000")?;
             writeln!(file, "sentinel parallel-syncs {MASTER_NAME} 1")?;
             drop(file);
             let child = Command::new("redis-server")

@@ -459,12 +459,21 @@ impl SentinelTarget {
         let mut master = client
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
-        let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut master).await?;
-        match role.first() {
-            Some(redis::Value::BulkString(role)) if role == b"master" => Ok(client),
-            _ => Err(redis::RedisError::from(std::io::Error::other(format!(
-                "sentinel {sentinel} named a server that is not (or no longer) a master"
-            )))),
+        let role = redis::cmd("ROLE")
+            .query_async::<Vec<redis::Value>>(&mut master)
+            .await;
+        match role {
+            Ok(role) => match role.first() {
+                Some(redis::Value::BulkString(role)) if role == b"master" => Ok(client),
+                _ => Err(redis::RedisError::from(std::io::Error::other(format!(
+                    "sentinel {sentinel} named a server that is not (or no longer) a master"
+                )))),
+            },
+            // A user without `+role` (the minimal roles of docs/security.md): take the
+            // sentinel's word; a demoted master still answers writes with READONLY, which
+            // makes the caller look again.
+            Err(error) if error.code() == Some("NOPERM") => Ok(client),
+            Err(error) => Err(error),
         }
     }
 

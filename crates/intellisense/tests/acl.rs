@@ -243,3 +243,47 @@ async fn until_processed(stats: Arc<ConsumeStats>, n: u64) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// The publisher's rules plus what docs/security.md adds for `ship.min_replicas_ack`
+/// (`+pexpire +wait`), through Sentinel and without `+role`: evstream takes the sentinel's
+/// word for the master and every batch is confirmed by the replica.
+#[test]
+fn the_publisher_role_ships_through_sentinel_with_replica_acks() {
+    let set = evstream_testkit::SentinelSet::start().unwrap();
+    for server in &set.servers {
+        let mut command = vec!["ACL", "SETUSER"];
+        command.extend_from_slice(PUBLISHER);
+        command.extend(["+pexpire", "+wait"]);
+        let reply = server.command(&command).unwrap();
+        assert_eq!(reply.as_text().as_deref(), Some("OK"), "{reply:?}");
+    }
+    let url = set.url().replacen(
+        "redis+sentinel://",
+        "redis+sentinel://publisher:publisher-secret-1@",
+        1,
+    );
+    let mut config = config(url);
+    config.ship.min_replicas_ack = 1;
+    let (publisher, receiver) = publish::channel(&config).unwrap();
+    let shipper = ship::spawn(&config, receiver).unwrap();
+    for n in 0..500u64 {
+        publisher.publish("Tick", &n, "").unwrap();
+    }
+    drop(publisher);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while shipper.health().shipped < 500 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let health = shipper.health();
+    let report = shipper.shutdown(Duration::from_secs(5));
+    assert_eq!(
+        (report.shipped, report.undelivered),
+        (500, 0),
+        "{report:?} {:?}",
+        health.last_error
+    );
+    // On the replica too: `WAIT 1` confirmed every batch before it counted as shipped.
+    let replica = &set.servers[1];
+    let length = replica.command(&["XLEN", "events"]).unwrap();
+    assert_eq!(length, evstream_testkit::Reply::Int(500), "{length:?}");
+}

@@ -186,6 +186,14 @@ impl RedisConfig {
     /// [`Connector::client`].
     pub fn connector(&self) -> Result<Connector, ConfigError> {
         let shown = crate::ship::redact_url(&self.url);
+        if self.url.starts_with("redis+cluster://") {
+            return Err(ConfigError::Redis {
+                url: shown,
+                reason: "Redis Cluster is not supported yet; give one server (redis://, \
+                         rediss://) or Redis Sentinel (redis+sentinel://)"
+                    .to_owned(),
+            });
+        }
         if let Some(rest) = self.url.strip_prefix(SENTINEL_SCHEME) {
             return SentinelTarget::parse(rest, self)
                 .map(|target| Connector::Sentinel(Arc::new(target)))
@@ -1239,6 +1247,16 @@ mod tests {
             ..RedisConfig::default()
         };
         assert!(matches!(config.connector(), Ok(Connector::Sentinel(_))));
+        let cluster = RedisConfig {
+            url: "redis+cluster://u:pw@h:7000,h:7001".to_owned(),
+            ..RedisConfig::default()
+        };
+        let error = cluster.connector().unwrap_err().to_string();
+        assert!(
+            error.contains("Redis Cluster is not supported yet"),
+            "{error}"
+        );
+        assert!(!error.contains("pw"), "{error}");
         config.tls_ca = Some(PathBuf::from("ca.pem"));
         let error = config.connector().unwrap_err().to_string();
         assert!(

@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod cluster;
 mod http;
 mod proxy;
 mod resp;
@@ -32,6 +33,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub use cluster::ClusterSet;
 pub use http::{http_get, http_get_with_token, WebhookSink};
 pub use proxy::FaultProxy;
 pub use resp::Reply;

@@ -134,3 +134,34 @@ fn restart_repairs_a_torn_transaction_instead_of_resurrecting_it() {
         Some("1")
     );
 }
+
+#[test]
+fn a_cluster_forms_and_routes_each_key_to_one_primary() {
+    let cluster = evstream_testkit::ClusterSet::start().unwrap();
+    assert_eq!(cluster.servers.len(), 6);
+    assert!(cluster.url().starts_with("redis+cluster://127.0.0.1:"));
+    // Keys with different hash tags live on different primaries; each is served by one.
+    let owner = cluster.primary_for("events:{0}").unwrap();
+    let reply = owner
+        .command(&["XADD", "events:{0}", "*", "k", "v"])
+        .unwrap();
+    assert!(matches!(reply, Reply::Bulk(Some(_))), "{reply:?}");
+    let moved = cluster
+        .servers
+        .iter()
+        .filter(|s| s.port() != owner.port())
+        .map(|s| s.command(&["XLEN", "events:{0}"]).unwrap())
+        .filter(|r| matches!(r, Reply::Error(e) if e.starts_with("MOVED")))
+        .count();
+    assert_eq!(moved, 5, "every other node redirects");
+    let mut primaries: Vec<u16> = ["events:{0}", "events:{1}", "events:{2}", "events:{3}"]
+        .iter()
+        .map(|key| cluster.primary_for(key).unwrap().port())
+        .collect();
+    primaries.sort_unstable();
+    primaries.dedup();
+    assert!(
+        primaries.len() >= 2,
+        "partitions spread over primaries: {primaries:?}"
+    );
+}

@@ -524,6 +524,29 @@ impl SentinelTarget {
     }
 }
 
+/// Names a connection (`CLIENT SETNAME`) so that `CLIENT LIST` tells operators which evstream
+/// process and role holds it: `evstream-ship:<producer_id>`,
+/// `evstream-consume:<group>:<consumer>`. Characters Redis refuses in a name (spaces,
+/// controls, non-ASCII) become `_`. Optional: a user without `client|setname` only loses the
+/// names.
+pub(crate) async fn name_connection(
+    connection: &mut redis::aio::MultiplexedConnection,
+    name: &str,
+) {
+    let name: String = name
+        .chars()
+        .map(|c| if c.is_ascii_graphic() { c } else { '_' })
+        .collect();
+    let named = redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg(&name)
+        .query_async::<()>(connection)
+        .await;
+    if let Err(error) = named {
+        tracing::debug!(%error, "CLIENT SETNAME refused; the connection stays unnamed");
+    }
+}
+
 /// Puts `password` into the URL's user information, percent-encoded.
 fn with_password(url: &str, password: &str) -> Result<String, String> {
     let (scheme, rest) = url

@@ -242,15 +242,6 @@ impl ConsumeKeys {
     }
 }
 
-/// The `CLIENT SETNAME` of a consumer's connections: `evstream-consume:<group>:<consumer>`,
-/// with every character Redis refuses in a name (spaces, controls, non-ASCII) as `_`.
-fn client_name(group: &str, consumer: &str) -> String {
-    format!("evstream-consume:{group}:{consumer}")
-        .chars()
-        .map(|c| if c.is_ascii_graphic() { c } else { '_' })
-        .collect()
-}
-
 /// The two connections of a running consumer.
 struct Session {
     /// Only for `XREADGROUP … BLOCK`.
@@ -569,18 +560,9 @@ impl<H: Handler> Consumer<H> {
                 .query_async::<i64>(&mut reader)
                 .await
                 .ok();
-            // Named, so that `CLIENT LIST` tells operators which consumer holds which
-            // connection. Optional: an ACL without `client|setname` only loses the names.
-            let name = client_name(&self.config.group, &self.name);
+            let name = format!("evstream-consume:{}:{}", self.config.group, self.name);
             for connection in [&mut reader, &mut writer] {
-                let named = redis::cmd("CLIENT")
-                    .arg("SETNAME")
-                    .arg(&name)
-                    .query_async::<()>(connection)
-                    .await;
-                if let Err(error) = named {
-                    tracing::debug!(%error, "CLIENT SETNAME refused; connections stay unnamed");
-                }
+                crate::config::name_connection(connection, &name).await;
             }
             redis::cmd("SCRIPT")
                 .arg("LOAD")

@@ -855,6 +855,11 @@ impl Shipper {
                 .await?
                 .get_multiplexed_async_connection_with_config(&config)
                 .await?;
+            crate::config::name_connection(
+                &mut connection,
+                &format!("evstream-ship:{}", self.settings.producer_id),
+            )
+            .await;
             // Load the script on every new connection: a restarted Redis has an empty cache.
             redis::cmd("SCRIPT")
                 .arg("LOAD")

@@ -572,3 +572,26 @@ fn a_sentinel_failover_while_publishing_loses_nothing_and_duplicates_nothing() {
     let (audit, misordered) = audit_ticks(&url, "events");
     assert_exactly_once(&audit, misordered, total);
 }
+
+/// Operators see which producer holds which connection in `CLIENT LIST`.
+#[test]
+fn the_shipper_names_its_connection_after_its_producer() {
+    let redis = RedisServer::start().unwrap();
+    let config = config(&redis.url(), "events");
+    let (publisher, receiver) = publish::channel(&config).unwrap();
+    let producer_id = publisher.producer_id().to_owned();
+    let shipper = ship::spawn(&config, receiver).unwrap();
+    publisher.publish("Tick", &tick(0, 0), "t0").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while shipper.health().shipped < 1 {
+        assert!(Instant::now() < deadline, "{:?}", shipper.health());
+        thread::sleep(Duration::from_millis(10));
+    }
+    let clients = redis.command(&["CLIENT", "LIST"]).unwrap();
+    let clients = clients.as_text().unwrap_or_default();
+    assert!(
+        clients.contains(&format!("name=evstream-ship:{producer_id} ")),
+        "{clients}"
+    );
+    drop(shipper);
+}

@@ -304,8 +304,8 @@ impl std::fmt::Debug for Connector {
 
 impl Connector {
     /// A client for the server to talk to now. For Sentinel, every call asks the sentinels
-    /// for the master and checks with `ROLE` that it is one, so a reconnection after a
-    /// failover reaches the new master.
+    /// for the master (and, where the user may run `ROLE`, checks that it is one), so a
+    /// reconnection after a failover reaches the new master.
     pub async fn client(&self) -> redis::RedisResult<redis::Client> {
         match self {
             Self::Fixed(client) => Ok((**client).clone()),

@@ -195,12 +195,33 @@ impl RedisConfig {
             });
         }
         if let Some(rest) = self.url.strip_prefix(SENTINEL_SCHEME) {
-            return SentinelTarget::parse(rest, self)
+            let password = self.password_from_file()?;
+            let tls = self.tls_ca.is_some() || self.tls_cert.is_some() || self.tls_key.is_some();
+            return SentinelTarget::parse(rest, password.as_deref(), tls)
                 .map(|target| Connector::Sentinel(Arc::new(target)))
                 .map_err(|reason| ConfigError::Redis { url: shown, reason });
         }
         self.single_client()
             .map(|client| Connector::Fixed(Box::new(client)))
+    }
+
+    /// The first line of `password_file`, if one is given; an empty one is an error.
+    fn password_from_file(&self) -> Result<Option<String>, ConfigError> {
+        let Some(path) = &self.password_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let password = text.lines().next().unwrap_or("").trim_end();
+        if password.is_empty() {
+            return Err(ConfigError::Redis {
+                url: crate::ship::redact_url(&self.url),
+                reason: format!("the password file {} is empty", path.display()),
+            });
+        }
+        Ok(Some(password.to_owned()))
     }
 
     fn single_client(&self) -> Result<redis::Client, ConfigError> {
@@ -210,19 +231,8 @@ impl RedisConfig {
             reason,
         };
         let mut url = self.url.clone();
-        if let Some(path) = &self.password_file {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.clone(),
-                source,
-            })?;
-            let password = text.lines().next().unwrap_or("").trim_end();
-            if password.is_empty() {
-                return Err(invalid(format!(
-                    "the password file {} is empty",
-                    path.display()
-                )));
-            }
-            url = with_password(&url, password).map_err(invalid)?;
+        if let Some(password) = self.password_from_file()? {
+            url = with_password(&url, &password).map_err(invalid)?;
         }
         let tls = self.url.starts_with("rediss://");
         let files = [&self.tls_ca, &self.tls_cert, &self.tls_key];
@@ -345,11 +355,12 @@ impl std::fmt::Debug for SentinelTarget {
 }
 
 impl SentinelTarget {
-    /// `rest` is the URL after `redis+sentinel://`.
-    fn parse(rest: &str, config: &RedisConfig) -> Result<Self, String> {
+    /// `rest` is the URL after `redis+sentinel://`; `password` the password file's, if any;
+    /// `tls` whether TLS files are given.
+    fn parse(rest: &str, password: Option<&str>, tls: bool) -> Result<Self, String> {
         let expected =
             "expected redis+sentinel://[user:password@]host:port[,host:port…]/master-name[/db]";
-        if config.tls_ca.is_some() || config.tls_cert.is_some() || config.tls_key.is_some() {
+        if tls {
             return Err(
                 "TLS with Sentinel is not supported yet; use rediss:// to one server".to_owned(),
             );
@@ -390,13 +401,7 @@ impl SentinelTarget {
             Some(userinfo) => format!("redis://{userinfo}@127.0.0.1:6379/{db}"),
             None => format!("redis://127.0.0.1:6379/{db}"),
         };
-        if let Some(path) = &config.password_file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read the password file {}: {e}", path.display()))?;
-            let password = text.lines().next().unwrap_or("").trim_end();
-            if password.is_empty() {
-                return Err(format!("the password file {} is empty", path.display()));
-            }
+        if let Some(password) = password {
             node_url = with_password(&node_url, password)?;
         }
         let info =
@@ -1217,11 +1222,7 @@ mod tests {
     use super::*;
 
     fn sentinel_target(url: &str) -> Result<SentinelTarget, String> {
-        let config = RedisConfig {
-            url: url.to_owned(),
-            ..RedisConfig::default()
-        };
-        SentinelTarget::parse(url.strip_prefix(SENTINEL_SCHEME).unwrap(), &config)
+        SentinelTarget::parse(url.strip_prefix(SENTINEL_SCHEME).unwrap(), None, false)
     }
 
     #[test]

@@ -98,6 +98,23 @@ fn config(url: String) -> Config {
     config
 }
 
+/// Waits until the shipper has shipped `expected` events (20 s at most), shuts it down, and
+/// checks that everything was shipped.
+fn ship_all(shipper: ship::ShipperHandle, expected: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while shipper.health().shipped < expected && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let health = shipper.health();
+    let report = shipper.shutdown(Duration::from_secs(5));
+    assert_eq!(
+        (report.shipped, report.undelivered),
+        (expected, 0),
+        "{report:?} {:?}",
+        health.last_error
+    );
+}
+
 /// Runs `args` as `user` and returns the error message, if the command was refused.
 fn refused(redis: &RedisServer, user: &str, password: &str, args: &[&str]) -> Option<String> {
     let mut connection = redis::Client::open(url(redis, user, password))
@@ -156,18 +173,7 @@ fn every_role_works_with_exactly_its_rules() {
             .unwrap();
     }
     drop(publisher);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while shipper.health().shipped < 400 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let health = shipper.health();
-    let report = shipper.shutdown(Duration::from_secs(5));
-    assert_eq!(
-        (report.shipped, report.undelivered),
-        (400, 0),
-        "{report:?} {:?}",
-        health.last_error
-    );
+    ship_all(shipper, 400);
     for forbidden in [
         &["XRANGE", "events", "-", "+"][..],
         &["DEL", "events"],
@@ -270,18 +276,7 @@ fn the_publisher_role_ships_through_sentinel_with_replica_acks() {
         publisher.publish("Tick", &n, "").unwrap();
     }
     drop(publisher);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while shipper.health().shipped < 500 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let health = shipper.health();
-    let report = shipper.shutdown(Duration::from_secs(5));
-    assert_eq!(
-        (report.shipped, report.undelivered),
-        (500, 0),
-        "{report:?} {:?}",
-        health.last_error
-    );
+    ship_all(shipper, 500);
     // On the replica too: `WAIT 1` confirmed every batch before it counted as shipped.
     let replica = &set.servers[1];
     let length = replica.command(&["XLEN", "events"]).unwrap();

@@ -49,6 +49,10 @@ pub(crate) struct GlobalArgs {
     /// ship.min_replicas_ack; default 0].
     #[arg(long, global = true, value_name = "K")]
     pub(crate) min_replicas_ack: Option<u32>,
+    /// Split the stream into P keys, <stream>:{0} … <stream>:{P-1}, by correlation id: for
+    /// Redis Cluster, one or two per primary [or redis.partitions; default: one key].
+    #[arg(long, global = true, value_name = "P")]
+    pub(crate) partitions: Option<u16>,
 }
 
 impl GlobalArgs {
@@ -82,6 +86,9 @@ impl GlobalArgs {
         }
         if let Some(k) = self.min_replicas_ack {
             config.ship.min_replicas_ack = k;
+        }
+        if let Some(p) = self.partitions {
+            config.redis.partitions = Some(p);
         }
         if let Some(stream) = &self.stream {
             anyhow::ensure!(!stream.is_empty(), "--stream must not be empty");

@@ -26,7 +26,8 @@ pub(crate) const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";
 /// What this process can report; absent parts are left out of `/health`.
 #[derive(Default, Clone)]
 pub(crate) struct Sources {
-    pub(crate) ops: Option<Arc<OpsState>>,
+    /// One ops loop per partition of the stream (one without partitions).
+    pub(crate) ops: Vec<Arc<OpsState>>,
     pub(crate) capture: Option<CaptureMonitor>,
     pub(crate) shipper: Option<ShipperMonitor>,
     pub(crate) consumer: Option<(String, Arc<ConsumeStats>)>,
@@ -47,13 +48,25 @@ impl Sources {
     }
 
     pub(crate) fn health(&self) -> Health {
-        let ops = self.ops.as_ref().map(|ops| ops.snapshot());
-        Health::assemble(
-            ops.as_ref(),
+        let mut snapshots = self.ops.iter().map(|ops| ops.snapshot());
+        let mut health = Health::assemble(
+            snapshots.next().as_ref(),
             self.capture.as_ref().map(CaptureMonitor::health),
             self.shipper.as_ref().map(ShipperMonitor::health),
             self.consumer.as_ref().map(|(_, stats)| stats.snapshot()),
-        )
+        );
+        // Further partitions: the worst status, and every reason naming its partition.
+        for (partition, ops) in snapshots.enumerate() {
+            let part = Health::assemble(Some(&ops), None, None, None);
+            health.status = health.status.max(part.status);
+            let partition = partition + 1;
+            health.reasons.extend(
+                part.reasons
+                    .into_iter()
+                    .map(|reason| format!("partition {partition}: {reason}")),
+            );
+        }
+        health
     }
 }
 

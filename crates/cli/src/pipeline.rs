@@ -116,28 +116,38 @@ impl Percentiles {
     }
 }
 
-/// Reads the whole stream back and checks it; `check` judges each payload.
+/// Reads the whole stream (every partition, each from the node holding it) back and checks
+/// it; `check` judges each payload.
 pub(crate) fn audit(
     config: &Config,
     url: &str,
-    check: impl FnMut(&StreamId, &[u8]) -> bool,
+    mut check: impl FnMut(&StreamId, &[u8]) -> bool,
 ) -> anyhow::Result<Audit> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime
-        .block_on(async {
-            let mut settings = config.redis.clone();
-            url.clone_into(&mut settings.url);
-            let client = settings.client()?;
-            let connection_config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
-            let mut connection = client
-                .get_multiplexed_async_connection_with_config(&connection_config)
-                .await?;
-            let audit = audit_stream(&mut connection, &config.redis.stream, 5000, check).await?;
-            Ok::<_, anyhow::Error>(audit)
-        })
-        .context("cannot read the stream back to audit it")
+    let mut total = Audit::default();
+    for part in config.partition_configs() {
+        let audit = runtime
+            .block_on(async {
+                let mut settings = part.redis.clone();
+                url.clone_into(&mut settings.url);
+                let client = settings.connector()?.client().await?;
+                let connection_config =
+                    redis::AsyncConnectionConfig::new().set_response_timeout(None);
+                let mut connection = client
+                    .get_multiplexed_async_connection_with_config(&connection_config)
+                    .await?;
+                let audit = audit_stream(&mut connection, &part.redis.stream, 5000, &mut check)
+                    .await?;
+                Ok::<_, anyhow::Error>(audit)
+            })
+            .with_context(|| {
+                format!("cannot read the stream {} back to audit it", part.redis.stream)
+            })?;
+        total.add_partition(audit);
+    }
+    Ok(total)
 }
 
 /// What a run measured, for the summaries.

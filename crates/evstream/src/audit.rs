@@ -28,21 +28,49 @@ pub struct Audit {
     pub producers: BTreeMap<String, ProducerAudit>,
 }
 
+impl Audit {
+    /// Adds the audit of another partition of the same stream. A producer numbers its events
+    /// per partition, so sequences are checked within each partition and the counts add up.
+    pub fn add_partition(&mut self, other: Audit) {
+        self.entries += other.entries;
+        self.duplicates += other.duplicates;
+        self.out_of_order += other.out_of_order;
+        self.corrupt += other.corrupt;
+        self.duplicate_event_ids += other.duplicate_event_ids;
+        for (producer, found) in other.producers {
+            match self.producers.entry(producer) {
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    slot.insert(found);
+                }
+                std::collections::btree_map::Entry::Occupied(mut slot) => {
+                    let mine = slot.get_mut();
+                    mine.distinct += found.distinct;
+                    mine.missing += found.missing;
+                    mine.first = mine.first.min(found.first);
+                    mine.last = mine.last.max(found.last);
+                }
+            }
+        }
+    }
+}
+
 /// The sequences of one producer found in the stream.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ProducerAudit {
     /// Distinct sequences found.
     pub distinct: u64,
-    /// Lowest sequence found.
+    /// Lowest sequence found (over all partitions).
     pub first: u64,
-    /// Highest sequence found.
+    /// Highest sequence found (over all partitions).
     pub last: u64,
+    /// Sequences missing between the lowest and the highest found, summed over partitions.
+    pub missing: u64,
 }
 
 impl ProducerAudit {
-    /// Sequences missing between `first` and `last`.
+    /// Sequences missing between the lowest and the highest found (in each partition).
     pub fn gaps(&self) -> u64 {
-        (self.last - self.first + 1).saturating_sub(self.distinct)
+        self.missing
     }
 }
 
@@ -98,10 +126,14 @@ pub async fn audit_stream(
         }
     }
     for (producer, (sequences, _)) in seen_sequences {
+        let first = sequences.iter().copied().min().unwrap_or(0);
+        let last = sequences.iter().copied().max().unwrap_or(0);
+        let distinct = sequences.len() as u64;
         let summary = ProducerAudit {
-            distinct: sequences.len() as u64,
-            first: sequences.iter().copied().min().unwrap_or(0),
-            last: sequences.iter().copied().max().unwrap_or(0),
+            distinct,
+            first,
+            last,
+            missing: (last - first + 1).saturating_sub(distinct),
         };
         audit.producers.insert(producer, summary);
     }

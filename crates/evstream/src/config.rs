@@ -7,6 +7,7 @@
 //! [redis]
 //! url = "redis://127.0.0.1:6379"   # overridden by --redis-url / EVSTREAM_REDIS_URL
 //! stream = "events"                # overridden by --stream
+//! partitions = 6                   # events:{0} … events:{5}; default: one key, events
 //!
 //! [ring]
 //! capacity = 65536          # slots, a power of two
@@ -128,7 +129,26 @@ impl Config {
         self.ship.validate()?;
         self.consume.validate()?;
         self.ops.validate()?;
+        self.redis.validate()?;
         self.producer.validate()
+    }
+
+    /// One configuration per partition of the stream: the same settings with `redis.stream`
+    /// set to the partition's key (`<stream>:{p}`) and no partitions of its own, so every key
+    /// derived from it (dead letters, marks, group counters, analysis) carries the
+    /// partition's hash tag and lives in its Redis Cluster slot. Without `redis.partitions`,
+    /// this configuration alone.
+    pub fn partition_configs(&self) -> Vec<Config> {
+        self.redis
+            .stream_keys()
+            .into_iter()
+            .map(|stream| {
+                let mut config = self.clone();
+                config.redis.stream = stream;
+                config.redis.partitions = None;
+                config
+            })
+            .collect()
     }
 }
 
@@ -143,6 +163,11 @@ pub struct RedisConfig {
     pub url: String,
     /// Stream key. Default `events`.
     pub stream: String,
+    /// Split the stream into this many keys, `<stream>:{0}` … `<stream>:{P-1}` (1 to 1,024),
+    /// each event's chosen by a hash of its correlation id, so an order's events stay in one
+    /// partition and in order. For Redis Cluster, where one key lives on one primary: the
+    /// partitions spread over the primaries. Default: none, one key named `stream`.
+    pub partitions: Option<u16>,
     /// A file holding the password (its first line), used instead of one in the URL, so the
     /// secret is in neither the command line nor the configuration file. Default: none.
     pub password_file: Option<PathBuf>,
@@ -160,6 +185,7 @@ impl Default for RedisConfig {
         Self {
             url: DEFAULT_REDIS_URL.to_owned(),
             stream: DEFAULT_STREAM.to_owned(),
+            partitions: None,
             password_file: None,
             tls_ca: None,
             tls_cert: None,
@@ -169,6 +195,39 @@ impl Default for RedisConfig {
 }
 
 impl RedisConfig {
+    /// The stream's keys: `stream` alone, or one per partition.
+    pub fn stream_keys(&self) -> Vec<String> {
+        match self.partitions {
+            None => vec![self.stream.clone()],
+            Some(count) => (0..count)
+                .map(|p| partition_key(&self.stream, p))
+                .collect(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let Some(count) = self.partitions else {
+            return Ok(());
+        };
+        if !(1..=MAX_PARTITIONS).contains(&count) {
+            return Err(ConfigError::Invalid {
+                field: "redis.partitions",
+                value: count.to_string(),
+                reason: "must be between 1 and 1024; one or two per Redis Cluster primary is \
+                         a good start",
+            });
+        }
+        if self.stream.contains('{') || self.stream.contains('}') {
+            return Err(ConfigError::Invalid {
+                field: "redis.stream",
+                value: self.stream.clone(),
+                reason: "a partitioned stream's name must not hold { or }: the partitions' \
+                         hash tags would all be the name's, one cluster slot for all",
+            });
+        }
+        Ok(())
+    }
+
     /// A client for this server: the URL with the password file's secret, and TLS with the
     /// given CA and client certificate. TLS files with a plain `redis://` URL are an error,
     /// never a silent plain-text connection. With a `redis+sentinel://` URL, the sentinels
@@ -177,26 +236,29 @@ impl RedisConfig {
     pub fn client(&self) -> Result<redis::Client, ConfigError> {
         match self.connector()? {
             Connector::Fixed(client) => Ok(*client),
-            Connector::Sentinel(sentinel) => sentinel.master_blocking(),
+            connector => connector.client_blocking(),
         }
     }
 
-    /// What opens connections to this server, following a Sentinel failover: for a single
-    /// node, one client; for `redis+sentinel://`, the sentinels, asked at every call of
-    /// [`Connector::client`].
+    /// What opens connections to this server, following a failover: for a single node, one
+    /// client; for `redis+sentinel://`, the sentinels, asked at every call of
+    /// [`Connector::client`]; for `redis+cluster://`, the cluster's nodes, asked at every
+    /// call which primary holds the slot of `stream` (this configuration's key: a
+    /// partition's, see [`Config::partition_configs`]).
     pub fn connector(&self) -> Result<Connector, ConfigError> {
         let shown = crate::ship::redact_url(&self.url);
-        if self.url.starts_with("redis+cluster://") {
-            return Err(ConfigError::Redis {
-                url: shown,
-                reason: "Redis Cluster is not supported yet; give one server (redis://, \
-                         rediss://) or Redis Sentinel (redis+sentinel://)"
-                    .to_owned(),
-            });
+        let tls = self.tls_ca.is_some() || self.tls_cert.is_some() || self.tls_key.is_some();
+        if let Some(rest) = self.url.strip_prefix(CLUSTER_SCHEME) {
+            let password = self.password_from_file()?;
+            return ClusterTarget::parse(rest, password.as_deref(), tls)
+                .map(|target| Connector::Cluster {
+                    target: Arc::new(target),
+                    key: self.stream.clone(),
+                })
+                .map_err(|reason| ConfigError::Redis { url: shown, reason });
         }
         if let Some(rest) = self.url.strip_prefix(SENTINEL_SCHEME) {
             let password = self.password_from_file()?;
-            let tls = self.tls_ca.is_some() || self.tls_cert.is_some() || self.tls_key.is_some();
             return SentinelTarget::parse(rest, password.as_deref(), tls)
                 .map(|target| Connector::Sentinel(Arc::new(target)))
                 .map_err(|reason| ConfigError::Redis { url: shown, reason });
@@ -252,7 +314,8 @@ impl RedisConfig {
         let unusable = |e: redis::RedisError| {
             invalid(format!(
                 "{e} (expected redis://[user:password@]host:port[/db], rediss://… for TLS, \
-                 or redis+sentinel://[user:password@]host:port[,host:port…]/master-name)"
+                 redis+sentinel://[user:password@]host:port[,host:port…]/master-name, or \
+                 redis+cluster://[user:password@]host:port[,host:port…])"
             ))
         };
         if !tls {
@@ -286,9 +349,64 @@ impl RedisConfig {
 }
 
 const SENTINEL_SCHEME: &str = "redis+sentinel://";
+const CLUSTER_SCHEME: &str = "redis+cluster://";
 
-/// How long one sentinel, and then the master it names, may take to answer.
-const SENTINEL_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long one sentinel or cluster node, and then the server it names, may take to answer.
+const LOOKUP_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Most partitions a stream may have.
+const MAX_PARTITIONS: u16 = 1024;
+
+/// The key of partition `p` of `stream`: `<stream>:{p}`. The braces are a Redis Cluster hash
+/// tag: keys derived from it by appending (`<stream>:{p}:dlq`, `…:hwm:<producer>`) hash to
+/// the same slot, so one script or transaction may touch them together.
+pub fn partition_key(stream: &str, partition: u16) -> String {
+    format!("{stream}:{{{partition}}}")
+}
+
+/// The partition of `<stream>` an event with this correlation id goes to, of `count`: FNV-1a
+/// of the id, so every process agrees and one order's events share a partition. Events
+/// without a correlation id go to partition 0.
+pub fn partition_of(correlation_id: &str, count: usize) -> usize {
+    if count <= 1 || correlation_id.is_empty() {
+        return 0;
+    }
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in correlation_id.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash % count as u64) as usize
+}
+
+/// The Redis Cluster slot of `key`: CRC16 (XMODEM) of its hash tag (the text between the first
+/// `{` and the next `}`, when not empty) or of the whole key, modulo 16,384, as the cluster
+/// specification defines it. Written here because the redis crate's own sits behind its
+/// `cluster` feature, which brings a cluster client evstream does not use.
+pub fn key_slot(key: &str) -> u16 {
+    let key = key.as_bytes();
+    let hashed = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let tag = &key[open + 1..];
+            let close = tag.iter().position(|&b| b == b'}')?;
+            (close > 0).then(|| &tag[..close])
+        })
+        .unwrap_or(key);
+    let mut crc: u16 = 0;
+    for &byte in hashed {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16_384
+}
 
 /// Opens clients for the configured Redis; see [`RedisConfig::connector`].
 #[derive(Clone)]
@@ -297,6 +415,13 @@ pub enum Connector {
     Fixed(Box<redis::Client>),
     /// The master that Redis Sentinel names at the time of the call.
     Sentinel(Arc<SentinelTarget>),
+    /// The Redis Cluster primary that holds `key`'s slot at the time of the call.
+    Cluster {
+        /// The cluster's seed nodes and credentials.
+        target: Arc<ClusterTarget>,
+        /// The key whose slot decides the node (a stream partition's key).
+        key: String,
+    },
 }
 
 impl std::fmt::Debug for Connector {
@@ -305,8 +430,13 @@ impl std::fmt::Debug for Connector {
             Self::Fixed(_) => f.write_str("Connector::Fixed"),
             Self::Sentinel(target) => f
                 .debug_struct("Connector::Sentinel")
-                .field("sentinels", &target.sentinels)
+                .field("sentinels", &target.hosts)
                 .field("master", &target.master)
+                .finish(),
+            Self::Cluster { target, key } => f
+                .debug_struct("Connector::Cluster")
+                .field("nodes", &target.hosts)
+                .field("key", key)
                 .finish(),
         }
     }
@@ -314,29 +444,216 @@ impl std::fmt::Debug for Connector {
 
 impl Connector {
     /// A client for the server to talk to now. For Sentinel, every call asks the sentinels
-    /// for the master (and, where the user may run `ROLE`, checks that it is one), so a
-    /// reconnection after a failover reaches the new master.
+    /// for the master; for Cluster, the nodes for the primary of the key's slot; either way
+    /// (where the user may run `ROLE`) it checks that the server is a master, so a
+    /// reconnection after a failover reaches the new one.
     pub async fn client(&self) -> redis::RedisResult<redis::Client> {
         match self {
             Self::Fixed(client) => Ok((**client).clone()),
             Self::Sentinel(target) => target.master().await,
+            Self::Cluster { target, key } => target.primary_for(key).await,
         }
     }
 
-    /// How long [`client`](Self::client) may take before any server is reached: for
-    /// Sentinel, every sentinel silent; add it to a connection deadline.
+    /// How long [`client`](Self::client) may take before any server is reached: every
+    /// sentinel or seed node silent; add it to a connection deadline.
     pub fn lookup_budget(&self) -> Duration {
         match self {
             Self::Fixed(_) => Duration::ZERO,
             Self::Sentinel(target) => target.lookup_budget(),
+            Self::Cluster { target, .. } => target.lookup_budget(),
         }
     }
+
+    /// [`client`](Self::client) for callers without a runtime, on a thread of its own (a
+    /// runtime cannot be started inside another one's `block_on`).
+    fn client_blocking(&self) -> Result<redis::Client, ConfigError> {
+        let found = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(redis::RedisError::from)?
+                        .block_on(self.client())
+                })
+                .join()
+                .unwrap_or_else(|_| {
+                    Err(redis::RedisError::from(std::io::Error::other(
+                        "the server lookup panicked",
+                    )))
+                })
+        });
+        found.map_err(|e| match self {
+            Self::Sentinel(target) => ConfigError::Redis {
+                url: format!("redis+sentinel://{}/{}", target.hosts.join(","), target.master),
+                reason: format!(
+                    "no sentinel named a reachable master '{}': {e}; check that the sentinels \
+                     run and monitor this name (SENTINEL MASTERS)",
+                    target.master
+                ),
+            },
+            Self::Cluster { target, key } => ConfigError::Redis {
+                url: format!("redis+cluster://{}", target.hosts.join(",")),
+                reason: format!(
+                    "no cluster node named a reachable primary for {key} (slot {}): {e}; check \
+                     that the nodes run and report cluster_state:ok (CLUSTER INFO)",
+                    key_slot(key)
+                ),
+            },
+            Self::Fixed(_) => ConfigError::Redis {
+                url: String::new(),
+                reason: e.to_string(),
+            },
+        })
+    }
+
+    /// Whether an error means the server is no longer the one to write to: the connection
+    /// broke, a failover demoted it (`READONLY`), or a Redis Cluster moved the slot or is
+    /// between owners (`MOVED`, `ASK`, `CLUSTERDOWN`, `TRYAGAIN`, `MASTERDOWN`). The caller
+    /// drops the connection and asks [`client`](Self::client) again.
+    pub fn calls_for_new_server(error: &redis::RedisError) -> bool {
+        error.is_io_error()
+            || error.is_connection_dropped()
+            || error.is_connection_refusal()
+            || matches!(
+                error.code(),
+                Some("READONLY" | "MOVED" | "ASK" | "CLUSTERDOWN" | "TRYAGAIN" | "MASTERDOWN")
+            )
+    }
+}
+
+/// `[user:password@]host:port[,host:port…]` then, for Sentinel, `/path`: the hosts, the user
+/// information and the path (without its `/`). The user information ends at the last `@` (a
+/// password may hold `/`, `@`, `,`).
+fn split_hosts<'a>(
+    rest: &'a str,
+    what: &str,
+    expected: &str,
+) -> Result<(Vec<String>, Option<&'a str>, Option<&'a str>), String> {
+    let (userinfo, after) = match rest.rsplit_once('@') {
+        Some((userinfo, after)) => (Some(userinfo), after),
+        None => (None, rest),
+    };
+    let (hosts, path) = match after.split_once('/') {
+        Some((hosts, path)) => (hosts, Some(path)),
+        None => (after, None),
+    };
+    let hosts = hosts
+        .split(',')
+        .map(|host| {
+            let (name, port) = host
+                .rsplit_once(':')
+                .ok_or_else(|| format!("{what} '{host}' has no port; {expected}"))?;
+            if name.is_empty() || port.parse::<u16>().is_err() {
+                return Err(format!("{what} '{host}' is not host:port; {expected}"));
+            }
+            Ok(host.to_owned())
+        })
+        .collect::<Result<_, String>>()?;
+    Ok((hosts, userinfo, path))
+}
+
+/// The servers' user, password and database, read by the redis crate from an equivalent
+/// single-node URL.
+fn node_settings(
+    userinfo: Option<&str>,
+    password: Option<&str>,
+    db: &str,
+    expected: &str,
+) -> Result<redis::RedisConnectionInfo, String> {
+    let mut node_url = match userinfo {
+        Some(userinfo) => format!("redis://{userinfo}@127.0.0.1:6379/{db}"),
+        None => format!("redis://127.0.0.1:6379/{db}"),
+    };
+    if let Some(password) = password {
+        node_url = with_password(&node_url, password)?;
+    }
+    let info = redis::IntoConnectionInfo::into_connection_info(node_url.as_str()).map_err(|_| {
+        format!("the user or password cannot be used (percent-encode them); {expected}")
+    })?;
+    Ok(info.redis_settings().clone())
+}
+
+/// A client for `host:port` with `settings`, and a connection to it with lookup deadlines.
+async fn open_node(
+    address: redis::ConnectionAddr,
+    settings: &redis::RedisConnectionInfo,
+) -> redis::RedisResult<(redis::Client, redis::aio::MultiplexedConnection)> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(LOOKUP_TIMEOUT))
+        .set_response_timeout(Some(LOOKUP_TIMEOUT));
+    let info = redis::IntoConnectionInfo::into_connection_info(address)?
+        .set_redis_settings(settings.clone());
+    let client = redis::Client::open(info)?;
+    let connection = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    Ok((client, connection))
+}
+
+/// Checks with `ROLE` that the server is a master; `named_by` says who named it.
+async fn check_master(
+    client: redis::Client,
+    mut connection: redis::aio::MultiplexedConnection,
+    named_by: &str,
+) -> redis::RedisResult<redis::Client> {
+    let role = redis::cmd("ROLE")
+        .query_async::<Vec<redis::Value>>(&mut connection)
+        .await;
+    match role {
+        Ok(role) => match role.first() {
+            Some(redis::Value::BulkString(role)) if role == b"master" => Ok(client),
+            _ => Err(redis::RedisError::from(std::io::Error::other(format!(
+                "{named_by} named a server that is not (or no longer) a master"
+            )))),
+        },
+        // A user without `+role` (the minimal roles of docs/security.md): take the word of
+        // who named it; a demoted master still answers writes with READONLY (a moved slot
+        // with MOVED), which makes the caller look again.
+        Err(error) if error.code() == Some("NOPERM") => Ok(client),
+        Err(error) => Err(error),
+    }
+}
+
+/// Asks `hosts` in turn, the one that answered last first, each within the lookup deadline,
+/// and returns the first good answer. A silent host costs one timeout, not the whole lookup.
+async fn ask_each<'a, F, Fut>(
+    hosts: &'a [String],
+    preferred: &AtomicUsize,
+    what: &str,
+    ask: F,
+) -> redis::RedisResult<redis::Client>
+where
+    F: Fn(&'a str) -> Fut,
+    Fut: std::future::Future<Output = redis::RedisResult<redis::Client>>,
+{
+    let count = hosts.len();
+    let first = preferred.load(Ordering::Relaxed) % count;
+    let mut last_error = None;
+    for index in (0..count).map(|i| (first + i) % count) {
+        match tokio::time::timeout(LOOKUP_TIMEOUT * 2, ask(&hosts[index])).await {
+            Ok(Ok(client)) => {
+                preferred.store(index, Ordering::Relaxed);
+                return Ok(client);
+            }
+            Ok(Err(error)) => last_error = Some(error),
+            Err(_) => {
+                last_error = Some(redis::RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("{what} {} did not answer in time", hosts[index]),
+                )))
+            }
+        }
+    }
+    Err(last_error
+        .unwrap_or_else(|| redis::RedisError::from(std::io::Error::other("no host configured"))))
 }
 
 /// A parsed `redis+sentinel://` URL.
 pub struct SentinelTarget {
     /// `host:port` of each sentinel.
-    sentinels: Vec<String>,
+    hosts: Vec<String>,
     /// The name the sentinels monitor the master under.
     master: String,
     /// The master's user, password and database.
@@ -348,7 +665,7 @@ pub struct SentinelTarget {
 impl std::fmt::Debug for SentinelTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SentinelTarget")
-            .field("sentinels", &self.sentinels)
+            .field("sentinels", &self.hosts)
             .field("master", &self.master)
             .finish_non_exhaustive()
     }
@@ -365,27 +682,8 @@ impl SentinelTarget {
                 "TLS with Sentinel is not supported yet; use rediss:// to one server".to_owned(),
             );
         }
-        // The user information ends at the last `@` (a password may hold `/`, `@`, `,`);
-        // the sentinels at the first `/` after it.
-        let (userinfo, after) = match rest.rsplit_once('@') {
-            Some((userinfo, after)) => (Some(userinfo), after),
-            None => (None, rest),
-        };
-        let (hosts, path) = after
-            .split_once('/')
-            .ok_or_else(|| format!("no master name; {expected}"))?;
-        let sentinels: Vec<String> = hosts
-            .split(',')
-            .map(|host| {
-                let (name, port) = host
-                    .rsplit_once(':')
-                    .ok_or_else(|| format!("sentinel '{host}' has no port; {expected}"))?;
-                if name.is_empty() || port.parse::<u16>().is_err() {
-                    return Err(format!("sentinel '{host}' is not host:port; {expected}"));
-                }
-                Ok(host.to_owned())
-            })
-            .collect::<Result<_, String>>()?;
+        let (hosts, userinfo, path) = split_hosts(rest, "sentinel", expected)?;
+        let path = path.ok_or_else(|| format!("no master name; {expected}"))?;
         let (master, db) = match path.split_once('/') {
             Some((master, db)) => (master, db),
             None => (path, ""),
@@ -396,60 +694,28 @@ impl SentinelTarget {
         if !db.is_empty() && db.parse::<u32>().is_err() {
             return Err(format!("database '{db}' is not a number; {expected}"));
         }
-        // The master's settings, read by the redis crate from an equivalent single-node URL.
-        let mut node_url = match userinfo {
-            Some(userinfo) => format!("redis://{userinfo}@127.0.0.1:6379/{db}"),
-            None => format!("redis://127.0.0.1:6379/{db}"),
-        };
-        if let Some(password) = password {
-            node_url = with_password(&node_url, password)?;
-        }
-        let info =
-            redis::IntoConnectionInfo::into_connection_info(node_url.as_str()).map_err(|_| {
-                format!("the user or password cannot be used (percent-encode them); {expected}")
-            })?;
         Ok(Self {
-            sentinels,
+            hosts,
             master: master.to_owned(),
-            node: info.redis_settings().clone(),
+            node: node_settings(userinfo, password, db, expected)?,
             preferred: AtomicUsize::new(0),
         })
     }
 
-    /// Asks the sentinels, the one that answered last time first, each within
-    /// `SENTINEL_TIMEOUT`, for the master's address, and checks with `ROLE` that the server
-    /// there is a master (a sentinel's view can lag a failover). A silent sentinel costs one
-    /// timeout, not the whole lookup.
+    /// Asks the sentinels for the master's address, and checks with `ROLE` that the server
+    /// there is a master (a sentinel's view can lag a failover).
     async fn master(&self) -> redis::RedisResult<redis::Client> {
-        let count = self.sentinels.len();
-        let first = self.preferred.load(Ordering::Relaxed) % count;
-        let mut last_error = None;
-        for index in (0..count).map(|i| (first + i) % count) {
-            match tokio::time::timeout(SENTINEL_TIMEOUT * 2, self.ask(&self.sentinels[index])).await
-            {
-                Ok(Ok(client)) => {
-                    self.preferred.store(index, Ordering::Relaxed);
-                    return Ok(client);
-                }
-                Ok(Err(error)) => last_error = Some(error),
-                Err(_) => {
-                    last_error = Some(redis::RedisError::from(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("sentinel {} did not answer in time", self.sentinels[index]),
-                    )))
-                }
-            }
-        }
-        Err(last_error.unwrap_or_else(|| {
-            redis::RedisError::from(std::io::Error::other("no sentinel configured"))
-        }))
+        ask_each(&self.hosts, &self.preferred, "sentinel", |sentinel| {
+            self.ask(sentinel)
+        })
+        .await
     }
 
     /// One sentinel's answer, checked.
     async fn ask(&self, sentinel: &str) -> redis::RedisResult<redis::Client> {
         let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(SENTINEL_TIMEOUT))
-            .set_response_timeout(Some(SENTINEL_TIMEOUT));
+            .set_connection_timeout(Some(LOOKUP_TIMEOUT))
+            .set_response_timeout(Some(LOOKUP_TIMEOUT));
         let mut connection = redis::Client::open(format!("redis://{sentinel}"))?
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
@@ -464,69 +730,133 @@ impl SentinelTarget {
                 self.master
             ))));
         };
-        let info = redis::IntoConnectionInfo::into_connection_info(redis::ConnectionAddr::Tcp(
-            host, port,
-        ))?
-        .set_redis_settings(self.node.clone());
-        let client = redis::Client::open(info)?;
-        let mut master = client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
-        let role = redis::cmd("ROLE")
-            .query_async::<Vec<redis::Value>>(&mut master)
-            .await;
-        match role {
-            Ok(role) => match role.first() {
-                Some(redis::Value::BulkString(role)) if role == b"master" => Ok(client),
-                _ => Err(redis::RedisError::from(std::io::Error::other(format!(
-                    "sentinel {sentinel} named a server that is not (or no longer) a master"
-                )))),
-            },
-            // A user without `+role` (the minimal roles of docs/security.md): take the
-            // sentinel's word; a demoted master still answers writes with READONLY, which
-            // makes the caller look again.
-            Err(error) if error.code() == Some("NOPERM") => Ok(client),
-            Err(error) => Err(error),
-        }
-    }
-
-    /// [`master`](Self::master) for callers without a runtime, on a thread of its own (a
-    /// runtime cannot be started inside another one's `block_on`).
-    fn master_blocking(&self) -> Result<redis::Client, ConfigError> {
-        let found = std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .map_err(redis::RedisError::from)?
-                        .block_on(self.master())
-                })
-                .join()
-                .unwrap_or_else(|_| {
-                    Err(redis::RedisError::from(std::io::Error::other(
-                        "the sentinel lookup panicked",
-                    )))
-                })
-        });
-        found.map_err(|e| ConfigError::Redis {
-            url: format!(
-                "redis+sentinel://{}/{}",
-                self.sentinels.join(","),
-                self.master
-            ),
-            reason: format!(
-                "no sentinel named a reachable master '{}': {e}; check that the sentinels run \
-                 and monitor this name (SENTINEL MASTERS)",
-                self.master
-            ),
-        })
+        let (client, master) = open_node(redis::ConnectionAddr::Tcp(host, port), &self.node).await?;
+        check_master(client, master, &format!("sentinel {sentinel}")).await
     }
 
     /// The longest a lookup takes when every sentinel is silent.
     fn lookup_budget(&self) -> Duration {
-        SENTINEL_TIMEOUT * 2 * self.sentinels.len() as u32
+        LOOKUP_TIMEOUT * 2 * self.hosts.len() as u32
     }
+}
+
+/// A parsed `redis+cluster://` URL: seed nodes and the credentials every node shares.
+pub struct ClusterTarget {
+    /// `host:port` of each seed node.
+    hosts: Vec<String>,
+    /// The nodes' user and password.
+    node: redis::RedisConnectionInfo,
+    /// The node that answered last, asked first next time.
+    preferred: AtomicUsize,
+}
+
+impl std::fmt::Debug for ClusterTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterTarget")
+            .field("nodes", &self.hosts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterTarget {
+    /// `rest` is the URL after `redis+cluster://`; `password` the password file's, if any;
+    /// `tls` whether TLS files are given.
+    fn parse(rest: &str, password: Option<&str>, tls: bool) -> Result<Self, String> {
+        let expected = "expected redis+cluster://[user:password@]host:port[,host:port…]";
+        if tls {
+            return Err(
+                "TLS with Redis Cluster is not supported yet; use rediss:// to one server"
+                    .to_owned(),
+            );
+        }
+        let (hosts, userinfo, path) = split_hosts(rest, "cluster node", expected)?;
+        if path.is_some_and(|p| !p.is_empty() && p != "0") {
+            return Err(format!(
+                "a Redis Cluster has only database 0; remove the path; {expected}"
+            ));
+        }
+        Ok(Self {
+            hosts,
+            node: node_settings(userinfo, password, "", expected)?,
+            preferred: AtomicUsize::new(0),
+        })
+    }
+
+    /// Asks the nodes which primary holds `key`'s slot (`CLUSTER SLOTS`), and checks with
+    /// `ROLE` that it is one (a node's view can lag a failover).
+    async fn primary_for(&self, key: &str) -> redis::RedisResult<redis::Client> {
+        let slot = key_slot(key);
+        ask_each(&self.hosts, &self.preferred, "cluster node", |node| {
+            self.ask(node, slot)
+        })
+        .await
+    }
+
+    /// One node's answer, checked.
+    async fn ask(&self, node: &str, slot: u16) -> redis::RedisResult<redis::Client> {
+        let (host, port) = node
+            .rsplit_once(':')
+            .and_then(|(host, port)| Some((host.to_owned(), port.parse::<u16>().ok()?)))
+            .ok_or_else(|| redis::RedisError::from(std::io::Error::other("bad node address")))?;
+        let (_, mut connection) =
+            open_node(redis::ConnectionAddr::Tcp(host.clone(), port), &self.node).await?;
+        let slots: Vec<redis::Value> = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query_async(&mut connection)
+            .await?;
+        let (primary_host, primary_port) = primary_of_slot(&slots, slot).ok_or_else(|| {
+            redis::RedisError::from(std::io::Error::other(format!(
+                "cluster node {node} knows no primary for slot {slot} (is every slot covered? \
+                 CLUSTER INFO)"
+            )))
+        })?;
+        // An empty or `?` host means "the address you reached me at".
+        let primary_host = if primary_host.is_empty() || primary_host == "?" {
+            host
+        } else {
+            primary_host
+        };
+        let (client, primary) = open_node(
+            redis::ConnectionAddr::Tcp(primary_host, primary_port),
+            &self.node,
+        )
+        .await?;
+        check_master(client, primary, &format!("cluster node {node}")).await
+    }
+
+    /// The longest a lookup takes when every seed node is silent.
+    fn lookup_budget(&self) -> Duration {
+        LOOKUP_TIMEOUT * 2 * self.hosts.len() as u32
+    }
+}
+
+/// The primary's `(host, port)` for `slot` in a `CLUSTER SLOTS` reply: ranges of
+/// `[start, end, [host, port, id, …], replicas…]`.
+fn primary_of_slot(ranges: &[redis::Value], slot: u16) -> Option<(String, u16)> {
+    use redis::Value;
+    let int = |value: &Value| match value {
+        Value::Int(n) => Some(*n),
+        _ => None,
+    };
+    ranges.iter().find_map(|range| {
+        let Value::Array(range) = range else {
+            return None;
+        };
+        let (start, end) = (int(range.first()?)?, int(range.get(1)?)?);
+        if !(start..=end).contains(&i64::from(slot)) {
+            return None;
+        }
+        let Value::Array(primary) = range.get(2)? else {
+            return None;
+        };
+        let host = match primary.first()? {
+            Value::BulkString(host) => String::from_utf8_lossy(host).into_owned(),
+            Value::SimpleString(host) => host.clone(),
+            _ => return None,
+        };
+        let port = u16::try_from(int(primary.get(1)?)?).ok()?;
+        Some((host, port))
+    })
 }
 
 /// Names a connection (`CLIENT SETNAME`) so that `CLIENT LIST` tells operators which evstream
@@ -1230,11 +1560,11 @@ mod tests {
         let target =
             sentinel_target("redis+sentinel://app:pw@10.0.0.1:26379,10.0.0.2:26380/main/2")
                 .unwrap();
-        assert_eq!(target.sentinels, ["10.0.0.1:26379", "10.0.0.2:26380"]);
+        assert_eq!(target.hosts, ["10.0.0.1:26379", "10.0.0.2:26380"]);
         assert_eq!(target.master, "main");
         let target = sentinel_target("redis+sentinel://h:26379/main").unwrap();
         assert_eq!(
-            (target.sentinels.len(), target.master.as_str()),
+            (target.hosts.len(), target.master.as_str()),
             (1, "main")
         );
         // A password holding `/`, `@` or `,` is split right, refused unless percent-encoded
@@ -1245,7 +1575,7 @@ mod tests {
         assert!(error.contains("percent-encode"), "{error}");
         assert!(!error.contains("p/a"), "{error}");
         let target = sentinel_target("redis+sentinel://app:p%2Fa%40s%2Cs@h:26379/main").unwrap();
-        assert_eq!(target.sentinels, ["h:26379"]);
+        assert_eq!(target.hosts, ["h:26379"]);
         assert_eq!(target.node.password(), Some("p/a@s,s"));
         for (url, complaint) in [
             ("redis+sentinel://h:26379", "no master name"),
@@ -1271,16 +1601,6 @@ mod tests {
             ..RedisConfig::default()
         };
         assert!(matches!(config.connector(), Ok(Connector::Sentinel(_))));
-        let cluster = RedisConfig {
-            url: "redis+cluster://u:pw@h:7000,h:7001".to_owned(),
-            ..RedisConfig::default()
-        };
-        let error = cluster.connector().unwrap_err().to_string();
-        assert!(
-            error.contains("Redis Cluster is not supported yet"),
-            "{error}"
-        );
-        assert!(!error.contains("pw"), "{error}");
         config.tls_ca = Some(PathBuf::from("ca.pem"));
         let error = config.connector().unwrap_err().to_string();
         assert!(
@@ -1294,6 +1614,94 @@ mod tests {
             error.contains("no sentinel named a reachable master 'main'"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn cluster_urls_name_the_nodes_and_route_by_the_partition_key() {
+        let mut config = RedisConfig {
+            url: "redis+cluster://u:p%2Fw@10.0.0.1:7000,10.0.0.2:7001".to_owned(),
+            stream: "events:{3}".to_owned(),
+            ..RedisConfig::default()
+        };
+        match config.connector() {
+            Ok(Connector::Cluster { target, key }) => {
+                assert_eq!(target.hosts, ["10.0.0.1:7000", "10.0.0.2:7001"]);
+                assert_eq!(key, "events:{3}");
+                assert_eq!(target.node.password.as_deref(), Some("p/w"));
+            }
+            other => panic!("{other:?}"),
+        }
+        for (url, expected) in [
+            ("redis+cluster://h", "has no port"),
+            ("redis+cluster://h:x", "is not host:port"),
+            ("redis+cluster://h:7000/2", "only database 0"),
+        ] {
+            config.url = url.to_owned();
+            let error = config.connector().unwrap_err().to_string();
+            assert!(error.contains(expected), "{url}: {error}");
+        }
+        config.url = "redis+cluster://u:secret@h:7000".to_owned();
+        config.tls_ca = Some(PathBuf::from("ca.pem"));
+        let error = config.connector().unwrap_err().to_string();
+        assert!(error.contains("TLS with Redis Cluster"), "{error}");
+        assert!(!error.contains("secret"), "{error}");
+        // Nobody listens on port 1: a clear error naming the key and its slot, not a hang.
+        config.tls_ca = None;
+        config.url = "redis+cluster://127.0.0.1:1".to_owned();
+        let error = config.client().unwrap_err().to_string();
+        assert!(
+            error.contains("no cluster node named a reachable primary for events:{3} (slot"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn key_slots_follow_the_cluster_specification() {
+        // Values from `CLUSTER KEYSLOT` of Redis 7.0.
+        assert_eq!(key_slot("foo"), 12_182);
+        assert_eq!(key_slot("bar"), 5_061);
+        assert_eq!(key_slot(""), 0);
+        // The hash tag decides: every key of a partition shares its slot.
+        assert_eq!(key_slot("events:{3}"), key_slot("3"));
+        assert_eq!(key_slot("events:{3}:dlq"), key_slot("events:{3}"));
+        assert_eq!(key_slot("events:{3}:hwm:p1"), key_slot("events:{3}"));
+        // The first tag only; an empty tag is no tag (the specification's examples).
+        assert_eq!(key_slot("foo{bar}{zap}"), 5_061);
+        assert_ne!(key_slot("foo{}{bar}"), 5_061);
+    }
+
+    #[test]
+    fn partitions_split_the_stream_into_tagged_keys_and_the_ids_spread() {
+        let mut config = Config::default();
+        assert_eq!(config.redis.stream_keys(), ["events"]);
+        assert_eq!(config.partition_configs().len(), 1);
+        config.redis.partitions = Some(3);
+        config.validate().unwrap();
+        assert_eq!(
+            config.redis.stream_keys(),
+            ["events:{0}", "events:{1}", "events:{2}"]
+        );
+        let parts = config.partition_configs();
+        assert_eq!(parts[2].redis.stream, "events:{2}");
+        assert_eq!(parts[2].redis.partitions, None);
+        // One correlation id, one partition; many ids spread over all of them.
+        assert_eq!(partition_of("order-17", 3), partition_of("order-17", 3));
+        assert_eq!(partition_of("", 3), 0);
+        assert_eq!(partition_of("order-17", 1), 0);
+        let mut counts = [0u32; 3];
+        for i in 0..3000 {
+            counts[partition_of(&format!("order-{i}"), 3)] += 1;
+        }
+        assert!(counts.iter().all(|&c| (800..1200).contains(&c)), "{counts:?}");
+        for bad in [0, 1025] {
+            config.redis.partitions = Some(bad);
+            let error = config.validate().unwrap_err().to_string();
+            assert!(error.contains("redis.partitions"), "{error}");
+        }
+        config.redis.partitions = Some(2);
+        config.redis.stream = "ev{x}".to_owned();
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("must not hold {"), "{error}");
     }
 
     #[test]

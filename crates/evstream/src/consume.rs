@@ -331,6 +331,14 @@ impl<H: Handler> Consumer<H> {
         })
     }
 
+    /// Counts into `stats` instead of counters of its own: the consumers of one process over
+    /// a partitioned stream (one per partition, see
+    /// [`Config::partition_configs`](crate::Config::partition_configs)) report as one.
+    pub fn with_stats(mut self, stats: Arc<ConsumeStats>) -> Self {
+        self.stats = stats;
+        self
+    }
+
     /// Validates every event against `registry` and migrates it to the latest version of its
     /// type before the handler sees it. Unknown types and versions and invalid data are
     /// poison (`unknown_type`, `unknown_version`, `invalid_schema`).
@@ -1162,13 +1170,11 @@ enum Record {
 
 /// Whether an error means the connections must be made again.
 fn breaks_session(error: &RedisError) -> bool {
-    error.is_io_error()
-        || error.is_connection_dropped()
-        || error.is_connection_refusal()
+    // Including a master demoted by a failover or a moved cluster slot: reconnect, through
+    // Sentinel or the cluster's nodes, to the new one.
+    crate::config::Connector::calls_for_new_server(error)
         || error.is_timeout()
         || error.code() == Some("NOSCRIPT")
-        // A master demoted by a failover: reconnect, through Sentinel, to the new one.
-        || error.code() == Some("READONLY")
 }
 
 /// Runs a handler call, turning a panic into an error: a poison entry that makes the handler

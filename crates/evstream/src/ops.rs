@@ -709,8 +709,8 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Overall state for `/health`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Overall state for `/health`, from best to worst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthStatus {
     /// All well.

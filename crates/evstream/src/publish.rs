@@ -57,19 +57,32 @@ fn sample_timing(mask: Option<u32>) -> bool {
 
 /// Builds the ring described by `config` and returns its two ends.
 ///
-/// The ring's memory (`capacity × slot_bytes`) is allocated here, once.
+/// The ring's memory (`capacity × slot_bytes`) is allocated here, once. With
+/// `redis.partitions = P`, there are P rings of that size, one per partition of the stream:
+/// `publish` puts an event in the ring of its correlation id's partition
+/// ([`partition_of`](crate::config::partition_of)), and each ring's events are numbered on
+/// their own (`sequence` counts a producer's events in one partition).
 pub fn channel(config: &Config) -> Result<(Publisher, Receiver), ConfigError> {
     config.validate()?;
     let ring = &config.ring;
     let slot_bytes = ring.slot_bytes();
-    let (producer, consumer) =
-        evstream_ring::channel(ring.capacity(), || EventSlot::with_capacity(slot_bytes)).map_err(
-            |_| ConfigError::Invalid {
-                field: "ring.capacity",
-                value: ring.capacity().to_string(),
-                reason: "must be a power of two of at least 2, e.g. 65536",
-            },
-        )?;
+    let count = usize::from(config.redis.partitions.unwrap_or(1));
+    let mut producers = Vec::with_capacity(count);
+    let mut parts = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (producer, consumer) =
+            evstream_ring::channel(ring.capacity(), || EventSlot::with_capacity(slot_bytes))
+                .map_err(|_| ConfigError::Invalid {
+                    field: "ring.capacity",
+                    value: ring.capacity().to_string(),
+                    reason: "must be a power of two of at least 2, e.g. 65536",
+                })?;
+        producers.push(producer);
+        parts.push(Part {
+            consumer,
+            next_sequence: 1,
+        });
+    }
     let instance = uuid::Uuid::now_v7();
     let producer_id: Arc<str> = match &config.producer.name {
         Some(name) => format!("{name}:{instance}").into(),
@@ -84,13 +97,14 @@ pub fn channel(config: &Config) -> Result<(Publisher, Receiver), ConfigError> {
         timing_mask: ring.publish_timing_sample().checked_sub(1),
     });
     let publisher = Publisher {
-        producer,
+        producers: producers.into(),
         shared: Arc::clone(&shared),
     };
     let receiver = Receiver {
-        consumer,
+        parts,
+        first_partition: 0,
+        next_part: 0,
         shared,
-        next_sequence: 1,
         slot_bytes,
         spare: Vec::new(),
     };
@@ -184,7 +198,17 @@ pub struct CaptureHealth {
 }
 
 impl CaptureHealth {
-    fn new(shared: &Shared, stats: evstream_ring::Stats) -> Self {
+    /// The health of one ring or, summed, of several (one per partition).
+    fn new(shared: &Shared, stats: impl IntoIterator<Item = evstream_ring::Stats>) -> Self {
+        let stats = stats
+            .into_iter()
+            .fold(evstream_ring::Stats::default(), |sum, s| evstream_ring::Stats {
+                capacity: sum.capacity + s.capacity,
+                claimed: sum.claimed + s.claimed,
+                drained: sum.drained + s.drained,
+                abandoned: sum.abandoned + s.abandoned,
+                full: sum.full + s.full,
+            });
         Self {
             producer_id: shared.producer_id.to_string(),
             capacity: stats.capacity,
@@ -200,7 +224,7 @@ impl CaptureHealth {
 /// [`Publisher::monitor`].
 #[derive(Clone)]
 pub struct CaptureMonitor {
-    ring: evstream_ring::Monitor<EventSlot>,
+    rings: Vec<evstream_ring::Monitor<EventSlot>>,
     shared: Arc<Shared>,
 }
 
@@ -215,7 +239,7 @@ impl std::fmt::Debug for CaptureMonitor {
 impl CaptureMonitor {
     /// Ring occupancy and counters.
     pub fn health(&self) -> CaptureHealth {
-        CaptureHealth::new(&self.shared, self.ring.stats())
+        CaptureHealth::new(&self.shared, self.rings.iter().map(|r| r.stats()))
     }
 }
 
@@ -246,7 +270,8 @@ impl CaptureMonitor {
 /// ```
 #[derive(Clone)]
 pub struct Publisher {
-    producer: evstream_ring::Producer<EventSlot>,
+    /// One ring per partition of the stream (one without partitions).
+    producers: Box<[evstream_ring::Producer<EventSlot>]>,
     shared: Arc<Shared>,
 }
 
@@ -343,14 +368,14 @@ impl Publisher {
 
     /// Ring occupancy and counters.
     pub fn health(&self) -> CaptureHealth {
-        CaptureHealth::new(&self.shared, self.producer.stats())
+        CaptureHealth::new(&self.shared, self.producers.iter().map(|p| p.stats()))
     }
 
     /// A handle that reads [`health`](Self::health) from anywhere (metrics, `/health`) and,
     /// unlike a clone of the publisher, does not keep the ring open.
     pub fn monitor(&self) -> CaptureMonitor {
         CaptureMonitor {
-            ring: self.producer.monitor(),
+            rings: self.producers.iter().map(|p| p.monitor()).collect(),
             shared: Arc::clone(&self.shared),
         }
     }
@@ -378,15 +403,17 @@ impl Publisher {
                 });
                 written
             };
+            let producer = match &*self.producers {
+                [one] => one,
+                all => &all[crate::config::partition_of(correlation_id, all.len())],
+            };
             let published = match self.shared.when_full {
-                WhenFull::Refuse => self.producer.try_publish(write),
-                WhenFull::Wait => self
-                    .producer
-                    .publish_timeout(write, self.shared.wait_timeout),
+                WhenFull::Refuse => producer.try_publish(write),
+                WhenFull::Wait => producer.publish_timeout(write, self.shared.wait_timeout),
             };
             published.map(drop).map_err(|error| match error {
                 evstream_ring::PublishError::Full => PublishError::RingFull {
-                    capacity: self.producer.capacity(),
+                    capacity: producer.capacity(),
                 },
                 evstream_ring::PublishError::Closed => PublishError::Closed,
                 evstream_ring::PublishError::Rejected(error) => error,
@@ -443,6 +470,7 @@ pub fn wall_clock_ns() -> u64 {
 /// [`Receiver::recycle`] to reuse their buffers.
 pub struct CapturedEvent {
     sequence: u64,
+    partition: u16,
     timestamp_ns: u64,
     kind: PayloadKind,
     event_type: InlineStr<MAX_EVENT_TYPE_LEN>,
@@ -476,6 +504,7 @@ impl CapturedEvent {
     ) -> Self {
         let mut event = Self {
             sequence,
+            partition: 0,
             timestamp_ns,
             kind,
             event_type: InlineStr::new(),
@@ -487,9 +516,15 @@ impl CapturedEvent {
         event
     }
 
-    /// Per-producer sequence: consecutive over accepted events, starting at 1.
+    /// Per-producer sequence: consecutive over accepted events, starting at 1 (per partition
+    /// of a partitioned stream).
     pub fn sequence(&self) -> u64 {
         self.sequence
+    }
+
+    /// The partition of the stream the event goes to (0 without partitions).
+    pub fn partition(&self) -> u16 {
+        self.partition
     }
 
     /// Wall-clock nanoseconds since the Unix epoch, stamped by `publish`.
@@ -518,22 +553,33 @@ impl CapturedEvent {
     }
 }
 
-/// The draining end of the ring; there is one, owned by the shipper.
+/// The draining end of the ring (of every partition's ring); there is one, owned by the
+/// shipper.
 pub struct Receiver {
-    consumer: evstream_ring::Consumer<EventSlot>,
+    /// One per ring, in partition order from `first_partition`.
+    parts: Vec<Part>,
+    /// The partition of `parts[0]` (a receiver split per partition has one part).
+    first_partition: u16,
+    /// The part drained first next time, so no partition starves the others.
+    next_part: usize,
     shared: Arc<Shared>,
-    /// Sequence of the next event drained.
-    next_sequence: u64,
     slot_bytes: usize,
     /// Payload buffers to swap into slots as events are taken out.
     spare: Vec<Vec<u8>>,
+}
+
+/// One ring's draining end and the sequence of its next event.
+struct Part {
+    consumer: evstream_ring::Consumer<EventSlot>,
+    next_sequence: u64,
 }
 
 impl std::fmt::Debug for Receiver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Receiver")
             .field("producer_id", &self.shared.producer_id)
-            .field("next_sequence", &self.next_sequence)
+            .field("partitions", &self.parts.len())
+            .field("next_sequence", &self.next_sequence())
             .finish_non_exhaustive()
     }
 }
@@ -544,30 +590,68 @@ const MAX_SPARE_BUFFERS: usize = 16 * 1024;
 impl Receiver {
     /// Moves up to `max` events from the ring to the end of `out`, stamping their sequences,
     /// and returns how many it moved.
+    ///
+    /// With several partitions, their rings are drained in turn, starting with a different one
+    /// each call; [`CapturedEvent::partition`] tells each event's.
     pub fn drain_into(&mut self, out: &mut Vec<CapturedEvent>, max: usize) -> usize {
         let before = out.len();
         let slot_bytes = self.slot_bytes;
-        let spare = &mut self.spare;
-        let next_sequence = &mut self.next_sequence;
-        self.consumer.drain(max, |slot| {
-            if slot.publish_ns != 0 {
-                crate::telemetry::publish_duration(slot.publish_ns);
+        let count = self.parts.len();
+        let start = self.next_part % count;
+        self.next_part = self.next_part.wrapping_add(1);
+        for index in (0..count).map(|i| (start + i) % count) {
+            let room = max - (out.len() - before);
+            if room == 0 {
+                break;
             }
-            let mut data = spare
-                .pop()
-                .unwrap_or_else(|| Vec::with_capacity(slot_bytes));
-            std::mem::swap(&mut data, &mut slot.data);
-            out.push(CapturedEvent {
-                sequence: *next_sequence,
-                timestamp_ns: slot.timestamp_ns,
-                kind: slot.kind,
-                event_type: slot.event_type,
-                correlation_id: slot.correlation_id,
-                data,
+            let partition = self.first_partition + index as u16;
+            let spare = &mut self.spare;
+            let part = &mut self.parts[index];
+            let next_sequence = &mut part.next_sequence;
+            part.consumer.drain(room, |slot| {
+                if slot.publish_ns != 0 {
+                    crate::telemetry::publish_duration(slot.publish_ns);
+                }
+                let mut data = spare
+                    .pop()
+                    .unwrap_or_else(|| Vec::with_capacity(slot_bytes));
+                std::mem::swap(&mut data, &mut slot.data);
+                out.push(CapturedEvent {
+                    sequence: *next_sequence,
+                    partition,
+                    timestamp_ns: slot.timestamp_ns,
+                    kind: slot.kind,
+                    event_type: slot.event_type,
+                    correlation_id: slot.correlation_id,
+                    data,
+                });
+                *next_sequence += 1;
             });
-            *next_sequence += 1;
-        });
+        }
         out.len() - before
+    }
+
+    /// One receiver per partition, in partition order: the shipper's lanes.
+    pub(crate) fn split(self) -> Vec<Receiver> {
+        let Self {
+            parts,
+            first_partition,
+            shared,
+            slot_bytes,
+            ..
+        } = self;
+        parts
+            .into_iter()
+            .enumerate()
+            .map(|(index, part)| Receiver {
+                parts: vec![part],
+                first_partition: first_partition + index as u16,
+                next_part: 0,
+                shared: Arc::clone(&shared),
+                slot_bytes,
+                spare: Vec::new(),
+            })
+            .collect()
     }
 
     /// Takes back drained events' buffers for reuse. Buffers that grew for a large event are
@@ -589,22 +673,31 @@ impl Receiver {
     /// Refuses further events: `publish` returns [`PublishError::Closed`] from now on, while
     /// what was accepted before can still be drained.
     pub fn close(&self) {
-        self.consumer.close();
+        for part in &self.parts {
+            part.consumer.close();
+        }
     }
 
     /// Whether every [`Publisher`] is gone and the ring is empty: nothing more will arrive.
     pub fn is_finished(&self) -> bool {
-        self.consumer.is_disconnected() && !self.consumer.has_ready()
+        self.parts
+            .iter()
+            .all(|p| p.consumer.is_disconnected() && !p.consumer.has_ready())
     }
 
     /// Whether an event (or a skipped slot) is ready to drain.
     pub fn has_ready(&self) -> bool {
-        self.consumer.has_ready()
+        self.parts.iter().any(|p| p.consumer.has_ready())
     }
 
-    /// The sequence the next drained event will get.
+    /// The sequence the next drained event will get (of the first partition's ring).
     pub fn next_sequence(&self) -> u64 {
-        self.next_sequence
+        self.parts.first().map_or(1, |p| p.next_sequence)
+    }
+
+    /// The partition of this receiver's first ring (0 without partitions).
+    pub fn partition(&self) -> u16 {
+        self.first_partition
     }
 
     /// The `producer_id` of the events in this ring.
@@ -614,7 +707,7 @@ impl Receiver {
 
     /// Ring occupancy and counters.
     pub fn health(&self) -> CaptureHealth {
-        CaptureHealth::new(&self.shared, self.consumer.stats())
+        CaptureHealth::new(&self.shared, self.parts.iter().map(|p| p.consumer.stats()))
     }
 }
 

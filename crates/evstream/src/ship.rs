@@ -81,51 +81,94 @@ const IDLE_POLL: Duration = Duration::from_millis(1);
 ///
 /// Fails only on a configuration that can never work (an unparsable URL); an unreachable
 /// Redis is retried for as long as the shipper runs.
+///
+/// With `redis.partitions`, one lane per partition runs on that thread: its own ring, batches,
+/// connection (to the Redis Cluster primary holding the partition), breaker and journal
+/// (`<journal_dir>/partition-<p>/`), so a partition whose node fails over waits alone while
+/// the others keep shipping.
 pub fn spawn(config: &Config, receiver: Receiver) -> Result<ShipperHandle, ShipError> {
     config.validate()?;
-    let client = config.redis.connector()?;
-    let ship = config.ship.clone();
-    let producer_id = receiver.producer_id().to_owned();
-    let settings = AppendSettings {
-        keys: Keys::new(&config.redis.stream, &producer_id),
-        producer_id,
-        max_len: ship.max_len,
-        high_water_mark_ttl_ms: ship.dedupe_ttl_s.saturating_mul(1000),
-    };
-    let journals = open_journals(&ship, &settings.producer_id)?;
-    let schemas = match (&ship.validation, &ship.schemas_dir) {
+    let lanes = config.partition_configs();
+    let receivers = receiver.split();
+    if lanes.len() != receivers.len() {
+        return Err(ShipError::Config(crate::error::ConfigError::Invalid {
+            field: "redis.partitions",
+            value: format!("{:?}", config.redis.partitions),
+            reason: "differs from the configuration the publisher's ring was built with; \
+                     build both from one configuration",
+        }));
+    }
+    let partitioned = config.redis.partitions.is_some();
+    let schemas = match (&config.ship.validation, &config.ship.schemas_dir) {
         (crate::config::Validation::Off, _) | (_, None) => None,
         (_, Some(dir)) => Some(Arc::new(
             crate::schema::Registry::from_dir(dir)
                 .map_err(|source| ShipError::Schemas { source })?,
         )),
     };
-    let state = Arc::new(State::default());
     let (shutdown_tx, shutdown_rx) = watch::channel(None);
+    let mut shippers = Vec::with_capacity(lanes.len());
+    let mut states = Vec::with_capacity(lanes.len());
+    for (lane, receiver) in lanes.iter().zip(receivers) {
+        let client = lane.redis.connector()?;
+        let mut ship = lane.ship.clone();
+        if partitioned {
+            ship.journal_dir = ship
+                .journal_dir
+                .map(|dir| dir.join(format!("partition-{}", receiver.partition())));
+        }
+        let producer_id = receiver.producer_id().to_owned();
+        let settings = AppendSettings {
+            keys: Keys::new(&lane.redis.stream, &producer_id),
+            producer_id,
+            max_len: ship.max_len,
+            high_water_mark_ttl_ms: ship.dedupe_ttl_s.saturating_mul(1000),
+        };
+        let journals = open_journals(&ship, &settings.producer_id)?;
+        let state = Arc::new(State::default());
+        let mut shipper = Shipper::new(
+            ship,
+            settings,
+            client,
+            receiver,
+            Arc::clone(&state),
+            shutdown_rx.clone(),
+            schemas.clone(),
+        );
+        (shipper.journal, shipper.replays) = journals;
+        shipper.publish_state(Instant::now());
+        shippers.push(shipper);
+        states.push(state);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|source| ShipError::Runtime { source })?;
-    let mut shipper = Shipper::new(
-        ship.clone(),
-        settings,
-        client,
-        receiver,
-        Arc::clone(&state),
-        shutdown_rx,
-        schemas,
-    );
-    (shipper.journal, shipper.replays) = journals;
-    shipper.publish_state(Instant::now());
     let thread = std::thread::Builder::new()
         .name("evstream-shipper".into())
-        .spawn(move || runtime.block_on(shipper.run()))
+        .spawn(move || {
+            let lanes = tokio::task::LocalSet::new();
+            lanes.block_on(&runtime, async move {
+                let running: Vec<_> = shippers
+                    .into_iter()
+                    .map(|shipper| tokio::task::spawn_local(shipper.run()))
+                    .collect();
+                let mut total = ShutdownReport::default();
+                for lane in running {
+                    match lane.await {
+                        Ok(report) => total.add(&report),
+                        Err(_) => total.panicked = true,
+                    }
+                }
+                total
+            })
+        })
         .map_err(|source| ShipError::Runtime { source })?;
     Ok(ShipperHandle {
         thread: Some(thread),
         shutdown: shutdown_tx,
-        state,
-        default_timeout: Duration::from_millis(ship.shutdown_timeout_ms),
+        states: states.into(),
+        default_timeout: Duration::from_millis(config.ship.shutdown_timeout_ms),
     })
 }
 
@@ -196,20 +239,21 @@ pub fn redact_url(url: &str) -> String {
 pub struct ShipperHandle {
     thread: Option<JoinHandle<ShutdownReport>>,
     shutdown: watch::Sender<Option<Instant>>,
-    state: Arc<State>,
+    /// One per lane (partition).
+    states: Arc<[Arc<State>]>,
     default_timeout: Duration,
 }
 
 impl ShipperHandle {
-    /// A snapshot of the shipper's health.
+    /// A snapshot of the shipper's health (summed over partitions).
     pub fn health(&self) -> ShipperHealth {
-        self.state.snapshot()
+        State::merged(&self.states)
     }
 
     /// A cloneable handle that reads [`health`](Self::health) from anywhere (metrics,
     /// `/health`, the ops loop's alerts) while the shipper runs.
     pub fn monitor(&self) -> ShipperMonitor {
-        ShipperMonitor(Arc::clone(&self.state))
+        ShipperMonitor(Arc::clone(&self.states))
     }
 
     /// Flushes the ring and every unconfirmed batch to Redis within `timeout`, stops, and
@@ -244,12 +288,12 @@ impl Drop for ShipperHandle {
 
 /// Reads a running shipper's [`ShipperHealth`]; see [`ShipperHandle::monitor`].
 #[derive(Debug, Clone)]
-pub struct ShipperMonitor(Arc<State>);
+pub struct ShipperMonitor(Arc<[Arc<State>]>);
 
 impl ShipperMonitor {
-    /// A snapshot of the shipper's health.
+    /// A snapshot of the shipper's health (summed over partitions).
     pub fn health(&self) -> ShipperHealth {
-        self.0.snapshot()
+        State::merged(&self.0)
     }
 }
 
@@ -268,6 +312,16 @@ pub struct ShutdownReport {
     pub undelivered: u64,
     /// Whether the shipper thread panicked (a bug; `undelivered` is then unknown).
     pub panicked: bool,
+}
+
+impl ShutdownReport {
+    fn add(&mut self, lane: &Self) {
+        self.shipped += lane.shipped;
+        self.dead_lettered += lane.dead_lettered;
+        self.journaled += lane.journaled;
+        self.undelivered += lane.undelivered;
+        self.panicked |= lane.panicked;
+    }
 }
 
 /// A snapshot of the shipper, for health checks and metrics.
@@ -330,6 +384,49 @@ struct State {
 }
 
 impl State {
+    /// The lanes' health as one: sums, the worst breaker, connected only if every lane is,
+    /// and the last error of a lane that has one (named by its partition when there are
+    /// several).
+    fn merged(lanes: &[Arc<State>]) -> ShipperHealth {
+        let mut lanes = lanes.iter().map(|lane| lane.snapshot()).enumerate();
+        let Some((_, mut total)) = lanes.next() else {
+            return State::default().snapshot();
+        };
+        let several = lanes.len() > 0;
+        if several {
+            total.last_error = total.last_error.map(|e| format!("partition 0: {e}"));
+        }
+        for (partition, lane) in lanes {
+            total.redis_connected &= lane.redis_connected;
+            total.breaker = match (total.breaker, lane.breaker) {
+                (BreakerState::Open, _) | (_, BreakerState::Open) => BreakerState::Open,
+                (BreakerState::HalfOpen, _) | (_, BreakerState::HalfOpen) => {
+                    BreakerState::HalfOpen
+                }
+                _ => BreakerState::Closed,
+            };
+            total.batches_in_flight += lane.batches_in_flight;
+            total.unconfirmed_events += lane.unconfirmed_events;
+            total.shipped += lane.shipped;
+            total.duplicates_skipped += lane.duplicates_skipped;
+            total.batches_ok += lane.batches_ok;
+            total.batches_failed += lane.batches_failed;
+            for (reason, count) in lane.dead_letters {
+                *total.dead_letters.entry(reason).or_default() += count;
+            }
+            total.journal_events += lane.journal_events;
+            total.journal_bytes += lane.journal_bytes;
+            total.spilled += lane.spilled;
+            total.journal_full |= lane.journal_full;
+            total.journal_lost += lane.journal_lost;
+            total.schema_violations += lane.schema_violations;
+            if let Some(error) = lane.last_error {
+                total.last_error = Some(format!("partition {partition}: {error}"));
+            }
+        }
+        total
+    }
+
     fn snapshot(&self) -> ShipperHealth {
         let breaker = if self.breaker_open.load(Ordering::Relaxed) {
             BreakerState::Open
@@ -390,14 +487,9 @@ impl AttemptError {
     fn breaks_connection(&self) -> bool {
         match self {
             Self::Timeout(_) | Self::Unreplicated { .. } => false,
-            Self::Redis(e) => {
-                e.is_io_error()
-                    || e.is_connection_dropped()
-                    || e.is_connection_refusal()
-                    // A master demoted by a failover: reconnect, through Sentinel, to the
-                    // new one.
-                    || e.code() == Some("READONLY")
-            }
+            // Including a master demoted by a failover or a moved cluster slot: reconnect,
+            // through Sentinel or the cluster's nodes, to the new one.
+            Self::Redis(e) => crate::config::Connector::calls_for_new_server(e),
         }
     }
 

@@ -50,7 +50,7 @@ use hdrhistogram::Histogram;
 use redis::Value;
 use serde::{Deserialize, Serialize};
 
-pub use report::{read_report, LatencySummary, Report, SymbolReport};
+pub use report::{read_report, LatencySummary, Report, ReportBuilder, SymbolReport};
 pub use tracker::{OrderState, Tracker};
 
 /// Settings of the analysis.
@@ -266,6 +266,8 @@ pub struct IntelliSense {
     batch: Vec<Handled>,
     derived: Vec<Derived>,
     shared: Arc<Mutex<Analysis>>,
+    /// The tracker's size and evictions last added to `shared`.
+    reported: (usize, u64),
     pairing_ttl_ms: u64,
 }
 
@@ -281,9 +283,17 @@ impl IntelliSense {
             batch: Vec::new(),
             derived: Vec::new(),
             shared: Arc::default(),
+            reported: (0, 0),
             pairing_ttl_ms: config.pairing_ttl_s.saturating_mul(1000),
             config,
         }
+    }
+
+    /// Adds into `shared` instead of an analysis of its own: the handlers of one process
+    /// over a partitioned stream (one per partition) report as one.
+    pub fn with_analysis(mut self, shared: Arc<Mutex<Analysis>>) -> Self {
+        self.shared = shared;
+        self
     }
 
     /// The live analysis of this process.
@@ -578,10 +588,12 @@ impl Handler for IntelliSense {
                 self.tracker.remove(&event.correlation_id);
             }
         }
+        // Added as changes, so handlers sharing one analysis (one per partition) sum up.
         let (open, evicted) = (self.tracker.len(), self.tracker.evicted());
+        let (was_open, was_evicted) = std::mem::replace(&mut self.reported, (open, evicted));
         let mut shared = self.shared();
-        shared.tracker_open = open;
-        shared.tracker_evicted = evicted;
+        shared.tracker_open = (shared.tracker_open + open).saturating_sub(was_open);
+        shared.tracker_evicted += evicted - was_evicted;
     }
 
     fn flush(&mut self, effects: &mut Effects) {

@@ -79,86 +79,128 @@ pub async fn read_report<C>(
 where
     C: ConnectionLike + Send + Sync,
 {
-    let keys = AnalysisKeys::new(stream);
-    let counters: HashMap<String, u64> = connection
-        .hgetall(evstream::consume::ConsumeKeys::new(stream, group).counters)
-        .await?;
-    let counter = |name: &str| counters.get(name).copied().unwrap_or(0);
-    let mut report = Report {
-        group: group.to_owned(),
-        processed: counter("processed"),
-        duplicates_skipped: counter("duplicates_skipped"),
-        orders: counter("orders"),
-        fills: counter("fills"),
-        signals: counter("signals"),
-        alerts: counter("alerts"),
-        dead_lettered: counter("dead_lettered"),
-        ..Report::default()
-    };
-    if let Ok(groups) = redis::cmd("XINFO")
-        .arg("GROUPS")
-        .arg(stream)
-        .query_async::<Vec<HashMap<String, Value>>>(connection)
-        .await
-    {
-        let int = |v: Option<&Value>| match v {
-            Some(Value::Int(i)) => u64::try_from(*i).ok(),
-            _ => None,
-        };
-        if let Some(info) = groups
-            .iter()
-            .find(|g| matches!(g.get("name"), Some(Value::BulkString(n)) if n == group.as_bytes()))
-        {
-            report.lag = int(info.get("lag"));
-            report.pending = int(info.get("pending"));
+    let mut builder = ReportBuilder::new(group);
+    builder.add_partition(connection, stream).await?;
+    Ok(builder.finish())
+}
+
+/// The report of a group over the partitions of a stream, each read from the node that holds
+/// it: counters and lag add up, latency percentiles come from every partition's samples.
+#[derive(Debug)]
+pub struct ReportBuilder {
+    report: Report,
+    histograms: BTreeMap<String, (Histogram<u64>, Histogram<u64>)>,
+}
+
+impl ReportBuilder {
+    /// An empty report of `group`.
+    pub fn new(group: &str) -> Self {
+        Self {
+            report: Report {
+                group: group.to_owned(),
+                ..Report::default()
+            },
+            histograms: BTreeMap::new(),
         }
     }
 
-    let mut histograms: BTreeMap<String, (Histogram<u64>, Histogram<u64>)> = BTreeMap::new();
-    let mut start = "-".to_owned();
-    loop {
-        let page: redis::streams::StreamRangeReply = connection
-            .xrange_count(&keys.analysis, &start, "+", 10_000)
+    /// Adds what the group did on `stream` (one partition, or the whole unpartitioned stream).
+    pub async fn add_partition<C>(
+        &mut self,
+        connection: &mut C,
+        stream: &str,
+    ) -> redis::RedisResult<()>
+    where
+        C: ConnectionLike + Send + Sync,
+    {
+        let group = self.report.group.clone();
+        let keys = AnalysisKeys::new(stream);
+        let counters: HashMap<String, u64> = connection
+            .hgetall(evstream::consume::ConsumeKeys::new(stream, &group).counters)
             .await?;
-        let Some(last) = page.ids.last() else { break };
-        start = format!("({}", last.id);
-        for entry in &page.ids {
-            // Fields `<kind>:<symbol>` = latencies in ns, comma-separated (see the crate docs).
-            for (field, value) in &entry.map {
-                let Some((kind, symbol)) = field.split_once(':') else {
-                    continue;
+        let counter = |name: &str| counters.get(name).copied().unwrap_or(0);
+        let report = &mut self.report;
+        report.processed += counter("processed");
+        report.duplicates_skipped += counter("duplicates_skipped");
+        report.orders += counter("orders");
+        report.fills += counter("fills");
+        report.signals += counter("signals");
+        report.alerts += counter("alerts");
+        report.dead_lettered += counter("dead_lettered");
+        if let Ok(groups) = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(stream)
+            .query_async::<Vec<HashMap<String, Value>>>(connection)
+            .await
+        {
+            let int = |v: Option<&Value>| match v {
+                Some(Value::Int(i)) => u64::try_from(*i).ok(),
+                _ => None,
+            };
+            if let Some(info) = groups.iter().find(
+                |g| matches!(g.get("name"), Some(Value::BulkString(n)) if n == group.as_bytes()),
+            ) {
+                let add = |total: Option<u64>, part: Option<u64>| match (total, part) {
+                    (Some(t), Some(p)) => Some(t + p),
+                    (t, p) => t.or(p),
                 };
-                let Ok(text) = redis::from_redis_value::<String>(value.clone()) else {
-                    continue;
-                };
-                let (creation, fill) = histograms
-                    .entry(symbol.to_owned())
-                    .or_insert_with(|| (crate::histogram(), crate::histogram()));
-                let histogram = match kind {
-                    "fill_latency" => fill,
-                    "creation_latency" => creation,
-                    _ => continue,
-                };
-                for latency in text.split(',').filter_map(|n| n.parse::<u64>().ok()) {
-                    histogram.saturating_record(latency.max(1));
-                }
+                report.lag = add(report.lag, int(info.get("lag")));
+                report.pending = add(report.pending, int(info.get("pending")));
             }
         }
-        if page.ids.len() < 10_000 {
-            break;
+        let histograms = &mut self.histograms;
+    let mut start = "-".to_owned();
+        loop {
+            let page: redis::streams::StreamRangeReply = connection
+                .xrange_count(&keys.analysis, &start, "+", 10_000)
+                .await?;
+            let Some(last) = page.ids.last() else { break };
+            start = format!("({}", last.id);
+            for entry in &page.ids {
+                // Fields `<kind>:<symbol>` = latencies in ns, comma-separated (see the crate docs).
+                for (field, value) in &entry.map {
+                    let Some((kind, symbol)) = field.split_once(':') else {
+                        continue;
+                    };
+                    let Ok(text) = redis::from_redis_value::<String>(value.clone()) else {
+                        continue;
+                    };
+                    let (creation, fill) = histograms
+                        .entry(symbol.to_owned())
+                        .or_insert_with(|| (crate::histogram(), crate::histogram()));
+                    let histogram = match kind {
+                        "fill_latency" => fill,
+                        "creation_latency" => creation,
+                        _ => continue,
+                    };
+                    for latency in text.split(',').filter_map(|n| n.parse::<u64>().ok()) {
+                        histogram.saturating_record(latency.max(1));
+                    }
+                }
+            }
+            if page.ids.len() < 10_000 {
+                break;
+            }
         }
+        Ok(())
     }
-    report.symbols = histograms
-        .into_iter()
-        .map(|(symbol, (creation, fill))| {
-            (
-                symbol,
-                SymbolReport {
-                    creation_latency: LatencySummary::of(&creation),
-                    fill_latency: LatencySummary::of(&fill),
-                },
-            )
-        })
-        .collect();
-    Ok(report)
+
+    /// The report.
+    pub fn finish(self) -> Report {
+        let mut report = self.report;
+        report.symbols = self
+            .histograms
+            .into_iter()
+            .map(|(symbol, (creation, fill))| {
+                (
+                    symbol,
+                    SymbolReport {
+                        creation_latency: LatencySummary::of(&creation),
+                        fill_latency: LatencySummary::of(&fill),
+                    },
+                )
+            })
+            .collect();
+        report
+    }
 }

@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -140,6 +141,9 @@ pub(crate) fn run(
         None => 0,
     };
     let pad = "x".repeat(args.payload_bytes);
+    // Correlation ids made once (no allocation while timing publish), many enough to spread
+    // over every partition of a partitioned stream.
+    let correlations: Arc<[String]> = (0..CORRELATIONS).map(|c| format!("b{c}")).collect();
     let (publisher, receiver) = publish::channel(&config)?;
     let producer_id = publisher.producer_id().to_owned();
     let shipper = ship::spawn(&config, receiver).context("cannot start the shipper")?;
@@ -162,6 +166,7 @@ pub(crate) fn run(
         .map(|producer| {
             let publisher = publisher.clone();
             let pad = pad.clone();
+            let correlations = Arc::clone(&correlations);
             let payload_bytes = args.payload_bytes;
             let count = per_producer.min(events.saturating_sub(producer * per_producer));
             let interval = match args.rate {
@@ -193,7 +198,8 @@ pub(crate) fn run(
                     let mut full_since = None;
                     loop {
                         let start = Instant::now();
-                        let result = publisher.publish("BenchEvent", &payload, "");
+                        let correlation = &correlations[(n % CORRELATIONS) as usize];
+                        let result = publisher.publish("BenchEvent", &payload, correlation);
                         let took = start.elapsed().as_nanos() as u64;
                         match result {
                             Ok(()) => {
@@ -338,6 +344,9 @@ pub(crate) fn run(
     })
 }
 
+/// Distinct correlation ids the bench cycles through.
+const CORRELATIONS: u64 = 1024;
+
 /// Samples a short run every 250 ms, a long one every second.
 fn sample_interval(duration: Option<Duration>) -> Duration {
     match duration {
@@ -346,25 +355,29 @@ fn sample_interval(duration: Option<Duration>) -> Duration {
     }
 }
 
-/// `entries-added` of the stream (0 when it does not exist yet).
+/// `entries-added` of the stream, summed over its partitions (0 when it does not exist yet).
 fn entries_added(config: &Config) -> anyhow::Result<u64> {
-    let stream = config.redis.stream.clone();
-    super::with_redis(config, |mut connection| async move {
-        let info: redis::RedisResult<std::collections::HashMap<String, redis::Value>> =
-            redis::cmd("XINFO")
-                .arg("STREAM")
-                .arg(&stream)
-                .query_async(&mut connection)
-                .await;
-        match info {
-            Ok(info) => match info.get("entries-added") {
-                Some(redis::Value::Int(n)) => Ok(*n as u64),
-                _ => anyhow::bail!("XINFO STREAM {stream} has no entries-added (Redis 7.0 or later needed for --duration)"),
-            },
-            Err(error) if error.to_string().contains("no such key") => Ok(0),
-            Err(error) => Err(error.into()),
-        }
-    })?
+    let mut total = 0;
+    for part in config.partition_configs() {
+        let stream = part.redis.stream.clone();
+        total += super::with_redis(&part, |mut connection| async move {
+            let info: redis::RedisResult<std::collections::HashMap<String, redis::Value>> =
+                redis::cmd("XINFO")
+                    .arg("STREAM")
+                    .arg(&stream)
+                    .query_async(&mut connection)
+                    .await;
+            match info {
+                Ok(info) => match info.get("entries-added") {
+                    Some(redis::Value::Int(n)) => Ok(*n as u64),
+                    _ => anyhow::bail!("XINFO STREAM {stream} has no entries-added (Redis 7.0 or later needed for --duration)"),
+                },
+                Err(error) if error.to_string().contains("no such key") => Ok(0),
+                Err(error) => Err(error.into()),
+            }
+        })??;
+    }
+    Ok(total)
 }
 
 /// Padding that makes the payload of event `n` of `producer` exactly `bytes` long (or as

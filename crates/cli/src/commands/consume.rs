@@ -62,18 +62,37 @@ pub(crate) fn run(mut config: Config, args: &ConsumeArgs) -> anyhow::Result<Exit
                 fill_alert_ms: args.fill_alert.as_secs_f64() * 1e3,
                 ..IntelliSenseConfig::default()
             };
-            let handler = IntelliSense::new(&config.redis.stream, settings);
-            let analysis = handler.analysis();
-            let consumer = Consumer::new(&config, &args.consumer, handler)
-                .context("cannot start the consumer")?;
-            drive(&config, args, consumer, Some(analysis))
+            let analysis = Arc::default();
+            let consumers = consumers(&config, args, |part| {
+                IntelliSense::new(&part.redis.stream, settings.clone())
+                    .with_analysis(Arc::clone(&analysis))
+            })?;
+            drive(&config, args, consumers, Some(analysis))
         }
         HandlerKind::AckOnly => {
-            let consumer = Consumer::new(&config, &args.consumer, AckOnly)
-                .context("cannot start the consumer")?;
-            drive(&config, args, consumer, None)
+            let consumers = consumers(&config, args, |_| AckOnly)?;
+            drive(&config, args, consumers, None)
         }
     }
+}
+
+/// One consumer per partition of the stream (one without partitions), counting together.
+fn consumers<H: Handler>(
+    config: &Config,
+    args: &ConsumeArgs,
+    mut handler: impl FnMut(&Config) -> H,
+) -> anyhow::Result<Vec<Consumer<H>>> {
+    let stats = Arc::new(ConsumeStats::default());
+    config
+        .partition_configs()
+        .iter()
+        .map(|part| {
+            let consumer = Consumer::new(part, &args.consumer, handler(part))
+                .context("cannot start the consumer")?
+                .with_stats(Arc::clone(&stats));
+            with_schemas(consumer, args)
+        })
+        .collect()
 }
 
 /// Applies `--schemas`.
@@ -91,14 +110,16 @@ fn with_schemas<H: Handler>(
     })
 }
 
-fn drive<H: Handler + 'static>(
+fn drive<H: Handler + Sync + 'static>(
     config: &Config,
     args: &ConsumeArgs,
-    consumer: Consumer<H>,
+    consumers: Vec<Consumer<H>>,
     analysis: Option<Arc<std::sync::Mutex<Analysis>>>,
 ) -> anyhow::Result<ExitCode> {
-    let consumer = with_schemas(consumer, args)?;
-    let stats = consumer.stats();
+    let stats = consumers
+        .first()
+        .map(Consumer::stats)
+        .context("no partition to consume")?;
     // Two workers: the connections' reply parsing runs beside the handler.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -131,8 +152,23 @@ fn drive<H: Handler + 'static>(
             args.exit_when_idle,
             !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
         ));
-        let report = consumer.run(stop_signal(watch)).await;
-        Ok::<_, anyhow::Error>(report)
+        // Every partition's consumer stops on the same signal.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let running: Vec<_> = consumers
+            .into_iter()
+            .map(|consumer| {
+                let mut stop = stop_rx.clone();
+                tokio::spawn(consumer.run(async move {
+                    let _ = stop.wait_for(|stop| *stop).await;
+                }))
+            })
+            .collect();
+        stop_signal(watch).await;
+        let _ = stop_tx.send(true);
+        for consumer in running {
+            consumer.await.context("a partition's consumer failed")?;
+        }
+        Ok::<_, anyhow::Error>(stats.snapshot())
     })?;
 
     if !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr()) {

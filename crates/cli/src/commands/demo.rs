@@ -113,7 +113,7 @@ impl Ops {
         }
         let state = ops.state();
         let sources = Sources {
-            ops: Some(Arc::clone(&state)),
+            ops: vec![Arc::clone(&state)],
             capture: Some(capture),
             shipper: Some(shipper),
             consumer: None,
@@ -206,6 +206,10 @@ pub(crate) fn run(
     args: &DemoArgs,
 ) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.producers > 0, "--producers must be at least 1");
+    anyhow::ensure!(
+        config.redis.partitions.is_none(),
+        "the demo runs on one stream key; use --partitions with bench, consume and ops"
+    );
     let target = Target::resolve(config, given_url)?;
     let mut config = config.clone();
     target.configure(&mut config);

@@ -19,29 +19,48 @@ pub(crate) fn run(mut config: Config, args: &OpsArgs) -> anyhow::Result<ExitCode
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let ops = OpsLoop::new(&config).context("cannot start the ops loop")?;
-    let state = ops.state();
+    // One loop per partition of the stream (one without partitions): each watches, trims
+    // and alerts on its own key, on the node that holds it.
+    let parts = config.partition_configs();
+    let loops = parts
+        .iter()
+        .map(|part| OpsLoop::new(part).context("cannot start the ops loop"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let states: Vec<_> = loops.iter().map(OpsLoop::state).collect();
     if args.once {
-        let snapshot = runtime.block_on(async {
-            let watched = std::sync::Arc::clone(&state);
-            ops.run(async move {
-                while watched.snapshot().evaluations == 0 {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            })
-            .await;
-            state.snapshot()
+        let snapshots = runtime.block_on(async {
+            let passes = loops.into_iter().map(|ops| {
+                let watched = ops.state();
+                ops.run(async move {
+                    while watched.snapshot().evaluations == 0 {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                })
+            });
+            for pass in passes.collect::<Vec<_>>() {
+                pass.await;
+            }
+            states.iter().map(|s| s.snapshot()).collect::<Vec<_>>()
         });
-        let critical = snapshot
-            .firing
+        let critical = snapshots
             .iter()
+            .flat_map(|s| &s.firing)
             .any(|a| a.severity == Severity::Critical);
         let mut out = std::io::stdout().lock();
+        match (args.json, snapshots.as_slice()) {
+            (true, [one]) => serde_json::to_writer_pretty(&mut out, one)?,
+            (true, all) => serde_json::to_writer_pretty(&mut out, all)?,
+            (false, all) => {
+                for (part, snapshot) in parts.iter().zip(all) {
+                    if all.len() > 1 {
+                        writeln!(out, "{}:", part.redis.stream)?;
+                    }
+                    write_once(&mut out, snapshot)?;
+                }
+            }
+        }
         if args.json {
-            serde_json::to_writer_pretty(&mut out, &snapshot)?;
             writeln!(out)?;
-        } else {
-            write_once(&mut out, &snapshot)?;
         }
         return Ok(if critical {
             ExitCode::FAILURE
@@ -51,7 +70,7 @@ pub(crate) fn run(mut config: Config, args: &OpsArgs) -> anyhow::Result<ExitCode
     }
     runtime.block_on(async {
         let sources = Sources {
-            ops: Some(std::sync::Arc::clone(&state)),
+            ops: states,
             ..Sources::default()
         };
         let served = http::start(&args.metrics, sources).await?;
@@ -66,7 +85,21 @@ pub(crate) fn run(mut config: Config, args: &OpsArgs) -> anyhow::Result<ExitCode
                 "; http://{addr}/metrics and /health"
             )),
         );
-        ops.run(super::termination()).await;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let running: Vec<_> = loops
+            .into_iter()
+            .map(|ops| {
+                let mut stop = stop_rx.clone();
+                tokio::spawn(ops.run(async move {
+                    let _ = stop.wait_for(|stop| *stop).await;
+                }))
+            })
+            .collect();
+        super::termination().await;
+        let _ = stop_tx.send(true);
+        for ops in running {
+            ops.await.context("an ops loop failed")?;
+        }
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)

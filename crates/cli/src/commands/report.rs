@@ -11,10 +11,23 @@ use crate::args::ReportArgs;
 
 pub(crate) fn run(config: &Config, args: &ReportArgs) -> anyhow::Result<ExitCode> {
     let group = args.group.as_deref().unwrap_or(&config.consume.group);
-    let report = with_redis(config, |mut connection| async move {
-        evstream_intellisense::read_report(&mut connection, &config.redis.stream, group).await
-    })?
-    .with_context(|| format!("cannot read the results of group '{group}'"))?;
+    // Every partition of the stream, each from the node that holds it.
+    let mut builder = evstream_intellisense::ReportBuilder::new(group);
+    for part in &config.partition_configs() {
+        let builder = &mut builder;
+        with_redis(part, |mut connection| async move {
+            builder
+                .add_partition(&mut connection, &part.redis.stream)
+                .await
+        })?
+        .with_context(|| {
+            format!(
+                "cannot read the results of group '{group}' on {}",
+                part.redis.stream
+            )
+        })?;
+    }
+    let report = builder.finish();
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &report)?;

@@ -209,17 +209,67 @@ impl Status {
     }
 }
 
+/// A partitioned stream's status: each partition's (each read from the node holding it) and
+/// the totals.
+#[derive(Debug, Serialize)]
+struct Partitioned {
+    stream: String,
+    /// Entries in all partitions.
+    length: u64,
+    /// Dead letters in all partitions' dead letter streams.
+    dlq_length: u64,
+    /// Alert rules firing, over all partitions.
+    alerts: usize,
+    partitions: Vec<Status>,
+}
+
 pub(crate) fn run(config: &Config, args: &StatusArgs) -> anyhow::Result<ExitCode> {
-    let status = super::with_redis(config, |mut connection| async move {
-        Status::read(config, &mut connection).await
-    })?
-    .context("cannot read the status")?;
+    let mut statuses = Vec::new();
+    for part in &config.partition_configs() {
+        let status = super::with_redis(part, |mut connection| async move {
+            Status::read(part, &mut connection).await
+        })?
+        .with_context(|| format!("cannot read the status of {}", part.redis.stream))?;
+        statuses.push(status);
+    }
     let mut out = std::io::stdout().lock();
+    if config.redis.partitions.is_none() {
+        let status = &statuses[0];
+        if args.json {
+            serde_json::to_writer_pretty(&mut out, status)?;
+            writeln!(out)?;
+        } else {
+            status.write_text(&mut out)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let total = Partitioned {
+        stream: config.redis.stream.clone(),
+        length: statuses
+            .iter()
+            .filter_map(|s| s.observation.stream.as_ref().map(|s| s.length))
+            .sum(),
+        dlq_length: statuses.iter().map(|s| s.observation.dlq.length).sum(),
+        alerts: statuses.iter().map(|s| s.alerts.len()).sum(),
+        partitions: statuses,
+    };
     if args.json {
-        serde_json::to_writer_pretty(&mut out, &status)?;
+        serde_json::to_writer_pretty(&mut out, &total)?;
         writeln!(out)?;
     } else {
-        status.write_text(&mut out)?;
+        writeln!(
+            out,
+            "stream       {} in {} partitions: {} entries, {} dead letters, {} alert(s)",
+            total.stream,
+            total.partitions.len(),
+            total.length,
+            total.dlq_length,
+            total.alerts
+        )?;
+        for status in &total.partitions {
+            writeln!(out, "\n== {} ==", status.stream)?;
+            status.write_text(&mut out)?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -171,7 +171,8 @@ impl Journal {
     }
 
     /// Producer directories under `root` other than `except`: journals left by earlier
-    /// processes, to replay.
+    /// processes, to replay. A partitioned stream's journals (`partition-<p>/`) are its
+    /// lanes' to replay, not an unpartitioned shipper's.
     pub(crate) fn others(root: &Path, except: &str) -> Vec<String> {
         let Ok(entries) = fs::read_dir(root) else {
             return Vec::new();
@@ -180,7 +181,7 @@ impl Journal {
             .filter_map(Result::ok)
             .filter(|e| e.path().is_dir())
             .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|id| id != except)
+            .filter(|id| id != except && !id.starts_with("partition-"))
             .collect();
         ids.sort();
         ids

@@ -26,6 +26,9 @@ impl ClusterSet {
                     .arg("cluster-enabled", "yes")
                     .arg("cluster-config-file", "nodes.conf")
                     .arg("cluster-node-timeout", "1000")
+                    // Replicas sync at once (Redis 7.0 waits 5 s for more replicas by default):
+                    // a replica that never synced refuses to take over.
+                    .arg("repl-diskless-sync-delay", "0")
                     .start()
             })
             .collect::<io::Result<Vec<_>>>()?;
@@ -68,7 +71,31 @@ impl ClusterSet {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
+        set.wait_for_replicas(deadline)?;
         Ok(set)
+    }
+
+    /// Waits until every replica has synced with its primary, so that each can take over.
+    fn wait_for_replicas(&self, deadline: Instant) -> io::Result<()> {
+        for server in &self.servers {
+            loop {
+                let info = match server.command(&["INFO", "replication"])? {
+                    Reply::Bulk(Some(text)) => String::from_utf8_lossy(&text).into_owned(),
+                    other => format!("{other:?}"),
+                };
+                if info.contains("role:master") || info.contains("master_link_status:up") {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(io::Error::other(format!(
+                        "replica {} did not sync within 30 s: {info}",
+                        server.addr()
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(())
     }
 
     /// `redis+cluster://127.0.0.1:p1,…` with every node.
@@ -77,13 +104,16 @@ impl ClusterSet {
         format!("redis+cluster://{}", nodes.join(","))
     }
 
-    /// The primary serving the slot of `key` now (the others answer `MOVED`).
+    /// The primary serving the slot of `key` now (the others answer `MOVED`; a node that is
+    /// down or between owners is skipped).
     pub fn primary_for(&self, key: &str) -> io::Result<&RedisServer> {
         for server in &self.servers {
-            match server.command(&["EXISTS", key])? {
-                Reply::Int(_) => return Ok(server),
-                Reply::Error(error) if error.starts_with("MOVED") => {}
-                other => return Err(io::Error::other(format!("unexpected reply {other:?}"))),
+            match server.command(&["EXISTS", key]) {
+                Ok(Reply::Int(_)) => return Ok(server),
+                Ok(Reply::Error(error))
+                    if error.starts_with("MOVED") || error.starts_with("CLUSTERDOWN") => {}
+                Ok(other) => return Err(io::Error::other(format!("unexpected reply {other:?}"))),
+                Err(_) => {}
             }
         }
         Err(io::Error::other(format!("no node serves the key {key}")))

@@ -138,12 +138,15 @@ pub(crate) fn audit(
                 let mut connection = client
                     .get_multiplexed_async_connection_with_config(&connection_config)
                     .await?;
-                let audit = audit_stream(&mut connection, &part.redis.stream, 5000, &mut check)
-                    .await?;
+                let audit =
+                    audit_stream(&mut connection, &part.redis.stream, 5000, &mut check).await?;
                 Ok::<_, anyhow::Error>(audit)
             })
             .with_context(|| {
-                format!("cannot read the stream {} back to audit it", part.redis.stream)
+                format!(
+                    "cannot read the stream {} back to audit it",
+                    part.redis.stream
+                )
             })?;
         total.add_partition(audit);
     }

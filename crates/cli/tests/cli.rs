@@ -201,3 +201,66 @@ fn unreachable_redis_is_a_clear_error_not_a_hang_and_hides_the_password() {
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
+
+/// Issue 8: with `--partitions`, every command works over all partitions of the stream:
+/// bench ships and audits them, consume reads them all, status, report and ops add them up.
+#[test]
+fn a_partitioned_stream_is_shipped_consumed_and_reported_over_every_partition() {
+    let redis = evstream_testkit::RedisServer::start().unwrap();
+    let url = redis.url();
+    let run = |args: &[&str]| {
+        let output = evstream()
+            .args(["--redis-url", &url, "--partitions", "3"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+    };
+    let bench = run(&["bench", "--events", "30000", "--json"]);
+    for (field, expected) in [
+        ("published", 30_000),
+        ("delivered", 30_000),
+        ("lost", 0),
+        ("duplicates", 0),
+        ("corrupt", 0),
+    ] {
+        assert_eq!(bench[field].as_u64(), Some(expected), "{field}: {bench}");
+    }
+    let status = run(&["status", "--json"]);
+    assert_eq!(status["length"].as_u64(), Some(30_000), "{status}");
+    let partitions = status["partitions"].as_array().unwrap();
+    let streams: Vec<&str> = partitions
+        .iter()
+        .map(|p| p["stream_key"].as_str().unwrap())
+        .collect();
+    assert_eq!(streams, ["events:{0}", "events:{1}", "events:{2}"]);
+    for partition in partitions {
+        // The bench's 1,024 correlation ids reach every partition.
+        assert!(
+            partition["stream"]["length"].as_u64().unwrap() > 5_000,
+            "{partition}"
+        );
+    }
+    let consumed = run(&[
+        "consume",
+        "--consumer",
+        "c1",
+        "--handler",
+        "ack-only",
+        "--exit-when-idle",
+        "2s",
+        "--json",
+    ]);
+    assert_eq!(consumed["processed"].as_u64(), Some(30_000), "{consumed}");
+    let report = run(&["report", "--json"]);
+    assert_eq!(report["processed"].as_u64(), Some(30_000), "{report}");
+    assert_eq!(report["lag"].as_u64(), Some(0), "{report}");
+    assert_eq!(report["pending"].as_u64(), Some(0), "{report}");
+    let ops = run(&["ops", "--once", "--json"]);
+    assert_eq!(ops.as_array().map(Vec::len), Some(3), "{ops}");
+}

@@ -199,9 +199,7 @@ impl RedisConfig {
     pub fn stream_keys(&self) -> Vec<String> {
         match self.partitions {
             None => vec![self.stream.clone()],
-            Some(count) => (0..count)
-                .map(|p| partition_key(&self.stream, p))
-                .collect(),
+            Some(count) => (0..count).map(|p| partition_key(&self.stream, p)).collect(),
         }
     }
 
@@ -486,7 +484,11 @@ impl Connector {
         });
         found.map_err(|e| match self {
             Self::Sentinel(target) => ConfigError::Redis {
-                url: format!("redis+sentinel://{}/{}", target.hosts.join(","), target.master),
+                url: format!(
+                    "redis+sentinel://{}/{}",
+                    target.hosts.join(","),
+                    target.master
+                ),
                 reason: format!(
                     "no sentinel named a reachable master '{}': {e}; check that the sentinels \
                      run and monitor this name (SENTINEL MASTERS)",
@@ -523,14 +525,17 @@ impl Connector {
     }
 }
 
-/// `[user:password@]host:port[,host:port…]` then, for Sentinel, `/path`: the hosts, the user
-/// information and the path (without its `/`). The user information ends at the last `@` (a
-/// password may hold `/`, `@`, `,`).
-fn split_hosts<'a>(
-    rest: &'a str,
-    what: &str,
-    expected: &str,
-) -> Result<(Vec<String>, Option<&'a str>, Option<&'a str>), String> {
+/// The parts of `[user:password@]host:port[,host:port…][/path]`.
+struct HostList<'a> {
+    hosts: Vec<String>,
+    userinfo: Option<&'a str>,
+    /// Without its `/`.
+    path: Option<&'a str>,
+}
+
+/// Splits `[user:password@]host:port[,host:port…]` then, for Sentinel, `/path`. The user
+/// information ends at the last `@` (a password may hold `/`, `@`, `,`).
+fn split_hosts<'a>(rest: &'a str, what: &str, expected: &str) -> Result<HostList<'a>, String> {
     let (userinfo, after) = match rest.rsplit_once('@') {
         Some((userinfo, after)) => (Some(userinfo), after),
         None => (None, rest),
@@ -551,7 +556,11 @@ fn split_hosts<'a>(
             Ok(host.to_owned())
         })
         .collect::<Result<_, String>>()?;
-    Ok((hosts, userinfo, path))
+    Ok(HostList {
+        hosts,
+        userinfo,
+        path,
+    })
 }
 
 /// The servers' user, password and database, read by the redis crate from an equivalent
@@ -569,9 +578,10 @@ fn node_settings(
     if let Some(password) = password {
         node_url = with_password(&node_url, password)?;
     }
-    let info = redis::IntoConnectionInfo::into_connection_info(node_url.as_str()).map_err(|_| {
-        format!("the user or password cannot be used (percent-encode them); {expected}")
-    })?;
+    let info =
+        redis::IntoConnectionInfo::into_connection_info(node_url.as_str()).map_err(|_| {
+            format!("the user or password cannot be used (percent-encode them); {expected}")
+        })?;
     Ok(info.redis_settings().clone())
 }
 
@@ -682,7 +692,11 @@ impl SentinelTarget {
                 "TLS with Sentinel is not supported yet; use rediss:// to one server".to_owned(),
             );
         }
-        let (hosts, userinfo, path) = split_hosts(rest, "sentinel", expected)?;
+        let HostList {
+            hosts,
+            userinfo,
+            path,
+        } = split_hosts(rest, "sentinel", expected)?;
         let path = path.ok_or_else(|| format!("no master name; {expected}"))?;
         let (master, db) = match path.split_once('/') {
             Some((master, db)) => (master, db),
@@ -730,7 +744,8 @@ impl SentinelTarget {
                 self.master
             ))));
         };
-        let (client, master) = open_node(redis::ConnectionAddr::Tcp(host, port), &self.node).await?;
+        let (client, master) =
+            open_node(redis::ConnectionAddr::Tcp(host, port), &self.node).await?;
         check_master(client, master, &format!("sentinel {sentinel}")).await
     }
 
@@ -769,7 +784,11 @@ impl ClusterTarget {
                     .to_owned(),
             );
         }
-        let (hosts, userinfo, path) = split_hosts(rest, "cluster node", expected)?;
+        let HostList {
+            hosts,
+            userinfo,
+            path,
+        } = split_hosts(rest, "cluster node", expected)?;
         if path.is_some_and(|p| !p.is_empty() && p != "0") {
             return Err(format!(
                 "a Redis Cluster has only database 0; remove the path; {expected}"
@@ -1563,10 +1582,7 @@ mod tests {
         assert_eq!(target.hosts, ["10.0.0.1:26379", "10.0.0.2:26380"]);
         assert_eq!(target.master, "main");
         let target = sentinel_target("redis+sentinel://h:26379/main").unwrap();
-        assert_eq!(
-            (target.hosts.len(), target.master.as_str()),
-            (1, "main")
-        );
+        assert_eq!((target.hosts.len(), target.master.as_str()), (1, "main"));
         // A password holding `/`, `@` or `,` is split right, refused unless percent-encoded
         // (as in any URL), and never shown in the error.
         let error = sentinel_target("redis+sentinel://app:p/a@s,s@h:26379/main")
@@ -1627,7 +1643,7 @@ mod tests {
             Ok(Connector::Cluster { target, key }) => {
                 assert_eq!(target.hosts, ["10.0.0.1:7000", "10.0.0.2:7001"]);
                 assert_eq!(key, "events:{3}");
-                assert_eq!(target.node.password.as_deref(), Some("p/w"));
+                assert_eq!(target.node.password(), Some("p/w"));
             }
             other => panic!("{other:?}"),
         }
@@ -1692,7 +1708,10 @@ mod tests {
         for i in 0..3000 {
             counts[partition_of(&format!("order-{i}"), 3)] += 1;
         }
-        assert!(counts.iter().all(|&c| (800..1200).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (800..1200).contains(&c)),
+            "{counts:?}"
+        );
         for bad in [0, 1025] {
             config.redis.partitions = Some(bad);
             let error = config.validate().unwrap_err().to_string();

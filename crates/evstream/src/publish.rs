@@ -202,12 +202,14 @@ impl CaptureHealth {
     fn new(shared: &Shared, stats: impl IntoIterator<Item = evstream_ring::Stats>) -> Self {
         let stats = stats
             .into_iter()
-            .fold(evstream_ring::Stats::default(), |sum, s| evstream_ring::Stats {
-                capacity: sum.capacity + s.capacity,
-                claimed: sum.claimed + s.claimed,
-                drained: sum.drained + s.drained,
-                abandoned: sum.abandoned + s.abandoned,
-                full: sum.full + s.full,
+            .fold(evstream_ring::Stats::default(), |sum, s| {
+                evstream_ring::Stats {
+                    capacity: sum.capacity + s.capacity,
+                    claimed: sum.claimed + s.claimed,
+                    drained: sum.drained + s.drained,
+                    abandoned: sum.abandoned + s.abandoned,
+                    full: sum.full + s.full,
+                }
             });
         Self {
             producer_id: shared.producer_id.to_string(),
@@ -731,6 +733,44 @@ mod tests {
         let mut out = Vec::new();
         receiver.drain_into(&mut out, usize::MAX);
         out
+    }
+
+    #[test]
+    fn partitions_have_rings_of_their_own_numbered_on_their_own() {
+        let mut config = Config::default();
+        config.redis.partitions = Some(3);
+        let (publisher, mut receiver) = channel(&config).unwrap();
+        for n in 0..300u64 {
+            let id = format!("order-{}", n % 30);
+            publisher.publish_raw("Tick", b"{}", &id).unwrap();
+        }
+        publisher.publish_raw("Tick", b"{}", "").unwrap();
+        assert_eq!(publisher.health().published, 301);
+        assert_eq!(publisher.health().capacity, 3 * 65_536);
+        let events = drain(&mut receiver);
+        assert_eq!(events.len(), 301);
+        let mut next = [1u64; 3];
+        for event in &events {
+            let partition = usize::from(event.partition());
+            assert_eq!(
+                partition,
+                crate::config::partition_of(event.correlation_id(), 3),
+                "{event:?}"
+            );
+            // Each partition's events are numbered 1, 2, 3, … in the order drained.
+            assert_eq!(event.sequence(), next[partition], "{event:?}");
+            next[partition] += 1;
+        }
+        assert!(
+            next.iter().all(|&n| n > 1),
+            "every partition got events: {next:?}"
+        );
+        // The shipper's lanes: one receiver per partition.
+        let lanes = receiver.split();
+        assert_eq!(
+            lanes.iter().map(Receiver::partition).collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
     }
 
     #[test]

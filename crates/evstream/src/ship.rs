@@ -400,9 +400,7 @@ impl State {
             total.redis_connected &= lane.redis_connected;
             total.breaker = match (total.breaker, lane.breaker) {
                 (BreakerState::Open, _) | (_, BreakerState::Open) => BreakerState::Open,
-                (BreakerState::HalfOpen, _) | (_, BreakerState::HalfOpen) => {
-                    BreakerState::HalfOpen
-                }
+                (BreakerState::HalfOpen, _) | (_, BreakerState::HalfOpen) => BreakerState::HalfOpen,
                 _ => BreakerState::Closed,
             };
             total.batches_in_flight += lane.batches_in_flight;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use evstream::audit::{audit_stream, Audit};
 use evstream::config::{key_slot, partition_key, Config, RingConfig};
-use evstream::consume::{Consumer, ConsumeStats, Effects, Envelope, Handler, HandlerError};
+use evstream::consume::{ConsumeStats, Consumer, Effects, Envelope, Handler, HandlerError};
 use evstream::{publish, ship, PublishError, Publisher};
 use evstream_testkit::{ClusterSet, Reply};
 use redis::streams::StreamId;
@@ -116,7 +116,11 @@ fn assert_exactly_once(audit: &Audit, total: u64) {
     assert_eq!(audit.out_of_order, 0, "{audit:?}");
     assert_eq!(audit.corrupt, 0, "{audit:?}");
     let producer = audit.producers.values().next().unwrap();
-    assert_eq!((producer.distinct, producer.gaps()), (total, 0), "{audit:?}");
+    assert_eq!(
+        (producer.distinct, producer.gaps()),
+        (total, 0),
+        "{audit:?}"
+    );
 }
 
 #[test]
@@ -139,7 +143,11 @@ fn a_partitioned_stream_spreads_over_the_cluster_exactly_once_in_order() {
     assert_eq!(publish_orders(&publisher, total, None), 0);
     drop(publisher);
     let report = shipper.shutdown(Duration::from_secs(60));
-    assert_eq!((report.shipped, report.undelivered), (total, 0), "{report:?}");
+    assert_eq!(
+        (report.shipped, report.undelivered),
+        (total, 0),
+        "{report:?}"
+    );
 
     let (audit, found_in) = audit_partitions(&cluster, &config);
     assert_exactly_once(&audit, total);
@@ -156,7 +164,11 @@ fn a_partitioned_stream_spreads_over_the_cluster_exactly_once_in_order() {
         .iter()
         .map(|key| cluster.primary_for(key).unwrap().port())
         .collect();
-    assert_eq!(primaries.len(), 3, "the partitions spread over the three primaries");
+    assert_eq!(
+        primaries.len(),
+        3,
+        "the partitions spread over the three primaries"
+    );
 }
 
 /// Counts each event's effect in its partition's slot (`<partition>:applied`).
@@ -226,7 +238,10 @@ fn a_cluster_primary_killed_while_publishing_and_consuming_loses_and_repeats_not
     cluster.servers[victim].kill().unwrap();
     let killed = Instant::now();
     let promoted = loop {
-        assert!(killed.elapsed() < Duration::from_secs(30), "no failover in 30 s");
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "no failover in 30 s"
+        );
         match cluster.primary_for(&key) {
             Ok(server) => break server.port(),
             Err(_) => thread::sleep(Duration::from_millis(50)),
@@ -244,7 +259,10 @@ fn a_cluster_primary_killed_while_publishing_and_consuming_loses_and_repeats_not
     };
     let before = length(promoted);
     let resumed = loop {
-        assert!(killed.elapsed() < Duration::from_secs(60), "appends did not resume");
+        assert!(
+            killed.elapsed() < Duration::from_secs(60),
+            "appends did not resume"
+        );
         if length(promoted) > before {
             break killed.elapsed();
         }

@@ -149,7 +149,7 @@ impl ReportBuilder {
             }
         }
         let histograms = &mut self.histograms;
-    let mut start = "-".to_owned();
+        let mut start = "-".to_owned();
         loop {
             let page: redis::streams::StreamRangeReply = connection
                 .xrange_count(&keys.analysis, &start, "+", 10_000)

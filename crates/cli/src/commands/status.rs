@@ -21,6 +21,8 @@ const DLQ_SCAN_LIMIT: u64 = 100_000;
 /// Everything `status` shows.
 #[derive(Debug, Serialize)]
 pub(crate) struct Status {
+    /// The stream's key (`stream` is the observation of it).
+    #[serde(rename = "stream_key")]
     pub(crate) stream: String,
     pub(crate) redis: String,
     #[serde(flatten)]

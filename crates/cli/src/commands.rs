@@ -64,6 +64,40 @@ where
     })
 }
 
+/// Runs one task per partition, each given a future that completes when it should stop,
+/// until `stop` completes; then stops them all and waits for them. `what` names a task in
+/// errors.
+pub(crate) async fn run_partitions<T, Fut>(
+    tasks: impl IntoIterator<Item = T>,
+    start: impl Fn(T, std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> Fut,
+    stop: impl std::future::Future,
+    what: &str,
+) -> anyhow::Result<()>
+where
+    Fut: std::future::Future + Send + 'static,
+    Fut::Output: Send + 'static,
+{
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let running: Vec<_> = tasks
+        .into_iter()
+        .map(|task| {
+            let mut stopped = stop_rx.clone();
+            tokio::spawn(start(
+                task,
+                Box::pin(async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                }),
+            ))
+        })
+        .collect();
+    stop.await;
+    let _ = stop_tx.send(true);
+    for task in running {
+        task.await.with_context(|| format!("{what} failed"))?;
+    }
+    Ok(())
+}
+
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.
 pub(crate) async fn termination() {
     use tokio::signal::unix::{signal, SignalKind};

@@ -153,21 +153,13 @@ fn drive<H: Handler + Sync + 'static>(
             !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
         ));
         // Every partition's consumer stops on the same signal.
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let running: Vec<_> = consumers
-            .into_iter()
-            .map(|consumer| {
-                let mut stop = stop_rx.clone();
-                tokio::spawn(consumer.run(async move {
-                    let _ = stop.wait_for(|stop| *stop).await;
-                }))
-            })
-            .collect();
-        stop_signal(watch).await;
-        let _ = stop_tx.send(true);
-        for consumer in running {
-            consumer.await.context("a partition's consumer failed")?;
-        }
+        super::run_partitions(
+            consumers,
+            |consumer, stop| consumer.run(stop),
+            stop_signal(watch),
+            "a partition's consumer",
+        )
+        .await?;
         Ok::<_, anyhow::Error>(stats.snapshot())
     })?;
 

@@ -85,21 +85,13 @@ pub(crate) fn run(mut config: Config, args: &OpsArgs) -> anyhow::Result<ExitCode
                 "; http://{addr}/metrics and /health"
             )),
         );
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let running: Vec<_> = loops
-            .into_iter()
-            .map(|ops| {
-                let mut stop = stop_rx.clone();
-                tokio::spawn(ops.run(async move {
-                    let _ = stop.wait_for(|stop| *stop).await;
-                }))
-            })
-            .collect();
-        super::termination().await;
-        let _ = stop_tx.send(true);
-        for ops in running {
-            ops.await.context("an ops loop failed")?;
-        }
+        super::run_partitions(
+            loops,
+            |ops, stop| ops.run(stop),
+            super::termination(),
+            "an ops loop",
+        )
+        .await?;
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)

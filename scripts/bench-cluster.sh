@@ -2,7 +2,8 @@
 # Shipping throughput over a partitioned stream on a Redis Cluster, in one run: a fresh
 # cluster of three primaries with one replica each (loopback, no persistence), then
 # `evstream bench` at each partition count (every event read back from every partition and
-# checked). Prints a table of events/s and each count's ratio to one partition.
+# checked). Prints a table of events/s, each count's ratio to one partition, and the Redis CPU
+# seconds each primary spent on the run (shipping and the read-back audit).
 #
 # Usage: scripts/bench-cluster.sh [EVENTS] [PAYLOAD_BYTES] [PARTITIONS...]
 #   defaults: 1000000 events of 400 bytes at 1, 3 and 6 partitions.
@@ -67,11 +68,21 @@ for port in "${ports[@]}"; do
 done
 url="redis+cluster://$(IFS=,; echo "${nodes[*]}")"
 
-echo "partitions events/s ratio lost duplicates corrupt"
+# Redis CPU seconds (user + sys) of each primary so far, as "port:seconds".
+primary_cpu() {
+    for port in "${ports[@]}"; do
+        redis-cli -p "$port" role | head -1 | grep -q master || continue
+        redis-cli -p "$port" info cpu | tr -d '\r' | awk -F: -v port="$port" \
+            '/^used_cpu_(user|sys):/ { s += $2 } END { printf "%s:%.2f ", port, s }'
+    done
+}
+
+echo "partitions events/s ratio lost duplicates corrupt redis-cpu-s-per-primary"
 base=""
 run=0
 for p in "${counts[@]}"; do
     run=$((run + 1))
+    cpu_before=$(primary_cpu)
     result=$(target/release/evstream --redis-url "$url" --stream "bench$run" --partitions "$p" \
         bench --events "$events" --payload-bytes "$payload" --json)
     read -r eps lost dup corrupt < <(echo "$result" | python3 -c '
@@ -79,7 +90,13 @@ import json, sys
 r = json.load(sys.stdin)
 print(round(r["throughput_eps"]), r["lost"], r["duplicates"], r["corrupt"])')
     base=${base:-$eps}
+    cpu=$(python3 -c '
+import sys
+before = dict(x.split(":") for x in sys.argv[1].split())
+after = dict(x.split(":") for x in sys.argv[2].split())
+print("/".join(f"{float(after[p]) - float(before.get(p, 0)):.1f}" for p in sorted(after)))' \
+        "$cpu_before" "$(primary_cpu)")
     python3 -c "import sys; print(sys.argv[1], sys.argv[2], f'{int(sys.argv[2]) / int(sys.argv[3]):.2f}', *sys.argv[4:])" \
-        "$p" "$eps" "$base" "$lost" "$dup" "$corrupt"
+        "$p" "$eps" "$base" "$lost" "$dup" "$corrupt" "$cpu"
     for port in "${ports[@]}"; do redis-cli -p "$port" flushall >/dev/null 2>&1 || true; done
 done

@@ -264,3 +264,37 @@ fn a_partitioned_stream_is_shipped_consumed_and_reported_over_every_partition() 
     let ops = run(&["ops", "--once", "--json"]);
     assert_eq!(ops.as_array().map(Vec::len), Some(3), "{ops}");
 }
+
+/// On a Redis Cluster, `status` names each partition's slot and the primary holding it.
+#[test]
+fn status_on_a_cluster_names_each_partitions_slot_and_primary() {
+    let cluster = evstream_testkit::ClusterSet::start().unwrap();
+    let output = evstream()
+        .args(["--redis-url", &cluster.url(), "--partitions", "6"])
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let partitions = status["partitions"].as_array().unwrap();
+    assert_eq!(partitions.len(), 6, "{status}");
+    for partition in partitions {
+        let key = partition["stream_key"].as_str().unwrap();
+        let primary = cluster.primary_for(key).unwrap();
+        assert_eq!(
+            partition["cluster"]["primary"].as_str(),
+            Some(primary.addr().as_str()),
+            "{partition}"
+        );
+        let evstream_testkit::Reply::Int(slot) =
+            primary.command(&["CLUSTER", "KEYSLOT", key]).unwrap()
+        else {
+            panic!("CLUSTER KEYSLOT")
+        };
+        assert_eq!(partition["cluster"]["slot"].as_i64(), Some(slot));
+    }
+}

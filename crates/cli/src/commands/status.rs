@@ -25,6 +25,9 @@ pub(crate) struct Status {
     #[serde(rename = "stream_key")]
     pub(crate) stream: String,
     pub(crate) redis: String,
+    /// With Redis Cluster: the partition's slot and the primary that holds it now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) cluster: Option<ClusterPlace>,
     #[serde(flatten)]
     pub(crate) observation: Observation,
     pub(crate) memory_level: MemoryLevel,
@@ -78,6 +81,7 @@ impl Status {
         Ok(Self {
             stream: stream.clone(),
             redis: evstream::ship::redact_url(&config.redis.url),
+            cluster: None,
             memory_level,
             eviction_risk: observation.redis.eviction_risk(),
             first_entry_age_s: age(observation.stream.as_ref().and_then(|s| s.first_id)),
@@ -211,6 +215,14 @@ impl Status {
     }
 }
 
+/// Where a partition lives in a Redis Cluster.
+#[derive(Debug, Serialize)]
+pub(crate) struct ClusterPlace {
+    pub(crate) slot: u16,
+    /// `host:port` of the primary.
+    pub(crate) primary: String,
+}
+
 /// A partitioned stream's status: each partition's (each read from the node holding it) and
 /// the totals.
 #[derive(Debug, Serialize)]
@@ -228,10 +240,21 @@ struct Partitioned {
 pub(crate) fn run(config: &Config, args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let mut statuses = Vec::new();
     for part in &config.partition_configs() {
-        let status = super::with_redis(part, |mut connection| async move {
+        let mut status = super::with_redis(part, |mut connection| async move {
             Status::read(part, &mut connection).await
         })?
         .with_context(|| format!("cannot read the status of {}", part.redis.stream))?;
+        if part.redis.url.starts_with("redis+cluster://") {
+            status.cluster = Some(ClusterPlace {
+                slot: evstream::config::key_slot(&part.redis.stream),
+                primary: part
+                    .redis
+                    .client()?
+                    .get_connection_info()
+                    .addr()
+                    .to_string(),
+            });
+        }
         statuses.push(status);
     }
     let mut out = std::io::stdout().lock();
@@ -269,7 +292,14 @@ pub(crate) fn run(config: &Config, args: &StatusArgs) -> anyhow::Result<ExitCode
             total.alerts
         )?;
         for status in &total.partitions {
-            writeln!(out, "\n== {} ==", status.stream)?;
+            match &status.cluster {
+                Some(place) => writeln!(
+                    out,
+                    "\n== {} == slot {} on primary {}",
+                    status.stream, place.slot, place.primary
+                )?,
+                None => writeln!(out, "\n== {} ==", status.stream)?,
+            }
             status.write_text(&mut out)?;
         }
     }

@@ -298,3 +298,49 @@ fn status_on_a_cluster_names_each_partitions_slot_and_primary() {
         assert_eq!(partition["cluster"]["slot"].as_i64(), Some(slot));
     }
 }
+
+/// The whole system on a Redis Cluster: the demo's engine, shipper lanes, two IntelliSense
+/// consumers and ops loops over six partitions spread on three primaries.
+#[test]
+fn the_demo_runs_on_a_cluster_over_six_partitions() {
+    let cluster = evstream_testkit::ClusterSet::start().unwrap();
+    let output = evstream()
+        .args(["--redis-url", &cluster.url(), "--partitions", "6"])
+        .args(["demo", "--duration", "2s", "--rate", "3000", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let published = summary["published"].as_u64().unwrap();
+    assert!(published >= 3000, "about 6000 events in 2 s: {summary}");
+    for (field, expected) in [
+        ("shipped", published),
+        ("processed", published),
+        ("lost", 0),
+        ("duplicates", 0),
+        ("out_of_order", 0),
+    ] {
+        assert_eq!(
+            summary[field].as_u64(),
+            Some(expected),
+            "{field}: {summary}"
+        );
+    }
+    let orders = summary["analysis"]["orders"].as_u64().unwrap();
+    assert!(orders > 0, "{summary}");
+    assert_eq!(summary["analysis"]["fills"].as_u64(), Some(orders));
+    assert_eq!(summary["analysis"]["lag"].as_u64(), Some(0));
+    // Every partition received events (on the primary that holds it).
+    for p in 0..6 {
+        let key = format!("events:{{{p}}}");
+        let primary = cluster.primary_for(&key).unwrap();
+        let evstream_testkit::Reply::Int(length) = primary.command(&["XLEN", &key]).unwrap() else {
+            panic!("XLEN {key}")
+        };
+        assert!(length > 0, "{key} is empty");
+    }
+}

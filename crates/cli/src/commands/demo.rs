@@ -47,7 +47,8 @@ struct Summary {
     alerts_firing: Vec<FiringAlert>,
 }
 
-/// Two IntelliSense consumers of `intellisense_group`, each on a thread of its own.
+/// Two IntelliSense consumers of `intellisense_group`, each on a thread of its own (each one
+/// consumer per partition of the stream).
 struct Consumers {
     stop: tokio::sync::watch::Sender<bool>,
     threads: Vec<std::thread::JoinHandle<evstream::consume::ConsumeReport>>,
@@ -58,18 +59,39 @@ impl Consumers {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut threads = Vec::new();
         for name in ["demo-consumer-1", "demo-consumer-2"] {
-            let handler = IntelliSense::new(&config.redis.stream, IntelliSenseConfig::default());
-            let consumer = Consumer::new(config, name, handler)
-                .context("cannot start the demo's consumers")?;
+            let stats = Arc::new(evstream::consume::ConsumeStats::default());
+            let analysis = Arc::default();
+            let consumers = config
+                .partition_configs()
+                .iter()
+                .map(|part| {
+                    let handler =
+                        IntelliSense::new(&part.redis.stream, IntelliSenseConfig::default())
+                            .with_analysis(Arc::clone(&analysis));
+                    Ok(Consumer::new(part, name, handler)
+                        .context("cannot start the demo's consumers")?
+                        .with_stats(Arc::clone(&stats)))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
             let mut stopped = stopped.clone();
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
             threads.push(std::thread::spawn(move || {
-                runtime.block_on(consumer.run(async move {
-                    let _ = stopped.wait_for(|stop| *stop).await;
-                }))
+                runtime.block_on(async move {
+                    let stop = async move {
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    };
+                    let _ = super::run_partitions(
+                        consumers,
+                        |consumer, stop| consumer.run(stop),
+                        stop,
+                        "a demo consumer",
+                    )
+                    .await;
+                    stats.snapshot()
+                })
             }));
         }
         Ok(Self { stop, threads })
@@ -90,7 +112,8 @@ impl Consumers {
 struct Ops {
     stop: tokio::sync::watch::Sender<bool>,
     thread: std::thread::JoinHandle<()>,
-    state: Arc<OpsState>,
+    /// One per partition.
+    states: Vec<Arc<OpsState>>,
     served: Option<std::net::SocketAddr>,
 }
 
@@ -104,16 +127,23 @@ impl Ops {
         shipper: ShipperMonitor,
         manage: bool,
     ) -> anyhow::Result<Self> {
-        let mut ops = OpsLoop::new(config)
-            .context("cannot start the ops loop")?
-            .with_capture(capture.clone())
-            .with_shipper(shipper.clone());
-        if !manage {
-            ops = ops.observe_only();
+        // One loop per partition; the first also watches this process's ring and shipper.
+        let mut loops = Vec::new();
+        for (index, part) in config.partition_configs().iter().enumerate() {
+            let mut ops = OpsLoop::new(part).context("cannot start the ops loop")?;
+            if index == 0 {
+                ops = ops
+                    .with_capture(capture.clone())
+                    .with_shipper(shipper.clone());
+            }
+            if !manage {
+                ops = ops.observe_only();
+            }
+            loops.push(ops);
         }
-        let state = ops.state();
+        let states: Vec<_> = loops.iter().map(OpsLoop::state).collect();
         let sources = Sources {
-            ops: vec![Arc::clone(&state)],
+            ops: states.clone(),
             capture: Some(capture),
             shipper: Some(shipper),
             consumer: None,
@@ -131,9 +161,15 @@ impl Ops {
                 let ok = served.is_ok();
                 let _ = served_tx.send(served);
                 if ok {
-                    ops.run(async move {
+                    let stop = async move {
                         let _ = stopped.wait_for(|stop| *stop).await;
-                    })
+                    };
+                    let _ = super::run_partitions(
+                        loops,
+                        |ops, stop| ops.run(stop),
+                        stop,
+                        "an ops loop",
+                    )
                     .await;
                 }
             });
@@ -144,7 +180,7 @@ impl Ops {
         Ok(Self {
             stop,
             thread,
-            state,
+            states,
             served,
         })
     }
@@ -153,33 +189,48 @@ impl Ops {
     fn stop(self) -> Vec<FiringAlert> {
         let _ = self.stop.send(true);
         let _ = self.thread.join();
-        self.state.snapshot().firing
+        self.states
+            .iter()
+            .flat_map(|state| state.snapshot().firing)
+            .collect()
     }
 }
 
-/// Reads the demo group's `processed` counter, over one connection kept for the run.
+/// Reads the demo group's `processed` counter (summed over partitions), over connections
+/// kept for the run (one per partition: on a cluster, each to the partition's primary).
 struct GroupCounter {
-    connection: redis::Connection,
-    key: String,
+    counters: Vec<(redis::Connection, String)>,
 }
 
 impl GroupCounter {
     fn open(config: &Config) -> anyhow::Result<Self> {
-        let connection = config
-            .redis
-            .client()?
-            .get_connection_with_timeout(Duration::from_secs(3))?;
-        let key = evstream::consume::ConsumeKeys::new(&config.redis.stream, &config.consume.group)
-            .counters;
-        Ok(Self { connection, key })
+        let counters = config
+            .partition_configs()
+            .iter()
+            .map(|part| {
+                let connection = part
+                    .redis
+                    .client()?
+                    .get_connection_with_timeout(Duration::from_secs(3))?;
+                let key =
+                    evstream::consume::ConsumeKeys::new(&part.redis.stream, &part.consume.group)
+                        .counters;
+                Ok((connection, key))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Self { counters })
     }
 
     fn processed(&mut self) -> anyhow::Result<u64> {
-        let processed: Option<u64> = redis::cmd("HGET")
-            .arg(&self.key)
-            .arg("processed")
-            .query(&mut self.connection)?;
-        Ok(processed.unwrap_or(0))
+        let mut total = 0;
+        for (connection, key) in &mut self.counters {
+            let processed: Option<u64> = redis::cmd("HGET")
+                .arg(&*key)
+                .arg("processed")
+                .query(connection)?;
+            total += processed.unwrap_or(0);
+        }
+        Ok(total)
     }
 
     /// Waits until the counter reaches `target` (or `timeout` passes).
@@ -206,10 +257,6 @@ pub(crate) fn run(
     args: &DemoArgs,
 ) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.producers > 0, "--producers must be at least 1");
-    anyhow::ensure!(
-        config.redis.partitions.is_none(),
-        "the demo runs on one stream key; use --partitions with bench, consume and ops"
-    );
     let target = Target::resolve(config, given_url)?;
     let mut config = config.clone();
     target.configure(&mut config);
@@ -280,11 +327,7 @@ pub(crate) fn run(
     let alerts_firing = ops.stop();
     let samples = sampler.stop();
     waited?;
-    let analysis = super::with_redis(&config, |mut connection| {
-        let (stream, group) = (config.redis.stream.clone(), config.consume.group.clone());
-        async move { evstream_intellisense::read_report(&mut connection, &stream, &group).await }
-    })?
-    .context("cannot read the analysis back")?;
+    let analysis = super::report::read_all(&config, &config.consume.group)?;
     let mut append_latency = AppendLatency::new(started_wall);
     let audit = pipeline::audit(&config, &target.url, |entry, data| {
         if let Some(timestamp_ns) = entry.get::<u64>("timestamp_ns") {

@@ -9,9 +9,12 @@ use evstream::Config;
 use super::with_redis;
 use crate::args::ReportArgs;
 
-pub(crate) fn run(config: &Config, args: &ReportArgs) -> anyhow::Result<ExitCode> {
-    let group = args.group.as_deref().unwrap_or(&config.consume.group);
-    // Every partition of the stream, each from the node that holds it.
+/// What IntelliSense computed for `group`, read from every partition of the stream (each
+/// from the node that holds it) and added up.
+pub(crate) fn read_all(
+    config: &Config,
+    group: &str,
+) -> anyhow::Result<evstream_intellisense::Report> {
     let mut builder = evstream_intellisense::ReportBuilder::new(group);
     for part in &config.partition_configs() {
         let builder = &mut builder;
@@ -27,7 +30,12 @@ pub(crate) fn run(config: &Config, args: &ReportArgs) -> anyhow::Result<ExitCode
             )
         })?;
     }
-    let report = builder.finish();
+    Ok(builder.finish())
+}
+
+pub(crate) fn run(config: &Config, args: &ReportArgs) -> anyhow::Result<ExitCode> {
+    let group = args.group.as_deref().unwrap_or(&config.consume.group);
+    let report = read_all(config, group)?;
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &report)?;

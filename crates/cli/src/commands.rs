@@ -98,6 +98,14 @@ where
     Ok(())
 }
 
+/// How messages name the stream: `events`, or `events (3 partitions)`.
+pub(crate) fn stream_name(config: &Config) -> String {
+    match config.redis.partitions {
+        Some(p) => format!("{} ({p} partitions)", config.redis.stream),
+        None => config.redis.stream.clone(),
+    }
+}
+
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.
 pub(crate) async fn termination() {
     use tokio::signal::unix::{signal, SignalKind};

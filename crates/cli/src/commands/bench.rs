@@ -132,7 +132,7 @@ pub(crate) fn run(
             args.payload_bytes,
             args.producers,
             args.rate,
-            config.redis.stream,
+            super::stream_name(&config),
             target.describe()
         );
     }

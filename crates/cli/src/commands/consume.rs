@@ -139,7 +139,7 @@ fn drive<H: Handler + Sync + 'static>(
                  (Ctrl-C to stop)",
                 args.consumer,
                 config.consume.group,
-                config.redis.stream,
+                super::stream_name(config),
                 evstream::ship::redact_url(&config.redis.url),
                 served.map_or_else(String::new, |addr| format!(
                     "; http://{addr}/metrics and /health"

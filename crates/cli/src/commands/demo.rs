@@ -289,7 +289,7 @@ pub(crate) fn run(
             args.producers,
             args.rate,
             args.duration,
-            config.redis.stream,
+            super::stream_name(&config),
             target.describe()
         );
         if let Some(addr) = ops.served {

@@ -77,7 +77,7 @@ pub(crate) fn run(mut config: Config, args: &OpsArgs) -> anyhow::Result<ExitCode
         eprintln!(
             "evstream ops: watching stream '{}' on {} every {:?} (alerts every {:?}){}; \
              Ctrl-C to stop",
-            config.redis.stream,
+            super::stream_name(&config),
             evstream::ship::redact_url(&config.redis.url),
             Duration::from_millis(config.ops.interval_ms),
             Duration::from_millis(config.ops.alert_interval_ms),

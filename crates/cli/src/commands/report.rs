@@ -45,7 +45,7 @@ pub(crate) fn run(config: &Config, args: &ReportArgs) -> anyhow::Result<ExitCode
     writeln!(
         out,
         "IntelliSense results of group '{group}' on stream '{}'",
-        config.redis.stream
+        super::stream_name(config)
     )?;
     let optional = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
     for (name, value) in [

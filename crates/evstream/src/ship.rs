@@ -593,7 +593,7 @@ struct Shipper {
 
 impl Shipper {
     fn new(
-        mut config: ShipConfig,
+        config: ShipConfig,
         settings: AppendSettings,
         client: crate::config::Connector,
         receiver: Receiver,
@@ -602,10 +602,6 @@ impl Shipper {
         schemas: Option<Arc<crate::schema::Registry>>,
     ) -> Self {
         let seed = wall_clock_ns() ^ u64::from(std::process::id());
-        if config.append == AppendMode::Transaction {
-            // One WATCH per connection: batches of a transaction shipper go one at a time.
-            config.in_flight = 1;
-        }
         Self {
             breaker: Breaker::new(
                 config.breaker_threshold,
@@ -938,6 +934,8 @@ impl Shipper {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout().max(Duration::from_millis(500))))
             .set_response_timeout(None);
+        let append_mode = self.config.append;
+        let keys = self.settings.keys.clone();
         let connected = async {
             let mut connection = self
                 .client
@@ -956,6 +954,9 @@ impl Shipper {
                 .arg(append::SCRIPT)
                 .query_async::<String>(&mut connection)
                 .await?;
+            if append_mode == AppendMode::Transaction {
+                append::probe_guard(&mut connection, &keys).await?;
+            }
             Ok::<_, RedisError>(connection)
         };
         // The handshake and SCRIPT LOAD share one deadline: a server that stops answering

@@ -168,11 +168,49 @@ fn one_million_events_from_four_threads_exactly_once_in_order() {
     eprintln!("1M events shipped and audited; publishing + flush took {elapsed:?}");
 }
 
+/// The guarded transaction pipelines its batches (`ship.in_flight` of them on one
+/// connection) and keeps every producer's order.
+#[test]
+fn transaction_mode_pipelines_batches_exactly_once_in_order() {
+    let redis = RedisServer::start().unwrap();
+    let mut config = config(&redis.url(), "events");
+    config.ship.append = AppendMode::Transaction;
+    config.ship.in_flight = 4;
+    let (publisher, receiver) = publish::channel(&config).unwrap();
+    let shipper = ship::spawn(&config, receiver).unwrap();
+    publish_ticks(&publisher, 2, 150_000, None);
+    let report = shipper.shutdown(Duration::from_secs(60));
+    assert_eq!(
+        (report.shipped, report.undelivered),
+        (300_000, 0),
+        "{report:?}"
+    );
+    let (audit, misordered) = audit_ticks(&redis.url(), "events");
+    assert_exactly_once(&audit, misordered, 300_000);
+    assert_eq!(
+        redis
+            .command(&["EXISTS", "events:evstream-parked", "events:dlq"])
+            .unwrap()
+            .as_int(),
+        Some(0)
+    );
+}
+
 #[test]
 fn redis_killed_five_times_loses_and_duplicates_nothing() {
+    killed_five_times(AppendMode::Script);
+}
+
+#[test]
+fn redis_killed_five_times_in_transaction_mode_loses_and_duplicates_nothing() {
+    killed_five_times(AppendMode::Transaction);
+}
+
+fn killed_five_times(append: AppendMode) {
     let mut redis = RedisServer::builder().aof(true).start().unwrap();
     let url = redis.url();
-    let config = config(&url, "events");
+    let mut config = config(&url, "events");
+    config.ship.append = append;
     let (publisher, receiver) = publish::channel(&config).unwrap();
     let shipper = ship::spawn(&config, receiver).unwrap();
     let done = Arc::new(AtomicBool::new(false));

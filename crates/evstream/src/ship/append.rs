@@ -217,36 +217,44 @@ pub(crate) fn build(sha: &str, input: &BatchInput<'_>) -> Cmd {
     cmd
 }
 
-/// One batch as a `WATCH`ed transaction: the other way to append exactly once, without Lua.
+/// One batch as a guarded transaction: the other way to append exactly once, with plain
+/// `XADD`s and batches pipelined like the script's.
 ///
-/// One attempt: `WATCH` the producer's high-water mark and read it (one round trip), decide
-/// on the client what the script decides in Redis (skip what is at or below the mark; refuse
-/// a gap), then `MULTI`, one `XADD` per event (the stream, or the dead-letter stream for
-/// poison), the trim, `SET` of the new mark, `EXEC` (a second round trip). `EXEC` applies
-/// nothing if the mark changed after the `WATCH`, which happens only when an earlier attempt
-/// of the same batch, given up on after a timeout, was executed late: the attempt then reads
-/// the mark again and skips what that one appended. The same guarantees as the script (no
-/// duplicate, each producer's order kept), with Redis running plain `XADD`s: about half the
-/// Redis CPU per event of the script, whose Lua calls convert every argument twice (measured
-/// in `BENCHMARKS.md`). The cost: a batch is not pipelined behind the previous one of the
-/// same producer (the `WATCH` of one would be consumed by the `EXEC` of the other), so one
-/// batch per shipper is in flight.
+/// One attempt is one `MULTI`/`EXEC`: `guard.lua` (is the producer's mark where this batch
+/// continues from? if not, it parks the stream and the dead-letter stream so that the
+/// following `XADD`s fail), one `XADD` per event (the stream, or the dead-letter stream for
+/// poison), the trim, `unguard.lua` (puts parked streams back; otherwise moves the mark). The
+/// decision is taken inside Redis at the moment the batch applies, so batches are pipelined
+/// on one connection (in order), a late `EXEC` of an attempt given up on applies nothing, and
+/// a batch sent after one that failed is refused like the script's gap. When the guard finds
+/// the mark inside the batch (a retry after part of it was acknowledged to someone else's
+/// attempt), the rest is sent again from there. The same guarantees as the script (no
+/// duplicate, each producer's order kept) for less Redis CPU per event: the script's Lua
+/// converts every argument twice (measured in `BENCHMARKS.md`); here Lua runs twice per batch
+/// on a handful of arguments.
 #[derive(Debug)]
 pub(crate) struct Transaction {
     keys: Keys,
+    /// Where parked streams go: the stream's and the dead-letter stream's.
+    parked: [String; 2],
     accept_gap: bool,
     max_len: u64,
     ttl_ms: u64,
     /// Per event: its sequence and whether it is a dead letter.
     entries: Vec<(u64, bool)>,
     /// The transaction of every entry (the common case: nothing of the batch is there yet):
-    /// the entries' `XADD`s, in order, then the trim and the mark.
+    /// the guard, the entries' `XADD`s in order, the trim and the unguard.
     full: redis::Pipeline,
     dlq_at_ns: u64,
 }
 
-/// Attempts in a row that may find the mark moved before the attempt gives up.
-const MAX_WATCH_CONFLICTS: usize = 3;
+/// Attempts in a row that may find the mark inside the batch before the attempt gives up.
+const MAX_GUARD_RETRIES: usize = 3;
+
+/// The guard and unguard scripts, sent whole (`EVAL`): an `EVALSHA` refused inside `EXEC`
+/// after a `SCRIPT FLUSH` would let the `XADD`s apply unguarded.
+const GUARD: &str = include_str!("guard.lua");
+const UNGUARD: &str = include_str!("unguard.lua");
 
 /// Builds the transaction of a batch.
 pub(crate) fn build_transaction(input: &BatchInput<'_>) -> Transaction {
@@ -260,60 +268,63 @@ pub(crate) fn build_transaction(input: &BatchInput<'_>) -> Transaction {
         accept_gap,
         now_ns,
     } = *input;
-    let mut id_text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let mut full = redis::pipe();
-    full.atomic().ignore_errors();
-    let entries = events
-        .iter()
-        .zip(poison)
-        .map(|(event, poison)| {
-            let key = if poison.is_some() {
-                &keys.dead_letters
-            } else {
-                &keys.stream
-            };
-            // Sized up front, as in `build`.
-            let mut cmd = Cmd::with_capacity(
-                27,
-                key.len() + event.data().len() + ENVELOPE_BYTES + DEAD_LETTER_BYTES,
-            );
-            let id = ids.event_id(event.timestamp_ns(), event.sequence());
-            cmd.arg("XADD")
-                .arg(key)
-                .arg("*")
-                .arg("event_id")
-                .arg(&*id.hyphenated().encode_lower(&mut id_text))
-                .arg("event_type")
-                .arg(event.event_type())
-                .arg("version")
-                .arg(DEFAULT_VERSION)
-                .arg("correlation_id")
-                .arg(event.correlation_id())
-                .arg("timestamp_ns")
-                .arg(event.timestamp_ns())
-                .arg("producer_id")
-                .arg(producer_id)
-                .arg("sequence")
-                .arg(event.sequence())
-                .arg("data")
-                .arg(event.data());
-            if let Some(poison) = poison {
-                dead_letter_fields(&mut cmd, poison.reason, &poison.message, now_ns);
-            }
-            full.add_command(cmd);
-            (event.sequence(), poison.is_some())
-        })
-        .collect();
     let mut transaction = Transaction {
         keys: keys.clone(),
+        parked: [
+            format!("{}:evstream-parked", keys.stream),
+            format!("{}:evstream-parked", keys.dead_letters),
+        ],
         accept_gap,
         max_len: settings.max_len,
         ttl_ms: settings.high_water_mark_ttl_ms,
-        entries,
-        full,
+        entries: Vec::with_capacity(events.len()),
+        full: redis::Pipeline::with_capacity(events.len() + 3),
         dlq_at_ns: now_ns,
     };
     let mut full = std::mem::take(&mut transaction.full);
+    full.atomic().ignore_errors();
+    let first = events.first().map_or(0, CapturedEvent::sequence);
+    transaction.guard(&mut full, first.saturating_sub(1));
+    let mut id_text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    for (event, poison) in events.iter().zip(poison) {
+        let key = if poison.is_some() {
+            &keys.dead_letters
+        } else {
+            &keys.stream
+        };
+        // Sized up front, as in `build`.
+        let mut cmd = Cmd::with_capacity(
+            27,
+            key.len() + event.data().len() + ENVELOPE_BYTES + DEAD_LETTER_BYTES,
+        );
+        let id = ids.event_id(event.timestamp_ns(), event.sequence());
+        cmd.arg("XADD")
+            .arg(key)
+            .arg("*")
+            .arg("event_id")
+            .arg(&*id.hyphenated().encode_lower(&mut id_text))
+            .arg("event_type")
+            .arg(event.event_type())
+            .arg("version")
+            .arg(DEFAULT_VERSION)
+            .arg("correlation_id")
+            .arg(event.correlation_id())
+            .arg("timestamp_ns")
+            .arg(event.timestamp_ns())
+            .arg("producer_id")
+            .arg(producer_id)
+            .arg("sequence")
+            .arg(event.sequence())
+            .arg("data")
+            .arg(event.data());
+        if let Some(poison) = poison {
+            dead_letter_fields(&mut cmd, poison.reason, &poison.message, now_ns);
+        }
+        full.add_command(cmd);
+        transaction
+            .entries
+            .push((event.sequence(), poison.is_some()));
+    }
     transaction.finish(&mut full, 0);
     transaction.full = full;
     transaction
@@ -333,32 +344,73 @@ fn dead_letter_fields(cmd: &mut Cmd, reason: &str, message: &str, at_ns: u64) {
         .arg(at_ns);
 }
 
+/// What the guard decided.
+enum Guard {
+    Go,
+    /// The mark is elsewhere; nothing applied.
+    Moved {
+        mark: u64,
+    },
+    /// A key holds another type; nothing applied.
+    WrongType {
+        mark: u64,
+        detail: String,
+    },
+}
+
 impl Transaction {
     fn first_sequence(&self) -> u64 {
         self.entries.first().map_or(0, |e| e.0)
+    }
+
+    /// The keys both scripts take.
+    fn script_keys(&self, cmd: &mut Cmd, script: &str) {
+        cmd.arg(script)
+            .arg(5)
+            .arg(&self.keys.stream)
+            .arg(&self.keys.dead_letters)
+            .arg(&self.keys.high_water_mark)
+            .arg(&self.parked[0])
+            .arg(&self.parked[1]);
+    }
+
+    /// Adds the guard: go on only if the mark is `expected`.
+    fn guard(&self, pipe: &mut redis::Pipeline, expected: u64) {
+        let mut cmd = redis::cmd("EVAL");
+        self.script_keys(&mut cmd, GUARD);
+        cmd.arg(expected)
+            .arg(if self.accept_gap { "1" } else { "0" });
+        pipe.add_command(cmd);
     }
 
     /// The `XADD` of entry `index`.
     fn entry_command(&self, index: usize) -> &Cmd {
         self.full
             .cmd_iter()
-            .nth(index)
-            .expect("the full transaction holds every entry's XADD")
+            .nth(index + 1)
+            .expect("the full transaction holds every entry's XADD after the guard")
     }
 
-    /// `MULTI`, the entries from index `from` on, the trim, the new mark, `EXEC`: a copy of
-    /// the full transaction's tail, for a retry that finds part of the batch appended.
-    fn pipeline(&self, from: usize) -> redis::Pipeline {
-        let mut pipe = redis::Pipeline::with_capacity(self.entries.len() - from + 2);
+    /// The guard (from `expected`), the entries from index `from` on, the trim and the
+    /// unguard: a copy of the full transaction's tail, for a retry that finds part of the
+    /// batch appended.
+    fn pipeline(&self, from: usize, expected: u64) -> redis::Pipeline {
+        let mut pipe = redis::Pipeline::with_capacity(self.entries.len() - from + 3);
         pipe.atomic().ignore_errors();
-        for cmd in self.full.cmd_iter().take(self.entries.len()).skip(from) {
+        self.guard(&mut pipe, expected);
+        for cmd in self
+            .full
+            .cmd_iter()
+            .skip(1 + from)
+            .take(self.entries.len() - from)
+        {
             pipe.add_command(cmd.clone());
         }
         self.finish(&mut pipe, from);
         pipe
     }
 
-    /// Adds the trim and the new mark after the `XADD`s of the entries from `from` on.
+    /// Adds the trim and the unguard after the `XADD`s of the entries from `from` on.
     fn finish(&self, pipe: &mut redis::Pipeline, from: usize) {
         let entries = &self.entries[from..];
         if self.max_len > 0 && entries.iter().any(|e| !e.1) {
@@ -370,13 +422,16 @@ impl Transaction {
                 .ignore();
         }
         if let Some((last, _)) = entries.last() {
-            pipe.cmd("SET")
-                .arg(&self.keys.high_water_mark)
-                .arg(*last)
-                .arg("PX")
-                .arg(self.ttl_ms)
-                .ignore();
+            pipe.add_command(self.unguard(*last)).ignore();
         }
+    }
+
+    /// The unguard: put parked streams back, or move the mark to `last`.
+    fn unguard(&self, last: u64) -> Cmd {
+        let mut cmd = redis::cmd("EVAL");
+        self.script_keys(&mut cmd, UNGUARD);
+        cmd.arg(last).arg(self.ttl_ms);
+        cmd
     }
 
     /// One attempt; see the type's documentation.
@@ -385,81 +440,56 @@ impl Transaction {
         connection: &mut redis::aio::MultiplexedConnection,
     ) -> redis::RedisResult<Outcome> {
         let first = self.first_sequence();
-        let keys = &self.keys;
-        for _ in 0..MAX_WATCH_CONFLICTS {
-            let (mark, stream_type, dlq_type): (Option<u64>, String, String) = redis::pipe()
-                .cmd("WATCH")
-                .arg(&keys.high_water_mark)
-                .ignore()
-                .cmd("GET")
-                .arg(&keys.high_water_mark)
-                .cmd("TYPE")
-                .arg(&keys.stream)
-                .cmd("TYPE")
-                .arg(&keys.dead_letters)
-                .query_async(connection)
-                .await?;
-            let mark = match mark {
-                Some(mark) => mark,
-                // No mark (expired), and the shipper knows nothing earlier is coming.
-                None if self.accept_gap => first.saturating_sub(1),
-                // A new producer, whose sequences start at 1.
-                None => 0,
-            };
-            let unwatch = |outcome| async {
-                redis::cmd("UNWATCH")
-                    .exec_async(&mut connection.clone())
-                    .await
-                    .map(|()| outcome)
-            };
-            for (key, kind) in [
-                (&keys.stream, &stream_type),
-                (&keys.dead_letters, &dlq_type),
-            ] {
-                if kind != "none" && kind != "stream" {
-                    return unwatch(Outcome::Stopped {
-                        mark,
-                        added: 0,
-                        dead: 0,
-                        skipped: 0,
-                        error: format!("key {key} holds a {kind}, not a stream"),
-                    })
-                    .await;
-                }
-            }
-            if first > mark + 1 && !self.accept_gap {
-                return unwatch(Outcome::Gap { mark }).await;
-            }
-            let from = self.entries.partition_point(|e| e.0 <= mark);
-            let skipped = from as u64;
-            if from == self.entries.len() {
-                return unwatch(Outcome::Handled {
-                    added: 0,
-                    dead: 0,
-                    skipped,
-                })
-                .await;
-            }
+        let last = self.entries.last().map_or(0, |e| e.0);
+        let (mut from, mut expected) = (0, first.saturating_sub(1));
+        for _ in 0..MAX_GUARD_RETRIES {
             let partial;
             let pipe = if from == 0 {
                 &self.full
             } else {
-                partial = self.pipeline(from);
+                partial = self.pipeline(from, expected);
                 &partial
             };
-            let Some(replies) = pipe.query_async::<Option<Vec<Value>>>(connection).await? else {
-                // The mark moved since the WATCH: a late earlier attempt landed. Look again.
-                continue;
-            };
+            let replies: Vec<Value> = pipe.query_async(connection).await?;
+            let mut replies = replies.into_iter();
+            match parse_guard(replies.next())? {
+                Guard::Go => {}
+                Guard::WrongType { mark, detail } => {
+                    return Ok(Outcome::Stopped {
+                        mark,
+                        added: 0,
+                        dead: 0,
+                        skipped: 0,
+                        error: detail,
+                    })
+                }
+                Guard::Moved { mark } if mark >= last => {
+                    // All of it landed before (an earlier attempt's answer was lost).
+                    return Ok(Outcome::Handled {
+                        added: 0,
+                        dead: 0,
+                        skipped: self.entries.len() as u64,
+                    });
+                }
+                Guard::Moved { mark } if mark < first.saturating_sub(1) && !self.accept_gap => {
+                    return Ok(Outcome::Gap { mark });
+                }
+                Guard::Moved { mark } => {
+                    // Part of it landed: send the rest, from the mark.
+                    from = self.entries.partition_point(|e| e.0 <= mark);
+                    expected = mark;
+                    continue;
+                }
+            }
             let (mut added, mut dead) = (0, 0);
             for ((index, (_, is_dead)), reply) in
                 self.entries.iter().enumerate().skip(from).zip(replies)
             {
                 match reply {
                     Value::ServerError(error) => {
-                        // The key changed type between the check and EXEC: the mark is past
-                        // this entry already, so it is dead-lettered now, outside the
-                        // transaction.
+                        // Refused by Redis though the guard let it through (an entry Redis
+                        // will not take): the mark is past it already, so it is dead-lettered
+                        // now, outside the transaction.
                         let cmd = self.entry_command(index);
                         self.rescue(connection, cmd, &error.to_string()).await?;
                         dead += 1;
@@ -471,12 +501,12 @@ impl Transaction {
             return Ok(Outcome::Handled {
                 added,
                 dead,
-                skipped,
+                skipped: from as u64,
             });
         }
         Err(redis::RedisError::from(std::io::Error::other(format!(
-            "the high-water mark {} kept moving during {MAX_WATCH_CONFLICTS} attempts",
-            keys.high_water_mark
+            "the high-water mark {} kept moving during {MAX_GUARD_RETRIES} attempts",
+            self.keys.high_water_mark
         ))))
     }
 
@@ -502,6 +532,68 @@ impl Transaction {
         }
         result.map(drop)
     }
+}
+
+/// Runs the guard's refusing path on `keys` once, in one `MULTI`/`EXEC`: parks both streams
+/// (an impossible mark is asked for) and puts them back, changing nothing. Called on every new
+/// connection of a transaction shipper: an ACL that lets the `XADD`s through but not a
+/// command the scripts need would otherwise show only inside a batch's `EXEC`, where the
+/// `XADD`s apply while the guard fails.
+pub(crate) async fn probe_guard(
+    connection: &mut redis::aio::MultiplexedConnection,
+    keys: &Keys,
+) -> redis::RedisResult<()> {
+    let probe = Transaction {
+        keys: keys.clone(),
+        parked: [
+            format!("{}:evstream-parked", keys.stream),
+            format!("{}:evstream-parked", keys.dead_letters),
+        ],
+        accept_gap: false,
+        max_len: 0,
+        ttl_ms: 1,
+        entries: vec![(u64::MAX, false)],
+        full: redis::Pipeline::new(),
+        dlq_at_ns: 0,
+    };
+    let mut check = redis::pipe();
+    check.atomic().ignore_errors();
+    probe.guard(&mut check, u64::MAX);
+    check.add_command(probe.unguard(u64::MAX));
+    let replies: Vec<Value> = check.query_async(connection).await?;
+    for reply in replies {
+        if let Value::ServerError(error) = reply {
+            return Err(redis::RedisError::from(std::io::Error::other(format!(
+                "ship.append = \"transaction\" cannot run its guard on {}: {error}; the \
+                 publisher needs +eval and, inside it, +get +set +type +exists +rename +del \
+                 on the stream, its dead letters, its marks and their :evstream-parked keys \
+                 (docs/security.md)",
+                keys.stream
+            ))));
+        }
+    }
+    Ok(())
+}
+
+/// Reads the guard's reply `{status, mark, detail}`.
+fn parse_guard(reply: Option<Value>) -> redis::RedisResult<Guard> {
+    let shape = |detail: String| {
+        redis::RedisError::from(std::io::Error::other(format!(
+            "unexpected reply of the batch's guard: {detail}"
+        )))
+    };
+    let reply = reply.ok_or_else(|| shape("none".to_owned()))?;
+    if let Value::ServerError(error) = &reply {
+        // The guard did not run (e.g. scripts disabled): nothing of the batch may count.
+        return Err(shape(error.to_string()));
+    }
+    let (status, mark, detail): (i64, u64, String) =
+        FromRedisValue::from_redis_value(reply).map_err(|e| shape(e.to_string()))?;
+    Ok(match status {
+        1 => Guard::Go,
+        0 => Guard::Moved { mark },
+        _ => Guard::WrongType { mark, detail },
+    })
 }
 
 /// What the script did with a batch.
@@ -570,7 +662,7 @@ mod tests {
             .collect()
     }
 
-    /// Appends through the script (`transaction` false) or the WATCHed transaction.
+    /// Appends through the script (`transaction` false) or the guarded transaction.
     fn append(
         redis: &RedisServer,
         transaction: bool,
@@ -642,28 +734,52 @@ mod tests {
             redis.command(&["EXISTS", "s:hwm:p"]).unwrap().as_int(),
             Some(0)
         );
+        assert_eq!(
+            redis.command(&["GET", "s"]).unwrap().as_text().as_deref(),
+            Some("not a stream"),
+            "the key is left as it was"
+        );
     }
 
     #[test]
     fn a_late_transaction_of_a_retried_batch_applies_nothing() {
         let redis = RedisServer::start().unwrap();
-        let batch = events(1..=3);
-        // The first attempt: WATCHed and queued, its EXEC held back (a timeout on our side).
-        let mut late = redis::Client::open(redis.url())
-            .unwrap()
-            .get_connection()
+        redis
+            .command(&["XGROUP", "CREATE", "s", "g", "$", "MKSTREAM"])
             .unwrap();
-        let run = |connection: &mut redis::Connection, args: &[&str]| -> redis::Value {
-            let mut cmd = redis::cmd(args[0]);
-            for arg in &args[1..] {
-                cmd.arg(*arg);
-            }
-            cmd.query(connection).unwrap()
+        let batch = events(1..=3);
+        // The first attempt: queued whole, its EXEC held back (a timeout on our side).
+        let settings = AppendSettings {
+            keys: Keys::new("s", "p"),
+            producer_id: "p".to_owned(),
+            max_len: 0,
+            high_water_mark_ttl_ms: 60_000,
         };
-        run(&mut late, &["WATCH", "s:hwm:p"]);
-        run(&mut late, &["MULTI"]);
-        run(&mut late, &["XADD", "s", "*", "sequence", "1"]);
-        run(&mut late, &["SET", "s:hwm:p", "3"]);
+        let poison = vec![None; batch.len()];
+        let ids = EventIdGenerator::new();
+        let first_attempt = build_transaction(&BatchInput {
+            settings: &settings,
+            keys: &settings.keys,
+            producer_id: "p",
+            ids: &ids,
+            events: &batch,
+            poison: &poison,
+            accept_gap: false,
+            now_ns: 1,
+        });
+        // A raw connection: the EXEC's reply holds errors, which the client library would turn
+        // into one error of the whole reply.
+        use std::io::{Read, Write};
+        let mut late = std::net::TcpStream::connect(redis.addr()).unwrap();
+        let mut queued = redis::cmd("MULTI").get_packed_command();
+        for cmd in first_attempt.full.cmd_iter() {
+            queued.extend(cmd.get_packed_command());
+        }
+        late.write_all(&queued).unwrap();
+        let expected = format!("+OK\r\n{}", "+QUEUED\r\n".repeat(5));
+        let mut answer = vec![0; expected.len()];
+        late.read_exact(&mut answer).unwrap();
+        assert_eq!(String::from_utf8_lossy(&answer), expected);
         // The retry lands first...
         assert_eq!(
             append(&redis, true, "p", &batch, false),
@@ -673,9 +789,100 @@ mod tests {
                 skipped: 0
             }
         );
-        // ...then the late EXEC: the mark moved after its WATCH, so it applies nothing.
-        assert_eq!(run(&mut late, &["EXEC"]), redis::Value::Nil);
+        // ...then the late EXEC: its guard finds the mark moved and parks the streams, so
+        // its XADDs fail; its unguard puts them back, group and all.
+        late.write_all(&redis::cmd("EXEC").get_packed_command())
+            .unwrap();
+        late.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut reply = Vec::new();
+        let replies = loop {
+            let mut chunk = [0; 4096];
+            let n = late.read(&mut chunk).unwrap();
+            reply.extend_from_slice(&chunk[..n]);
+            if let Ok(redis::Value::Array(replies)) = redis::parse_redis_value(&reply) {
+                break replies;
+            }
+        };
+        assert!(
+            matches!(&replies[0], redis::Value::Array(guard) if guard.first() == Some(&redis::Value::Int(0))),
+            "{replies:?}"
+        );
+        assert!(
+            replies[1..4]
+                .iter()
+                .all(|r| matches!(r, redis::Value::ServerError(e) if e.code() == "WRONGTYPE")),
+            "{replies:?}"
+        );
         assert_eq!(redis.command(&["XLEN", "s"]).unwrap().as_int(), Some(3));
+        assert_eq!(
+            redis
+                .command(&["GET", "s:hwm:p"])
+                .unwrap()
+                .as_text()
+                .as_deref(),
+            Some("3")
+        );
+        let groups = redis.command(&["XINFO", "GROUPS", "s"]).unwrap();
+        assert!(
+            matches!(&groups, evstream_testkit::Reply::Array(Some(g)) if g.len() == 1),
+            "the group came back with the stream: {groups:?}"
+        );
+        assert_eq!(
+            redis
+                .command(&[
+                    "EXISTS",
+                    "s:evstream-parked",
+                    "s:dlq:evstream-parked",
+                    "s:dlq"
+                ])
+                .unwrap()
+                .as_int(),
+            Some(0),
+            "nothing parked is left"
+        );
+    }
+
+    #[test]
+    fn the_guard_probe_changes_nothing_and_reports_a_missing_permission() {
+        let redis = RedisServer::start().unwrap();
+        redis.command(&["XADD", "s", "*", "f", "v"]).unwrap();
+        let keys = Keys::new("s", "p");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = redis::Client::open(redis.url()).unwrap();
+        runtime.block_on(async {
+            let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+            probe_guard(&mut connection, &keys).await.unwrap();
+        });
+        assert_eq!(redis.command(&["XLEN", "s"]).unwrap().as_int(), Some(1));
+        assert_eq!(
+            redis
+                .command(&["EXISTS", "s:hwm:p", "s:dlq", "s:evstream-parked"])
+                .unwrap()
+                .as_int(),
+            Some(0)
+        );
+        // A publisher allowed to append but not to rename: refused at connection time, not
+        // discovered inside a batch.
+        redis
+            .command(&[
+                "ACL", "SETUSER", "pub", "on", ">pw", "~s*", "+@all", "-rename",
+            ])
+            .unwrap();
+        let url = redis.url().replacen("redis://", "redis://pub:pw@", 1);
+        let client = redis::Client::open(url).unwrap();
+        let error = runtime.block_on(async {
+            let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+            probe_guard(&mut connection, &keys).await.unwrap_err()
+        });
+        assert!(
+            error.to_string().contains("cannot run its guard"),
+            "{error}"
+        );
+        assert_eq!(redis.command(&["XLEN", "s"]).unwrap().as_int(), Some(1));
     }
 
     fn skips_retries_and_refuses_gaps(transaction: bool) {

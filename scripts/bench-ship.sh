@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end shipping throughput next to Redis's own ceiling, in one run on one fresh private
 # redis-server (no persistence): `redis-benchmark -P 64` appending the same ~400-byte envelope
-# with XADD, then `evstream bench` (ring → shipper → stream, no-duplicate script on, every
+# with XADD, then `evstream bench` (ring → shipper → stream, no-duplicate mechanism on, every
 # event read back and checked). Prints both figures and their ratio.
 #
 # Usage: scripts/bench-ship.sh [EVENTS] [PAYLOAD_BYTES]

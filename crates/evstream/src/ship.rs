@@ -7,14 +7,15 @@
 //! 1. **Batch**: drain up to `ship.batch_max` events; a partial batch waits up to
 //!    `ship.linger_us` for more, but only while other batches are in flight (an idle pipe
 //!    sends at once). Raw payloads that are not valid JSON are marked as dead letters.
-//! 2. **Send**: each batch is one call of the `append.lua` script (see `ship/append.rs`):
-//!    atomically, it skips events at or below the producer's high-water mark (so a retried
-//!    batch never duplicates), refuses a batch that does not continue from the mark (so order
-//!    holds when batches in flight fail out of order), appends the rest and the dead letters,
-//!    trims with `MAXLEN ~`, and moves the mark. Up to `ship.in_flight` batches fly at once on
-//!    one multiplexed connection, each with a deadline of `ship.timeout_ms`. With
-//!    `ship.append = "transaction"` the same decisions are taken on the client between a
-//!    `WATCH` of the mark and a `MULTI`/`EXEC` of plain `XADD`s, one batch at a time.
+//! 2. **Send**: each batch is one `MULTI`/`EXEC` (see `ship/append.rs`): a guard script
+//!    checks that the producer's high-water mark is where the batch continues from and
+//!    otherwise makes the batch's plain `XADD`s fail (so a retried batch never duplicates,
+//!    and a batch sent after one that failed is refused: order holds when batches in flight
+//!    fail out of order); the `XADD`s of the events and the dead letters; the `MAXLEN ~`
+//!    trim; a script that moves the mark. Up to `ship.in_flight` batches fly at once on one
+//!    multiplexed connection, each with a deadline of `ship.timeout_ms`. With
+//!    `ship.append = "script"`, each batch is one call of `append.lua`, which takes the same
+//!    decisions per event (a narrower ACL, twice the Redis CPU per event).
 //! 3. **Confirm** in order; on a failure, stop sending, let the other in-flight batches land,
 //!    back off (exponential, full jitter), reconnect if the connection broke, and resend every
 //!    unconfirmed batch in order. K consecutive failures open the circuit breaker; while it is

@@ -30,6 +30,34 @@ const PUBLISHER: &[&str] = &[
     "+xtrim",
     "+get",
     "+set",
+    "+multi",
+    "+exec",
+    "+type",
+    "+exists",
+    "+rename",
+    "+del",
+    "~events",
+    "~events:dlq",
+    "~events:hwm:*",
+    "~events:evstream-parked",
+    "~events:dlq:evstream-parked",
+];
+/// The publisher of `ship.append = "script"`: no `RENAME`, no `DEL`, no transaction.
+const PUBLISHER_SCRIPT: &[&str] = &[
+    "publisher-script",
+    "on",
+    ">publisher-secret-2",
+    "resetkeys",
+    "resetchannels",
+    "-@all",
+    "+ping",
+    "+script|load",
+    "+evalsha",
+    "+eval",
+    "+xadd",
+    "+xtrim",
+    "+get",
+    "+set",
     "~events",
     "~events:dlq",
     "~events:hwm:*",
@@ -176,8 +204,8 @@ fn every_role_works_with_exactly_its_rules() {
     ship_all(shipper, 400);
     for forbidden in [
         &["XRANGE", "events", "-", "+"][..],
-        &["DEL", "events"],
         &["XLEN", "events"],
+        &["HGETALL", "events:consume:intellisense_group"],
     ] {
         let error = refused(&redis, "publisher", "publisher-secret-1", forbidden);
         assert!(
@@ -281,4 +309,36 @@ fn the_publisher_role_ships_through_sentinel_with_replica_acks() {
     let replica = &set.servers[1];
     let length = replica.command(&["XLEN", "events"]).unwrap();
     assert_eq!(length, evstream_testkit::Reply::Int(500), "{length:?}");
+}
+
+/// The script mode's narrower publisher ships and cannot delete or rename the stream.
+#[test]
+fn the_script_mode_publisher_ships_and_cannot_delete_the_stream() {
+    let redis = RedisServer::start().unwrap();
+    let mut command = vec!["ACL", "SETUSER"];
+    command.extend_from_slice(PUBLISHER_SCRIPT);
+    let reply = redis.command(&command).unwrap();
+    assert_eq!(reply.as_text().as_deref(), Some("OK"), "{reply:?}");
+    let mut config = config(url(&redis, "publisher-script", "publisher-secret-2"));
+    config.ship.append = evstream::config::AppendMode::Script;
+    let (publisher, receiver) = publish::channel(&config).unwrap();
+    let shipper = ship::spawn(&config, receiver).unwrap();
+    for n in 0..300u64 {
+        publisher.publish("Tick", &n, "").unwrap();
+    }
+    drop(publisher);
+    ship_all(shipper, 300);
+    for forbidden in [
+        &["DEL", "events"][..],
+        &["RENAME", "events", "events:dlq"],
+        &["XRANGE", "events", "-", "+"],
+    ] {
+        let error = refused(&redis, "publisher-script", "publisher-secret-2", forbidden);
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|e| e.to_ascii_lowercase().contains("noperm")),
+            "publisher {forbidden:?}: {error:?}"
+        );
+    }
 }

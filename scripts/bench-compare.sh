@@ -19,7 +19,7 @@ events=${1:-1000000}
 payload=${2:-400}
 naive_events=$(( events < 200000 ? events : 200000 ))
 
-cargo build --release --locked -p evstream-cli --example naive_xadd >&2
+cargo build --release --locked -p evstream-cli --bin evstream --example naive_xadd >&2
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 dir=$(mktemp -d)
 redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --save "" --appendonly no \

@@ -205,6 +205,15 @@ impl RedisConfig {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let Some(count) = self.partitions else {
+            if self.url.starts_with(CLUSTER_SCHEME) && !has_hash_tag(&self.stream) {
+                return Err(ConfigError::Invalid {
+                    field: "redis.partitions",
+                    value: "none".to_owned(),
+                    reason: "Redis Cluster needs a partitioned stream (redis.partitions, \
+                             --partitions P): the keys a batch touches together must share a \
+                             slot; one or two partitions per primary is a good start",
+                });
+            }
             return Ok(());
         };
         if !(1..=MAX_PARTITIONS).contains(&count) {
@@ -354,6 +363,13 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Most partitions a stream may have.
 const MAX_PARTITIONS: u16 = 1024;
+
+/// Whether `key` holds a Redis Cluster hash tag (a non-empty `{…}`).
+fn has_hash_tag(key: &str) -> bool {
+    key.split_once('{')
+        .and_then(|(_, rest)| rest.split_once('}'))
+        .is_some_and(|(tag, _)| !tag.is_empty())
+}
 
 /// The key of partition `p` of `stream`: `<stream>:{p}`. The braces are a Redis Cluster hash
 /// tag: keys derived from it by appending (`<stream>:{p}:dlq`, `…:hwm:<producer>`) hash to
@@ -1724,6 +1740,19 @@ mod tests {
         config.redis.stream = "ev{x}".to_owned();
         let error = config.validate().unwrap_err().to_string();
         assert!(error.contains("must not hold {"), "{error}");
+        // A cluster needs partitions (a partition's own configuration has its tag).
+        config.redis.url = "redis+cluster://127.0.0.1:7000".to_owned();
+        config.redis.stream = "events".to_owned();
+        config.redis.partitions = None;
+        let error = config.validate().unwrap_err().to_string();
+        assert!(
+            error.contains("Redis Cluster needs a partitioned stream"),
+            "{error}"
+        );
+        config.redis.partitions = Some(3);
+        for part in config.partition_configs() {
+            part.validate().unwrap();
+        }
     }
 
     #[test]

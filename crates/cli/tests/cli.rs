@@ -9,6 +9,17 @@ fn evstream() -> Command {
 
 /// Checks a `--report` page: one self-contained HTML document holding `charts` SVG charts,
 /// each with drawn series, and the run's summary.
+/// Runs `evstream` with `args`, checks that it succeeded, and parses its JSON output.
+fn json_of(args: &[&str]) -> serde_json::Value {
+    let output = evstream().args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
 fn check_report(path: &std::path::Path, charts: usize, summary_field: &str) {
     let html = std::fs::read_to_string(path).unwrap();
     assert!(html.starts_with("<!DOCTYPE html>"), "{html:.200}");
@@ -209,17 +220,9 @@ fn a_partitioned_stream_is_shipped_consumed_and_reported_over_every_partition() 
     let redis = evstream_testkit::RedisServer::start().unwrap();
     let url = redis.url();
     let run = |args: &[&str]| {
-        let output = evstream()
-            .args(["--redis-url", &url, "--partitions", "3"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+        let mut all = vec!["--redis-url", &url, "--partitions", "3"];
+        all.extend_from_slice(args);
+        json_of(&all)
     };
     let bench = run(&["bench", "--events", "30000", "--json"]);
     for (field, expected) in [
@@ -269,17 +272,8 @@ fn a_partitioned_stream_is_shipped_consumed_and_reported_over_every_partition() 
 #[test]
 fn status_on_a_cluster_names_each_partitions_slot_and_primary() {
     let cluster = evstream_testkit::ClusterSet::start().unwrap();
-    let output = evstream()
-        .args(["--redis-url", &cluster.url(), "--partitions", "6"])
-        .args(["status", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let url = cluster.url();
+    let status = json_of(&["--redis-url", &url, "--partitions", "6", "status", "--json"]);
     let partitions = status["partitions"].as_array().unwrap();
     assert_eq!(partitions.len(), 6, "{status}");
     for partition in partitions {
@@ -304,17 +298,19 @@ fn status_on_a_cluster_names_each_partitions_slot_and_primary() {
 #[test]
 fn the_demo_runs_on_a_cluster_over_six_partitions() {
     let cluster = evstream_testkit::ClusterSet::start().unwrap();
-    let output = evstream()
-        .args(["--redis-url", &cluster.url(), "--partitions", "6"])
-        .args(["demo", "--duration", "2s", "--rate", "3000", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let url = cluster.url();
+    let summary = json_of(&[
+        "--redis-url",
+        &url,
+        "--partitions",
+        "6",
+        "demo",
+        "--duration",
+        "2s",
+        "--rate",
+        "3000",
+        "--json",
+    ]);
     let published = summary["published"].as_u64().unwrap();
     assert!(published >= 3000, "about 6000 events in 2 s: {summary}");
     for (field, expected) in [

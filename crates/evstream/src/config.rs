@@ -1095,14 +1095,12 @@ pub struct ShipConfig {
     /// How long a partial batch waits for more events while other batches are in flight, in
     /// microseconds; when nothing is in flight a batch goes at once. Default 2000.
     pub linger_us: u64,
-    /// How a batch is appended exactly once: `script` (one Lua script per batch, `in_flight`
-    /// batches pipelined; the fastest end to end where client and Redis share a machine) or
-    /// `transaction` (`WATCH` + `MULTI`/`EXEC` of plain `XADD`s, one batch in flight; less
-    /// than half the Redis CPU per event, for a Redis saturated by many producers). Default
-    /// `script`. Measurements: `BENCHMARKS.md`.
+    /// How a batch is appended exactly once: `transaction` (one `MULTI`/`EXEC` of plain
+    /// `XADD`s between a guard script and one that moves the mark) or `script` (one Lua
+    /// script per batch; a narrower ACL, about twice the Redis CPU per event). Both pipeline
+    /// `in_flight` batches. Default `transaction`. Measurements: `BENCHMARKS.md`.
     pub append: AppendMode,
-    /// Batches in flight at once on the connection with `append = "script"`; the transaction
-    /// mode has one. Default 4.
+    /// Batches in flight at once on the connection. Default 4.
     pub in_flight: usize,
     /// Deadline of one batch, in milliseconds; past it the batch is retried. Default 100.
     pub timeout_ms: u64,

@@ -39,6 +39,15 @@ impl Keys {
             high_water_mark: format!("{stream}:hwm:{producer_id}"),
         }
     }
+
+    /// Where the transaction's guard parks the stream and the dead-letter stream while a
+    /// refused batch's `EXEC` runs (same hash tag, so same cluster slot).
+    fn parked(&self) -> [String; 2] {
+        [
+            format!("{}:evstream-parked", self.stream),
+            format!("{}:evstream-parked", self.dead_letters),
+        ]
+    }
 }
 
 /// Settings fixed for every batch of one shipper.
@@ -270,10 +279,7 @@ pub(crate) fn build_transaction(input: &BatchInput<'_>) -> Transaction {
     } = *input;
     let mut transaction = Transaction {
         keys: keys.clone(),
-        parked: [
-            format!("{}:evstream-parked", keys.stream),
-            format!("{}:evstream-parked", keys.dead_letters),
-        ],
+        parked: keys.parked(),
         accept_gap,
         max_len: settings.max_len,
         ttl_ms: settings.high_water_mark_ttl_ms,
@@ -545,10 +551,7 @@ pub(crate) async fn probe_guard(
 ) -> redis::RedisResult<()> {
     let probe = Transaction {
         keys: keys.clone(),
-        parked: [
-            format!("{}:evstream-parked", keys.stream),
-            format!("{}:evstream-parked", keys.dead_letters),
-        ],
+        parked: keys.parked(),
         accept_gap: false,
         max_len: 0,
         ttl_ms: 1,

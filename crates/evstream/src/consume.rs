@@ -70,6 +70,7 @@
 mod commit;
 pub(crate) mod decode;
 mod dedupe;
+mod reader;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -79,6 +80,7 @@ use std::time::{Duration, Instant};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Cmd, RedisError, Value};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 pub use commit::{Effects, Outcome};
 pub use decode::{DecodeError, Envelope, MAX_FIELDS, MAX_FIELD_BYTES, MAX_FIELD_NAME_BYTES};
@@ -126,7 +128,10 @@ pub trait Handler: Send {
         let _ = batch;
     }
 
-    /// Called after each commit with what it did for every handled entry, in order.
+    /// Called after each commit with what it did for every handled entry, in order: once
+    /// per batch that reached [`end_batch`](Self::end_batch), batches in order. New entries
+    /// are processed pipelined, one commit in flight: a batch's `on_commit` may come after
+    /// the next batch's `handle` and `end_batch` calls (never later than that).
     fn on_commit(&mut self, outcomes: &[Outcome]) {
         let _ = outcomes;
     }
@@ -245,7 +250,7 @@ impl ConsumeKeys {
 /// The two connections of a running consumer.
 struct Session {
     /// Only for `XREADGROUP … BLOCK`.
-    reader: MultiplexedConnection,
+    reader: reader::Reader,
     /// Its `CLIENT ID`, to unblock it at shutdown.
     reader_id: Option<i64>,
     /// Everything else, each call with the `consume.timeout_ms` deadline.
@@ -265,6 +270,10 @@ pub struct Consumer<H> {
     sha: String,
     /// Effects buffers kept between batches, so that their memory is reused.
     spare_effects: Vec<Effects>,
+    /// Decoding scratch, reused.
+    envelope: Envelope,
+    /// The derived effects last sent, not yet confirmed.
+    flushing: Option<JoinHandle<Result<(), RedisError>>>,
     /// Validation and migration of events before the handler.
     schemas: Schemas,
     /// Dead letters logged about so far (the log is thinned out, see `dead_letter`).
@@ -325,6 +334,8 @@ impl<H: Handler> Consumer<H> {
             ),
             sha: redis::Script::new(commit::SCRIPT).get_hash().to_owned(),
             spare_effects: Vec::new(),
+            envelope: Envelope::default(),
+            flushing: None,
             schemas: Schemas::Off,
             dead_letter_logs: AtomicU64::new(0),
             config: config.consume.clone(),
@@ -516,6 +527,7 @@ impl<H: Handler> Consumer<H> {
                 }
             }
         }
+        self.wait_for_flush().await;
         watcher.abort();
         self.stats.snapshot()
     }
@@ -547,15 +559,10 @@ impl<H: Handler> Consumer<H> {
         let setup = async {
             // Both connections to the same server (the master Sentinel names now).
             let client = self.client.client().await?;
-            let mut reader = client
-                .get_multiplexed_async_connection_with_config(
-                    &AsyncConnectionConfig::new()
-                        .set_connection_timeout(Some(timeout))
-                        // A blocking read answers after up to `block`; only a dead server
-                        // takes longer.
-                        .set_response_timeout(Some(block + timeout)),
-                )
-                .await?;
+            let name = format!("evstream-consume:{}:{}", self.config.group, self.name);
+            // A blocking read answers after up to `block`; only a dead server takes longer.
+            let (reader, reader_id) =
+                reader::Reader::open(&client, timeout, block + timeout, &name).await?;
             let mut writer = client
                 .get_multiplexed_async_connection_with_config(
                     &AsyncConnectionConfig::new()
@@ -563,15 +570,7 @@ impl<H: Handler> Consumer<H> {
                         .set_response_timeout(Some(timeout)),
                 )
                 .await?;
-            let reader_id = redis::cmd("CLIENT")
-                .arg("ID")
-                .query_async::<i64>(&mut reader)
-                .await
-                .ok();
-            let name = format!("evstream-consume:{}:{}", self.config.group, self.name);
-            for connection in [&mut reader, &mut writer] {
-                crate::config::name_connection(connection, &name).await;
-            }
+            crate::config::name_connection(&mut writer, &name).await;
             redis::cmd("SCRIPT")
                 .arg("LOAD")
                 .arg(commit::SCRIPT)
@@ -677,12 +676,12 @@ impl<H: Handler> Consumer<H> {
             reader_id,
             writer,
         } = session;
-        let read = command.query_async::<Value>(reader);
+        let read = reader.read(&command);
         tokio::pin!(read);
         let mut unblocked = false;
-        let reply = loop {
+        loop {
             tokio::select! {
-                reply = &mut read => break reply?,
+                entries = &mut read => break entries,
                 _ = stop.changed(), if !unblocked => {
                     unblocked = true;
                     // Wake the blocked read (it returns what it has, possibly nothing);
@@ -693,8 +692,7 @@ impl<H: Handler> Consumer<H> {
                     }
                 }
             }
-        };
-        decode::read_reply(reply).map_err(shape_error)
+        }
     }
 
     fn read_command(&self, after: &str, block: Option<Duration>) -> Cmd {
@@ -764,11 +762,12 @@ impl<H: Handler> Consumer<H> {
         self.finish(&mut session.writer, prepared, reply).await
     }
 
-    /// Processes new entries, pipelined: while one batch is handled, the next one is
-    /// already being read and the previous commit is on its way, each on its own task, so
-    /// that the connections' reply parsing (on a multi-threaded runtime, on other threads)
-    /// and Redis's work overlap with the handler's. Returns when a read comes back empty,
-    /// when it is time to claim, or when the shutdown is asked for.
+    /// Processes new entries, pipelined: while a batch is handled, the next one is already
+    /// being read and the previous one's commit is being applied by Redis, so that the
+    /// handler's work and Redis's overlap. The previous commit's outcome is given to the
+    /// handler (`on_commit`) after the current batch's `end_batch`: one commit in flight.
+    /// Returns when a read comes back empty, when it is time to claim, or when the shutdown
+    /// is asked for, with every commit finished.
     async fn process_new(
         &mut self,
         session: &mut Session,
@@ -779,39 +778,78 @@ impl<H: Handler> Consumer<H> {
         // Only wait for more if some came: a quiet stream ends the pipeline at once.
         let read_command = self.read_command(">", Some(Duration::from_millis(1)));
         let spawn_read = |session: &Session| {
-            let mut reader = session.reader.clone();
+            let reader = session.reader.clone();
             let command = read_command.clone();
-            tokio::spawn(async move { command.query_async::<Value>(&mut reader).await })
+            tokio::spawn(async move { reader.read(&command).await })
         };
         let mut next = Some(spawn_read(session));
+        let mut in_flight: Option<(Prepared, JoinHandle<Result<Value, RedisError>>)> = None;
         loop {
-            let prepared = self.prepare(entries);
-            let commit = prepared.as_ref().map(|prepared| {
+            let mut prepared = self.prepare(entries);
+            let commit = prepared.as_mut().map(|prepared| {
                 let mut writer = session.writer.clone();
-                let command = prepared.command.clone();
+                // Moved to the task, not copied: `finish` does not need it.
+                let command = std::mem::replace(&mut prepared.command, Cmd::new());
                 tokio::spawn(async move { command.query_async::<Value>(&mut writer).await })
             });
+            let previous = std::mem::replace(&mut in_flight, prepared.zip(commit));
+            if let Some((prepared, commit)) = previous {
+                let reply = join_redis(commit).await;
+                if let Err(error) = self.finish(&mut session.writer, prepared, reply).await {
+                    self.drain(session, in_flight.take()).await;
+                    return Err(error);
+                }
+            }
             let read = match next.take() {
                 Some(read) => join_redis(read).await,
-                None => Ok(Value::Nil),
+                None => Ok(Vec::new()),
             };
             let more = !*stop.borrow() && Instant::now() < claim_at;
-            if more && matches!(&read, Ok(v) if !matches!(v, Value::Nil)) {
+            if more && matches!(&read, Ok(entries) if !entries.is_empty()) {
                 next = Some(spawn_read(session));
             }
-            if let (Some(prepared), Some(commit)) = (prepared, commit) {
-                let reply = join_redis(commit).await;
-                self.finish(&mut session.writer, prepared, reply).await?;
-            }
-            entries = decode::read_reply(read?).map_err(shape_error)?;
+            entries = match read {
+                Ok(entries) => entries,
+                Err(error) => {
+                    self.drain(session, in_flight.take()).await;
+                    return Err(error);
+                }
+            };
             if entries.is_empty() {
                 if let Some(read) = next.take() {
                     // Nothing came, but a read is out: take what it brings.
-                    entries = decode::read_reply(join_redis(read).await?).map_err(shape_error)?;
+                    entries = match join_redis(read).await {
+                        Ok(entries) => entries,
+                        Err(error) => {
+                            self.drain(session, in_flight.take()).await;
+                            return Err(error);
+                        }
+                    };
                 }
                 if entries.is_empty() {
-                    return Ok(());
+                    return match in_flight.take() {
+                        Some((prepared, commit)) => {
+                            let reply = join_redis(commit).await;
+                            self.finish(&mut session.writer, prepared, reply).await
+                        }
+                        None => Ok(()),
+                    };
                 }
+            }
+        }
+    }
+
+    /// Finishes a commit in flight when the pipeline stops on an error: the handler still
+    /// learns its outcome (every batch it handled gets exactly one `on_commit`).
+    async fn drain(
+        &mut self,
+        session: &mut Session,
+        in_flight: Option<(Prepared, JoinHandle<Result<Value, RedisError>>)>,
+    ) {
+        if let Some((prepared, commit)) = in_flight {
+            let reply = join_redis(commit).await;
+            if let Err(error) = self.finish(&mut session.writer, prepared, reply).await {
+                self.failed(&error);
             }
         }
     }
@@ -822,6 +860,8 @@ impl<H: Handler> Consumer<H> {
         ConsumeStats::add(&self.stats.read, entries.len() as u64);
         // Per entry that will be part of the commit: what it stands for and its effects.
         let mut planned: Vec<(usize, Record, Effects)> = Vec::with_capacity(entries.len());
+        // One envelope for the whole batch, its strings reused entry after entry.
+        let mut event = std::mem::take(&mut self.envelope);
         for (index, entry) in entries.iter().enumerate() {
             let mut effects = self.spare_effects.pop().unwrap_or_default();
             effects.clear();
@@ -842,7 +882,8 @@ impl<H: Handler> Consumer<H> {
                 continue;
             }
             // With a registry, `upgrade` parses (and so checks) the JSON itself.
-            let decoded = decode::decode(
+            let decoded = decode::decode_into(
+                &mut event,
                 &entry.id,
                 fields,
                 entry.deliveries,
@@ -850,9 +891,18 @@ impl<H: Handler> Consumer<H> {
                 self.registry().is_none(),
             )
             .map_err(|error| (error.code(), error.to_string()))
-            .and_then(|mut event| self.upgrade(&mut event).map(|()| event));
+            .and_then(|()| self.upgrade(&mut event))
+            .map(|()| &event);
             let failure = match decoded {
                 Err(failure) => Some(failure),
+                Ok(event) if self.recent.is_held(&event.event_id) => {
+                    // The same event in the batch whose commit is in flight: wait for its
+                    // outcome. Left pending, this entry comes back by a claim, when it is
+                    // known whether that event was applied.
+                    tracing::debug!(id = %entry.id, event_id = %event.event_id, "the same event is in the commit in flight; left pending");
+                    self.spare_effects.push(effects);
+                    continue;
+                }
                 Ok(event) if self.recent.contains(&event.event_id) => {
                     effects.count("duplicates_skipped", 1);
                     planned.push((index, Record::Duplicate, effects));
@@ -872,8 +922,9 @@ impl<H: Handler> Consumer<H> {
                         ),
                     )),
                     Accept::Handle => {
-                        match catch_panic(|| self.handler.handle(&event, &mut effects)) {
+                        match catch_panic(|| self.handler.handle(event, &mut effects)) {
                             Ok(()) => {
+                                self.recent.hold(event.event_id);
                                 effects.count("processed", 1);
                                 let record = Record::Handled {
                                     event_id: event.event_id,
@@ -897,6 +948,7 @@ impl<H: Handler> Consumer<H> {
                 self.spare_effects.push(effects);
             }
         }
+        self.envelope = event;
         if planned.is_empty() {
             return None;
         }
@@ -964,6 +1016,11 @@ impl<H: Handler> Consumer<H> {
             entries,
             ..
         } = prepared;
+        for (_, record) in &records {
+            if let Record::Handled { event_id } = record {
+                self.recent.release(event_id);
+            }
+        }
         let results =
             reply.and_then(|reply| commit::parse_reply(reply, &wanted).map_err(shape_error));
         let results = match results {
@@ -1040,9 +1097,25 @@ impl<H: Handler> Consumer<H> {
         });
         self.spare_effects.push(effects);
         if let Some(derived) = derived {
-            derived.query_async::<()>(writer).await?;
+            // Not waited for here (the pipeline goes on); the previous one is, and its error
+            // is reported.
+            let mut connection = writer.clone();
+            let flushing =
+                tokio::spawn(async move { derived.query_async::<()>(&mut connection).await });
+            if let Some(previous) = self.flushing.replace(flushing) {
+                join_redis(previous).await?;
+            }
         }
         Ok(())
+    }
+
+    /// Waits for the last derived effects sent by [`finish`](Self::finish).
+    async fn wait_for_flush(&mut self) {
+        if let Some(flushing) = self.flushing.take() {
+            if let Err(error) = join_redis(flushing).await {
+                self.failed(&error);
+            }
+        }
     }
 
     /// Effects that failed inside a commit cannot be undone (the entry is acknowledged):
@@ -1083,8 +1156,9 @@ impl<H: Handler> Consumer<H> {
         // make the consumer decode: oversized fields and fields past the limit are left out
         // and counted.
         let mut dropped = 0;
-        for (index, (name, value)) in entry.fields.iter().flatten().enumerate() {
-            let is_data = name.as_slice() == crate::envelope::FIELD_DATA.as_bytes();
+        let fields = entry.fields.iter().flat_map(decode::Fields::iter);
+        for (index, (name, value)) in fields.enumerate() {
+            let is_data = name == crate::envelope::FIELD_DATA.as_bytes();
             if is_data && value.len() > self.config.max_data_bytes {
                 xadd.arg("dlq_data_bytes").arg(value.len());
             } else if name.starts_with(b"dlq_") {
@@ -1094,7 +1168,7 @@ impl<H: Handler> Consumer<H> {
             {
                 dropped += 1;
             } else {
-                xadd.arg(name.as_slice()).arg(value.as_slice());
+                xadd.arg(name).arg(value);
             }
         }
         if dropped > 0 {
@@ -1192,9 +1266,9 @@ fn catch_panic(call: impl FnOnce() -> Result<(), HandlerError>) -> Result<(), Ha
 }
 
 /// The result of a spawned Redis call (a panicked task reads as an I/O error).
-async fn join_redis(
-    task: tokio::task::JoinHandle<Result<Value, RedisError>>,
-) -> Result<Value, RedisError> {
+async fn join_redis<T>(
+    task: tokio::task::JoinHandle<Result<T, RedisError>>,
+) -> Result<T, RedisError> {
     task.await.unwrap_or_else(|error| {
         Err(RedisError::from(std::io::Error::other(format!(
             "redis call task failed: {error}"

@@ -7,13 +7,13 @@ use crate::schema::Registry;
 /// separates `name=value` pairs (anything goes in a value but `\n`). Every outcome is a
 /// value or an error, never a panic.
 pub fn decode_entry(input: &[u8]) -> bool {
-    let fields: Vec<(Vec<u8>, Vec<u8>)> = input
-        .split(|&b| b == b'\n')
-        .map(|pair| match pair.iter().position(|&b| b == b'=') {
-            Some(i) => (pair[..i].to_vec(), pair[i + 1..].to_vec()),
-            None => (pair.to_vec(), Vec::new()),
-        })
-        .collect();
+    let fields =
+        crate::consume::decode::Fields::from_pairs(input.split(|&b| b == b'\n').map(|pair| {
+            match pair.iter().position(|&b| b == b'=') {
+                Some(i) => (&pair[..i], &pair[i + 1..]),
+                None => (pair, &[][..]),
+            }
+        }));
     crate::consume::decode::decode("1-0", &fields, 1, 64 * 1024, true).is_ok()
 }
 

@@ -180,6 +180,44 @@ fn every_entry_is_applied_once_then_lag_and_pending_are_zero() {
     assert_eq!(group_info(&mut connection), (0, 0), "(pending, lag)");
 }
 
+/// The reading connection is evstream's own (plain TCP): it must authenticate and select
+/// the URL's database like the redis crate's connections do.
+#[test]
+fn a_consumer_reads_with_a_password_on_another_database() {
+    let server = RedisServer::builder().password("s3cret").start().unwrap();
+    let url = format!("{}/3", server.url());
+    let mut connection = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    append_good(&mut connection, 0, 1_000);
+
+    let consumer = Consumer::new(&config(&url), "c1", CountingHandler::default()).unwrap();
+    let stats = consumer.stats();
+    let running = run_until(consumer, |r| r.processed >= 3_000);
+    wait_until(|| stats.snapshot().processed >= 1_000);
+    // While it runs: its reading connection is named and on database 3.
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut connection)
+        .unwrap();
+    let reader = clients
+        .lines()
+        .find(|line| line.contains("cmd=xreadgroup"))
+        .unwrap_or_else(|| panic!("no reading connection in {clients}"));
+    assert!(reader.contains("name=evstream-consume:g:c1"), "{reader}");
+    assert!(reader.contains(" db=3 "), "{reader}");
+    append_good(&mut connection, 1_000, 2_000);
+    let report = running.join().unwrap();
+
+    assert_eq!(report.processed, 3_000, "{report:?}");
+    assert_eq!(report.redis_errors, 0, "{report:?}");
+    let applied = applied_counts(&mut connection);
+    assert_eq!(applied.len(), 3_000);
+    assert!(applied.values().all(|&n| n == 1));
+    assert_eq!(group_info(&mut connection), (0, 0), "(pending, lag)");
+}
+
 #[test]
 fn a_restarted_consumer_finishes_its_pending_entries_and_skips_acked_ones() {
     let server = RedisServer::start().unwrap();

@@ -39,7 +39,7 @@
 mod report;
 mod tracker;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -262,8 +262,11 @@ pub struct IntelliSense {
     config: IntelliSenseConfig,
     keys: AnalysisKeys,
     tracker: Tracker,
-    /// Events handled and not yet committed, in order.
+    /// Events of the batch being handled, in order.
     batch: Vec<Handled>,
+    /// Batches handled whose commit has not been reported yet, oldest first (one is in
+    /// flight while the next is handled).
+    committing: VecDeque<Vec<Handled>>,
     derived: Vec<Derived>,
     shared: Arc<Mutex<Analysis>>,
     /// The tracker's size and evictions last added to `shared`.
@@ -281,6 +284,7 @@ impl IntelliSense {
                 Duration::from_secs(config.tracker_ttl_s),
             ),
             batch: Vec::new(),
+            committing: VecDeque::new(),
             derived: Vec::new(),
             shared: Arc::default(),
             reported: (0, 0),
@@ -543,16 +547,21 @@ impl Handler for IntelliSense {
         let now = Instant::now();
         let mut handled = std::mem::take(&mut self.batch);
         for event in &mut handled {
-            let state = self.tracker.entry(&event.correlation_id, now).clone();
+            if event.open.is_empty() {
+                continue;
+            }
+            let state = self.tracker.entry(&event.correlation_id, now);
+            let (signal_ns, created_ns, filled_ns) =
+                (state.signal_ns, state.created_ns, state.filled_ns);
             event.remote = event
                 .open
                 .iter()
                 .copied()
                 .filter(|pair| match (pair, event.kind) {
-                    (Pair::Creation, Kind::Signal) => state.created_ns.is_none(),
-                    (Pair::Creation, _) => state.signal_ns.is_none(),
-                    (Pair::Fill, Kind::Created) => state.filled_ns.is_none(),
-                    (Pair::Fill, _) => state.created_ns.is_none(),
+                    (Pair::Creation, Kind::Signal) => created_ns.is_none(),
+                    (Pair::Creation, _) => signal_ns.is_none(),
+                    (Pair::Fill, Kind::Created) => filled_ns.is_none(),
+                    (Pair::Fill, _) => created_ns.is_none(),
                 })
                 .collect();
             if !event.remote.is_empty() {
@@ -561,14 +570,14 @@ impl Handler for IntelliSense {
                 }
             }
         }
-        self.batch = handled;
+        self.committing.push_back(handled);
     }
 
     fn on_commit(&mut self, outcomes: &[Outcome]) {
         let now = Instant::now();
-        // Outcomes come in the order the events were handled; `batch` holds a subset of them
-        // (events with a correlation id), in the same order.
-        let handled = std::mem::take(&mut self.batch);
+        // Outcomes come in the order the events were handled; the batch holds a subset of
+        // them (events with a correlation id), in the same order.
+        let handled = self.committing.pop_front().unwrap_or_default();
         let mut handled = handled.into_iter().peekable();
         for outcome in outcomes {
             let Some(event) = handled.next_if(|e| e.event_id == outcome.event_id) else {

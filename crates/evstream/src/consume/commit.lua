@@ -2,20 +2,27 @@
 --
 -- KEYS[1] the stream   KEYS[2] the group's counters hash
 -- ARGV[1] the group
--- then one record per entry:
---   stream entry id ("" for the batch's own effects, see below), number of effects,
---   each effect as: argument count, "1" if its reply is wanted else "0", the arguments;
---   number of counters, each as: name, increment.
+-- then the counter names: their number, the names;
+-- then the counter profiles (the distinct sets of counter increments of the batch's
+--   records, sent once instead of once per record): their number, and per profile the
+--   number of increments followed by that many pairs (name number, increment);
+-- then the records: their number, and per record its stream entry id ("" for the batch's
+--   own effects, see below) and its profile number (0: no counters);
+-- then, for each record that has effects, in record order: the record number, the number of
+--   effects, and each effect as: argument count, "1" if its reply is wanted else "0", the
+--   arguments.
 --
--- An entry's effects and counters are applied only if its XACK removed it from the group's
+-- A record's effects and counters are applied only if its XACK removed it from the group's
 -- pending list: if another consumer (or an earlier, uncertain try of this very commit) acked
 -- it first, they are skipped. That makes every effect happen exactly once however often an
 -- entry is delivered, and the pending list itself is the dedupe state: nothing grows.
--- The record with the empty id runs if any entry of this commit was acked, or if the commit
--- has no entry at all.
+-- The record with the empty id applies if an entry of this commit was acked before it, or
+-- if it is the first record.
 --
--- An effect that fails (e.g. WRONGTYPE) does not stop the commit: the entry stays acked, and
--- its error is returned so that the consumer can dead-letter a record of it.
+-- The XACKs come one per entry (a bulk XACK only returns how many it removed, not which).
+-- Effects run after all of them, in record order; an effect that fails (e.g. WRONGTYPE) does
+-- not stop the commit: the entry stays acked, and its error is returned so that the consumer
+-- can dead-letter a record of it.
 --
 -- Returns a flat array (nested tables cost Redis about a microsecond each to convert):
 --   [1] one character per record: "1" applied, "0" skipped (already acked), "2" applied but
@@ -23,22 +30,50 @@
 --   then, per record with status "2", its error; then, per applied record in order, each
 --   wanted reply as: -1 and the value, or (for an array reply) its length and its elements.
 local stream, group = KEYS[1], ARGV[1]
-local statuses, errors, replies, totals = {}, {}, {}, {}
-local any_acked, skipped = false, 0
 local i = 2
-local last = #ARGV
 
-while i <= last do
-  local id, n_effects = ARGV[i], tonumber(ARGV[i + 1])
+local names = {}
+local n_names = tonumber(ARGV[i])
+for k = 1, n_names do names[k] = ARGV[i + k] end
+i = i + 1 + n_names
+
+local profiles = {}
+local n_profiles = tonumber(ARGV[i])
+i = i + 1
+for p = 1, n_profiles do
+  local n = tonumber(ARGV[i])
+  local profile = {}
+  for k = 1, n do
+    profile[k] = {tonumber(ARGV[i + 2 * k - 1]), tonumber(ARGV[i + 2 * k])}
+  end
+  profiles[p] = profile
+  i = i + 1 + 2 * n
+end
+
+local n_records = tonumber(ARGV[i])
+i = i + 1
+local statuses, uses = {}, {}
+local any_acked, skipped = false, 0
+for r = 1, n_records do
+  local id, profile = ARGV[i], tonumber(ARGV[i + 1])
   i = i + 2
   local apply
   if id == '' then
-    apply = any_acked or #statuses == 0
+    apply = any_acked or r == 1
   else
     apply = redis.call('XACK', stream, group, id) == 1
     if apply then any_acked = true else skipped = skipped + 1 end
   end
-  local status = apply and '1' or '0'
+  statuses[r] = apply and '1' or '0'
+  if apply and profile > 0 then uses[profile] = (uses[profile] or 0) + 1 end
+end
+
+local errors, replies = {}, {}
+local last = #ARGV
+while i <= last do
+  local r, n_effects = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+  i = i + 2
+  local status = statuses[r]
   for _ = 1, n_effects do
     local argc, wants_reply = tonumber(ARGV[i]), ARGV[i + 1] == '1'
     if status == '1' then
@@ -69,23 +104,21 @@ while i <= last do
     end
     i = i + 2 + argc
   end
-  local n_counters = tonumber(ARGV[i])
-  i = i + 1
-  for _ = 1, n_counters do
-    if apply then
-      local name = ARGV[i]
-      totals[name] = (totals[name] or 0) + tonumber(ARGV[i + 1])
-    end
-    i = i + 2
-  end
-  statuses[#statuses + 1] = status
+  statuses[r] = status
 end
 
+local totals = {}
+for p, count in pairs(uses) do
+  for _, increment in ipairs(profiles[p]) do
+    local name = names[increment[1]]
+    totals[name] = (totals[name] or 0) + count * increment[2]
+  end
+end
 if skipped > 0 then
   totals['duplicates_skipped'] = (totals['duplicates_skipped'] or 0) + skipped
 end
 for name, total in pairs(totals) do
-  redis.call('HINCRBY', KEYS[2], name, total)
+  if total ~= 0 then redis.call('HINCRBY', KEYS[2], name, total) end
 end
 local out = {table.concat(statuses)}
 for k = 1, #errors do out[#out + 1] = errors[k] end

@@ -31,7 +31,10 @@ pub struct Effects {
     effects: Vec<(usize, Vec<usize>, bool)>,
     /// Effects with a wanted reply.
     wanted: usize,
+    /// Counter increments: the first `counters_used` slots are this record's; the others
+    /// keep their strings for reuse.
     counters: Vec<(String, i64)>,
+    counters_used: usize,
 }
 
 impl Effects {
@@ -49,10 +52,21 @@ impl Effects {
     /// (`<stream>:consume:<group>`), only if the entry is applied. Counters of a whole batch
     /// are summed inside Redis and written with one `HINCRBY` per name.
     pub fn count(&mut self, name: &str, delta: i64) -> &mut Self {
-        match self.counters.iter_mut().find(|(n, _)| n == name) {
-            Some((_, total)) => *total += delta,
+        let used = &mut self.counters[..self.counters_used];
+        if let Some((_, total)) = used.iter_mut().find(|(n, _)| n == name) {
+            *total += delta;
+            return self;
+        }
+        // Reuse a slot (and its string) left from an earlier batch: no allocation per entry.
+        match self.counters.get_mut(self.counters_used) {
+            Some(slot) => {
+                slot.0.clear();
+                slot.0.push_str(name);
+                slot.1 = delta;
+            }
             None => self.counters.push((name.to_owned(), delta)),
         }
+        self.counters_used += 1;
         self
     }
 
@@ -86,7 +100,11 @@ impl Effects {
         self.bytes.clear();
         self.effects.clear();
         self.wanted = 0;
-        self.counters.clear();
+        self.counters_used = 0;
+    }
+
+    fn counters(&self) -> &[(String, i64)] {
+        &self.counters[..self.counters_used]
     }
 }
 
@@ -108,48 +126,118 @@ pub struct Outcome {
     pub replies: Vec<Value>,
 }
 
-/// One commit being built: the `EVALSHA` call with its records, in order.
+/// One commit being built: the `EVALSHA` call's records, in order (see `commit.lua` for the
+/// layout of its arguments).
 #[derive(Debug)]
 pub(crate) struct CommitBuilder {
-    cmd: Cmd,
+    head: Cmd,
+    /// Counter names, and the distinct sets of increments (by name number, from 1).
+    names: Vec<String>,
+    profiles: Vec<Vec<(usize, i64)>>,
+    /// Per record: its stream entry id and its profile number (0: none).
+    records: Vec<(String, usize)>,
+    /// The effects section, built as records come.
+    effects: Cmd,
     /// Wanted replies per record.
     wanted: Vec<usize>,
 }
 
 impl CommitBuilder {
     pub(crate) fn new(sha: &str, stream: &str, counters: &str, group: &str) -> Self {
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(sha).arg(2).arg(stream).arg(counters).arg(group);
+        let mut head = redis::cmd("EVALSHA");
+        head.arg(sha).arg(2).arg(stream).arg(counters).arg(group);
         Self {
-            cmd,
+            head,
+            names: Vec::new(),
+            profiles: Vec::new(),
+            records: Vec::new(),
+            effects: Cmd::new(),
             wanted: Vec::new(),
         }
     }
 
     /// Adds an entry (or, with `id` empty, effects of no entry) with its effects.
     pub(crate) fn record(&mut self, id: &str, effects: &Effects) {
+        let profile = self.profile(effects.counters());
+        self.records.push((id.to_owned(), profile));
+        self.wanted.push(effects.wanted);
+        if effects.effects.is_empty() {
+            return;
+        }
         let mut number = itoa::Buffer::new();
-        self.cmd.arg(id).arg(number.format(effects.effects.len()));
+        self.effects
+            .arg(number.format(self.records.len()))
+            .arg(number.format(effects.effects.len()));
         for (start, ends, reply) in &effects.effects {
             let mut start = *start;
-            self.cmd
+            self.effects
                 .arg(number.format(ends.len()))
                 .arg(if *reply { "1" } else { "0" });
             for &end in ends {
-                self.cmd.arg(&effects.bytes[start..end]);
+                self.effects.arg(&effects.bytes[start..end]);
                 start = end;
             }
         }
-        self.cmd.arg(number.format(effects.counters.len()));
-        for (name, delta) in &effects.counters {
-            self.cmd.arg(name.as_str()).arg(number.format(*delta));
+    }
+
+    /// The profile number of a record's counters (0 for none), added if new.
+    fn profile(&mut self, counters: &[(String, i64)]) -> usize {
+        if counters.is_empty() {
+            return 0;
         }
-        self.wanted.push(effects.wanted);
+        let names = &self.names;
+        let same = |profile: &Vec<(usize, i64)>| {
+            profile.len() == counters.len()
+                && profile
+                    .iter()
+                    .zip(counters)
+                    .all(|(&(n, d), (name, delta))| names[n - 1] == *name && d == *delta)
+        };
+        if let Some(found) = self.profiles.iter().position(same) {
+            return found + 1;
+        }
+        let profile = counters
+            .iter()
+            .map(|(name, delta)| {
+                let n = match self.names.iter().position(|n| n == name) {
+                    Some(n) => n + 1,
+                    None => {
+                        self.names.push(name.clone());
+                        self.names.len()
+                    }
+                };
+                (n, *delta)
+            })
+            .collect();
+        self.profiles.push(profile);
+        self.profiles.len()
     }
 
     /// The call, and the number of replies wanted per record (for [`parse_reply`]).
     pub(crate) fn finish(self) -> (Cmd, Vec<usize>) {
-        (self.cmd, self.wanted)
+        let mut cmd = self.head;
+        let mut number = itoa::Buffer::new();
+        cmd.arg(number.format(self.names.len()));
+        for name in &self.names {
+            cmd.arg(name.as_str());
+        }
+        cmd.arg(number.format(self.profiles.len()));
+        for profile in &self.profiles {
+            cmd.arg(number.format(profile.len()));
+            for &(name, delta) in profile {
+                cmd.arg(number.format(name)).arg(number.format(delta));
+            }
+        }
+        cmd.arg(number.format(self.records.len()));
+        for (id, profile) in &self.records {
+            cmd.arg(id.as_str()).arg(number.format(*profile));
+        }
+        for arg in self.effects.args_iter() {
+            if let redis::Arg::Simple(bytes) = arg {
+                cmd.arg(bytes);
+            }
+        }
+        (cmd, self.wanted)
     }
 }
 
@@ -236,14 +324,25 @@ mod tests {
 
     #[test]
     fn records_encode_effects_and_counters_in_order() {
-        let mut effects = Effects::default();
-        effects
+        let mut first = Effects::default();
+        first
             .apply(redis::cmd("HSET").arg("k").arg("f").arg(7))
             .apply_with_reply(redis::cmd("HGET").arg("k").arg("f"))
             .count("orders", 1)
             .count("orders", 2);
+        // The same counters as the first (one profile for both), no effects.
+        let mut second = Effects::default();
+        second.count("orders", 3);
+        // Reused after `clear`: its old counter slot is overwritten, not kept.
+        let mut third = Effects::default();
+        third.count("stale", 9);
+        third.clear();
+        third.count("fills", 1).count("orders", -1);
         let mut builder = CommitBuilder::new("sha", "events", "events:consume:g", "g");
-        builder.record("1-0", &effects);
+        builder.record("1-0", &first);
+        builder.record("2-0", &second);
+        builder.record("3-0", &third);
+        builder.record("4-0", &Effects::default());
         let (cmd, wanted) = builder.finish();
         let args: Vec<String> = cmd
             .args_iter()
@@ -252,34 +351,54 @@ mod tests {
                 _ => unreachable!(),
             })
             .collect();
-        assert_eq!(
-            args,
-            [
-                "EVALSHA",
-                "sha",
-                "2",
-                "events",
-                "events:consume:g",
-                "g",
-                "1-0",
-                "2",
-                "4",
-                "0",
-                "HSET",
-                "k",
-                "f",
-                "7",
-                "3",
-                "1",
-                "HGET",
-                "k",
-                "f",
-                "1",
-                "orders",
-                "3"
-            ]
-        );
-        assert_eq!(wanted, vec![1]);
+        let expected = [
+            "EVALSHA",
+            "sha",
+            "2",
+            "events",
+            "events:consume:g",
+            "g",
+            // counter names
+            "2",
+            "orders",
+            "fills",
+            // profiles: orders+3; fills+1 orders-1
+            "2",
+            "1",
+            "1",
+            "3",
+            "2",
+            "2",
+            "1",
+            "1",
+            "-1",
+            // records: id, profile
+            "4",
+            "1-0",
+            "1",
+            "2-0",
+            "1",
+            "3-0",
+            "2",
+            "4-0",
+            "0",
+            // effects of record 1
+            "1",
+            "2",
+            "4",
+            "0",
+            "HSET",
+            "k",
+            "f",
+            "7",
+            "3",
+            "1",
+            "HGET",
+            "k",
+            "f",
+        ];
+        assert_eq!(args, expected);
+        assert_eq!(wanted, vec![1, 0, 0, 0]);
     }
 
     #[test]

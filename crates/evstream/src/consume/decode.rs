@@ -14,13 +14,58 @@ pub(crate) struct RawEntry {
     pub(crate) id: String,
     /// Field/value pairs in stream order; `None` when the entry was deleted (trimmed) while
     /// it was pending.
-    pub(crate) fields: Option<Vec<(Vec<u8>, Vec<u8>)>>,
+    pub(crate) fields: Option<Fields>,
     /// How many times the group delivered it, this delivery included.
     pub(crate) deliveries: u64,
 }
 
+/// An entry's field/value pairs, back to back in one buffer: two allocations per entry
+/// instead of two per field (allocation was a fifth of a consumer's CPU).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Fields {
+    bytes: Vec<u8>,
+    /// End offsets in `bytes`: name, value, name, value, …
+    ends: Vec<usize>,
+}
+
+impl Fields {
+    pub(crate) fn with_capacity(pairs: usize, bytes: usize) -> Self {
+        Self {
+            bytes: Vec::with_capacity(bytes),
+            ends: Vec::with_capacity(pairs * 2),
+        }
+    }
+
+    pub(crate) fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Self {
+        let mut fields = Self::default();
+        for (name, value) in pairs {
+            fields.push(name, value);
+        }
+        fields
+    }
+
+    pub(crate) fn push(&mut self, name: &[u8], value: &[u8]) {
+        for part in [name, value] {
+            self.bytes.extend_from_slice(part);
+            self.ends.push(self.bytes.len());
+        }
+    }
+
+    /// Number of pairs.
+    pub(crate) fn len(&self) -> usize {
+        self.ends.len() / 2
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.ends.chunks_exact(2).enumerate().map(|(i, ends)| {
+            let start = if i == 0 { 0 } else { self.ends[2 * i - 1] };
+            (&self.bytes[start..ends[0]], &self.bytes[ends[0]..ends[1]])
+        })
+    }
+}
+
 /// A stream entry decoded into the envelope of `docs/envelope.md`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Envelope {
     /// The stream entry id (`<ms>-<seq>`), not part of the envelope.
@@ -131,28 +176,47 @@ pub(crate) fn oversized_field(name: &[u8], value: &[u8], max_data_bytes: usize) 
 /// caller (the schema registry parses it anyway).
 pub(crate) fn decode(
     id: &str,
-    fields: &[(Vec<u8>, Vec<u8>)],
+    fields: &Fields,
     deliveries: u64,
     max_data_bytes: usize,
     check_json: bool,
 ) -> Result<Envelope, DecodeError> {
+    let mut envelope = Envelope::default();
+    decode_into(
+        &mut envelope,
+        id,
+        fields,
+        deliveries,
+        max_data_bytes,
+        check_json,
+    )?;
+    Ok(envelope)
+}
+
+/// [`decode`] into an envelope whose strings are reused (no allocation once they are large
+/// enough); on error, `envelope` holds whatever was decoded before it.
+pub(crate) fn decode_into(
+    envelope: &mut Envelope,
+    id: &str,
+    fields: &Fields,
+    deliveries: u64,
+    max_data_bytes: usize,
+    check_json: bool,
+) -> Result<(), DecodeError> {
     if fields.len() > MAX_FIELDS {
         return Err(DecodeError::TooManyFields {
             count: fields.len(),
         });
     }
     let mut found: [Option<&[u8]>; 8] = [None; 8];
-    for (name, value) in fields {
-        if name.as_slice() != FIELD_DATA.as_bytes() && oversized_field(name, value, usize::MAX) {
+    for (name, value) in fields.iter() {
+        if name != FIELD_DATA.as_bytes() && oversized_field(name, value, usize::MAX) {
             return Err(DecodeError::FieldTooLarge {
                 name_bytes: name.len(),
                 value_bytes: value.len(),
             });
         }
-        if let Some(index) = REQUIRED
-            .iter()
-            .position(|f| f.as_bytes() == name.as_slice())
-        {
+        if let Some(index) = REQUIRED.iter().position(|f| f.as_bytes() == name) {
             if found[index].replace(value).is_some() {
                 return Err(DecodeError::DuplicateField(REQUIRED[index]));
             }
@@ -210,18 +274,27 @@ pub(crate) fn decode(
             field: FIELD_VERSION,
             reason: format!("{version_text:?} is not of the form v1, v2, …"),
         })?;
-    Ok(Envelope {
-        stream_id: id.to_owned(),
-        event_id,
-        event_type: event_type.to_owned(),
-        version,
-        correlation_id: text(position(FIELD_CORRELATION_ID))?.to_owned(),
-        timestamp_ns: number(position(FIELD_TIMESTAMP_NS))?,
-        producer_id: text(position(FIELD_PRODUCER_ID))?.to_owned(),
-        sequence: number(position(FIELD_SEQUENCE))?,
-        data: data.to_owned(),
-        deliveries,
-    })
+    let set = |target: &mut String, value: &str| {
+        target.clear();
+        target.push_str(value);
+    };
+    set(&mut envelope.stream_id, id);
+    envelope.event_id = event_id;
+    set(&mut envelope.event_type, event_type);
+    envelope.version = version;
+    set(
+        &mut envelope.correlation_id,
+        text(position(FIELD_CORRELATION_ID))?,
+    );
+    envelope.timestamp_ns = number(position(FIELD_TIMESTAMP_NS))?;
+    set(
+        &mut envelope.producer_id,
+        text(position(FIELD_PRODUCER_ID))?,
+    );
+    envelope.sequence = number(position(FIELD_SEQUENCE))?;
+    set(&mut envelope.data, data);
+    envelope.deliveries = deliveries;
+    Ok(())
 }
 
 /// A reply that does not have the shape the command documents.
@@ -256,7 +329,7 @@ fn into_array(value: Value, command: &'static str) -> Result<Vec<Value>, ReplySh
 }
 
 /// Parses a list of `[id, [field, value, …]]` entries (`XRANGE`, `XREADGROUP`, `XAUTOCLAIM`).
-/// The fields are moved out of the reply, not copied. Each entry gets `deliveries` 1.
+/// Each entry gets `deliveries` 1.
 pub(crate) fn entries(
     value: Value,
     command: &'static str,
@@ -274,12 +347,12 @@ pub(crate) fn entries(
                 Value::Nil => None,
                 fields => {
                     let mut flat = into_array(fields, command)?.into_iter();
-                    let mut pairs = Vec::with_capacity(flat.len() / 2);
+                    let mut pairs = Fields::default();
                     while let Some(name) = flat.next() {
                         let value = flat
                             .next()
                             .ok_or_else(|| shape(command, "a field without a value"))?;
-                        pairs.push((into_bytes(name, command)?, into_bytes(value, command)?));
+                        pairs.push(&into_bytes(name, command)?, &into_bytes(value, command)?);
                     }
                     Some(pairs)
                 }
@@ -369,11 +442,8 @@ pub(crate) fn pending_reply(value: Value) -> Result<Vec<(String, u64)>, ReplySha
 mod tests {
     use super::*;
 
-    fn fields(pairs: &[(&str, &str)]) -> Vec<(Vec<u8>, Vec<u8>)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
-            .collect()
+    fn fields(pairs: &[(&str, &str)]) -> Fields {
+        Fields::from_pairs(pairs.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())))
     }
 
     fn good() -> Vec<(&'static str, &'static str)> {
@@ -445,7 +515,7 @@ mod tests {
         assert_eq!(entries.len(), 2);
         assert_eq!(
             entries[0].fields,
-            Some(vec![(b"a".to_vec(), b"b".to_vec())])
+            Some(Fields::from_pairs([(&b"a"[..], &b"b"[..])]))
         );
         assert_eq!(entries[1].fields, None);
         assert!(read_reply(Value::Nil).unwrap().is_empty());

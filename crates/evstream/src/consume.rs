@@ -92,7 +92,7 @@ use crate::schema::Registry;
 use crate::ship::backoff::Backoff;
 use commit::CommitBuilder;
 use decode::RawEntry;
-use dedupe::RecentIds;
+use dedupe::{RecentIds, Seen};
 
 /// What a handler's failure carries: any error, shown in `dlq_error`.
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
@@ -762,12 +762,13 @@ impl<H: Handler> Consumer<H> {
         self.finish(&mut session.writer, prepared, reply).await
     }
 
-    /// Processes new entries, pipelined: while a batch is handled, the next one is already
-    /// being read and the previous one's commit is being applied by Redis, so that the
-    /// handler's work and Redis's overlap. The previous commit's outcome is given to the
-    /// handler (`on_commit`) after the current batch's `end_batch`: one commit in flight.
-    /// Returns when a read comes back empty, when it is time to claim, or when the shutdown
-    /// is asked for, with every commit finished.
+    /// Processes new entries, pipelined: a task reads ahead (up to two batches: one read
+    /// waiting to be taken, one under way) while a batch is handled, and the previous
+    /// batch's commit is being applied by Redis, so that the handler's work and Redis's
+    /// overlap. The previous commit's outcome is given to the handler (`on_commit`) after the
+    /// current batch's `end_batch`: one commit in flight. Returns when a read comes back
+    /// empty, when it is time to claim, or when the shutdown is asked for, with every entry
+    /// read handled and every commit finished.
     async fn process_new(
         &mut self,
         session: &mut Session,
@@ -776,13 +777,21 @@ impl<H: Handler> Consumer<H> {
         stop: &mut watch::Receiver<bool>,
     ) -> Result<(), RedisError> {
         // Only wait for more if some came: a quiet stream ends the pipeline at once.
-        let read_command = self.read_command(">", Some(Duration::from_millis(1)));
-        let spawn_read = |session: &Session| {
-            let reader = session.reader.clone();
-            let command = read_command.clone();
-            tokio::spawn(async move { reader.read(&command).await })
-        };
-        let mut next = Some(spawn_read(session));
+        let command = self.read_command(">", Some(Duration::from_millis(1)));
+        let keep_reading = Arc::new(AtomicBool::new(true));
+        let (batches, mut read) = tokio::sync::mpsc::channel(1);
+        let reader = session.reader.clone();
+        let keep = Arc::clone(&keep_reading);
+        tokio::spawn(async move {
+            while keep.load(Ordering::Relaxed) {
+                let batch = reader.read(&command).await;
+                let last = !matches!(&batch, Ok(entries) if !entries.is_empty());
+                if batches.send(batch).await.is_err() || last {
+                    break;
+                }
+            }
+        });
+        let stop_reading = || keep_reading.store(false, Ordering::Relaxed);
         let mut in_flight: Option<(Prepared, JoinHandle<Result<Value, RedisError>>)> = None;
         loop {
             let mut prepared = self.prepare(entries);
@@ -796,37 +805,19 @@ impl<H: Handler> Consumer<H> {
             if let Some((prepared, commit)) = previous {
                 let reply = join_redis(commit).await;
                 if let Err(error) = self.finish(&mut session.writer, prepared, reply).await {
+                    stop_reading();
                     self.drain(session, in_flight.take()).await;
                     return Err(error);
                 }
             }
-            let read = match next.take() {
-                Some(read) => join_redis(read).await,
-                None => Ok(Vec::new()),
-            };
-            let more = !*stop.borrow() && Instant::now() < claim_at;
-            if more && matches!(&read, Ok(entries) if !entries.is_empty()) {
-                next = Some(spawn_read(session));
+            if *stop.borrow() || Instant::now() >= claim_at {
+                // What is read already is handled; nothing more is asked for.
+                stop_reading();
             }
-            entries = match read {
-                Ok(entries) => entries,
-                Err(error) => {
-                    self.drain(session, in_flight.take()).await;
-                    return Err(error);
-                }
-            };
-            if entries.is_empty() {
-                if let Some(read) = next.take() {
-                    // Nothing came, but a read is out: take what it brings.
-                    entries = match join_redis(read).await {
-                        Ok(entries) => entries,
-                        Err(error) => {
-                            self.drain(session, in_flight.take()).await;
-                            return Err(error);
-                        }
-                    };
-                }
-                if entries.is_empty() {
+            entries = match read.recv().await {
+                Some(Ok(entries)) if !entries.is_empty() => entries,
+                // The stream is quiet, or reading was stopped: done once the commit lands.
+                Some(Ok(_)) | None => {
                     return match in_flight.take() {
                         Some((prepared, commit)) => {
                             let reply = join_redis(commit).await;
@@ -835,7 +826,12 @@ impl<H: Handler> Consumer<H> {
                         None => Ok(()),
                     };
                 }
-            }
+                Some(Err(error)) => {
+                    stop_reading();
+                    self.drain(session, in_flight.take()).await;
+                    return Err(error);
+                }
+            };
         }
     }
 
@@ -895,7 +891,7 @@ impl<H: Handler> Consumer<H> {
             .map(|()| &event);
             let failure = match decoded {
                 Err(failure) => Some(failure),
-                Ok(event) if self.recent.is_held(&event.event_id) => {
+                Ok(event) if self.recent.seen(&event.event_id) == Seen::Held => {
                     // The same event in the batch whose commit is in flight: wait for its
                     // outcome. Left pending, this entry comes back by a claim, when it is
                     // known whether that event was applied.
@@ -903,7 +899,7 @@ impl<H: Handler> Consumer<H> {
                     self.spare_effects.push(effects);
                     continue;
                 }
-                Ok(event) if self.recent.contains(&event.event_id) => {
+                Ok(event) if self.recent.seen(&event.event_id) == Seen::Applied => {
                     effects.count("duplicates_skipped", 1);
                     planned.push((index, Record::Duplicate, effects));
                     continue;
@@ -1016,11 +1012,6 @@ impl<H: Handler> Consumer<H> {
             entries,
             ..
         } = prepared;
-        for (_, record) in &records {
-            if let Record::Handled { event_id } = record {
-                self.recent.release(event_id);
-            }
-        }
         let results =
             reply.and_then(|reply| commit::parse_reply(reply, &wanted).map_err(shape_error));
         let results = match results {
@@ -1029,6 +1020,7 @@ impl<H: Handler> Consumer<H> {
                 // Outcome unknown: whatever this commit did, it did atomically, and the
                 // entries it did not acknowledge stay pending. The handler learns that
                 // none of them is known to be applied by this consumer.
+                let now = Instant::now();
                 let outcomes: Vec<Outcome> = records
                     .iter()
                     .filter_map(|(index, record)| match record {
@@ -1041,6 +1033,9 @@ impl<H: Handler> Consumer<H> {
                         _ => None,
                     })
                     .collect();
+                for outcome in &outcomes {
+                    self.recent.settle(outcome.event_id, false, now);
+                }
                 self.handler.on_commit(&outcomes);
                 return Err(error);
             }
@@ -1060,8 +1055,8 @@ impl<H: Handler> Consumer<H> {
                 Record::Handled { event_id } => {
                     if applied {
                         ConsumeStats::add(&self.stats.processed, 1);
-                        self.recent.insert(*event_id, now);
                     }
+                    self.recent.settle(*event_id, applied, now);
                     outcomes.push(Outcome {
                         event_id: *event_id,
                         stream_id: entries[*index].id.clone(),

@@ -134,8 +134,11 @@ pub(crate) struct CommitBuilder {
     /// Counter names, and the distinct sets of increments (by name number, from 1).
     names: Vec<String>,
     profiles: Vec<Vec<(usize, i64)>>,
-    /// Per record: its stream entry id and its profile number (0: none).
-    records: Vec<(String, usize)>,
+    /// Per record: its stream entry id and its profile number (0: none), as arguments
+    /// (one buffer, not a string per record).
+    records: Cmd,
+    /// Number of records.
+    count: usize,
     /// The effects section, built as records come.
     effects: Cmd,
     /// Wanted replies per record.
@@ -150,7 +153,8 @@ impl CommitBuilder {
             head,
             names: Vec::new(),
             profiles: Vec::new(),
-            records: Vec::new(),
+            records: Cmd::new(),
+            count: 0,
             effects: Cmd::new(),
             wanted: Vec::new(),
         }
@@ -159,14 +163,15 @@ impl CommitBuilder {
     /// Adds an entry (or, with `id` empty, effects of no entry) with its effects.
     pub(crate) fn record(&mut self, id: &str, effects: &Effects) {
         let profile = self.profile(effects.counters());
-        self.records.push((id.to_owned(), profile));
+        let mut number = itoa::Buffer::new();
+        self.records.arg(id).arg(number.format(profile));
+        self.count += 1;
         self.wanted.push(effects.wanted);
         if effects.effects.is_empty() {
             return;
         }
-        let mut number = itoa::Buffer::new();
         self.effects
-            .arg(number.format(self.records.len()))
+            .arg(number.format(self.count))
             .arg(number.format(effects.effects.len()));
         for (start, ends, reply) in &effects.effects {
             let mut start = *start;
@@ -228,11 +233,8 @@ impl CommitBuilder {
                 cmd.arg(number.format(name)).arg(number.format(delta));
             }
         }
-        cmd.arg(number.format(self.records.len()));
-        for (id, profile) in &self.records {
-            cmd.arg(id.as_str()).arg(number.format(*profile));
-        }
-        for arg in self.effects.args_iter() {
+        cmd.arg(number.format(self.count));
+        for arg in self.records.args_iter().chain(self.effects.args_iter()) {
             if let redis::Arg::Simple(bytes) = arg {
                 cmd.arg(bytes);
             }

@@ -6,7 +6,7 @@
 //! back from the dead letter queue. Its size is capped and entries expire, so it never grows
 //! without bound, and nothing is rewritten per event.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
@@ -41,12 +41,22 @@ impl Hasher for UuidHasher {
     fn write_usize(&mut self, _length: usize) {}
 }
 
+/// What [`RecentIds`] knows of an event id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Seen {
+    /// Nothing (never seen, or forgotten).
+    No,
+    /// Handled, its commit in flight.
+    Held,
+    /// Applied by a commit of this consumer.
+    Applied,
+}
+
 #[derive(Debug)]
 pub(crate) struct RecentIds {
-    ids: HashSet<Uuid, BuildHasherDefault<UuidHasher>>,
-    /// Handled, their commit not known yet (in flight).
-    held: HashSet<Uuid, BuildHasherDefault<UuidHasher>>,
-    /// Insertion order, for expiry and for eviction at the cap.
+    /// Held and applied ids (one table, one lookup per question).
+    ids: HashMap<Uuid, Seen, BuildHasherDefault<UuidHasher>>,
+    /// Applied ids in the order they were applied, for expiry and for eviction at the cap.
     order: VecDeque<(Instant, Uuid)>,
     capacity: usize,
     ttl: Duration,
@@ -55,40 +65,35 @@ pub(crate) struct RecentIds {
 impl RecentIds {
     pub(crate) fn new(capacity: usize, ttl: Duration) -> Self {
         Self {
-            ids: HashSet::with_capacity_and_hasher(capacity.min(1 << 20), Default::default()),
+            ids: HashMap::with_capacity_and_hasher(capacity.min(1 << 20), Default::default()),
             order: VecDeque::with_capacity(capacity.min(1 << 20)),
-            held: HashSet::default(),
             capacity,
             ttl,
         }
     }
 
-    pub(crate) fn contains(&self, id: &Uuid) -> bool {
-        self.ids.contains(id)
+    pub(crate) fn seen(&self, id: &Uuid) -> Seen {
+        self.ids.get(id).copied().unwrap_or(Seen::No)
     }
 
-    /// Marks `id` as handled, its commit not known yet.
+    /// Marks `id` as handled, its commit in flight.
     pub(crate) fn hold(&mut self, id: Uuid) {
-        self.held.insert(id);
+        self.ids.entry(id).or_insert(Seen::Held);
     }
 
-    /// Whether `id` was handled and its commit is not known yet.
-    pub(crate) fn is_held(&self, id: &Uuid) -> bool {
-        self.held.contains(id)
-    }
-
-    /// Forgets that `id` is held (its commit's outcome is known: [`insert`](Self::insert)
-    /// it if it was applied).
-    pub(crate) fn release(&mut self, id: &Uuid) {
-        self.held.remove(id);
-    }
-
-    /// Remembers `id`, forgetting expired ids and, past the capacity, the oldest.
-    pub(crate) fn insert(&mut self, id: Uuid, now: Instant) {
-        if self.capacity == 0 || !self.ids.insert(id) {
+    /// The commit of held `id` is known: remembers it if `applied` (forgetting expired ids
+    /// and, past the capacity, the oldest), forgets it otherwise.
+    pub(crate) fn settle(&mut self, id: Uuid, applied: bool, now: Instant) {
+        if !applied || self.capacity == 0 {
+            if self.ids.get(&id) == Some(&Seen::Held) {
+                self.ids.remove(&id);
+            }
             return;
         }
-        self.order.push_back((now, id));
+        match self.ids.insert(id, Seen::Applied) {
+            Some(Seen::Applied) => return,
+            Some(Seen::Held | Seen::No) | None => self.order.push_back((now, id)),
+        }
         while let Some(&(at, oldest)) = self.order.front() {
             if self.order.len() <= self.capacity && now.duration_since(at) < self.ttl {
                 break;
@@ -114,13 +119,36 @@ mod tests {
         let mut recent = RecentIds::new(3, Duration::from_secs(10));
         let ids: Vec<Uuid> = (0..5u128).map(Uuid::from_u128).collect();
         for id in &ids[..4] {
-            recent.insert(*id, start);
+            recent.hold(*id);
+            recent.settle(*id, true, start);
         }
         assert_eq!(recent.len(), 3);
-        assert!(!recent.contains(&ids[0]), "oldest evicted at the cap");
-        assert!(recent.contains(&ids[3]));
-        recent.insert(ids[4], start + Duration::from_secs(11));
+        assert_eq!(recent.seen(&ids[0]), Seen::No, "oldest evicted at the cap");
+        assert_eq!(recent.seen(&ids[3]), Seen::Applied);
+        recent.settle(ids[4], true, start + Duration::from_secs(11));
         assert_eq!(recent.len(), 1, "expired ids are forgotten");
-        assert!(recent.contains(&ids[4]));
+        assert_eq!(recent.seen(&ids[4]), Seen::Applied);
+    }
+
+    #[test]
+    fn a_held_id_is_forgotten_unless_applied() {
+        let now = Instant::now();
+        let mut recent = RecentIds::new(10, Duration::from_secs(10));
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        recent.hold(a);
+        recent.hold(b);
+        assert_eq!((recent.seen(&a), recent.seen(&b)), (Seen::Held, Seen::Held));
+        recent.settle(a, false, now);
+        recent.settle(b, true, now);
+        assert_eq!(
+            (recent.seen(&a), recent.seen(&b)),
+            (Seen::No, Seen::Applied)
+        );
+        // Off (capacity 0): held while in flight, never remembered.
+        let mut off = RecentIds::new(0, Duration::from_secs(10));
+        off.hold(a);
+        assert_eq!(off.seen(&a), Seen::Held);
+        off.settle(a, true, now);
+        assert_eq!(off.seen(&a), Seen::No);
     }
 }

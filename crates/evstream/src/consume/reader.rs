@@ -192,11 +192,24 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// A header's number (`-1` or digits), parsed by hand: it is read for every field.
 fn number(text: &[u8]) -> Result<i64, RedisError> {
-    std::str::from_utf8(text)
-        .ok()
-        .and_then(|t| t.parse().ok())
-        .ok_or_else(|| malformed("a length that is not a number"))
+    let bad = || malformed("a length that is not a number");
+    let (negative, digits) = match text {
+        [b'-', rest @ ..] => (true, rest),
+        _ => (false, text),
+    };
+    if digits.is_empty() || digits.len() > 18 {
+        return Err(bad());
+    }
+    let mut value: i64 = 0;
+    for &digit in digits {
+        if !digit.is_ascii_digit() {
+            return Err(bad());
+        }
+        value = value * 10 + i64::from(digit - b'0');
+    }
+    Ok(if negative { -value } else { value })
 }
 
 /// How long the first complete reply in `bytes` is; `None` if more bytes are needed. Walks

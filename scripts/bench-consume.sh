@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Consumer-group throughput, three ways, in one run on one fresh private redis-server (no
+# Consumer-group throughput, four ways, in one run on one fresh private redis-server (no
 # persistence), each reading the same stream of simulated order flow through its own group:
-#   1. a Python loop with redis-py doing only XREADGROUP COUNT 256 + XACK (the baseline);
-#   2. `evstream consume --handler ack-only` (the runtime alone: decode, exactly-once commit);
-#   3. `evstream consume` (IntelliSense: pairing, latencies, results written to Redis).
+#   1. the ceiling: a raw-socket client doing only XREADGROUP COUNT 256 + one bulk XACK per
+#      batch, two reads in flight, next to no client work (examples/group_ceiling.rs): what
+#      this Redis can serve at all;
+#   2. a Python loop with redis-py doing only XREADGROUP COUNT 256 + XACK (the baseline);
+#   3. `evstream consume --handler ack-only` (the runtime alone: decode, exactly-once commit);
+#   4. `evstream consume` (IntelliSense: pairing, latencies, results written to Redis).
 #
 # Usage: scripts/bench-consume.sh [EVENTS]
 set -euo pipefail
@@ -15,7 +18,7 @@ python3 -c 'import redis' 2>/dev/null ||
     python3 -m pip install --quiet --break-system-packages "redis>=5,<8" >&2
 events=${1:-300000}
 
-cargo build --release --locked -p evstream-cli >&2
+cargo build --release --locked -p evstream-cli --bin evstream --example group_ceiling >&2
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 dir=$(mktemp -d)
 redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --save "" --appendonly no \
@@ -31,6 +34,8 @@ target/release/evstream --redis-url "$url" demo --duration "${seconds}s" --rate 
 length=$(redis-cli -p "$port" xlen events)
 echo "stream: $length events" >&2
 
+# `demo` ran its own IntelliSense consumers (group intellisense_group): every group below is new.
+read -r _ ceiling_eps < <(target/release/examples/group_ceiling "127.0.0.1:$port" events ceiling 256)
 python_eps=$(python3 - "$port" <<'PY'
 import sys, time, redis
 r = redis.Redis(port=int(sys.argv[1]))
@@ -53,12 +58,13 @@ consume() {
         python3 -c 'import json,sys; s=json.load(sys.stdin); print(round(s["events_per_s"]), s["processed"])'
 }
 read -r ack_eps ack_n < <(consume ackonly ack-only)
-read -r is_eps is_n < <(consume intellisense_group intellisense)
-python3 - "$length" "$python_eps" "$ack_eps" "$ack_n" "$is_eps" "$is_n" <<'PY'
+read -r is_eps is_n < <(consume intellisense_bench intellisense)
+python3 - "$length" "$ceiling_eps" "$python_eps" "$ack_eps" "$ack_n" "$is_eps" "$is_n" <<'PY'
 import sys
-length, py, ack, ack_n, isense, is_n = map(int, sys.argv[1:])
+length, ceiling, py, ack, ack_n, isense, is_n = map(int, sys.argv[1:])
 print(f"events in stream                       {length:>10,}")
-print(f"python redis-py XREADGROUP+XACK        {py:>10,}/s")
-print(f"evstream consume --handler ack-only    {ack:>10,}/s  ({ack / py:.2f}x python, {ack_n:,} processed)")
-print(f"evstream consume (IntelliSense)        {isense:>10,}/s  ({isense / py:.2f}x python, {is_n:,} processed)")
+print(f"ceiling: raw XREADGROUP + bulk XACK    {ceiling:>10,}/s")
+print(f"python redis-py XREADGROUP+XACK        {py:>10,}/s  ({py / ceiling:.2f} of the ceiling)")
+print(f"evstream consume --handler ack-only    {ack:>10,}/s  ({ack / py:.2f}x python, {ack / ceiling:.2f} of the ceiling, {ack_n:,} processed)")
+print(f"evstream consume (IntelliSense)        {isense:>10,}/s  ({isense / py:.2f}x python, {isense / ceiling:.2f} of the ceiling, {is_n:,} processed)")
 PY

@@ -67,6 +67,54 @@ fn events_are_shipped_over_tls_with_the_servers_ca() {
     );
 }
 
+/// Counts events through the consumer's exactly-once commit.
+struct CountAll;
+
+impl evstream::consume::Handler for CountAll {
+    fn handle(
+        &mut self,
+        _event: &evstream::consume::Envelope,
+        effects: &mut evstream::consume::Effects,
+    ) -> Result<(), evstream::consume::HandlerError> {
+        effects.count("seen", 1);
+        Ok(())
+    }
+}
+
+/// A consumer over TLS reads with the redis crate's connection (evstream's own reader is
+/// plain TCP only): the same results.
+#[test]
+fn a_consumer_reads_and_commits_over_tls() {
+    let redis = RedisServer::builder().tls(false).start().unwrap();
+    let mut config = tls_config(&redis, &redis, false);
+    let report = ship_over(&config, 3000);
+    assert_eq!(report.shipped, 3000, "{report:?}");
+
+    config.consume.block_ms = 100;
+    let consumer = evstream::consume::Consumer::new(&config, "c1", CountAll).unwrap();
+    let stats = consumer.stats();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let report = runtime.block_on(consumer.run(async move {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while stats.snapshot().processed < 3000 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }));
+    assert_eq!(
+        (report.processed, report.redis_errors),
+        (3000, 0),
+        "{report:?}"
+    );
+    let seen = redis
+        .command(&["HGET", "events:consume:intellisense_group", "seen"])
+        .unwrap()
+        .as_text();
+    assert_eq!(seen.as_deref(), Some("3000"));
+}
+
 #[test]
 fn mutual_tls_needs_the_client_certificate() {
     let redis = RedisServer::builder().tls(true).start().unwrap();

@@ -333,13 +333,17 @@ impl IntelliSense {
         let alert = latency_ns > threshold;
         {
             let mut shared = self.shared();
-            let latencies = shared
-                .symbols
-                .entry(latency.symbol.clone())
-                .or_insert_with(|| SymbolLatencies {
+            if !shared.symbols.contains_key(&latency.symbol) {
+                let histograms = SymbolLatencies {
                     creation: histogram(),
                     fill: histogram(),
-                });
+                };
+                shared.symbols.insert(latency.symbol.clone(), histograms);
+            }
+            let latencies = shared
+                .symbols
+                .get_mut(&latency.symbol)
+                .expect("inserted above");
             match latency.pair {
                 Pair::Fill => &mut latencies.fill,
                 Pair::Creation => &mut latencies.creation,
@@ -574,26 +578,28 @@ impl Handler for IntelliSense {
     }
 
     fn on_commit(&mut self, outcomes: &[Outcome]) {
-        let now = Instant::now();
         // Outcomes come in the order the events were handled; the batch holds a subset of
         // them (events with a correlation id), in the same order.
         let handled = self.committing.pop_front().unwrap_or_default();
         let mut handled = handled.into_iter().peekable();
         for outcome in outcomes {
-            let Some(event) = handled.next_if(|e| e.event_id == outcome.event_id) else {
+            let Some(mut event) = handled.next_if(|e| e.event_id == outcome.event_id) else {
                 continue;
             };
             if !outcome.applied {
                 continue;
             }
-            for latency in event.local.iter().cloned() {
+            for latency in std::mem::take(&mut event.local) {
                 self.completed(latency, &event.correlation_id);
             }
             if !event.remote.is_empty() {
                 self.paired_in_redis(&event, &outcome.replies);
             }
-            let state = self.tracker.entry(&event.correlation_id, now);
-            if state.created_ns.is_some() && state.filled_ns.is_some() {
+            let complete = self
+                .tracker
+                .get(&event.correlation_id)
+                .is_some_and(|state| state.created_ns.is_some() && state.filled_ns.is_some());
+            if complete {
                 self.tracker.remove(&event.correlation_id);
             }
         }

@@ -97,6 +97,12 @@ impl Tracker {
             .1
     }
 
+    /// The state of `correlation_id`, if held (expired states may still be returned until
+    /// the next [`entry`](Self::entry) call).
+    pub fn get(&self, correlation_id: &str) -> Option<&OrderState> {
+        self.states.get(correlation_id).map(|(_, state)| state)
+    }
+
     /// Forgets a completed order (not an eviction).
     pub fn remove(&mut self, correlation_id: &str) {
         self.states.remove(correlation_id);

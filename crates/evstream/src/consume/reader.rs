@@ -259,6 +259,8 @@ fn parse_read_reply(bytes: &[u8]) -> Result<Vec<RawEntry>, RedisError> {
     bulk_bytes(&mut cursor)?;
     let count = array(&mut cursor)?.unwrap_or(0);
     let mut entries = Vec::with_capacity(count);
+    // One entry's field names and values, reused from entry to entry.
+    let mut parts: Vec<&[u8]> = Vec::new();
     for _ in 0..count {
         if array(&mut cursor)? != Some(2) {
             return Err(malformed("an entry that is not [id, fields]"));
@@ -270,18 +272,15 @@ fn parse_read_reply(bytes: &[u8]) -> Result<Vec<RawEntry>, RedisError> {
             None => None,
             Some(n) if n % 2 == 1 => return Err(malformed("a field without a value")),
             Some(n) => {
-                // Sized once, from the span of the fields in the reply (an upper bound).
-                let mut probe = Cursor {
-                    bytes: cursor.bytes,
-                    at: cursor.at,
-                };
+                // Located first, so that the entry's buffer is allocated once, to size.
+                parts.clear();
                 for _ in 0..n {
-                    bulk_bytes(&mut probe)?;
+                    parts.push(bulk_bytes(&mut cursor)?);
                 }
-                let mut pairs = Fields::with_capacity(n / 2, probe.at - cursor.at);
-                for _ in 0..n / 2 {
-                    let name = bulk_bytes(&mut cursor)?;
-                    pairs.push(name, bulk_bytes(&mut cursor)?);
+                let size = parts.iter().map(|part| part.len()).sum();
+                let mut pairs = Fields::with_capacity(n / 2, size);
+                for pair in parts.chunks_exact(2) {
+                    pairs.push(pair[0], pair[1]);
                 }
                 Some(pairs)
             }

@@ -7,7 +7,10 @@
 //!    (`NOGROUP`);
 //! 2. re-reads its own pending entries first (after a start, a crash or a reconnect);
 //! 3. reads new entries with `XREADGROUP … BLOCK` on a connection of its own (so the blocking
-//!    read never waits behind, or times out like, the other calls);
+//!    read never waits behind, or times out like, the other calls; over plain TCP it is
+//!    evstream's own RESP reader, which decodes replies straight into entries), a task
+//!    reading up to two batches ahead while a batch is handled and the previous batch's
+//!    commit is applied (see [`Handler::on_commit`]);
 //! 4. every `min(min_idle / 2, 5 s)`, claims entries idle longer than `consume.min_idle_ms`
 //!    in any consumer of the group with `XAUTOCLAIM` (abandoned by a crashed consumer, or its
 //!    own failures waiting for a retry);

@@ -506,8 +506,15 @@ impl<H: Handler> Consumer<H> {
             let result = match step {
                 Ok(entries) if entries.is_empty() => Ok(()),
                 Ok(entries) if reading_new => {
-                    self.process_new(connected, entries, claim_at, &mut stop)
-                        .await
+                    let processed = self
+                        .process_new(connected, entries, claim_at, &mut stop)
+                        .await;
+                    if processed.is_err() {
+                        // Batches read ahead were given up: they are this consumer's own
+                        // pending entries now; take them first, in order.
+                        source = Source::OwnPending("0".to_owned());
+                    }
+                    processed
                 }
                 Ok(entries) => self.process(connected, entries).await,
                 Err(error) => Err(error),
@@ -817,7 +824,15 @@ impl<H: Handler> Consumer<H> {
                 // What is read already is handled; nothing more is asked for.
                 stop_reading();
             }
-            entries = match read.recv().await {
+            let received = read.recv().await;
+            if received.is_none() && keep_reading.load(Ordering::Relaxed) {
+                // The reading task ended without a last (empty) batch: it panicked.
+                self.drain(session, in_flight.take()).await;
+                return Err(RedisError::from(std::io::Error::other(
+                    "the reading task stopped unexpectedly",
+                )));
+            }
+            entries = match received {
                 Some(Ok(entries)) if !entries.is_empty() => entries,
                 // The stream is quiet, or reading was stopped: done once the commit lands.
                 Some(Ok(_)) | None => {

@@ -585,3 +585,52 @@ fn a_consumer_follows_a_sentinel_failover() {
     assert!(applied.values().all(|&n| n == 1), "none applied twice");
     assert_eq!(group_info(&mut connection), (0, 0), "(pending, lag)");
 }
+
+/// Every event's `HSET` is applied, except that of event 1, which has 10,001 arguments: more
+/// than Lua can unpack. That effect fails alone; the entries around it are acknowledged and
+/// their effects applied.
+struct OneHugeEffect;
+
+impl Handler for OneHugeEffect {
+    fn handle(&mut self, event: &Envelope, effects: &mut Effects) -> Result<(), HandlerError> {
+        let mut hset = redis::cmd("HSET");
+        hset.arg(format!("huge:{}", event.event_id));
+        let pairs = if event.data.contains("\"n\":1}") {
+            5_000
+        } else {
+            1
+        };
+        for n in 0..pairs {
+            hset.arg(n).arg(n);
+        }
+        effects.apply(&mut hset);
+        effects.count("hset", 1);
+        Ok(())
+    }
+}
+
+#[test]
+fn an_effect_too_long_for_lua_fails_alone() {
+    let server = RedisServer::start().unwrap();
+    let mut connection = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    append_good(&mut connection, 0, 3);
+    let consumer = Consumer::new(&config(&server.url()), "c1", OneHugeEffect).unwrap();
+    let stats = consumer.stats();
+    let report = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(consumer.run(wait_for(stats, |r| r.processed >= 3)));
+    assert_eq!(
+        (report.processed, report.effect_errors),
+        (3, 1),
+        "{report:?}"
+    );
+    assert_eq!(group_info(&mut connection), (0, 0), "(pending, lag)");
+    let keys: Vec<String> = connection.keys("huge:*").unwrap();
+    assert_eq!(keys.len(), 2, "the two other effects applied: {keys:?}");
+    assert_eq!(counter(&mut connection, "hset"), 3);
+}

@@ -6,20 +6,15 @@
 //! two are counted as evictions (orders whose other half never reached this consumer).
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, Instant};
 
-/// FNV-1a: correlation ids are short strings, for which it costs a fraction of SipHash (the
-/// tracker's lookups were 5 % of a consumer's CPU with SipHash). Not keyed: the ids come from
-/// the engine's own producers, and the tracker is capped whatever they hash to.
+/// FNV-1a from a per-process random offset: correlation ids are short strings, for which it
+/// costs a fraction of SipHash (the tracker's lookups were 5 % of a consumer's CPU with
+/// SipHash). The random start keeps collisions from being computed in advance by whoever
+/// writes correlation ids (not a cryptographic guarantee); the tracker is capped either way.
 #[derive(Debug)]
 struct Fnv1a(u64);
-
-impl Default for Fnv1a {
-    fn default() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-}
 
 impl Hasher for Fnv1a {
     fn finish(&self) -> u64 {
@@ -33,7 +28,26 @@ impl Hasher for Fnv1a {
     }
 }
 
-type States = HashMap<String, (u64, OrderState), BuildHasherDefault<Fnv1a>>;
+/// Builds [`Fnv1a`] hashers from one random offset per table.
+#[derive(Debug, Clone)]
+struct Seeded(u64);
+
+impl Default for Seeded {
+    fn default() -> Self {
+        let random = std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64);
+        Self(0xcbf2_9ce4_8422_2325 ^ random)
+    }
+}
+
+impl BuildHasher for Seeded {
+    type Hasher = Fnv1a;
+
+    fn build_hasher(&self) -> Fnv1a {
+        Fnv1a(self.0)
+    }
+}
+
+type States = HashMap<String, (u64, OrderState), Seeded>;
 
 /// What is known of one order's life.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -20,9 +20,8 @@
 -- if it is the first record.
 --
 -- The XACKs come one per entry (a bulk XACK only returns how many it removed, not which).
--- Effects run after all of them, in record order; an effect that fails (e.g. WRONGTYPE) does
--- not stop the commit: the entry stays acked, and its error is returned so that the consumer
--- can dead-letter a record of it.
+-- An effect that fails (e.g. WRONGTYPE) does not stop the commit: the entry stays acked, and
+-- its error is returned so that the consumer can dead-letter a record of it.
 --
 -- Returns a flat array (nested tables cost Redis about a microsecond each to convert):
 --   [1] one character per record: "1" applied, "0" skipped (already acked), "2" applied but
@@ -52,8 +51,18 @@ end
 
 local n_records = tonumber(ARGV[i])
 i = i + 1
-local statuses, uses = {}, {}
+local last = #ARGV
+-- The effects section follows the records; its groups come in record order, so each record's
+-- effects run right after its XACK (an error that stopped the script half-way would leave
+-- only the records before it acknowledged).
+local e = i + 2 * n_records
+local statuses, uses, errors, replies = {}, {}, {}, {}
 local any_acked, skipped = false, 0
+-- `unpack` of an effect too long for Lua's stack raises an error that `redis.pcall` cannot
+-- catch: both run inside `pcall` so that such an effect fails alone.
+local function run(from, to)
+  return redis.pcall(unpack(ARGV, from, to))
+end
 for r = 1, n_records do
   local id, profile = ARGV[i], tonumber(ARGV[i + 1])
   i = i + 2
@@ -64,45 +73,42 @@ for r = 1, n_records do
     apply = redis.call('XACK', stream, group, id) == 1
     if apply then any_acked = true else skipped = skipped + 1 end
   end
-  statuses[r] = apply and '1' or '0'
   if apply and profile > 0 then uses[profile] = (uses[profile] or 0) + 1 end
-end
-
-local errors, replies = {}, {}
-local last = #ARGV
-while i <= last do
-  local r, n_effects = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
-  i = i + 2
-  local status = statuses[r]
-  for _ = 1, n_effects do
-    local argc, wants_reply = tonumber(ARGV[i]), ARGV[i + 1] == '1'
-    if status == '1' then
-      local reply = redis.pcall(unpack(ARGV, i + 2, i + 1 + argc))
-      if type(reply) == 'table' and reply.err then
-        status = '2'
-        errors[#errors + 1] = ARGV[i + 2] .. ': ' .. reply.err
-        if wants_reply then
-          replies[#replies + 1] = -1
-          replies[#replies + 1] = false
+  local status = apply and '1' or '0'
+  if e <= last and tonumber(ARGV[e]) == r then
+    local n_effects = tonumber(ARGV[e + 1])
+    e = e + 2
+    for _ = 1, n_effects do
+      local argc, wants_reply = tonumber(ARGV[e]), ARGV[e + 1] == '1'
+      if status == '1' then
+        local ok, reply = pcall(run, e + 2, e + 1 + argc)
+        if not ok then reply = {err = tostring(reply)} end
+        if type(reply) == 'table' and reply.err then
+          status = '2'
+          errors[#errors + 1] = ARGV[e + 2] .. ': ' .. reply.err
+          if wants_reply then
+            replies[#replies + 1] = -1
+            replies[#replies + 1] = false
+          end
+        elseif wants_reply then
+          if type(reply) == 'table' and reply.ok then
+            replies[#replies + 1] = -1
+            replies[#replies + 1] = reply.ok
+          elseif type(reply) == 'table' then
+            replies[#replies + 1] = #reply
+            for k = 1, #reply do replies[#replies + 1] = reply[k] end
+          else
+            replies[#replies + 1] = -1
+            replies[#replies + 1] = reply
+          end
         end
-      elseif wants_reply then
-        if type(reply) == 'table' and reply.ok then
-          replies[#replies + 1] = -1
-          replies[#replies + 1] = reply.ok
-        elseif type(reply) == 'table' then
-          replies[#replies + 1] = #reply
-          for k = 1, #reply do replies[#replies + 1] = reply[k] end
-        else
-          replies[#replies + 1] = -1
-          replies[#replies + 1] = reply
-        end
+      elseif status == '2' and wants_reply then
+        -- Keep one reply per wanted effect of an applied record.
+        replies[#replies + 1] = -1
+        replies[#replies + 1] = false
       end
-    elseif status == '2' and wants_reply then
-      -- Keep one reply per wanted effect of an applied record.
-      replies[#replies + 1] = -1
-      replies[#replies + 1] = false
+      e = e + 2 + argc
     end
-    i = i + 2 + argc
   end
   statuses[r] = status
 end
@@ -117,8 +123,10 @@ end
 if skipped > 0 then
   totals['duplicates_skipped'] = (totals['duplicates_skipped'] or 0) + skipped
 end
+-- A counter that cannot take its increment (not an integer any more, overflow) is left
+-- as it is rather than stopping the commit after its acknowledgements.
 for name, total in pairs(totals) do
-  if total ~= 0 then redis.call('HINCRBY', KEYS[2], name, total) end
+  if total ~= 0 then redis.pcall('HINCRBY', KEYS[2], name, total) end
 end
 local out = {table.concat(statuses)}
 for k = 1, #errors do out[#out + 1] = errors[k] end

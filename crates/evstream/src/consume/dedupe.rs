@@ -7,18 +7,18 @@
 //! without bound, and nothing is rewritten per event.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-/// Hashes a UUID's 16 bytes with two multiply-xorshift rounds: a few nanoseconds where
-/// SipHash cost 4 % of the consumer's CPU. A mix is needed, not just some bits: evstream's
-/// own event ids differ only in a counter's low bits (see `publish`), and the hash table
-/// uses both the top and the bottom bits of the hash. Not keyed: the ids come from the
-/// engine's producers, and a producer that crafted collisions would only slow this capped
-/// set down.
-#[derive(Debug, Default)]
+/// Hashes a UUID's 16 bytes with two multiply-xorshift rounds from a per-process random
+/// seed: a few nanoseconds where SipHash cost 4 % of the consumer's CPU. A mix is needed,
+/// not just some bits: evstream's own event ids differ only in a counter's low bits (see
+/// `publish`), and the hash table uses both the top and the bottom bits of the hash. The
+/// seed keeps collisions from being computed in advance by whoever writes event ids (not a
+/// cryptographic guarantee, as with any fast hasher; the set is capped either way).
+#[derive(Debug)]
 struct UuidHasher(u64);
 
 impl Hasher for UuidHasher {
@@ -41,6 +41,24 @@ impl Hasher for UuidHasher {
     fn write_usize(&mut self, _length: usize) {}
 }
 
+/// Builds [`UuidHasher`]s from one random seed per table.
+#[derive(Debug, Clone)]
+struct Seeded(u64);
+
+impl Default for Seeded {
+    fn default() -> Self {
+        Self(std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64))
+    }
+}
+
+impl BuildHasher for Seeded {
+    type Hasher = UuidHasher;
+
+    fn build_hasher(&self) -> UuidHasher {
+        UuidHasher(self.0)
+    }
+}
+
 /// What [`RecentIds`] knows of an event id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Seen {
@@ -55,7 +73,7 @@ pub(crate) enum Seen {
 #[derive(Debug)]
 pub(crate) struct RecentIds {
     /// Held and applied ids (one table, one lookup per question).
-    ids: HashMap<Uuid, Seen, BuildHasherDefault<UuidHasher>>,
+    ids: HashMap<Uuid, Seen, Seeded>,
     /// Applied ids in the order they were applied, for expiry and for eviction at the cap.
     order: VecDeque<(Instant, Uuid)>,
     capacity: usize,

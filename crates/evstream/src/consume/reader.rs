@@ -56,12 +56,19 @@ impl Reader {
             if settings.db() != 0 {
                 raw.call(redis::cmd("SELECT").arg(settings.db())).await?;
             }
-            // Names are for operators only: a server that refuses them is still usable.
-            let _ = raw
+            // Names are for operators only: a server that refuses them (an error reply) is
+            // still usable. A lost or late reply is not: the connection is out of step.
+            let broken = |error: &RedisError| error.is_io_error() || error.is_timeout();
+            match raw
                 .call(redis::cmd("CLIENT").arg("SETNAME").arg(name))
-                .await;
+                .await
+            {
+                Err(error) if broken(&error) => return Err(error),
+                _ => {}
+            }
             let id = match raw.call(redis::cmd("CLIENT").arg("ID")).await {
                 Ok(Value::Int(id)) => Some(id),
+                Err(error) if broken(&error) => return Err(error),
                 _ => None,
             };
             return Ok((Self::Raw(Arc::new(Mutex::new(raw))), id));
@@ -177,12 +184,15 @@ struct Cursor<'a> {
 impl<'a> Cursor<'a> {
     /// The next header line: its type byte and its text (without `\r\n`); `None` if the
     /// line is not complete yet.
+    /// An empty line comes back with type byte 0, which no caller accepts.
     fn line(&mut self) -> Option<(u8, &'a [u8])> {
         let rest = self.bytes.get(self.at..)?;
         let end = rest.windows(2).position(|w| w == b"\r\n")?;
-        let kind = *rest.first()?;
         self.at += end + 2;
-        Some((kind, &rest[1..end]))
+        match rest.get(1..end) {
+            Some(text) => Some((rest[0], text)),
+            None => Some((0, &[])),
+        }
     }
 
     fn skip(&mut self, n: usize) -> Option<&'a [u8]> {
@@ -342,6 +352,10 @@ mod tests {
         assert_eq!(reply_length(b"*-1\r\n").unwrap(), Some(5));
         assert_eq!(reply_length(b"-NOGROUP x\r\n").unwrap(), Some(12));
         assert!(reply_length(b"?what\r\n").is_err());
+        // An empty line where a header belongs: refused, not a panic.
+        assert!(reply_length(b"\r\n").is_err());
+        assert!(reply_length(b"*2\r\n\r\n").is_err());
+        assert!(parse_read_reply(b"*1\r\n\r\n").is_err());
     }
 
     #[test]

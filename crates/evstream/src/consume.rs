@@ -73,7 +73,7 @@
 mod commit;
 pub(crate) mod decode;
 mod dedupe;
-mod reader;
+pub(crate) mod reader;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -17,6 +17,13 @@ pub fn decode_entry(input: &[u8]) -> bool {
     crate::consume::decode::decode("1-0", &fields, 1, 64 * 1024, true).is_ok()
 }
 
+/// Decodes bytes as the reply of an `XREADGROUP` on the consumer's reading connection:
+/// `true` if they start with a complete, well-formed reply. Every outcome is a value, never
+/// a panic.
+pub fn xreadgroup_reply(input: &[u8]) -> bool {
+    crate::consume::reader::decode_for_fuzzing(input).is_some()
+}
+
 /// Validates and migrates a payload: the first byte picks the event type among the
 /// registry's, the second the version (1 to 4), the rest is the JSON.
 pub fn upgrade(registry: &Registry, input: &[u8]) -> bool {

@@ -59,3 +59,10 @@ fn journal_record_corpus() {
         }
     }
 }
+
+#[test]
+fn xreadgroup_reply_corpus() {
+    for (name, input) in corpus("xreadgroup_reply") {
+        check(&name, fuzzing::xreadgroup_reply(&input));
+    }
+}

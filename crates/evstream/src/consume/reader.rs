@@ -304,6 +304,15 @@ fn parse_read_reply(bytes: &[u8]) -> Result<Vec<RawEntry>, RedisError> {
     Ok(entries)
 }
 
+/// For the fuzz target (`fuzzing::xreadgroup_reply`): the entries of the complete,
+/// well-formed `XREADGROUP` reply `bytes` starts with, if it does.
+pub(crate) fn decode_for_fuzzing(bytes: &[u8]) -> Option<usize> {
+    let length = reply_length(bytes).ok()??;
+    parse_read_reply(&bytes[..length])
+        .ok()
+        .map(|entries| entries.len())
+}
+
 /// An array's length; `None` for a nil (a pending entry deleted from the stream has nil
 /// fields).
 fn array(cursor: &mut Cursor<'_>) -> Result<Option<usize>, RedisError> {
@@ -370,6 +379,110 @@ mod tests {
         );
         assert_eq!((entries[1].id.as_str(), &entries[1].fields), ("2-0", &None));
         assert!(parse_read_reply(b"*-1\r\n").unwrap().is_empty());
+    }
+
+    fn encode(entries: &[(String, Option<Vec<(Vec<u8>, Vec<u8>)>>)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let bulk = |out: &mut Vec<u8>, bytes: &[u8]| {
+            out.extend_from_slice(format!("${}\r\n", bytes.len()).as_bytes());
+            out.extend_from_slice(bytes);
+            out.extend_from_slice(b"\r\n");
+        };
+        out.extend_from_slice(b"*1\r\n*2\r\n");
+        bulk(&mut out, b"events");
+        out.extend_from_slice(format!("*{}\r\n", entries.len()).as_bytes());
+        for (id, fields) in entries {
+            out.extend_from_slice(b"*2\r\n");
+            bulk(&mut out, id.as_bytes());
+            match fields {
+                None => out.extend_from_slice(b"*-1\r\n"),
+                Some(fields) => {
+                    out.extend_from_slice(format!("*{}\r\n", fields.len() * 2).as_bytes());
+                    for (name, value) in fields {
+                        bulk(&mut out, name);
+                        bulk(&mut out, value);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        /// Any entries, encoded as Redis would: complete only with every byte, decoded back
+        /// to what was encoded.
+        #[test]
+        fn encoded_entries_decode_back(
+            entries in proptest::collection::vec(
+                (
+                    "[0-9]{1,13}-[0-9]{1,3}",
+                    proptest::option::of(proptest::collection::vec(
+                        (
+                            proptest::collection::vec(proptest::num::u8::ANY, 0..12),
+                            proptest::collection::vec(proptest::num::u8::ANY, 0..40),
+                        ),
+                        0..6,
+                    )),
+                ),
+                0..8,
+            ),
+            cut in 0usize..10_000,
+        ) {
+            let bytes = encode(&entries);
+            proptest::prop_assert_eq!(reply_length(&bytes).unwrap(), Some(bytes.len()));
+            let cut = cut % bytes.len();
+            proptest::prop_assert_eq!(reply_length(&bytes[..cut]).unwrap(), None);
+            let decoded = parse_read_reply(&bytes).unwrap();
+            proptest::prop_assert_eq!(decoded.len(), entries.len());
+            for (entry, (id, fields)) in decoded.iter().zip(&entries) {
+                proptest::prop_assert_eq!(&entry.id, id);
+                let expected = fields.as_ref().map(|fields| {
+                    Fields::from_pairs(fields.iter().map(|(n, v)| (n.as_slice(), v.as_slice())))
+                });
+                proptest::prop_assert_eq!(&entry.fields, &expected);
+            }
+        }
+
+        /// A valid reply with one byte changed, or `\r\n` put in anywhere: an answer (often
+        /// a refusal), never a panic.
+        #[test]
+        fn altered_replies_never_panic(
+            entries in proptest::collection::vec(
+                ("[0-9]{1,3}-[0-9]", proptest::option::of(proptest::collection::vec(
+                    (proptest::collection::vec(proptest::num::u8::ANY, 0..4),
+                     proptest::collection::vec(proptest::num::u8::ANY, 0..8)),
+                    0..3,
+                ))),
+                1..4,
+            ),
+            at in 0usize..10_000,
+            byte in proptest::num::u8::ANY,
+            insert_line in proptest::bool::ANY,
+        ) {
+            let mut bytes = encode(&entries);
+            let at = at % bytes.len();
+            if insert_line {
+                bytes.splice(at..at, b"\r\n".iter().copied());
+            } else {
+                bytes[at] = byte;
+            }
+            let _ = decode_for_fuzzing(&bytes);
+        }
+
+        /// Whatever a server (or something posing as one) sends: an answer, never a panic.
+        #[test]
+        fn any_bytes_are_refused_or_decoded_without_panicking(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+            prefix in proptest::sample::select(vec![
+                &b""[..],
+                &b"*1\r\n*2\r\n"[..],
+                &b"*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n"[..],
+            ]),
+        ) {
+            let mut input = prefix.to_vec();
+            input.extend_from_slice(&bytes);
+            let _ = decode_for_fuzzing(&input);
+        }
     }
 
     #[test]

@@ -381,7 +381,10 @@ mod tests {
         assert!(parse_read_reply(b"*-1\r\n").unwrap().is_empty());
     }
 
-    fn encode(entries: &[(String, Option<Vec<(Vec<u8>, Vec<u8>)>>)]) -> Vec<u8> {
+    /// An entry as the tests write it: id, and fields (none for a deleted entry).
+    type Written = (String, Option<Vec<(Vec<u8>, Vec<u8>)>>);
+
+    fn encode(entries: &[Written]) -> Vec<u8> {
         let mut out = Vec::new();
         let bulk = |out: &mut Vec<u8>, bytes: &[u8]| {
             out.extend_from_slice(format!("${}\r\n", bytes.len()).as_bytes());

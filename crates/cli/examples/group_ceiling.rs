@@ -11,15 +11,6 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::Instant;
 
-fn command(out: &mut Vec<u8>, args: &[&[u8]]) {
-    out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
-    for arg in args {
-        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-        out.extend_from_slice(arg);
-        out.extend_from_slice(b"\r\n");
-    }
-}
-
 /// Reads one RESP2 value; pushes every bulk string found at `depth` == 4 (entry ids of an
 /// `XREADGROUP` reply: reply → stream → entries → entry → id) into `ids`.
 fn skip(reader: &mut impl BufRead, depth: usize, ids: &mut Vec<Vec<u8>>) -> std::io::Result<()> {
@@ -66,35 +57,31 @@ fn main() -> std::io::Result<()> {
     socket.set_nodelay(true)?;
     let mut writer = socket.try_clone()?;
     let mut reader = BufReader::with_capacity(1 << 20, socket);
-    let mut out = Vec::new();
-    command(
-        &mut out,
-        &[
-            b"XGROUP",
-            b"CREATE",
-            stream.as_bytes(),
-            group.as_bytes(),
-            b"0",
-        ],
-    );
-    writer.write_all(&out)?;
+    // Commands are packed by the redis crate; only the socket and the reply scan are ours.
+    let create = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg(group)
+        .arg("0")
+        .get_packed_command();
+    writer.write_all(&create)?;
     skip(&mut reader, 0, &mut Vec::new())?;
-    let read: Vec<&[u8]> = vec![
-        b"XREADGROUP",
-        b"GROUP",
-        group.as_bytes(),
-        b"c1",
-        b"COUNT",
-        count.as_bytes(),
-        b"STREAMS",
-        stream.as_bytes(),
-        b">",
-    ];
+    let read = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(group)
+        .arg("c1")
+        .arg("COUNT")
+        .arg(count)
+        .arg("STREAMS")
+        .arg(stream)
+        .arg(">")
+        .get_packed_command();
+    let mut out = Vec::new();
     // Replies expected, in order: true = a read, false = an ack.
     let mut pending = VecDeque::new();
     out.clear();
     for _ in 0..2 {
-        command(&mut out, &read);
+        out.extend_from_slice(&read);
         pending.push_back(true);
     }
     writer.write_all(&out)?;
@@ -112,12 +99,16 @@ fn main() -> std::io::Result<()> {
         start.get_or_insert_with(Instant::now);
         events += ids.len() as u64;
         out.clear();
-        let mut ack: Vec<&[u8]> = vec![b"XACK", stream.as_bytes(), group.as_bytes()];
-        ack.extend(ids.iter().map(Vec::as_slice));
-        command(&mut out, &ack);
+        out.extend_from_slice(
+            &redis::cmd("XACK")
+                .arg(stream)
+                .arg(group)
+                .arg(&ids)
+                .get_packed_command(),
+        );
         pending.push_back(false);
         if reads_out < 2 {
-            command(&mut out, &read);
+            out.extend_from_slice(&read);
             pending.push_back(true);
             reads_out += 1;
         }

@@ -95,8 +95,8 @@ impl Handler for CountingHandler {
 }
 
 /// Runs `consumer` on its own thread until `until` holds for its stats (or 60 s pass).
-fn run_until(
-    consumer: Consumer<CountingHandler>,
+fn run_until<H: Handler + 'static>(
+    consumer: Consumer<H>,
     until: impl Fn(&ConsumeReport) -> bool + Send + 'static,
 ) -> std::thread::JoinHandle<ConsumeReport> {
     let stats = consumer.stats();
@@ -503,12 +503,9 @@ fn a_failing_effect_is_acknowledged_and_recorded_as_a_dead_letter() {
         .unwrap();
     append_good(&mut connection, 0, 3);
     let consumer = Consumer::new(&config(&server.url()), "c1", BrokenEffect).unwrap();
-    let stats = consumer.stats();
-    let report = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(consumer.run(wait_for(stats, |r| r.effect_errors >= 3)));
+    let report = run_until(consumer, |r| r.effect_errors >= 3)
+        .join()
+        .unwrap();
     assert_eq!(report.effect_errors, 3, "{report:?}");
     assert_eq!(
         group_info(&mut connection),
@@ -618,12 +615,7 @@ fn an_effect_too_long_for_lua_fails_alone() {
         .unwrap();
     append_good(&mut connection, 0, 3);
     let consumer = Consumer::new(&config(&server.url()), "c1", OneHugeEffect).unwrap();
-    let stats = consumer.stats();
-    let report = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(consumer.run(wait_for(stats, |r| r.processed >= 3)));
+    let report = run_until(consumer, |r| r.processed >= 3).join().unwrap();
     assert_eq!(
         (report.processed, report.effect_errors),
         (3, 1),

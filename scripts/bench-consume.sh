@@ -59,6 +59,19 @@ consume() {
 }
 read -r ack_eps ack_n < <(consume ackonly ack-only)
 read -r is_eps is_n < <(consume intellisense_bench intellisense)
+# The benchmarked IntelliSense group must have computed what the demo's own consumers did.
+report() {
+    target/release/evstream --redis-url "$url" report --group "$1" --json |
+        python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["processed"], r["duplicates_skipped"], r["orders"], r["fills"])'
+}
+read -r bench_processed bench_duplicates bench_orders bench_fills < <(report intellisense_bench)
+read -r _ _ demo_orders demo_fills < <(report intellisense_group)
+echo "IntelliSense results: $bench_processed processed, $bench_duplicates duplicates skipped, $bench_orders orders, $bench_fills fills (the demo's own group: $demo_orders orders, $demo_fills fills)"
+if [ "$bench_processed" != "$length" ] || [ "$bench_duplicates" != 0 ] ||
+    [ "$bench_orders" != "$demo_orders" ] || [ "$bench_fills" != "$demo_fills" ]; then
+    echo "the benchmarked consumer's results differ from the demo's: the figures below are void" >&2
+    exit 1
+fi
 python3 - "$length" "$ceiling_eps" "$python_eps" "$ack_eps" "$ack_n" "$is_eps" "$is_n" <<'PY'
 import sys
 length, ceiling, py, ack, ack_n, isense, is_n = map(int, sys.argv[1:])

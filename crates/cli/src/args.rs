@@ -131,6 +131,94 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: SchemaCommand,
     },
+    /// Read the dead letters, and replay them once their cause is fixed (see
+    /// docs/operations.md, "Dead letters").
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+/// `evstream dlq …`
+#[derive(Debug, Subcommand)]
+pub(crate) enum DlqCommand {
+    /// List dead letters, newest first: stage, reason, error and the event's fields.
+    List(DlqListArgs),
+    /// Append dead letters back to the stream, oldest first, each deleted from the
+    /// dead-letter stream in the same atomic step (so never twice, never lost), keeping its
+    /// event_id and sequence. Needs --reason, --id or --all. Exits 1 if any was refused
+    /// (effect_failed records, dead letters with fields left out or missing).
+    Replay(DlqReplayArgs),
+}
+
+/// Which dead letters (`evstream dlq`).
+#[derive(Debug, Args)]
+pub(crate) struct DlqSelect {
+    /// Only dead letters with this dlq_reason (repeatable), e.g. handler_error.
+    #[arg(long, value_name = "REASON")]
+    pub(crate) reason: Vec<String>,
+    /// Only dead letters of this stage.
+    #[arg(long, value_enum)]
+    pub(crate) stage: Option<DlqStage>,
+}
+
+/// `dlq_stage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum DlqStage {
+    /// Refused by the shipper: never reached the stream.
+    Ship,
+    /// Read from the stream, could not be processed.
+    Consume,
+}
+
+impl DlqStage {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Ship => "ship",
+            Self::Consume => "consume",
+        }
+    }
+}
+
+/// `evstream dlq list`
+#[derive(Debug, Args)]
+pub(crate) struct DlqListArgs {
+    #[command(flatten)]
+    pub(crate) select: DlqSelect,
+    /// Only the dead letter with this entry id (repeatable).
+    #[arg(long, value_name = "ID")]
+    pub(crate) id: Vec<String>,
+    /// Dead letters shown per stream at most.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) count: usize,
+    /// Oldest first instead of newest first.
+    #[arg(long)]
+    pub(crate) oldest_first: bool,
+    /// Print as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `evstream dlq replay`
+#[derive(Debug, Args)]
+pub(crate) struct DlqReplayArgs {
+    #[command(flatten)]
+    pub(crate) select: DlqSelect,
+    /// Only the dead letter with this entry id (repeatable).
+    #[arg(long, value_name = "ID")]
+    pub(crate) id: Vec<String>,
+    /// Every dead letter (with --stage, every one of that stage).
+    #[arg(long)]
+    pub(crate) all: bool,
+    /// Dead letters replayed per stream at most, oldest first.
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) limit: usize,
+    /// Show what would be replayed, change nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Print as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// `evstream schema …`
@@ -287,8 +375,9 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 1)]
     pub(crate) producers: usize,
     /// Soak: publish at `--rate` for this long instead of `--events` (e.g. 10m), keep the
-    /// stream at `ship.max_len`, count every append with Redis's `entries-added`, check the
-    /// entries left, and sample this process's memory.
+    /// stream at `ship.max_len` (1,000,000 if that is 0: a long run must not fill Redis),
+    /// count every append with Redis's `entries-added`, check the entries left, and sample
+    /// this process's memory.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub(crate) duration: Option<Duration>,
     /// Write an HTML page with charts of the run (latency, throughput, backlog, memory).

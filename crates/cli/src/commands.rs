@@ -3,6 +3,7 @@
 mod bench;
 mod consume;
 mod demo;
+mod dlq;
 mod ops;
 mod report;
 mod schema;
@@ -26,6 +27,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ops(args) => ops::run(config, &args),
         Command::Status(args) => status::run(&config, &args),
         Command::Schema { command } => schema::run(&config, command),
+        Command::Dlq { command } => dlq::run(&config, command),
     }
 }
 

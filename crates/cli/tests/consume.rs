@@ -400,3 +400,159 @@ fn a_hostile_writer_cannot_stop_the_consumer_or_exhaust_its_memory() {
     );
     eprintln!("hostile writer: consumer peak RSS {} MiB", peak_kib / 1024);
 }
+
+/// Runs `evstream` with `args` on `url`; returns its exit code, stdout as JSON (Null if it is
+/// not JSON) and stderr.
+fn run_json(url: &str, args: &[&str]) -> (Option<i32>, serde_json::Value, String) {
+    let output = evstream()
+        .args(["--redis-url", url])
+        .args(args)
+        .output()
+        .unwrap();
+    let json = serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.code(), json, stderr)
+}
+
+#[test]
+fn dead_letters_are_listed_and_replayed_once_then_processed() {
+    let server = RedisServer::start().unwrap();
+    let url = server.url();
+    let mut connection = redis::Client::open(url.clone())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    // Three dead letters as consumers write them: an order a handler bug refused (fixed
+    // since), an effect_failed record, and a too-large entry whose data was left out.
+    let envelope = [
+        ("event_id", "01900000-0000-7000-8000-00000000a001"),
+        ("event_type", "OrderCreated"),
+        ("version", "v1"),
+        ("correlation_id", "ord-dlq"),
+        ("timestamp_ns", "1764000000000000000"),
+        ("producer_id", "engine:test"),
+        ("sequence", "7"),
+        (
+            "data",
+            r#"{"orderId":"o","symbol":"MSFT","quantity":10.0,"price":411.0}"#,
+        ),
+    ];
+    let consume_fields = |reason: &str| {
+        vec![
+            ("dlq_reason", reason.to_owned()),
+            ("dlq_stage", "consume".to_owned()),
+            ("dlq_error", format!("{reason} in a test")),
+            ("dlq_at_ns", "1764000000000000001".to_owned()),
+            ("dlq_source_id", "1-0".to_owned()),
+            ("dlq_deliveries", "5".to_owned()),
+        ]
+    };
+    let with = |reason: &str, skip_data: bool| {
+        let mut fields: Vec<(&str, String)> = envelope
+            .iter()
+            .filter(|(name, _)| !(skip_data && *name == "data"))
+            .map(|(n, v)| (*n, (*v).to_owned()))
+            .collect();
+        fields.extend(consume_fields(reason));
+        if skip_data {
+            fields.push(("dlq_data_bytes", "20000000".to_owned()));
+        }
+        fields
+    };
+    let buggy: String = connection
+        .xadd("events:dlq", "*", &with("handler_error", false))
+        .unwrap();
+    let _: String = connection
+        .xadd("events:dlq", "*", &with("effect_failed", false))
+        .unwrap();
+    let _: String = connection
+        .xadd("events:dlq", "*", &with("too_large", true))
+        .unwrap();
+
+    // Listed newest first, selectable by reason.
+    let (code, listed, _) = run_json(&url, &["dlq", "list", "--json"]);
+    assert_eq!(code, Some(0));
+    let reasons: Vec<&str> = listed[0]["letters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|letter| letter["fields"]["dlq_reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons, ["too_large", "effect_failed", "handler_error"]);
+    let (_, listed, _) = run_json(
+        &url,
+        &["dlq", "list", "--reason", "handler_error", "--json"],
+    );
+    assert_eq!(listed[0]["letters"].as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["letters"][0]["id"], buggy.as_str());
+
+    // Replay asks which; a dry run changes nothing.
+    let (code, _, stderr) = run_json(&url, &["dlq", "replay"]);
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains("--reason"), "{stderr}");
+    let (code, dry, _) = run_json(
+        &url,
+        &[
+            "dlq",
+            "replay",
+            "--reason",
+            "handler_error",
+            "--dry-run",
+            "--json",
+        ],
+    );
+    assert_eq!(code, Some(0), "{dry}");
+    assert_eq!(
+        (dry["selected"].as_u64(), dry["replayed"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(connection.xlen::<_, u64>("events:dlq").unwrap(), 3);
+    assert_eq!(connection.xlen::<_, u64>("events").unwrap(), 0);
+
+    // --all: the order goes back, the other two are refused (exit 1) and stay.
+    let (code, summary, _) = run_json(&url, &["dlq", "replay", "--all", "--json"]);
+    assert_eq!(code, Some(1), "{summary}");
+    assert_eq!(summary["replayed"].as_u64(), Some(1), "{summary}");
+    assert_eq!(summary["refused"].as_u64(), Some(2), "{summary}");
+    assert_eq!(connection.xlen::<_, u64>("events:dlq").unwrap(), 2);
+    let stream: redis::streams::StreamRangeReply = connection.xrange_all("events").unwrap();
+    assert_eq!(stream.ids.len(), 1);
+    let replayed: Vec<(String, String)> = redis::cmd("XRANGE")
+        .arg("events")
+        .arg("-")
+        .arg("+")
+        .query::<Vec<(String, Vec<(String, String)>)>>(&mut connection)
+        .unwrap()
+        .remove(0)
+        .1;
+    let original: Vec<(String, String)> = envelope
+        .iter()
+        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+        .collect();
+    assert_eq!(
+        replayed, original,
+        "the original fields, in order, no dlq_*"
+    );
+
+    // Again by id: gone, nothing appended twice.
+    let (code, again, _) = run_json(&url, &["dlq", "replay", "--id", &buggy, "--json"]);
+    assert_eq!(code, Some(0), "{again}");
+    assert_eq!(again["selected"].as_u64(), Some(0), "{again}");
+    assert_eq!(connection.xlen::<_, u64>("events").unwrap(), 1);
+
+    // A consumer processes the replayed order like any other.
+    let (code, report, stderr) = run_json(
+        &url,
+        &[
+            "consume",
+            "--consumer",
+            "c1",
+            "--exit-when-idle",
+            "1s",
+            "--json",
+        ],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(report["processed"].as_u64(), Some(1), "{report}");
+    assert_eq!(counter(&mut connection, "orders"), 1);
+}

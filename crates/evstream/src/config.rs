@@ -26,7 +26,8 @@
 //! append = "transaction"    # or "script" (one Lua call per batch; narrower ACL, more Redis CPU)
 //! in_flight = 4             # batches in flight at once
 //! timeout_ms = 100          # deadline of one batch
-//! max_len = 1000000         # MAXLEN ~ trimming of the stream (0: none)
+//! max_len = 0               # MAXLEN ~ cap after each batch, blind to groups (0: none;
+//!                           # retention is the ops loop's, which waits for lagging groups)
 //! retry_base_ms = 10        # first retry delay (exponential, full jitter)
 //! retry_max_ms = 1000       # longest retry delay
 //! breaker_threshold = 10    # consecutive failures that open the circuit breaker
@@ -1111,7 +1112,11 @@ pub struct ShipConfig {
     /// connection wait behind each `WAIT`. Default 0 (off).
     pub min_replicas_ack: u32,
     /// `MAXLEN ~` bound the stream is trimmed to after each batch; 0 disables trimming.
-    /// Default 1,000,000.
+    /// Default 0: this trim does not know about consumer groups and would delete entries a
+    /// lagging group has not read, uncounted. Retention belongs to the ops loop
+    /// ([`OpsConfig::max_len`], [`OpsConfig::max_age_s`]), which waits for lagging groups
+    /// unless memory is critical and counts what they lose. Set it only as a hard cap for a
+    /// stream no ops loop looks after, or well above `ops.max_len`.
     pub max_len: u64,
     /// First retry delay in milliseconds; it doubles per attempt, with full jitter. Default 10.
     pub retry_base_ms: u64,
@@ -1193,7 +1198,7 @@ impl Default for ShipConfig {
             in_flight: 4,
             timeout_ms: 100,
             min_replicas_ack: 0,
-            max_len: 1_000_000,
+            max_len: 0,
             retry_base_ms: 10,
             retry_max_ms: 1000,
             breaker_threshold: 10,

@@ -906,10 +906,10 @@ impl<H: Handler> Consumer<H> {
             )
             .map_err(|error| (error.code(), error.to_string()))
             .and_then(|()| self.upgrade(&mut event))
-            .map(|()| &event);
+            .map(|()| (&event, self.recent.seen(&event.event_id)));
             let failure = match decoded {
                 Err(failure) => Some(failure),
-                Ok(event) if self.recent.seen(&event.event_id) == Seen::Held => {
+                Ok((event, Seen::Held)) => {
                     // The same event in the batch whose commit is in flight: wait for its
                     // outcome. Left pending, this entry comes back by a claim, when it is
                     // known whether that event was applied.
@@ -917,39 +917,41 @@ impl<H: Handler> Consumer<H> {
                     self.spare_effects.push(effects);
                     continue;
                 }
-                Ok(event) if self.recent.seen(&event.event_id) == Seen::Applied => {
+                Ok((_, Seen::Applied)) => {
                     effects.count("duplicates_skipped", 1);
                     planned.push((index, Record::Duplicate, effects));
                     continue;
                 }
-                Ok(event) => match self.handler.accepts(&event.event_type, event.version) {
-                    Accept::Skip => {
-                        effects.count("skipped", 1);
-                        planned.push((index, Record::Skipped, effects));
-                        continue;
-                    }
-                    Accept::UnknownVersion => Some((
-                        "unknown_version",
-                        format!(
-                            "{} version v{} is not known to this consumer",
-                            event.event_type, event.version
-                        ),
-                    )),
-                    Accept::Handle => {
-                        match catch_panic(|| self.handler.handle(event, &mut effects)) {
-                            Ok(()) => {
-                                self.recent.hold(event.event_id);
-                                effects.count("processed", 1);
-                                let record = Record::Handled {
-                                    event_id: event.event_id,
-                                };
-                                planned.push((index, record, effects));
-                                continue;
+                Ok((event, Seen::No)) => {
+                    match self.handler.accepts(&event.event_type, event.version) {
+                        Accept::Skip => {
+                            effects.count("skipped", 1);
+                            planned.push((index, Record::Skipped, effects));
+                            continue;
+                        }
+                        Accept::UnknownVersion => Some((
+                            "unknown_version",
+                            format!(
+                                "{} version v{} is not known to this consumer",
+                                event.event_type, event.version
+                            ),
+                        )),
+                        Accept::Handle => {
+                            match catch_panic(|| self.handler.handle(event, &mut effects)) {
+                                Ok(()) => {
+                                    self.recent.hold(event.event_id);
+                                    effects.count("processed", 1);
+                                    let record = Record::Handled {
+                                        event_id: event.event_id,
+                                    };
+                                    planned.push((index, record, effects));
+                                    continue;
+                                }
+                                Err(error) => Some(("handler_error", error.to_string())),
                             }
-                            Err(error) => Some(("handler_error", error.to_string())),
                         }
                     }
-                },
+                }
             };
             let (reason, message) = failure.expect("every other case continued");
             effects.clear();

@@ -32,6 +32,7 @@
 //! ```
 
 pub mod alerts;
+pub mod dlq;
 pub mod observe;
 pub mod trim;
 pub mod webhook;

@@ -412,3 +412,103 @@ fn an_unsafe_eviction_policy_is_reported_as_critical() {
         vec![("EvictionPolicyUnsafe", Severity::Critical)]
     );
 }
+
+#[test]
+fn concurrent_replays_of_one_dead_letter_append_it_once() {
+    use evstream::ops::dlq::{self, Order, Replayed, Selection};
+
+    let redis = RedisServer::start().unwrap();
+    let mut connection = connect(&redis);
+    let mut ids = Vec::new();
+    for n in 0..250 {
+        let id: String = redis::cmd("XADD")
+            .arg("events:dlq")
+            .arg("*")
+            .arg(&[
+                ("event_id", format!("01900000-0000-7000-8000-{n:012x}")),
+                ("event_type", "OrderCreated".to_owned()),
+                ("version", "v1".to_owned()),
+                ("correlation_id", format!("ord-{n}")),
+                ("timestamp_ns", "1764000000000000000".to_owned()),
+                ("producer_id", "engine:test".to_owned()),
+                ("sequence", (n + 1).to_string()),
+                ("data", "{}".to_owned()),
+                ("dlq_reason", "handler_error".to_owned()),
+                ("dlq_stage", "consume".to_owned()),
+            ])
+            .query(&mut connection)
+            .unwrap();
+        ids.push(id);
+    }
+    let timeout = Duration::from_secs(5);
+    let replay_all = |url: String, ids: Vec<String>| async move {
+        let client = redis::Client::open(url).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        let mut appended = 0;
+        for id in &ids {
+            match dlq::replay(&mut connection, "events", "events:dlq", id, timeout)
+                .await
+                .unwrap()
+            {
+                Replayed::Appended(_) => appended += 1,
+                Replayed::Gone => {}
+                Replayed::Refused(why) => panic!("{id} refused: {why}"),
+            }
+        }
+        appended
+    };
+    let (a, b) = runtime().block_on(async {
+        tokio::join!(
+            tokio::spawn(replay_all(redis.url(), ids.clone())),
+            tokio::spawn(replay_all(redis.url(), ids.clone())),
+        )
+    });
+    assert_eq!(
+        a.unwrap() + b.unwrap(),
+        250,
+        "each dead letter appended once"
+    );
+    assert_eq!(length(&mut connection), 250);
+    let left: u64 = redis::cmd("XLEN")
+        .arg("events:dlq")
+        .query(&mut connection)
+        .unwrap();
+    assert_eq!(left, 0);
+    // Replayed in the order they failed (each replayer goes oldest first, and takes the
+    // next only once the previous is appended, by it or by the other).
+    let sequences: Vec<u64> = redis::cmd("XRANGE")
+        .arg("events")
+        .arg("-")
+        .arg("+")
+        .query::<Vec<(String, std::collections::HashMap<String, String>)>>(&mut connection)
+        .unwrap()
+        .into_iter()
+        .map(|(_, fields)| fields["sequence"].parse().unwrap())
+        .collect();
+    assert_eq!(sequences, (1..=250).collect::<Vec<_>>());
+    // Scans page through a whole stream (here the replayed one) and stop at the limit.
+    let scan = |order, limit| {
+        runtime().block_on(async {
+            let client = redis::Client::open(redis.url()).unwrap();
+            let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+            dlq::scan(
+                &mut connection,
+                "events",
+                &Selection::default(),
+                order,
+                limit,
+                timeout,
+            )
+            .await
+            .unwrap()
+        })
+    };
+    let newest = scan(Order::NewestFirst, 10);
+    assert_eq!(newest.letters.len(), 10);
+    assert!(newest.truncated);
+    assert_eq!(newest.letters[0].field("sequence"), Some("250"));
+    let all = scan(Order::OldestFirst, 1000);
+    assert_eq!(all.letters.len(), 250);
+    assert!(!all.truncated);
+    assert_eq!(all.letters[249].field("sequence"), Some("250"));
+}

@@ -36,6 +36,9 @@
 //! once); latencies and latency alerts are written right after the commit that computed them
 //! (at most once: a crash in between loses that one record, never duplicates it).
 
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
 mod report;
 mod tracker;
 

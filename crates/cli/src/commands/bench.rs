@@ -55,6 +55,9 @@ struct Summary {
     soak: Option<Soak>,
 }
 
+/// The stream length a timed run keeps when `ship.max_len` is 0.
+const SOAK_MAX_LEN: u64 = 1_000_000;
+
 /// A long run's extra figures.
 #[derive(Serialize)]
 struct Soak {
@@ -113,6 +116,11 @@ pub(crate) fn run(
         (Some(_), Rate::Max) => u64::MAX, // until the duration is over
         (None, _) => args.events,
     };
+    if args.duration.is_some() && config.ship.max_len == 0 {
+        // A timed run at a high rate would fill Redis: the shipper bounds the bench's own
+        // stream (nothing else reads it while the run lasts).
+        config.ship.max_len = SOAK_MAX_LEN;
+    }
     if args.duration.is_none() && config.ship.max_len != 0 && config.ship.max_len < events {
         // Trimming would delete events before they are read back and count them as lost.
         eprintln!(

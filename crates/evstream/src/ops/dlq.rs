@@ -1,0 +1,313 @@
+//! Dead letters read back, and replayed into the stream once their cause is fixed.
+//!
+//! The dead-letter stream (`<stream>:dlq`, fields in `docs/envelope.md`) keeps what the
+//! shipper could not append and what consumers could not process. [`scan`] reads it with a
+//! [`Selection`]; [`replay`] puts one dead letter back: its original fields are appended to
+//! the stream and the dead letter is deleted, in one script, so that concurrent replays
+//! cannot append it twice and a failure in between cannot lose it. The replayed entry keeps
+//! its `event_id` and `sequence` (a consumer's dedupe by event id still applies) and comes
+//! after entries appended since, out of its producer's sequence order.
+//!
+//! Refused: `effect_failed` records (their entry was processed; replaying would apply its
+//! other effects again), dead letters some fields were left out of (too large), and those
+//! missing an envelope field (they would fail again).
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), evstream::OpsError> {
+//! use std::time::Duration;
+//! use evstream::ops::dlq::{self, Order, Replayed, Selection};
+//!
+//! let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+//! let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+//! let timeout = Duration::from_secs(5);
+//! let selection = Selection { reasons: vec!["handler_error".into()], ..Selection::default() };
+//! let scan = dlq::scan(&mut connection, "events:dlq", &selection, Order::OldestFirst, 1000, timeout).await?;
+//! for letter in &scan.letters {
+//!     if let Replayed::Appended(id) = dlq::replay(&mut connection, "events", "events:dlq", &letter.id, timeout).await? {
+//!         println!("{} is back as {id}", letter.id);
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::Value;
+use serde::Serialize;
+
+use crate::error::OpsError;
+
+const REPLAY_SCRIPT: &str = include_str!("dlq_replay.lua");
+
+/// Dead letters read per call while scanning.
+const PAGE: usize = 200;
+
+/// One dead letter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct DeadLetter {
+    /// Its entry id in the dead-letter stream.
+    pub id: String,
+    /// Every field in stored order (the original entry's and the `dlq_*` ones), values as
+    /// text (bytes that are not UTF-8 shown as U+FFFD). Serialized as one JSON object, in
+    /// this order.
+    #[serde(serialize_with = "as_object")]
+    pub fields: Vec<(String, String)>,
+}
+
+fn as_object<S: serde::Serializer>(
+    fields: &[(String, String)],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_map(fields.iter().map(|(name, value)| (name, value)))
+}
+
+impl DeadLetter {
+    /// The value of field `name`, if present.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// `dlq_reason`, or "" if missing.
+    pub fn reason(&self) -> &str {
+        self.field("dlq_reason").unwrap_or_default()
+    }
+
+    /// `dlq_stage` (`ship` or `consume`), or "" if missing.
+    pub fn stage(&self) -> &str {
+        self.field("dlq_stage").unwrap_or_default()
+    }
+}
+
+/// Which dead letters a scan returns. Empty parts select everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    /// Only these `dlq_reason`s.
+    pub reasons: Vec<String>,
+    /// Only this `dlq_stage`.
+    pub stage: Option<String>,
+    /// Only these entry ids of the dead-letter stream (read directly, not scanned).
+    pub ids: Vec<String>,
+}
+
+impl Selection {
+    fn matches(&self, letter: &DeadLetter) -> bool {
+        (self.reasons.is_empty() || self.reasons.iter().any(|r| r == letter.reason()))
+            && self.stage.as_deref().is_none_or(|s| s == letter.stage())
+    }
+}
+
+/// The order of a scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// Newest first: what just failed.
+    NewestFirst,
+    /// Oldest first: the order to replay in, so that replayed events keep theirs.
+    OldestFirst,
+}
+
+/// What a scan found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Scan {
+    /// The dead letters selected, at most the limit asked for.
+    pub letters: Vec<DeadLetter>,
+    /// Whether the scan stopped at the limit with more dead letters left unread.
+    pub truncated: bool,
+}
+
+/// Reads the dead letters of `dlq` that `selection` selects, in `order`, at most `limit`.
+pub async fn scan(
+    connection: &mut MultiplexedConnection,
+    dlq: &str,
+    selection: &Selection,
+    order: Order,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Scan, OpsError> {
+    let mut found = Scan::default();
+    if !selection.ids.is_empty() {
+        for id in &selection.ids {
+            let what = format!("XRANGE {dlq} {id} {id}");
+            let cmd = redis::cmd("XRANGE").arg(dlq).arg(id).arg(id).clone();
+            for letter in entries(&what, super::call(connection, &what, &cmd, timeout).await?)? {
+                if selection.matches(&letter) {
+                    found.letters.push(letter);
+                }
+            }
+        }
+        if order == Order::NewestFirst {
+            found.letters.sort_by(|a, b| compare_ids(&b.id, &a.id));
+        } else {
+            found.letters.sort_by(|a, b| compare_ids(&a.id, &b.id));
+        }
+        found.truncated = found.letters.len() > limit;
+        found.letters.truncate(limit);
+        return Ok(found);
+    }
+    // Pages from one end, each starting past the last id seen (exclusive range).
+    let (command, mut from, to) = match order {
+        Order::NewestFirst => ("XREVRANGE", "+".to_owned(), "-"),
+        Order::OldestFirst => ("XRANGE", "-".to_owned(), "+"),
+    };
+    loop {
+        let what = format!("{command} {dlq}");
+        let cmd = redis::cmd(command)
+            .arg(dlq)
+            .arg(&from)
+            .arg(to)
+            .arg("COUNT")
+            .arg(PAGE)
+            .clone();
+        let page = entries(&what, super::call(connection, &what, &cmd, timeout).await?)?;
+        let last_page = page.len() < PAGE;
+        if let Some(last) = page.last() {
+            from = format!("({}", last.id);
+        }
+        for letter in page {
+            if !selection.matches(&letter) {
+                continue;
+            }
+            if found.letters.len() == limit {
+                found.truncated = true;
+                return Ok(found);
+            }
+            found.letters.push(letter);
+        }
+        if last_page {
+            return Ok(found);
+        }
+    }
+}
+
+/// What [`replay`] did with one dead letter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", content = "detail", rename_all = "snake_case")]
+pub enum Replayed {
+    /// Appended to the stream with this new entry id, and deleted from the dead letters.
+    Appended(String),
+    /// No such dead letter (replayed or trimmed meanwhile, or a wrong id): nothing done.
+    Gone,
+    /// Left where it is, for this reason.
+    Refused(String),
+}
+
+/// Puts dead letter `id` of `dlq` back into `stream` (see the module documentation).
+pub async fn replay(
+    connection: &mut MultiplexedConnection,
+    stream: &str,
+    dlq: &str,
+    id: &str,
+    timeout: Duration,
+) -> Result<Replayed, OpsError> {
+    let what = format!("replaying dead letter {id} of {dlq} into {stream}");
+    let cmd = redis::cmd("EVAL")
+        .arg(REPLAY_SCRIPT)
+        .arg(2)
+        .arg(dlq)
+        .arg(stream)
+        .arg(id)
+        .clone();
+    let reply: Vec<String> = super::call(connection, &what, &cmd, timeout).await?;
+    match reply.as_slice() {
+        [outcome, new_id] if outcome == "replayed" => Ok(Replayed::Appended(new_id.clone())),
+        [outcome] if outcome == "gone" => Ok(Replayed::Gone),
+        [outcome, why] if outcome == "refused" => Ok(Replayed::Refused(why.clone())),
+        _ => Err(OpsError::Reply {
+            what,
+            detail: format!("{reply:?}"),
+        }),
+    }
+}
+
+/// Stream entries (`[[id, [field, value, …]], …]`) as dead letters.
+fn entries(what: &str, value: Value) -> Result<Vec<DeadLetter>, OpsError> {
+    let bad = |detail: &str| OpsError::Reply {
+        what: what.to_owned(),
+        detail: detail.to_owned(),
+    };
+    let Value::Array(items) = value else {
+        return Err(bad("not an array"));
+    };
+    items
+        .into_iter()
+        .map(|item| {
+            let Value::Array(mut parts) = item else {
+                return Err(bad("an entry that is not an array"));
+            };
+            let fields = parts.pop().unwrap_or(Value::Nil);
+            let id = parts.pop().map(|v| text(&v)).unwrap_or_default();
+            let fields = match fields {
+                Value::Array(values) => values
+                    .chunks(2)
+                    .map(|pair| (text(&pair[0]), pair.get(1).map(text).unwrap_or_default()))
+                    .collect(),
+                Value::Map(map) => map.iter().map(|(k, v)| (text(k), text(v))).collect(),
+                _ => return Err(bad("entry fields that are not an array")),
+            };
+            Ok(DeadLetter { id, fields })
+        })
+        .collect()
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+        Value::SimpleString(s) => s.clone(),
+        Value::Int(n) => n.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// Orders stream entry ids (`ms-seq`) numerically.
+fn compare_ids(a: &str, b: &str) -> std::cmp::Ordering {
+    let parse = |id: &str| {
+        let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+        (
+            ms.parse::<u64>().unwrap_or(0),
+            seq.parse::<u64>().unwrap_or(0),
+        )
+    };
+    parse(a).cmp(&parse(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_selection_matches_reason_and_stage() {
+        let letter = DeadLetter {
+            id: "1-0".into(),
+            fields: vec![
+                ("event_type".into(), "OrderFilled".into()),
+                ("dlq_reason".into(), "handler_error".into()),
+                ("dlq_stage".into(), "consume".into()),
+            ],
+        };
+        assert!(Selection::default().matches(&letter));
+        let reasons = |r: &[&str]| Selection {
+            reasons: r.iter().map(|s| s.to_string()).collect(),
+            ..Selection::default()
+        };
+        assert!(reasons(&["invalid_json", "handler_error"]).matches(&letter));
+        assert!(!reasons(&["invalid_json"]).matches(&letter));
+        let stage = |s: &str| Selection {
+            stage: Some(s.into()),
+            ..Selection::default()
+        };
+        assert!(stage("consume").matches(&letter));
+        assert!(!stage("ship").matches(&letter));
+    }
+
+    #[test]
+    fn entry_ids_sort_by_number_not_text() {
+        let mut ids = vec!["10-0", "9-1", "9-10", "9-2"];
+        ids.sort_by(|a, b| compare_ids(a, b));
+        assert_eq!(ids, ["9-1", "9-2", "9-10", "10-0"]);
+    }
+}

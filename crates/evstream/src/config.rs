@@ -61,6 +61,8 @@
 //! max_len = 1000000         # retention: keep at most this many entries ...
 //! max_age_s = 86400         # ... and none older than this (whichever keeps fewer)
 //! aggressive_len = 100000   # at critical memory: trim to this, even past lagging groups
+//! dlq_max_len = 100000      # dead letters kept at most ...
+//! dlq_max_age_s = 604800    # ... and none older than this (7 days; 0: no limit)
 //! memory_warning_percent = 60
 //! memory_critical_percent = 80
 //! frag_ratio = 1.5          # allocator fragmentation reported (and defragmented) above this
@@ -1400,6 +1402,13 @@ pub struct OpsConfig {
     /// not read (those are counted and alerted); `max_len` when that is smaller.
     /// Default 100,000.
     pub aggressive_len: u64,
+    /// Dead letters kept in `<stream>:dlq` at most (the newest); 0: no limit by count.
+    /// Default 100,000. What this and [`dlq_max_age_s`](Self::dlq_max_age_s) delete is
+    /// counted (`evstream_dlq_trimmed_entries_total`).
+    pub dlq_max_len: u64,
+    /// Dead letters older than this many seconds are deleted; 0: no age limit.
+    /// Default 604,800 (7 days).
+    pub dlq_max_age_s: u64,
     /// Used memory, in percent of `maxmemory`, that raises a WARNING. Default 60.
     pub memory_warning_percent: f64,
     /// Used memory, in percent of `maxmemory`, that raises a CRITICAL alert and triggers
@@ -1438,6 +1447,8 @@ impl Default for OpsConfig {
             max_len: 1_000_000,
             max_age_s: 86_400,
             aggressive_len: 100_000,
+            dlq_max_len: 100_000,
+            dlq_max_age_s: 7 * 24 * 3600,
             memory_warning_percent: 60.0,
             memory_critical_percent: 80.0,
             frag_ratio: 1.5,

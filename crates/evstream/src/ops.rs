@@ -118,6 +118,8 @@ pub struct OpsSnapshot {
     pub trimmed_retention: u64,
     /// Entries trimmed at critical memory since start.
     pub trimmed_aggressive: u64,
+    /// Dead letters deleted by `ops.dlq_max_len` / `ops.dlq_max_age_s` since start.
+    pub dlq_trimmed: u64,
     /// Per group, entries it still needed that aggressive trims deleted since start.
     pub trim_lost: BTreeMap<String, u64>,
     /// Per group, idle consumers removed since start.
@@ -360,6 +362,20 @@ impl OpsLoop {
                     .or_default() += n;
             }
         });
+        // After counting: what is trimmed was counted first (unless more than a pass's
+        // count arrived since the last pass).
+        let dlq = format!("{}:dlq", self.stream);
+        let deleted = trim::dead_letters(conn, &dlq, &self.config, unix_ms(), CALL_TIMEOUT).await?;
+        if deleted > 0 {
+            metrics::counter!("evstream_dlq_trimmed_entries_total", "stream" => self.stream.clone())
+                .increment(deleted);
+            tracing::info!(
+                deleted,
+                dlq = %dlq,
+                "ops: dead letters past ops.dlq_max_len / ops.dlq_max_age_s deleted"
+            );
+            self.state.update(|s| s.dlq_trimmed += deleted);
+        }
         Ok(())
     }
 

@@ -171,6 +171,10 @@ pub fn describe() {
         "Entries trimmed by the ops loop, by mode."
     );
     describe_counter!(
+        "evstream_dlq_trimmed_entries_total",
+        "Dead letters deleted by the ops loop's dead-letter retention (ops.dlq_max_len, ops.dlq_max_age_s)."
+    );
+    describe_counter!(
         "evstream_trim_lost_entries_total",
         "Entries a group still needed, deleted by an aggressive trim at critical memory."
     );

@@ -512,3 +512,53 @@ fn concurrent_replays_of_one_dead_letter_append_it_once() {
     assert!(!all.truncated);
     assert_eq!(all.letters[249].field("sequence"), Some("250"));
 }
+
+#[test]
+fn dead_letters_are_kept_by_count_and_age_and_what_goes_is_counted() {
+    let redis = RedisServer::start().unwrap();
+    let mut connection = connect(&redis);
+    let dead_letter = |connection: &mut Connection, id: String| {
+        redis::cmd("XADD")
+            .arg("events:dlq")
+            .arg(id)
+            .arg(&[("dlq_reason", "handler_error"), ("dlq_stage", "consume")])
+            .query::<String>(connection)
+            .unwrap();
+    };
+    // 1,000 dead letters of two days ago, then 1,000 of now.
+    let old_ms = unix_ms() - 2 * 86_400_000;
+    for n in 1..=1000 {
+        dead_letter(&mut connection, format!("{old_ms}-{n}"));
+    }
+    for _ in 0..1000 {
+        dead_letter(&mut connection, "*".to_owned());
+    }
+    let dlq_length = |connection: &mut Connection| -> u64 {
+        redis::cmd("XLEN")
+            .arg("events:dlq")
+            .query(connection)
+            .unwrap()
+    };
+
+    // Age first: a day's limit deletes every old one (they fill whole macro nodes of 100).
+    let mut config = config(&redis);
+    config.ops.dlq_max_age_s = 86_400;
+    config.ops.dlq_max_len = 0;
+    let snapshot = one_pass(&config);
+    assert_eq!(snapshot.maintenance_error, None);
+    assert_eq!(dlq_length(&mut connection), 1000);
+    assert_eq!(snapshot.dlq_trimmed, 1000);
+
+    // Then by count: 300 kept (whole nodes: exactly, here), the rest counted.
+    config.ops.dlq_max_len = 300;
+    let snapshot = one_pass(&config);
+    assert_eq!(dlq_length(&mut connection), 300);
+    assert_eq!(snapshot.dlq_trimmed, 700);
+
+    // 0 and 0: nothing is deleted.
+    config.ops.dlq_max_len = 0;
+    config.ops.dlq_max_age_s = 0;
+    let snapshot = one_pass(&config);
+    assert_eq!(snapshot.dlq_trimmed, 0);
+    assert_eq!(dlq_length(&mut connection), 300);
+}

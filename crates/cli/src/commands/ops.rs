@@ -111,8 +111,8 @@ fn write_once(out: &mut impl Write, s: &OpsSnapshot) -> std::io::Result<()> {
     }
     writeln!(
         out,
-        "trimmed      {} by retention, {} at critical memory",
-        s.trimmed_retention, s.trimmed_aggressive
+        "trimmed      {} by retention, {} at critical memory, {} dead letters",
+        s.trimmed_retention, s.trimmed_aggressive, s.dlq_trimmed
     )?;
     if !s.retention_held_back_by.is_empty() {
         writeln!(

@@ -227,6 +227,52 @@ async fn trim_calls(
     Ok(())
 }
 
+/// Dead-letter retention: `dlq` cut to `ops.dlq_max_len` entries and to `ops.dlq_max_age_s`
+/// (approximately, whole macro nodes, like every trim here). Nothing reads dead letters as a
+/// group, so there is nothing to wait for. Returns how many were deleted.
+pub async fn dead_letters(
+    connection: &mut MultiplexedConnection,
+    dlq: &str,
+    config: &OpsConfig,
+    now_ms: u64,
+    timeout: Duration,
+) -> Result<u64, OpsError> {
+    let mut calls = Vec::new();
+    if config.dlq_max_age_s > 0 {
+        let cutoff = now_ms.saturating_sub(config.dlq_max_age_s.saturating_mul(1000));
+        let cmd = Cmd::new()
+            .arg("XTRIM")
+            .arg(dlq)
+            .arg("MINID")
+            .arg("~")
+            .arg(cutoff)
+            .clone();
+        calls.push((format!("XTRIM {dlq} MINID ~ {cutoff}"), cmd));
+    }
+    if config.dlq_max_len > 0 {
+        let keep = config.dlq_max_len;
+        let cmd = Cmd::new()
+            .arg("XTRIM")
+            .arg(dlq)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(keep)
+            .clone();
+        calls.push((format!("XTRIM {dlq} MAXLEN ~ {keep}"), cmd));
+    }
+    let mut deleted = 0;
+    for (what, cmd) in calls {
+        for _ in 0..MAX_CALLS_PER_TICK {
+            let n: u64 = call(connection, &what, &cmd, timeout).await?;
+            deleted += n;
+            if n == 0 {
+                break;
+            }
+        }
+    }
+    Ok(deleted)
+}
+
 /// Per group, how many of `deleted` head entries it still needed. Trims only cut the head:
 /// of the observed entries, the oldest `length - needed` are ones the group is done with;
 /// whatever was deleted beyond those was needed.

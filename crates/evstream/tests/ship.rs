@@ -290,6 +290,44 @@ fn connection_cuts_duplicate_nothing(append: AppendMode) {
 }
 
 #[test]
+fn a_stalled_connection_times_out_and_batches_released_late_duplicate_nothing() {
+    let redis = RedisServer::start().unwrap();
+    let proxy = FaultProxy::start(redis.addr().parse().unwrap()).unwrap();
+    let config = config(&proxy.url(), "events");
+    assert_eq!(config.ship.timeout_ms, 100);
+    let (publisher, receiver) = publish::channel(&config).unwrap();
+    let shipper = ship::spawn(&config, receiver).unwrap();
+    let producer = {
+        let publisher = publisher.clone();
+        thread::spawn(move || publish_ticks(&publisher, 2, 60_000, Some(Duration::from_millis(2))))
+    };
+    // Redis stops answering for 600 ms, three times: the batches in flight (and the
+    // reconnection attempts) must time out rather than wait, and the requests held in the
+    // stalled connections reach Redis late, after the shipper gave up on them.
+    let mut stalls = 0;
+    while !producer.is_finished() && stalls < 3 {
+        thread::sleep(Duration::from_millis(200));
+        proxy.stall(true);
+        thread::sleep(Duration::from_millis(600));
+        proxy.stall(false);
+        stalls += 1;
+    }
+    // At ~100,000 events/s a 600 ms stall can fill the ring: publish refuses (never blocks),
+    // and these publishers retry.
+    producer.join().unwrap();
+    let health = shipper.health();
+    let report = shipper.shutdown(Duration::from_secs(60));
+    assert!(stalls >= 2, "stalls: {stalls}");
+    assert_eq!(report.undelivered, 0, "{report:?}");
+    assert!(
+        health.batches_failed > 0,
+        "stalled batches timed out: {health:?}"
+    );
+    let (audit, misordered) = audit_ticks(&redis.url(), "events");
+    assert_exactly_once(&audit, misordered, 120_000);
+}
+
+#[test]
 fn poison_events_go_to_the_dead_letter_stream_and_good_ones_to_the_stream() {
     let redis = RedisServer::start().unwrap();
     let config = config(&redis.url(), "orders");

@@ -2,7 +2,9 @@
 //!
 //! Faults: cut every open connection now; cut as soon as the client has sent more than N
 //! bytes (after forwarding them, so the server acts on the request and the client never
-//! sees the answer: the "uncertain outcome" of a write); refuse new connections.
+//! sees the answer: the "uncertain outcome" of a write); refuse new connections; stall every
+//! connection (bytes held both ways, connections left open, as when a network path or the
+//! server hangs), then release what was held, late, in order.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -18,6 +20,8 @@ struct Shared {
     /// When non-zero: cut once this many more client bytes have been forwarded.
     cut_after: AtomicU64,
     refuse: AtomicBool,
+    /// While set, bytes read are held, not forwarded.
+    stall: AtomicBool,
     /// While set, answers from the server are dropped (an armed cut is firing).
     mute: AtomicBool,
     cuts: AtomicU64,
@@ -74,6 +78,14 @@ impl FaultProxy {
     /// Refuses (closes at once) new connections while `true`.
     pub fn refuse_connections(&self, refuse: bool) {
         self.shared.refuse.store(refuse, Ordering::SeqCst);
+    }
+
+    /// While `true`, every connection (open or new) is stalled: what either side sends is
+    /// held, nothing is closed. Set back to `false`, the held bytes are forwarded in order,
+    /// late: a request its client gave up on still reaches the server then (unless the
+    /// client's side was closed first and the server's answer is all that is left).
+    pub fn stall(&self, stall: bool) {
+        self.shared.stall.store(stall, Ordering::SeqCst);
     }
 
     /// How many times connections were cut.
@@ -140,6 +152,9 @@ fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared, from_client: bo
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        while shared.stall.load(Ordering::SeqCst) && !shared.stop.load(Ordering::SeqCst) {
+            thread::sleep(Duration::from_millis(1));
+        }
         if !from_client && shared.mute.load(Ordering::SeqCst) {
             continue;
         }

@@ -198,6 +198,18 @@ evstream_status evstream_publish(const evstream_handle *handle,
                                  const uint8_t *json,
                                  size_t json_len);
 
+// [`evstream_publish`] with the payload's schema version: the envelope's `version` is
+// `v<version>` (`evstream_publish` says 1). Version 0 is refused (`EVSTREAM_INVALID`).
+//
+// # Safety
+// As for [`evstream_publish`].
+evstream_status evstream_publish_versioned(const evstream_handle *handle,
+                                           evstream_str event_type,
+                                           uint32_t version,
+                                           evstream_str correlation_id,
+                                           const uint8_t *json,
+                                           size_t json_len);
+
 // Publishes an `OrderCreated` (serialized into the ring slot; never blocks).
 //
 // # Safety

@@ -102,6 +102,15 @@ public:
                                 reinterpret_cast<const std::uint8_t*>(json.data()), json.size());
     }
 
+    // The same, with the payload's schema version (the envelope's `version` is v<version>).
+    Status publish(std::string_view event_type, std::uint32_t version,
+                   std::string_view correlation_id, std::string_view json) const noexcept {
+        return evstream_publish_versioned(handle_, view(event_type), version,
+                                          view(correlation_id),
+                                          reinterpret_cast<const std::uint8_t*>(json.data()),
+                                          json.size());
+    }
+
     Status on_order_created(const OrderCreated& order) const noexcept {
         evstream_order_created c{view(order.correlation_id), view(order.order_id),
                                  view(order.symbol),         order.quantity,

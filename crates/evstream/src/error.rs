@@ -32,6 +32,9 @@ pub enum PublishError {
         /// The configured maximum.
         max: usize,
     },
+    /// The schema version is 0 (versions start at 1).
+    #[error("schema version 0 is invalid: versions start at 1 (the envelope says v1, v2, …)")]
+    InvalidVersion,
     /// The event type is empty, too long, or has characters outside `[A-Za-z0-9_.:-]`.
     #[error(
         "event type of {len} bytes is invalid: {reason} (allowed: 1 to {max} bytes of \
@@ -76,6 +79,7 @@ impl PublishError {
             Self::TooLarge { .. } => "too_large",
             Self::InvalidEventType { .. } => "invalid_event_type",
             Self::CorrelationIdTooLong { .. } => "correlation_id_too_long",
+            Self::InvalidVersion => "invalid_version",
             Self::Serialize { .. } => "serialize",
             Self::Closed => "closed",
         }

@@ -138,9 +138,9 @@ impl RefusalCounters {
         let counter = match error {
             PublishError::RingFull { .. } => &self.ring_full,
             PublishError::TooLarge { .. } => &self.too_large,
-            PublishError::InvalidEventType { .. } | PublishError::CorrelationIdTooLong { .. } => {
-                &self.invalid
-            }
+            PublishError::InvalidEventType { .. }
+            | PublishError::CorrelationIdTooLong { .. }
+            | PublishError::InvalidVersion => &self.invalid,
             PublishError::Serialize { .. } => &self.serialize,
             PublishError::Closed => &self.closed,
         };
@@ -298,8 +298,37 @@ impl Publisher {
         payload: &T,
         correlation_id: &str,
     ) -> Result<(), PublishError> {
+        self.publish_versioned(event_type, 1, payload, correlation_id)
+    }
+
+    /// [`publish`](Self::publish) with the payload's schema version (the envelope's
+    /// `version` is `v<version>`; [`publish`](Self::publish) says 1). A version of 0 is
+    /// refused.
+    ///
+    /// ```
+    /// # let (publisher, mut receiver) = evstream::publish::channel(&evstream::Config::default())?;
+    /// publisher.publish_versioned("OrderCreated", 2, &serde_json::json!({"orderId": "42"}), "ord-42")?;
+    /// # let mut batch = Vec::new();
+    /// # receiver.drain_into(&mut batch, 1);
+    /// # assert_eq!(batch[0].version(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn publish_versioned<T: Serialize + ?Sized>(
+        &self,
+        event_type: &str,
+        version: u32,
+        payload: &T,
+        correlation_id: &str,
+    ) -> Result<(), PublishError> {
         let max = self.shared.max_event_bytes;
-        self.publish_with(event_type, correlation_id, PayloadKind::Json, |data| {
+        let head = Head {
+            event_type,
+            version,
+            correlation_id,
+            kind: PayloadKind::Json,
+        };
+        self.publish_with(head, |data| {
             json::write_bounded(data, payload, max).map_err(|error| match error {
                 json::JsonError::TooLarge => PublishError::TooLarge {
                     size: json::measure(payload),
@@ -323,6 +352,19 @@ impl Publisher {
         json: &[u8],
         correlation_id: &str,
     ) -> Result<(), PublishError> {
+        self.publish_raw_versioned(event_type, 1, json, correlation_id)
+    }
+
+    /// [`publish_raw`](Self::publish_raw) with the payload's schema version (see
+    /// [`publish_versioned`](Self::publish_versioned)).
+    #[inline]
+    pub fn publish_raw_versioned(
+        &self,
+        event_type: &str,
+        version: u32,
+        json: &[u8],
+        correlation_id: &str,
+    ) -> Result<(), PublishError> {
         let max = self.shared.max_event_bytes;
         if json.len() > max {
             let error = PublishError::TooLarge {
@@ -332,7 +374,13 @@ impl Publisher {
             self.shared.refused.count(&error);
             return Err(error);
         }
-        self.publish_with(event_type, correlation_id, PayloadKind::Raw, |data| {
+        let head = Head {
+            event_type,
+            version,
+            correlation_id,
+            kind: PayloadKind::Raw,
+        };
+        self.publish_with(head, |data| {
             data.clear();
             data.extend_from_slice(json);
             Ok(())
@@ -342,7 +390,7 @@ impl Publisher {
     /// Publishes a typed [`Event`] under its own type name and correlation id.
     #[inline]
     pub fn publish_event<E: Event>(&self, event: &E) -> Result<(), PublishError> {
-        self.publish(E::EVENT_TYPE, event, event.correlation_id())
+        self.publish_versioned(E::EVENT_TYPE, E::VERSION, event, event.correlation_id())
     }
 
     /// Integration facade: an order was created.
@@ -385,19 +433,24 @@ impl Publisher {
     #[inline]
     fn publish_with(
         &self,
-        event_type: &str,
-        correlation_id: &str,
-        kind: PayloadKind,
+        head: Head<'_>,
         write_payload: impl FnOnce(&mut Vec<u8>) -> Result<(), PublishError>,
     ) -> Result<(), PublishError> {
+        let Head {
+            event_type,
+            version,
+            correlation_id,
+            kind,
+        } = head;
         let started = sample_timing(self.shared.timing_mask).then(Instant::now);
-        let result = check_ids(event_type, correlation_id).and_then(|()| {
+        let result = check_ids(event_type, version, correlation_id).and_then(|()| {
             let timestamp_ns = wall_clock_ns();
             let write = |slot: &mut EventSlot| {
                 slot.event_type.set(event_type);
                 slot.correlation_id.set(correlation_id);
                 slot.timestamp_ns = timestamp_ns;
                 slot.kind = kind;
+                slot.version = version;
                 let written = write_payload(&mut slot.data);
                 // Up to here: checks, claim, serialization; only the commit's store is left.
                 slot.publish_ns = started.map_or(0, |started| {
@@ -428,8 +481,19 @@ impl Publisher {
     }
 }
 
+/// What an event is, besides its payload.
+struct Head<'a> {
+    event_type: &'a str,
+    version: u32,
+    correlation_id: &'a str,
+    kind: PayloadKind,
+}
+
 #[inline]
-fn check_ids(event_type: &str, correlation_id: &str) -> Result<(), PublishError> {
+fn check_ids(event_type: &str, version: u32, correlation_id: &str) -> Result<(), PublishError> {
+    if version == 0 {
+        return Err(PublishError::InvalidVersion);
+    }
     let invalid = |reason| PublishError::InvalidEventType {
         reason,
         len: event_type.len(),
@@ -475,6 +539,7 @@ pub struct CapturedEvent {
     partition: u16,
     timestamp_ns: u64,
     kind: PayloadKind,
+    version: u32,
     event_type: InlineStr<MAX_EVENT_TYPE_LEN>,
     correlation_id: InlineStr<MAX_CORRELATION_ID_LEN>,
     data: Vec<u8>,
@@ -488,6 +553,7 @@ impl std::fmt::Debug for CapturedEvent {
             .field("correlation_id", &self.correlation_id())
             .field("timestamp_ns", &self.timestamp_ns)
             .field("kind", &self.kind)
+            .field("version", &self.version)
             .field("data_len", &self.data.len())
             .finish()
     }
@@ -509,6 +575,7 @@ impl CapturedEvent {
             partition: 0,
             timestamp_ns,
             kind,
+            version: 1,
             event_type: InlineStr::new(),
             correlation_id: InlineStr::new(),
             data,
@@ -516,6 +583,17 @@ impl CapturedEvent {
         event.event_type.set(event_type);
         event.correlation_id.set(correlation_id);
         event
+    }
+
+    /// The same event with schema version `version` (the journal's records carry it).
+    pub(crate) fn with_version(mut self, version: u32) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// The payload's schema version (the envelope's `version` is `v<N>`).
+    pub fn version(&self) -> u32 {
+        self.version
     }
 
     /// Per-producer sequence: consecutive over accepted events, starting at 1 (per partition
@@ -623,6 +701,7 @@ impl Receiver {
                     partition,
                     timestamp_ns: slot.timestamp_ns,
                     kind: slot.kind,
+                    version: slot.version,
                     event_type: slot.event_type,
                     correlation_id: slot.correlation_id,
                     data,

@@ -395,12 +395,29 @@ fn the_shipper_validates_strictly_or_by_sample_off_the_publish_path() {
             .publish_raw("OrderCreated", br#"{"orderId":"2"}"#, "ord-2")
             .unwrap();
         publisher.publish_raw("Mystery", b"{}", "ord-3").unwrap();
+        // Versioned: valid as v2 (which requires quantity), and a version nobody declared.
+        publisher
+            .publish_raw_versioned(
+                "OrderCreated",
+                2,
+                br#"{"orderId":"4","symbol":"AAPL","quantity":5}"#,
+                "ord-4",
+            )
+            .unwrap();
+        publisher
+            .publish_raw_versioned(
+                "OrderCreated",
+                9,
+                br#"{"orderId":"5","symbol":"AAPL"}"#,
+                "ord-5",
+            )
+            .unwrap();
         drop(publisher);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         let health = loop {
             let health = shipper.health();
             let dead: u64 = health.dead_letters.values().sum();
-            if health.shipped + dead >= 3 || std::time::Instant::now() > deadline {
+            if health.shipped + dead >= 5 || std::time::Instant::now() > deadline {
                 break health;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
@@ -419,15 +436,28 @@ fn the_shipper_validates_strictly_or_by_sample_off_the_publish_path() {
             .iter()
             .map(|e| e.get("dlq_reason").unwrap())
             .collect();
+        let stream: redis::streams::StreamRangeReply = connection.xrange_all("events").unwrap();
+        let versions: Vec<String> = stream
+            .ids
+            .iter()
+            .map(|e| e.get("version").unwrap())
+            .collect();
         match mode {
             Validation::Strict => {
-                assert_eq!(shipped, 1);
-                assert_eq!(reasons, ["invalid_schema", "unknown_type"]);
+                assert_eq!(shipped, 2);
+                assert_eq!(versions, ["v1", "v2"]);
+                assert_eq!(
+                    reasons,
+                    ["invalid_schema", "unknown_type", "unknown_version"]
+                );
+                let v9: Vec<String> = dead.ids.iter().map(|e| e.get("version").unwrap()).collect();
+                assert_eq!(v9[2], "v9", "the dead letter keeps the version published");
             }
             _ => {
-                assert_eq!(shipped, 3, "sample mode ships everything");
+                assert_eq!(shipped, 5, "sample mode ships everything");
+                assert_eq!(versions, ["v1", "v1", "v1", "v2", "v9"]);
                 assert!(reasons.is_empty());
-                assert_eq!(health.schema_violations, 2, "{health:?}");
+                assert_eq!(health.schema_violations, 3, "{health:?}");
             }
         }
     }

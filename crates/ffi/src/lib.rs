@@ -427,6 +427,43 @@ pub unsafe extern "C" fn evstream_publish(
     })
 }
 
+/// [`evstream_publish`] with the payload's schema version: the envelope's `version` is
+/// `v<version>` (`evstream_publish` says 1). Version 0 is refused (`EVSTREAM_INVALID`).
+///
+/// # Safety
+/// As for [`evstream_publish`].
+#[no_mangle]
+pub unsafe extern "C" fn evstream_publish_versioned(
+    handle: *const evstream_handle,
+    event_type: evstream_str,
+    version: u32,
+    correlation_id: evstream_str,
+    json: *const u8,
+    json_len: usize,
+) -> evstream_status {
+    guarded(|| {
+        // SAFETY: the caller's contract above.
+        let (handle, event_type, correlation_id, json) = match unsafe {
+            (
+                live(handle),
+                text(event_type, "event_type"),
+                text(correlation_id, "correlation_id"),
+                bytes(json, json_len, "json"),
+            )
+        } {
+            (Ok(h), Ok(t), Ok(c), Ok(j)) => (h, t, c, j),
+            (Err(code), ..) | (_, Err(code), ..) | (.., Err(code), _) | (.., Err(code)) => {
+                return code
+            }
+        };
+        outcome(
+            handle
+                .publisher
+                .publish_raw_versioned(event_type, version, json, correlation_id),
+        )
+    })
+}
+
 /// Publishes an `OrderCreated` (serialized into the ring slot; never blocks).
 ///
 /// # Safety

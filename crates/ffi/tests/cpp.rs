@@ -273,6 +273,29 @@ fn the_boundary_refuses_bad_arguments_with_a_code_and_a_message() {
             price: 1.5,
         };
         assert_eq!(evstream_on_order_filled(handle, &fill), EVSTREAM_OK);
+        assert_eq!(
+            evstream_publish_versioned(
+                handle,
+                s("OrderCreated"),
+                2,
+                s("c-3"),
+                json.as_ptr(),
+                json.len()
+            ),
+            EVSTREAM_OK
+        );
+        assert_eq!(
+            evstream_publish_versioned(
+                handle,
+                s("OrderCreated"),
+                0,
+                s("c-3"),
+                json.as_ptr(),
+                json.len()
+            ),
+            EVSTREAM_INVALID
+        );
+        assert!(last_error().contains("version 0"), "{}", last_error());
 
         // A struct that is not a handle is refused by its tag.
         let foreign = [0u64; 16];
@@ -289,8 +312,8 @@ fn the_boundary_refuses_bad_arguments_with_a_code_and_a_message() {
 
         let mut health = evstream_health::default();
         assert_eq!(evstream_health_snapshot(handle, &mut health), EVSTREAM_OK);
-        assert_eq!(health.published, 3);
-        assert_eq!(health.refused, 2); // the invalid type and the too large payload
+        assert_eq!(health.published, 4);
+        assert_eq!(health.refused, 3); // the invalid type and version, the too large payload
         assert_eq!(health.ring_capacity, 1024);
         assert_eq!(
             evstream_health_snapshot(handle, ptr::null_mut()),
@@ -299,15 +322,15 @@ fn the_boundary_refuses_bad_arguments_with_a_code_and_a_message() {
 
         let mut report = evstream_shutdown_report::default();
         assert_eq!(evstream_shutdown(handle, 5000, &mut report), EVSTREAM_OK);
-        assert_eq!((report.shipped, report.undelivered), (3, 0));
+        assert_eq!((report.shipped, report.undelivered), (4, 0));
         assert_eq!(
             evstream_publish(handle, s("T"), s(""), json.as_ptr(), json.len()),
             EVSTREAM_CLOSED
         );
         assert_eq!(evstream_shutdown(handle, 0, &mut report), EVSTREAM_OK);
-        assert_eq!(report.shipped, 3, "a second shutdown reports the first");
+        assert_eq!(report.shipped, 4, "a second shutdown reports the first");
         assert_eq!(evstream_health_snapshot(handle, &mut health), EVSTREAM_OK);
-        assert_eq!((health.shut_down, health.shipped), (1, 3));
+        assert_eq!((health.shut_down, health.shipped), (1, 4));
         evstream_destroy(handle);
 
         let mut status = -1;
@@ -341,16 +364,21 @@ fn the_boundary_refuses_bad_arguments_with_a_code_and_a_message() {
             c"ring full"
         );
     }
-    let stream: u64 = redis::cmd("XLEN")
+    let versions: Vec<String> = redis::cmd("XRANGE")
         .arg("ffi-events")
-        .query(
+        .arg("-")
+        .arg("+")
+        .query::<Vec<(String, std::collections::HashMap<String, String>)>>(
             &mut redis::Client::open(redis.url())
                 .unwrap()
                 .get_connection()
                 .unwrap(),
         )
-        .unwrap();
-    assert_eq!(stream, 3);
+        .unwrap()
+        .into_iter()
+        .map(|(_, fields)| fields["version"].clone())
+        .collect();
+    assert_eq!(versions, ["v1", "v1", "v1", "v2"]);
 }
 
 #[test]

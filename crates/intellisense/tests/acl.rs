@@ -112,7 +112,7 @@ const OPS: &[&str] = &[
     "+eval",
     "+xgroup|delconsumer",
     "~events",
-    "%R~events:dlq",
+    "~events:dlq",
 ];
 
 fn url(redis: &RedisServer, user: &str, password: &str) -> String {

@@ -12,6 +12,9 @@ pub trait Event: Serialize {
     /// The envelope's `event_type`.
     const EVENT_TYPE: &'static str;
 
+    /// The schema version of this payload (the envelope's `version`, `v<N>`). Default 1.
+    const VERSION: u32 = 1;
+
     /// The envelope's `correlation_id`: groups the events of one order's life.
     fn correlation_id(&self) -> &str;
 }

@@ -47,6 +47,8 @@ pub(crate) struct EventSlot {
     pub(crate) correlation_id: InlineStr<{ super::MAX_CORRELATION_ID_LEN }>,
     pub(crate) timestamp_ns: u64,
     pub(crate) kind: PayloadKind,
+    /// Schema version of the payload (the envelope's `version`, `v<N>`).
+    pub(crate) version: u32,
     /// Nanoseconds the `publish` call took, for sampled calls; 0 otherwise.
     pub(crate) publish_ns: u32,
     /// Payload bytes; capacity `slot_bytes` from the start, swapped out whole by the drain.
@@ -60,6 +62,7 @@ impl EventSlot {
             correlation_id: InlineStr::new(),
             timestamp_ns: 0,
             kind: PayloadKind::Json,
+            version: 1,
             publish_ns: 0,
             data: Vec::with_capacity(slot_bytes),
         }

@@ -15,8 +15,14 @@ use crate::publish::{CapturedEvent, PayloadKind};
 /// The script's source.
 pub(crate) const SCRIPT: &str = include_str!("append.lua");
 
-/// Envelope `version` written until the schema registry supplies one.
-const DEFAULT_VERSION: &str = "v1";
+/// The envelope's `version` text, `v<N>`, written into `out` (a buffer reused event after
+/// event: nothing allocated per event).
+fn version_text(version: u32, out: &mut String) -> &str {
+    out.clear();
+    out.push('v');
+    out.push_str(itoa::Buffer::new().format(version));
+    out
+}
 
 /// Bytes an event's envelope adds to its `data` in a command: field names, the event id,
 /// numbers, the producer id, and room for a typical event type and correlation id. Only
@@ -112,9 +118,8 @@ impl Checks {
             }
         };
         let data: serde_json::Value = serde_json::from_slice(event.data()).ok()?;
-        let version = DEFAULT_VERSION[1..].parse().unwrap_or(1);
         let failure = registry
-            .validate(event.event_type(), version, &data)
+            .validate(event.event_type(), event.version(), &data)
             .err()?;
         if strict {
             return Some(Poison {
@@ -203,6 +208,7 @@ pub(crate) fn build(sha: &str, input: &BatchInput<'_>) -> Cmd {
         .arg(now_ns);
     let mut id_text = [0u8; uuid::fmt::Hyphenated::LENGTH];
     let mut dead = String::new();
+    let mut version = String::with_capacity(11);
     for (event, poison) in events.iter().zip(poison) {
         match poison {
             None => cmd.arg(""),
@@ -217,7 +223,7 @@ pub(crate) fn build(sha: &str, input: &BatchInput<'_>) -> Cmd {
         let id = ids.event_id(event.timestamp_ns(), event.sequence());
         cmd.arg(&*id.hyphenated().encode_lower(&mut id_text))
             .arg(event.event_type())
-            .arg(DEFAULT_VERSION)
+            .arg(version_text(event.version(), &mut version))
             .arg(event.correlation_id())
             .arg(event.timestamp_ns())
             .arg(event.sequence())
@@ -292,6 +298,7 @@ pub(crate) fn build_transaction(input: &BatchInput<'_>) -> Transaction {
     let first = events.first().map_or(0, CapturedEvent::sequence);
     transaction.guard(&mut full, first.saturating_sub(1));
     let mut id_text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let mut version = String::with_capacity(11);
     for (event, poison) in events.iter().zip(poison) {
         let key = if poison.is_some() {
             &keys.dead_letters
@@ -312,7 +319,7 @@ pub(crate) fn build_transaction(input: &BatchInput<'_>) -> Transaction {
             .arg("event_type")
             .arg(event.event_type())
             .arg("version")
-            .arg(DEFAULT_VERSION)
+            .arg(version_text(event.version(), &mut version))
             .arg("correlation_id")
             .arg(event.correlation_id())
             .arg("timestamp_ns")

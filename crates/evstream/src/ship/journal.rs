@@ -12,9 +12,13 @@
 //! ```text
 //! record  = length:u32le  crc32(payload):u32le  payload
 //! payload = count:u32le  event*
-//! event   = sequence:u64le  timestamp_ns:u64le  kind:u8
+//! event   = sequence:u64le  timestamp_ns:u64le  kind:u8  [version:u32le]
 //!           type_len:u8 event_type  correlation_len:u8 correlation_id  data_len:u32le data
+//! kind    = 0 (JSON) or 1 (raw), plus 0x80 when a version other than 1 follows
 //! ```
+//!
+//! (Journals written before versions existed hold only version-1 events, without the flag:
+//! they read the same.)
 //!
 //! Reading stops at the first record that is cut short (a torn write at a crash) or whose
 //! CRC does not match (corruption); what follows in that segment is reported as lost, never
@@ -35,6 +39,8 @@ use crate::publish::{CapturedEvent, PayloadKind, MAX_CORRELATION_ID_LEN, MAX_EVE
 
 /// Largest segment file before a new one is started.
 const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// Flag on an event's kind byte: its version (other than 1) follows.
+const VERSIONED: u8 = 0x80;
 /// Largest record accepted when reading (a corrupt length must not allocate gigabytes).
 const MAX_RECORD_BYTES: u32 = 256 * 1024 * 1024;
 
@@ -518,17 +524,23 @@ fn read_record(file: &mut impl Read, remaining: u64) -> io::Result<ReadOutcome> 
 fn encode(events: &[CapturedEvent]) -> Vec<u8> {
     let size: usize = events
         .iter()
-        .map(|e| 23 + e.event_type().len() + e.correlation_id().len() + e.data().len())
+        .map(|e| 27 + e.event_type().len() + e.correlation_id().len() + e.data().len())
         .sum();
     let mut out = Vec::with_capacity(4 + size);
     out.extend_from_slice(&(events.len() as u32).to_le_bytes());
     for event in events {
         out.extend_from_slice(&event.sequence().to_le_bytes());
         out.extend_from_slice(&event.timestamp_ns().to_le_bytes());
-        out.push(match event.kind() {
+        let kind = match event.kind() {
             PayloadKind::Json => 0,
             PayloadKind::Raw => 1,
-        });
+        };
+        if event.version() == 1 {
+            out.push(kind);
+        } else {
+            out.push(kind | VERSIONED);
+            out.extend_from_slice(&event.version().to_le_bytes());
+        }
         out.push(event.event_type().len() as u8);
         out.extend_from_slice(event.event_type().as_bytes());
         out.push(event.correlation_id().len() as u8);
@@ -562,10 +574,19 @@ fn decode(payload: &[u8]) -> Option<Vec<CapturedEvent>> {
     for _ in 0..count {
         let sequence = u64_at(take(8)?);
         let timestamp_ns = u64_at(take(8)?);
-        let kind = match take(1)?[0] {
+        let flags = take(1)?[0];
+        let kind = match flags & !VERSIONED {
             0 => PayloadKind::Json,
             1 => PayloadKind::Raw,
             _ => return None,
+        };
+        let version = if flags & VERSIONED == 0 {
+            1
+        } else {
+            match u32_at(take(4)?) {
+                0 => return None,
+                version => version,
+            }
         };
         let type_len = take(1)?[0] as usize;
         let event_type = std::str::from_utf8(take(type_len)?).ok()?;
@@ -576,14 +597,17 @@ fn decode(payload: &[u8]) -> Option<Vec<CapturedEvent>> {
         if event_type.len() > MAX_EVENT_TYPE_LEN || correlation_id.len() > MAX_CORRELATION_ID_LEN {
             return None;
         }
-        events.push(CapturedEvent::from_parts(
-            sequence,
-            timestamp_ns,
-            kind,
-            event_type,
-            correlation_id,
-            data,
-        ));
+        events.push(
+            CapturedEvent::from_parts(
+                sequence,
+                timestamp_ns,
+                kind,
+                event_type,
+                correlation_id,
+                data,
+            )
+            .with_version(version),
+        );
     }
     input.is_empty().then_some(events)
 }
@@ -635,6 +659,25 @@ mod tests {
 
     fn sequences(record: &Record) -> Vec<u64> {
         record.events.iter().map(CapturedEvent::sequence).collect()
+    }
+
+    #[test]
+    fn versions_survive_the_journal_and_version_one_keeps_the_old_format() {
+        let events = [event(1, "{}").with_version(3), event(2, "{}")];
+        let bytes = encode(&events);
+        let back = decode(&bytes).unwrap();
+        assert_eq!(
+            back.iter().map(CapturedEvent::version).collect::<Vec<_>>(),
+            [3, 1]
+        );
+        // A version-1 event is written as before versions existed (kind byte 0, no version).
+        let old = encode(&events[1..]);
+        assert_eq!(old[4 + 16], 0);
+        assert_eq!(old.len(), 4 + 23 + "Tick".len() + "c-1".len() + 2);
+        // A version flag followed by version 0 is not believed.
+        let mut zero = encode(&events[..1]);
+        zero[4 + 17..4 + 21].copy_from_slice(&0u32.to_le_bytes());
+        assert!(decode(&zero).is_none());
     }
 
     #[test]

@@ -18,6 +18,10 @@
 //!   handle from any number of threads at once.
 //! - **The publish functions** keep the Rust path's guarantees: they never block, never
 //!   allocate for events up to `ring.slot_bytes`, never truncate.
+//!
+//! `unsafe` lives in two crates only: the ring (its slots) and this one, where a C caller's
+//! raw pointers must be read; every other evstream crate forbids it. Each `unsafe` block here
+//! states the caller contract it relies on (`// SAFETY:`).
 #![deny(missing_docs)]
 #![allow(non_camel_case_types)]
 

@@ -199,6 +199,12 @@ impl Status {
         if !self.dead_letters_all_counted {
             writeln!(out, "  (reasons of the oldest {DLQ_SCAN_LIMIT} only)")?;
         }
+        if o.dlq.length > 0 {
+            writeln!(
+                out,
+                "  (see them: evstream dlq list; put them back once fixed: evstream dlq replay)"
+            )?;
+        }
         if self.alerts.is_empty() {
             writeln!(out, "\nalerts       none")?;
         } else {

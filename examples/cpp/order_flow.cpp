@@ -32,7 +32,8 @@ public:
         if (n < 0 || static_cast<std::size_t>(n) >= sizeof json) {
             return evstream::Status(EVSTREAM_TOO_LARGE);  // never publish a cut payload
         }
-        return events_.publish("MarketDataUpdate", correlation_id,
+        // The payload's schema version, said explicitly (publish without it says 1).
+        return events_.publish("MarketDataUpdate", 1, correlation_id,
                                std::string_view(json, static_cast<std::size_t>(n)));
     }
 

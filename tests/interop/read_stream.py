@@ -49,6 +49,9 @@ def main():
     entries = read_all(client, stream)
     for entry_id, fields in entries:
         where = f"{stream} {entry_id.decode()}"
+        if b"replay_for_group" in fields:
+            # Put back from the dead letters for one group: the original entry's numbers.
+            continue
         if sorted(k.decode() for k in fields) != sorted(ENVELOPE):
             problems.append(f"{where}: fields {sorted(fields)} are not the envelope")
             continue

@@ -445,6 +445,7 @@ fn dead_letters_are_listed_and_replayed_once_then_processed() {
             ("dlq_at_ns", "1764000000000000001".to_owned()),
             ("dlq_source_id", "1-0".to_owned()),
             ("dlq_deliveries", "5".to_owned()),
+            ("dlq_group", "intellisense_group".to_owned()),
         ]
     };
     let with = |reason: &str, skip_data: bool| {
@@ -509,11 +510,15 @@ fn dead_letters_are_listed_and_replayed_once_then_processed() {
     assert_eq!(connection.xlen::<_, u64>("events:dlq").unwrap(), 3);
     assert_eq!(connection.xlen::<_, u64>("events").unwrap(), 0);
 
-    // --all: the order goes back, the other two are refused (exit 1) and stay.
+    // --all: the order goes back, the other two are not replayable (exit 2) and stay.
     let (code, summary, _) = run_json(&url, &["dlq", "replay", "--all", "--json"]);
-    assert_eq!(code, Some(1), "{summary}");
+    assert_eq!(code, Some(2), "{summary}");
     assert_eq!(summary["replayed"].as_u64(), Some(1), "{summary}");
-    assert_eq!(summary["refused"].as_u64(), Some(2), "{summary}");
+    assert_eq!(
+        summary["not_replayable_count"].as_u64(),
+        Some(2),
+        "{summary}"
+    );
     assert_eq!(connection.xlen::<_, u64>("events:dlq").unwrap(), 2);
     let stream: redis::streams::StreamRangeReply = connection.xrange_all("events").unwrap();
     assert_eq!(stream.ids.len(), 1);
@@ -525,34 +530,108 @@ fn dead_letters_are_listed_and_replayed_once_then_processed() {
         .unwrap()
         .remove(0)
         .1;
-    let original: Vec<(String, String)> = envelope
+    let mut original: Vec<(String, String)> = envelope
         .iter()
         .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
         .collect();
+    original.push(("replay_for_group".into(), "intellisense_group".into()));
     assert_eq!(
         replayed, original,
-        "the original fields, in order, no dlq_*"
+        "the original fields in order, no dlq_*, for the group that gave up on it"
     );
 
-    // Again by id: gone, nothing appended twice.
-    let (code, again, _) = run_json(&url, &["dlq", "replay", "--id", &buggy, "--json"]);
-    assert_eq!(code, Some(0), "{again}");
-    assert_eq!(again["selected"].as_u64(), Some(0), "{again}");
+    // Again by id: no such dead letter any more (an error), nothing appended twice.
+    let (code, _, stderr) = run_json(&url, &["dlq", "replay", "--id", &buggy, "--json"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("no such dead letter"), "{stderr}");
     assert_eq!(connection.xlen::<_, u64>("events").unwrap(), 1);
 
-    // A consumer processes the replayed order like any other.
-    let (code, report, stderr) = run_json(
-        &url,
-        &[
-            "consume",
-            "--consumer",
-            "c1",
-            "--exit-when-idle",
-            "1s",
-            "--json",
-        ],
-    );
-    assert_eq!(code, Some(0), "{stderr}");
+    // The group that gave up on it processes it; another group, which processed the
+    // original entry, acknowledges it without handling it.
+    let consume = |group: &str| {
+        let (code, report, stderr) = run_json(
+            &url,
+            &[
+                "consume",
+                "--group",
+                group,
+                "--consumer",
+                "c1",
+                "--exit-when-idle",
+                "1s",
+                "--json",
+            ],
+        );
+        assert_eq!(code, Some(0), "{stderr}");
+        report
+    };
+    let report = consume("intellisense_group");
     assert_eq!(report["processed"].as_u64(), Some(1), "{report}");
     assert_eq!(counter(&mut connection, "orders"), 1);
+    let report = consume("other_group");
+    assert_eq!(report["processed"].as_u64(), Some(0), "{report}");
+    let skipped: Option<u64> = connection
+        .hget("events:consume:other_group", "replays_for_other_groups")
+        .unwrap();
+    assert_eq!(skipped, Some(1));
+}
+
+#[test]
+fn with_partitions_a_dead_letter_is_named_by_its_stream_and_goes_back_to_its_partition() {
+    let server = RedisServer::start().unwrap();
+    let url = server.url();
+    let mut connection = redis::Client::open(url.clone())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    // A shipper's dead letter in each partition, both with entry id 5-1.
+    for partition in 0..2 {
+        let _: String = connection
+            .xadd(
+                format!("events:{{{partition}}}:dlq"),
+                "5-1",
+                &[
+                    (
+                        "event_id",
+                        format!("01900000-0000-7000-8000-00000000b00{partition}"),
+                    ),
+                    ("event_type", "Signal".to_owned()),
+                    ("version", "v1".to_owned()),
+                    ("correlation_id", format!("p{partition}")),
+                    ("timestamp_ns", "1764000000000000000".to_owned()),
+                    ("producer_id", "engine:test".to_owned()),
+                    ("sequence", "3".to_owned()),
+                    ("data", "{}".to_owned()),
+                    ("dlq_reason", "redis_rejected".to_owned()),
+                    ("dlq_stage", "ship".to_owned()),
+                ],
+            )
+            .unwrap();
+    }
+    let partitioned = |args: &[&str]| {
+        let mut all = vec!["--partitions", "2"];
+        all.extend_from_slice(args);
+        run_json(&url, &all)
+    };
+    let (code, listed, _) = partitioned(&["dlq", "list", "--json"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    // A bare id is ambiguous across partitions.
+    let (code, _, stderr) = partitioned(&["dlq", "replay", "--id", "5-1"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("<dlq key>/<id>"), "{stderr}");
+    let (code, summary, stderr) =
+        partitioned(&["dlq", "replay", "--id", "events:{1}:dlq/5-1", "--json"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(summary["replayed"].as_u64(), Some(1), "{summary}");
+    let length =
+        |connection: &mut redis::Connection, key: &str| -> u64 { connection.xlen(key).unwrap() };
+    assert_eq!(length(&mut connection, "events:{1}"), 1);
+    assert_eq!(length(&mut connection, "events:{1}:dlq"), 0);
+    assert_eq!(length(&mut connection, "events:{0}"), 0);
+    assert_eq!(
+        length(&mut connection, "events:{0}:dlq"),
+        1,
+        "the other one stays"
+    );
 }

@@ -24,6 +24,9 @@ pub struct Audit {
     pub corrupt: u64,
     /// Entries whose `event_id` was seen before.
     pub duplicate_event_ids: u64,
+    /// Dead letters put back for one consumer group (`replay_for_group`): not counted as
+    /// duplicates or out of order.
+    pub replays: u64,
     /// Per producer: the distinct sequences seen, lowest and highest.
     pub producers: BTreeMap<String, ProducerAudit>,
 }
@@ -37,6 +40,7 @@ impl Audit {
         self.out_of_order += other.out_of_order;
         self.corrupt += other.corrupt;
         self.duplicate_event_ids += other.duplicate_event_ids;
+        self.replays += other.replays;
         for (producer, found) in other.producers {
             match self.producers.entry(producer) {
                 std::collections::btree_map::Entry::Vacant(slot) => {
@@ -108,6 +112,12 @@ pub async fn audit_stream(
             };
             if !check(entry, data) {
                 audit.corrupt += 1;
+            }
+            if field(crate::consume::FIELD_REPLAY_FOR_GROUP).is_some() {
+                // A dead letter put back for one group (`evstream dlq replay`): the original
+                // entry's numbers, by design.
+                audit.replays += 1;
+                continue;
             }
             if !seen_ids.insert(event_id.to_vec()) {
                 audit.duplicate_event_ids += 1;

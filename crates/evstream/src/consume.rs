@@ -86,7 +86,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use commit::{Effects, Outcome};
-pub use decode::{DecodeError, Envelope, MAX_FIELDS, MAX_FIELD_BYTES, MAX_FIELD_NAME_BYTES};
+pub use decode::{
+    DecodeError, Envelope, FIELD_REPLAY_FOR_GROUP, MAX_FIELDS, MAX_FIELD_BYTES,
+    MAX_FIELD_NAME_BYTES,
+};
 
 use crate::config::{Config, ConsumeConfig};
 use crate::error::ConsumeError;
@@ -909,6 +912,18 @@ impl<H: Handler> Consumer<H> {
             .map(|()| (&event, self.recent.seen(&event.event_id)));
             let failure = match decoded {
                 Err(failure) => Some(failure),
+                Ok((event, _))
+                    if event
+                        .replay_for_group
+                        .as_ref()
+                        .is_some_and(|group| *group != self.config.group) =>
+                {
+                    // A dead letter of another group put back for that group only: this
+                    // group processed the original entry already.
+                    effects.count("replays_for_other_groups", 1);
+                    planned.push((index, Record::Skipped, effects));
+                    continue;
+                }
                 Ok((event, Seen::Held)) => {
                     // The same event in the batch whose commit is in flight: wait for its
                     // outcome. Left pending, this entry comes back by a claim, when it is

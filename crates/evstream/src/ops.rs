@@ -151,6 +151,8 @@ struct Memory {
     /// Notifications for the webhook task (which delivers them without holding the loop).
     webhook: Option<tokio::sync::mpsc::Sender<Notification>>,
     defrag_refused: bool,
+    /// The ACL refused trimming the dead letters (said once).
+    dlq_trim_refused: bool,
 }
 
 impl OpsLoop {
@@ -207,6 +209,7 @@ impl OpsLoop {
             recent_losses: VecDeque::new(),
             last_act: None,
             defrag_refused: false,
+            dlq_trim_refused: false,
             webhook: self
                 .config
                 .webhook_url
@@ -365,14 +368,28 @@ impl OpsLoop {
         // After counting: what is trimmed was counted first (unless more than a pass's
         // count arrived since the last pass).
         let dlq = format!("{}:dlq", self.stream);
-        let deleted = trim::dead_letters(conn, &dlq, &self.config, unix_ms(), CALL_TIMEOUT).await?;
+        let deleted = match trim::dead_letters(conn, &dlq, &self.config, unix_ms(), CALL_TIMEOUT)
+            .await
+        {
+            Ok(deleted) => deleted,
+            // An ACL from before dead-letter retention (read-only on the dead letters):
+            // everything else of the pass still works; say what to change, once.
+            Err(OpsError::Redis { source, .. }) if source.code() == Some("NOPERM") => {
+                if !std::mem::replace(&mut memory.dlq_trim_refused, true) {
+                    tracing::warn!(dlq = %dlq, error = %source, "ops: this user may not trim the dead letters, so ops.dlq_max_len and ops.dlq_max_age_s are not applied; grant it write access to the dead-letter stream (docs/security.md, ops role)");
+                }
+                0
+            }
+            Err(error) => return Err(error),
+        };
         if deleted > 0 {
             metrics::counter!("evstream_dlq_trimmed_entries_total", "stream" => self.stream.clone())
                 .increment(deleted);
-            tracing::info!(
+            tracing::warn!(
                 deleted,
                 dlq = %dlq,
-                "ops: dead letters past ops.dlq_max_len / ops.dlq_max_age_s deleted"
+                "ops: dead letters past ops.dlq_max_len / ops.dlq_max_age_s deleted (a shipper's \
+                 dead letter is the only copy of its event)"
             );
             self.state.update(|s| s.dlq_trimmed += deleted);
         }

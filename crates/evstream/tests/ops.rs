@@ -435,6 +435,7 @@ fn concurrent_replays_of_one_dead_letter_append_it_once() {
                 ("data", "{}".to_owned()),
                 ("dlq_reason", "handler_error".to_owned()),
                 ("dlq_stage", "consume".to_owned()),
+                ("dlq_group", "g".to_owned()),
             ])
             .query(&mut connection)
             .unwrap();
@@ -511,6 +512,33 @@ fn concurrent_replays_of_one_dead_letter_append_it_once() {
     assert_eq!(all.letters.len(), 250);
     assert!(!all.truncated);
     assert_eq!(all.letters[249].field("sequence"), Some("250"));
+
+    // Only whole ids: a dead letter named by its millisecond alone is left alone.
+    let id: String = redis::cmd("XADD")
+        .arg("events:dlq")
+        .arg("*")
+        .arg(&[("event_id", "x"), ("dlq_stage", "ship")])
+        .query(&mut connection)
+        .unwrap();
+    let millisecond = id.split('-').next().unwrap().to_owned();
+    let outcome = runtime().block_on(async {
+        let client = redis::Client::open(redis.url()).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        dlq::replay(
+            &mut connection,
+            "events",
+            "events:dlq",
+            &millisecond,
+            timeout,
+        )
+        .await
+        .unwrap()
+    });
+    assert!(
+        matches!(&outcome, Replayed::Refused(why) if why.contains("not a whole entry id")),
+        "{outcome:?}"
+    );
+    assert_eq!(length(&mut connection), 250);
 }
 
 #[test]

@@ -117,9 +117,16 @@ pub(crate) fn run(
         (None, _) => args.events,
     };
     if args.duration.is_some() && config.ship.max_len == 0 {
-        // A timed run at a high rate would fill Redis: the shipper bounds the bench's own
-        // stream (nothing else reads it while the run lasts).
+        // A timed run at a high rate would fill Redis: the shipper bounds the bench's stream.
         config.ship.max_len = SOAK_MAX_LEN;
+        if given_url.is_some() {
+            eprintln!(
+                "evstream bench: a timed run trims {} to about {SOAK_MAX_LEN} entries \
+                 (MAXLEN ~, blind to consumer groups); point it at a stream of its own \
+                 (--stream) on a Redis that serves others",
+                config.redis.stream
+            );
+        }
     }
     if args.duration.is_none() && config.ship.max_len != 0 && config.ship.max_len < events {
         // Trimming would delete events before they are read back and count them as lost.

@@ -89,7 +89,14 @@ pub struct Envelope {
     /// How many times the group delivered this entry, this delivery included (1 the first
     /// time).
     pub deliveries: u64,
+    /// For an entry put back from the dead letters by `evstream dlq replay`: the one
+    /// consumer group it is meant for (the others already processed the original entry and
+    /// acknowledge this one without handling it). `None` for every other entry.
+    pub replay_for_group: Option<String>,
 }
+
+/// The field `evstream dlq replay` adds to an entry it puts back for one consumer group.
+pub const FIELD_REPLAY_FOR_GROUP: &str = "replay_for_group";
 
 /// Why an entry is not a valid envelope. Every variant is poison: it is retried like a
 /// failing handler and dead-lettered after `max_deliveries`.
@@ -209,6 +216,7 @@ pub(crate) fn decode_into(
         });
     }
     let mut found: [Option<&[u8]>; 8] = [None; 8];
+    let mut replay_for = None;
     for (name, value) in fields.iter() {
         if name != FIELD_DATA.as_bytes() && oversized_field(name, value, usize::MAX) {
             return Err(DecodeError::FieldTooLarge {
@@ -220,6 +228,8 @@ pub(crate) fn decode_into(
             if found[index].replace(value).is_some() {
                 return Err(DecodeError::DuplicateField(REQUIRED[index]));
             }
+        } else if name == FIELD_REPLAY_FOR_GROUP.as_bytes() {
+            replay_for = Some(value);
         }
     }
     let field = |index: usize| found[index].ok_or(DecodeError::MissingField(REQUIRED[index]));
@@ -294,6 +304,7 @@ pub(crate) fn decode_into(
     envelope.sequence = number(position(FIELD_SEQUENCE))?;
     set(&mut envelope.data, data);
     envelope.deliveries = deliveries;
+    envelope.replay_for_group = replay_for.map(|group| String::from_utf8_lossy(group).into_owned());
     Ok(())
 }
 

@@ -5,12 +5,18 @@
 //! [`Selection`]; [`replay`] puts one dead letter back: its original fields are appended to
 //! the stream and the dead letter is deleted, in one script, so that concurrent replays
 //! cannot append it twice and a failure in between cannot lose it. The replayed entry keeps
-//! its `event_id` and `sequence` (a consumer's dedupe by event id still applies) and comes
-//! after entries appended since, out of its producer's sequence order.
+//! its `event_id` and `sequence` and comes after entries appended since, out of its
+//! producer's sequence order.
 //!
-//! Refused: `effect_failed` records (their entry was processed; replaying would apply its
-//! other effects again), dead letters some fields were left out of (too large), and those
-//! missing an envelope field (they would fail again).
+//! A consumer's dead letter goes back for its group only: the entry carries
+//! `replay_for_group` (its `dlq_group`), and the consumers of every other group, which
+//! processed the original entry, acknowledge it without handling it. A shipper's dead letter
+//! never reached the stream and goes back for every group.
+//!
+//! Refused ([`DeadLetter::not_replayable`], checked again by the script): `effect_failed`
+//! records (their entry was processed; replaying would apply its other effects again), dead
+//! letters some fields were left out of (too large), those missing an envelope field, a
+//! shipper's `invalid_json` (they would fail again), and a consumer's without `dlq_group`.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), evstream::OpsError> {
@@ -81,6 +87,84 @@ impl DeadLetter {
     pub fn stage(&self) -> &str {
         self.field("dlq_stage").unwrap_or_default()
     }
+
+    /// Why [`replay`] would refuse this dead letter, if it would (the replay script checks
+    /// the same, atomically).
+    pub fn not_replayable(&self) -> Option<String> {
+        if self.reason() == "effect_failed" {
+            return Some(
+                "effect_failed: the entry was processed and acknowledged, only one of its \
+                 effects failed; replaying it would apply the others again"
+                    .to_owned(),
+            );
+        }
+        if self.field("dlq_data_bytes").is_some() || self.field("dlq_fields_dropped").is_some() {
+            return Some(
+                "fields were left out of this dead letter (too large or too many): the \
+                 original entry cannot be rebuilt from it"
+                    .to_owned(),
+            );
+        }
+        if let Some(missing) = crate::envelope::FIELDS
+            .iter()
+            .filter(|&&name| name != crate::envelope::FIELD_CORRELATION_ID)
+            .find(|&&name| self.field(name).is_none())
+        {
+            return Some(format!(
+                "it has no {missing} field: the entry would fail again"
+            ));
+        }
+        if self.stage() == "ship" && self.reason() == "invalid_json" {
+            return Some(
+                "its data is not JSON: every consumer would dead-letter it again".to_owned(),
+            );
+        }
+        if self.stage() == "consume" && self.field("dlq_group").is_none_or(str::is_empty) {
+            return Some(
+                "it names no dlq_group: the groups that processed the original entry could \
+                 not tell it apart"
+                    .to_owned(),
+            );
+        }
+        None
+    }
+
+    /// Whether this is a shipper's dead letter refused by its schema, to be checked
+    /// ([`schema_problem`](Self::schema_problem)) before it goes back.
+    pub fn needs_schema_check(&self) -> bool {
+        self.stage() == "ship"
+            && matches!(
+                self.reason(),
+                "unknown_type" | "unknown_version" | "invalid_schema"
+            )
+    }
+
+    /// For a shipper's dead letter refused by its schema (`unknown_type`, `unknown_version`,
+    /// `invalid_schema`): why it still fails `registry`, if it does. Replayed as it is, it
+    /// would reach the stream unchecked.
+    pub fn schema_problem(&self, registry: &crate::schema::Registry) -> Option<String> {
+        if !self.needs_schema_check() {
+            return None;
+        }
+        if registry.summary().is_empty() {
+            return Some(
+                "no schema registry in Redis to check it against (evstream schema push)".to_owned(),
+            );
+        }
+        let version = self
+            .field("version")
+            .and_then(|v| v.strip_prefix('v'))
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0);
+        let data: serde_json::Value = match serde_json::from_str(self.field("data")?) {
+            Ok(data) => data,
+            Err(error) => return Some(format!("its data is not JSON: {error}")),
+        };
+        registry
+            .validate(self.field("event_type")?, version, &data)
+            .err()
+            .map(|failure| format!("it still fails the registry: {failure}"))
+    }
 }
 
 /// Which dead letters a scan returns. Empty parts select everything.
@@ -92,14 +176,21 @@ pub struct Selection {
     pub stage: Option<String>,
     /// Only these entry ids of the dead-letter stream (read directly, not scanned).
     pub ids: Vec<String>,
+    /// Only those [`replay`] would not refuse: a replay's limit then counts only letters it
+    /// can put back, however many old refused ones lie before them.
+    pub replayable_only: bool,
 }
 
 impl Selection {
+    /// Whether the reasons and the stage select `letter` (not the ids, not replayability).
     fn matches(&self, letter: &DeadLetter) -> bool {
         (self.reasons.is_empty() || self.reasons.iter().any(|r| r == letter.reason()))
             && self.stage.as_deref().is_none_or(|s| s == letter.stage())
     }
 }
+
+/// Refused letters a scan names at most ([`Scan::not_replayable`]); the rest are counted.
+const NOT_REPLAYABLE_NAMED: usize = 1000;
 
 /// The order of a scan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +209,35 @@ pub struct Scan {
     pub letters: Vec<DeadLetter>,
     /// Whether the scan stopped at the limit with more dead letters left unread.
     pub truncated: bool,
+    /// Ids asked for ([`Selection::ids`]) that are not in the dead-letter stream.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
+    /// Letters the selection matched but left out because [`replay`] would refuse them
+    /// ([`Selection::replayable_only`]), with why (the first 1,000).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_replayable: Vec<(String, String)>,
+    /// How many letters were left out so, named above or not.
+    pub not_replayable_count: u64,
+}
+
+impl Scan {
+    /// `letter` if `selection` picks it; a letter left out only for being refused by
+    /// [`replay`] is noted in [`not_replayable`](Self::not_replayable).
+    fn consider(&mut self, selection: &Selection, letter: DeadLetter) -> Option<DeadLetter> {
+        if !selection.matches(&letter) {
+            return None;
+        }
+        if selection.replayable_only {
+            if let Some(why) = letter.not_replayable() {
+                self.not_replayable_count += 1;
+                if self.not_replayable.len() < NOT_REPLAYABLE_NAMED {
+                    self.not_replayable.push((letter.id, why));
+                }
+                return None;
+            }
+        }
+        Some(letter)
+    }
 }
 
 /// Reads the dead letters of `dlq` that `selection` selects, in `order`, at most `limit`.
@@ -134,9 +254,13 @@ pub async fn scan(
         for id in &selection.ids {
             let what = format!("XRANGE {dlq} {id} {id}");
             let cmd = redis::cmd("XRANGE").arg(dlq).arg(id).arg(id).clone();
-            for letter in entries(&what, super::call(connection, &what, &cmd, timeout).await?)? {
-                if selection.matches(&letter) {
-                    found.letters.push(letter);
+            let letters = entries(&what, super::call(connection, &what, &cmd, timeout).await?)?;
+            match letters.into_iter().find(|letter| letter.id == *id) {
+                None => found.missing.push(id.clone()),
+                Some(letter) => {
+                    if let Some(letter) = found.consider(selection, letter) {
+                        found.letters.push(letter);
+                    }
                 }
             }
         }
@@ -169,9 +293,9 @@ pub async fn scan(
             from = format!("({}", last.id);
         }
         for letter in page {
-            if !selection.matches(&letter) {
+            let Some(letter) = found.consider(selection, letter) else {
                 continue;
-            }
+            };
             if found.letters.len() == limit {
                 found.truncated = true;
                 return Ok(found);
@@ -302,6 +426,65 @@ mod tests {
         };
         assert!(stage("consume").matches(&letter));
         assert!(!stage("ship").matches(&letter));
+    }
+
+    #[test]
+    fn what_replay_refuses_is_known_before_it_runs() {
+        let envelope: Vec<(String, String)> = crate::envelope::FIELDS
+            .iter()
+            .map(|&name| (name.to_owned(), "x".to_owned()))
+            .collect();
+        let letter = |extra: &[(&str, &str)], drop: Option<&str>| DeadLetter {
+            id: "1-0".into(),
+            fields: envelope
+                .iter()
+                .filter(|(name, _)| Some(name.as_str()) != drop)
+                .cloned()
+                .chain(
+                    extra
+                        .iter()
+                        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned())),
+                )
+                .collect(),
+        };
+        let consume = |reason| {
+            vec![
+                ("dlq_stage", "consume"),
+                ("dlq_reason", reason),
+                ("dlq_group", "g"),
+            ]
+        };
+        assert_eq!(
+            letter(&consume("handler_error"), None).not_replayable(),
+            None
+        );
+        assert_eq!(
+            letter(&consume("handler_error"), Some("correlation_id")).not_replayable(),
+            None,
+            "correlation_id may be absent"
+        );
+        let refused =
+            |extra: &[(&str, &str)], drop| letter(extra, drop).not_replayable().unwrap_or_default();
+        assert!(refused(&consume("effect_failed"), None).starts_with("effect_failed"));
+        let mut too_large = consume("too_large");
+        too_large.push(("dlq_data_bytes", "20000000"));
+        assert!(refused(&too_large, Some("data")).contains("left out"));
+        assert!(refused(&consume("missing_field"), Some("event_id")).contains("no event_id"));
+        assert!(refused(
+            &[("dlq_stage", "ship"), ("dlq_reason", "invalid_json")],
+            None
+        )
+        .contains("not JSON"));
+        assert!(refused(
+            &[("dlq_stage", "consume"), ("dlq_reason", "handler_error")],
+            None
+        )
+        .contains("dlq_group"));
+        assert!(letter(
+            &[("dlq_stage", "ship"), ("dlq_reason", "unknown_type")],
+            None
+        )
+        .needs_schema_check());
     }
 
     #[test]

@@ -237,8 +237,8 @@ pub struct ConsumeKeys {
     /// Its dead letter stream, `<stream>:dlq`.
     pub dead_letters: String,
     /// The group's counters hash, `<stream>:consume:<group>`: `processed`,
-    /// `duplicates_skipped`, `skipped`, `dead_lettered`, `deleted_pending`, plus the
-    /// handler's own [`Effects::count`] names.
+    /// `duplicates_skipped`, `skipped`, `replays_for_other_groups`, `dead_lettered`,
+    /// `deleted_pending`, plus the handler's own [`Effects::count`] names.
     pub counters: String,
 }
 

@@ -20,12 +20,7 @@ python3 -c 'import redis' 2>/dev/null ||
     python3 -m pip install --quiet "redis>=5,<8" >&2 ||
     python3 -m pip install --quiet --break-system-packages "redis>=5,<8" >&2
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-dir=$(mktemp -d)
-redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --save "" --appendonly no \
-    --daemonize yes --logfile "$dir/redis.log"
-trap 'redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
-until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.1; done
+start_private_redis
 
 python3 - "$port" "${1:-100000}" <<'PY'
 import sys, redis

@@ -20,12 +20,7 @@ payload=${2:-400}
 naive_events=$(( events < 200000 ? events : 200000 ))
 
 cargo build --release --locked -p evstream-cli --bin evstream --example naive_xadd >&2
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-dir=$(mktemp -d)
-redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --save "" --appendonly no \
-    --daemonize yes --logfile "$dir/redis.log"
-trap 'redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
-until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.1; done
+start_private_redis
 fresh() { redis-cli -p "$port" flushall >/dev/null; }
 
 data=$(python3 -c "import json,sys; n=int(sys.argv[1]); print(json.dumps({'n':1,'pad':'x'*(n-len(json.dumps({'n':1,'pad':''},separators=(',',':'))))},separators=(',',':')))" "$payload")

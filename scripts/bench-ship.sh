@@ -16,12 +16,7 @@ events=${1:-1000000}
 payload=${2:-400}
 
 cargo build --release --locked -p evstream-cli >&2
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-dir=$(mktemp -d)
-redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --save "" --appendonly no \
-    --daemonize yes --logfile "$dir/redis.log"
-trap 'redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
-until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.1; done
+start_private_redis
 
 data=$(python3 -c "import json,sys; n=int(sys.argv[1]); print(json.dumps({'n':1,'pad':'x'*(n-len(json.dumps({'n':1,'pad':''},separators=(',',':'))))},separators=(',',':')))" "$payload")
 baseline=$(redis-benchmark -p "$port" -P 64 -n "$events" -q \

@@ -21,3 +21,14 @@ need() {
         return 1
     fi
 }
+
+# start_private_redis: starts a redis-server of the benchmarks' own on a free loopback port,
+# without persistence, stopped and removed when the script exits; sets `port` and `dir`.
+start_private_redis() {
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    dir=$(mktemp -d)
+    redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --save "" --appendonly no \
+        --daemonize yes --logfile "$dir/redis.log"
+    trap 'redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
+    until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.1; done
+}

@@ -160,6 +160,10 @@ pub(crate) struct DlqSelect {
     /// Only dead letters of this stage.
     #[arg(long, value_enum)]
     pub(crate) stage: Option<DlqStage>,
+    /// Only the dead letter with this entry id (repeatable); with partitions
+    /// `<dlq key>/<id>`, as `list` prints it.
+    #[arg(long, value_name = "ID")]
+    pub(crate) id: Vec<String>,
 }
 
 /// `dlq_stage`.
@@ -185,9 +189,6 @@ impl DlqStage {
 pub(crate) struct DlqListArgs {
     #[command(flatten)]
     pub(crate) select: DlqSelect,
-    /// Only the dead letter with this entry id (repeatable).
-    #[arg(long, value_name = "ID")]
-    pub(crate) id: Vec<String>,
     /// Dead letters shown per stream at most.
     #[arg(long, default_value_t = 20)]
     pub(crate) count: usize,
@@ -204,9 +205,6 @@ pub(crate) struct DlqListArgs {
 pub(crate) struct DlqReplayArgs {
     #[command(flatten)]
     pub(crate) select: DlqSelect,
-    /// Only the dead letter with this entry id (repeatable).
-    #[arg(long, value_name = "ID")]
-    pub(crate) id: Vec<String>,
     /// Every dead letter (with --stage, every one of that stage).
     #[arg(long)]
     pub(crate) all: bool,

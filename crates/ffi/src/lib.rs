@@ -408,27 +408,8 @@ pub unsafe extern "C" fn evstream_publish(
     json: *const u8,
     json_len: usize,
 ) -> evstream_status {
-    guarded(|| {
-        // SAFETY: the caller's contract above.
-        let (handle, event_type, correlation_id, json) = match unsafe {
-            (
-                live(handle),
-                text(event_type, "event_type"),
-                text(correlation_id, "correlation_id"),
-                bytes(json, json_len, "json"),
-            )
-        } {
-            (Ok(h), Ok(t), Ok(c), Ok(j)) => (h, t, c, j),
-            (Err(code), ..) | (_, Err(code), ..) | (.., Err(code), _) | (.., Err(code)) => {
-                return code
-            }
-        };
-        outcome(
-            handle
-                .publisher
-                .publish_raw(event_type, json, correlation_id),
-        )
-    })
+    // SAFETY: the same contract as the versioned call's.
+    unsafe { evstream_publish_versioned(handle, event_type, 1, correlation_id, json, json_len) }
 }
 
 /// [`evstream_publish`] with the payload's schema version: the envelope's `version` is

@@ -66,8 +66,8 @@ fn list(config: &Config, args: &DlqListArgs) -> anyhow::Result<ExitCode> {
     let parts = config.partition_configs();
     for part in &parts {
         let dlq = format!("{}:dlq", part.redis.stream);
-        let ids = ids_for(&args.id, &dlq, parts.len() > 1)?;
-        if ids.is_empty() && !args.id.is_empty() {
+        let ids = ids_for(&args.select.id, &dlq, parts.len() > 1)?;
+        if ids.is_empty() && !args.select.id.is_empty() {
             continue; // the ids name other partitions' dead letters
         }
         let selection = selection(&args.select, ids);
@@ -191,7 +191,7 @@ struct Summary {
 const SOME_REFUSED: u8 = 2;
 
 fn replay(config: &Config, args: &DlqReplayArgs) -> anyhow::Result<ExitCode> {
-    if args.select.reason.is_empty() && args.id.is_empty() && !args.all {
+    if args.select.reason.is_empty() && args.select.id.is_empty() && !args.all {
         anyhow::bail!(
             "say which dead letters to replay: --reason REASON, --id ID, or --all \
              (see them first with `evstream dlq list`)"
@@ -212,8 +212,8 @@ fn replay(config: &Config, args: &DlqReplayArgs) -> anyhow::Result<ExitCode> {
     for part in &parts {
         let stream = &part.redis.stream;
         let dlq = format!("{stream}:dlq");
-        let ids = ids_for(&args.id, &dlq, parts.len() > 1)?;
-        if ids.is_empty() && !args.id.is_empty() {
+        let ids = ids_for(&args.select.id, &dlq, parts.len() > 1)?;
+        if ids.is_empty() && !args.select.id.is_empty() {
             continue;
         }
         let selection = Selection {

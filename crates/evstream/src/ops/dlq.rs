@@ -42,6 +42,7 @@ use redis::aio::MultiplexedConnection;
 use redis::Value;
 use serde::Serialize;
 
+use super::observe::text;
 use crate::error::OpsError;
 
 const REPLAY_SCRIPT: &str = include_str!("dlq_replay.lua");
@@ -376,15 +377,6 @@ fn entries(what: &str, value: Value) -> Result<Vec<DeadLetter>, OpsError> {
             Ok(DeadLetter { id, fields })
         })
         .collect()
-}
-
-fn text(value: &Value) -> String {
-    match value {
-        Value::BulkString(bytes) => String::from_utf8_lossy(bytes).into_owned(),
-        Value::SimpleString(s) => s.clone(),
-        Value::Int(n) => n.to_string(),
-        _ => String::new(),
-    }
 }
 
 /// Orders stream entry ids (`ms-seq`) numerically.

@@ -508,7 +508,7 @@ fn pairs(value: Value) -> Vec<(String, Value)> {
     }
 }
 
-fn text(value: &Value) -> String {
+pub(super) fn text(value: &Value) -> String {
     match value {
         Value::BulkString(bytes) => String::from_utf8_lossy(bytes).into_owned(),
         Value::SimpleString(s) => s.clone(),

@@ -31,7 +31,8 @@
 //! retry_base_ms = 10        # first retry delay (exponential, full jitter)
 //! retry_max_ms = 1000       # longest retry delay
 //! breaker_threshold = 10    # consecutive failures that open the circuit breaker
-//! breaker_cool_down_ms = 30000
+//! breaker_cool_down_ms = 250        # first cool-down; doubles per failed probe
+//! breaker_cool_down_max_ms = 30000  # longest cool-down
 //! dedupe_ttl_s = 604800     # how long a producer's high-water mark is kept (7 days)
 //! shutdown_timeout_ms = 5000
 //! journal_dir = "/var/lib/evstream/journal"  # spill journal; default: none (see below)
@@ -379,6 +380,12 @@ fn has_hash_tag(key: &str) -> bool {
 /// the same slot, so one script or transaction may touch them together.
 pub fn partition_key(stream: &str, partition: u16) -> String {
     format!("{stream}:{{{partition}}}")
+}
+
+/// The key an ops loop that maintains `stream` refreshes on every pass (`SET … PX`), so that
+/// a shipper can tell whether anything trims the stream it appends to: `<stream>:ops`.
+pub fn ops_heartbeat_key(stream: &str) -> String {
+    format!("{stream}:ops")
 }
 
 /// The partition of `<stream>` an event with this correlation id goes to, of `count`: FNV-1a
@@ -768,8 +775,18 @@ impl SentinelTarget {
         check_master(client, master, &format!("sentinel {sentinel}")).await
     }
 
+    /// `host:port` of each sentinel.
+    pub(crate) fn sentinels(&self) -> &[String] {
+        &self.hosts
+    }
+
+    /// The name the sentinels monitor the master under.
+    pub(crate) fn master_name(&self) -> &str {
+        &self.master
+    }
+
     /// The longest a lookup takes when every sentinel is silent.
-    fn lookup_budget(&self) -> Duration {
+    pub(crate) fn lookup_budget(&self) -> Duration {
         LOOKUP_TIMEOUT * 2 * self.hosts.len() as u32
     }
 }
@@ -1126,8 +1143,15 @@ pub struct ShipConfig {
     pub retry_max_ms: u64,
     /// Consecutive failures that open the circuit breaker. Default 10.
     pub breaker_threshold: u32,
-    /// How long the breaker stays open before one probe batch, in milliseconds. Default 30000.
+    /// How long the breaker stays open before one probe batch the first time, in
+    /// milliseconds; each failed probe doubles it, up to `breaker_cool_down_max_ms`, and a
+    /// success resets it. The cool-down also ends at once when a new connection's handshake
+    /// succeeds (the server is back, or a failover reached a new one) or Sentinel announces a
+    /// promotion: it only holds batches back from a server that answers but keeps failing.
+    /// Default 250.
     pub breaker_cool_down_ms: u64,
+    /// Longest cool-down of the breaker, in milliseconds. Default 30000.
+    pub breaker_cool_down_max_ms: u64,
     /// Lifetime of a producer's high-water mark in Redis (the no-duplicate state), in seconds,
     /// refreshed by every batch. It must exceed the longest time a batch can wait for a
     /// retry. Default 604800 (7 days).
@@ -1204,7 +1228,8 @@ impl Default for ShipConfig {
             retry_base_ms: 10,
             retry_max_ms: 1000,
             breaker_threshold: 10,
-            breaker_cool_down_ms: 30_000,
+            breaker_cool_down_ms: 250,
+            breaker_cool_down_max_ms: 30_000,
             dedupe_ttl_s: 7 * 24 * 3600,
             shutdown_timeout_ms: 5000,
             journal_dir: None,
@@ -1223,7 +1248,19 @@ impl Default for ShipConfig {
 impl ShipConfig {
     /// Checks every value's range.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let checks: [(&'static str, u64, bool, &'static str); 6] = [
+        let checks: [(&'static str, u64, bool, &'static str); 8] = [
+            (
+                "ship.breaker_cool_down_ms",
+                self.breaker_cool_down_ms,
+                self.breaker_cool_down_ms >= 1,
+                "must be at least 1",
+            ),
+            (
+                "ship.breaker_cool_down_max_ms",
+                self.breaker_cool_down_max_ms,
+                self.breaker_cool_down_max_ms >= self.breaker_cool_down_ms,
+                "must be at least ship.breaker_cool_down_ms",
+            ),
             (
                 "ship.batch_max",
                 self.batch_max as u64,

@@ -93,6 +93,7 @@ pub use decode::{
 
 use crate::config::{Config, ConsumeConfig};
 use crate::error::ConsumeError;
+use crate::failover::FailoverWatch;
 use crate::publish::wall_clock_ns;
 use crate::schema::Registry;
 use crate::ship::backoff::Backoff;
@@ -445,11 +446,14 @@ impl<H: Handler> Consumer<H> {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
+        // Retries within a second at most: a restarted server or a new master is found
+        // within a second of coming up (at once when Sentinel announces it).
         let mut backoff = Backoff::new(
             Duration::from_millis(10),
-            Duration::from_secs(2),
+            Duration::from_secs(1),
             wall_clock_ns() ^ u64::from(std::process::id()),
         );
+        let mut failovers = FailoverWatch::start(&self.client);
         let claim_every =
             (self.min_idle() / 2).clamp(Duration::from_millis(10), Duration::from_secs(5));
         let mut session: Option<Session> = None;
@@ -466,7 +470,9 @@ impl<H: Handler> Consumer<H> {
                     }
                     Err(error) => {
                         self.failed(&error);
-                        sleep_or_stop(backoff.next_delay(), &mut stop).await;
+                        if retry_after(backoff.next_delay(), &mut stop, &mut failovers).await {
+                            backoff.reset();
+                        }
                     }
                 }
                 continue;
@@ -536,7 +542,11 @@ impl<H: Handler> Consumer<H> {
                     } else if breaks_session(&error) {
                         session = None;
                     }
-                    sleep_or_stop(backoff.next_delay(), &mut stop).await;
+                    if retry_after(backoff.next_delay(), &mut stop, &mut failovers).await {
+                        // A new master: whatever failed on the old one, start afresh.
+                        session = None;
+                        backoff.reset();
+                    }
                 }
             }
         }
@@ -1313,9 +1323,19 @@ fn shape_error(error: decode::ReplyShapeError) -> RedisError {
     ))
 }
 
-async fn sleep_or_stop(delay: Duration, stop: &mut watch::Receiver<bool>) {
+/// Waits `delay` before a retry, less if the consumer is stopped or Sentinel announces a new
+/// master (then returns true: reconnect now).
+async fn retry_after(
+    delay: Duration,
+    stop: &mut watch::Receiver<bool>,
+    failovers: &mut FailoverWatch,
+) -> bool {
     if *stop.borrow() {
-        return;
+        return false;
     }
-    let _ = tokio::time::timeout(delay, stop.changed()).await;
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => false,
+        _ = stop.changed() => false,
+        _ = failovers.promoted() => true,
+    }
 }

@@ -50,6 +50,7 @@ pub mod config;
 pub mod consume;
 pub mod envelope;
 pub mod error;
+mod failover;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ops;

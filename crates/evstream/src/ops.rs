@@ -49,6 +49,7 @@ use serde::Serialize;
 use crate::config::{Config, OpsConfig};
 use crate::consume::ConsumeReport;
 use crate::error::OpsError;
+use crate::failover::FailoverWatch;
 use crate::publish::{CaptureHealth, CaptureMonitor};
 use crate::ship::{BreakerState, ShipperHealth, ShipperMonitor};
 use alerts::{AlertState, FiringAlert, Inputs, Notification, Severity, Transition};
@@ -153,6 +154,8 @@ struct Memory {
     defrag_refused: bool,
     /// The ACL refused trimming the dead letters (said once).
     dlq_trim_refused: bool,
+    /// The ACL refused the heartbeat (said once).
+    heartbeat_refused: bool,
 }
 
 impl OpsLoop {
@@ -210,6 +213,7 @@ impl OpsLoop {
             last_act: None,
             defrag_refused: false,
             dlq_trim_refused: false,
+            heartbeat_refused: false,
             webhook: self
                 .config
                 .webhook_url
@@ -222,10 +226,13 @@ impl OpsLoop {
         tokio::pin!(shutdown);
         let mut tick = tokio::time::interval(Duration::from_millis(self.config.alert_interval_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failovers = FailoverWatch::start(&self.client);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = tick.tick() => {}
+                // A new master: look at it now rather than at the next tick.
+                _ = failovers.promoted() => connection = None,
             }
             let act = memory
                 .last_act
@@ -236,6 +243,10 @@ impl OpsLoop {
                     warned_policy = true;
                     self.warn_about_policy(observation);
                 }
+            }
+            if let (Ok(_), Some(conn), false) = (&observed, connection.as_mut(), self.observe_only)
+            {
+                self.heartbeat(conn, &mut memory).await;
             }
             if let (Ok(observation), Some(conn)) = (&observed, connection.as_mut()) {
                 if act && !self.observe_only {
@@ -294,6 +305,32 @@ impl OpsLoop {
             *connection = None;
         }
         result
+    }
+
+    /// Tells shippers that an ops loop looks after the stream: `<stream>:ops`, refreshed
+    /// every tick, expiring after three missed ticks (at least a minute).
+    async fn heartbeat(&self, conn: &mut MultiplexedConnection, memory: &mut Memory) {
+        let ttl_ms = (self.config.alert_interval_ms * 3).max(60_000);
+        let mut set = redis::cmd("SET");
+        set.arg(crate::config::ops_heartbeat_key(&self.stream))
+            .arg(unix_ms())
+            .arg("PX")
+            .arg(ttl_ms);
+        match tokio::time::timeout(CALL_TIMEOUT, set.query_async::<()>(conn)).await {
+            Ok(Err(error)) if error.code() == Some("NOPERM") && !memory.heartbeat_refused => {
+                memory.heartbeat_refused = true;
+                tracing::warn!(
+                    %error,
+                    "ops: the ACL refuses the heartbeat (SET {}:ops); shippers will warn that \
+                     no ops loop looks after the stream. Add \"(+set ~{}:ops)\" to the ops \
+                     user (docs/security.md)",
+                    self.stream,
+                    self.stream
+                );
+            }
+            Ok(Err(error)) => tracing::debug!(%error, "ops: heartbeat not recorded"),
+            Ok(Ok(())) | Err(_) => {}
+        }
     }
 
     fn warn_about_policy(&self, observation: &Observation) {

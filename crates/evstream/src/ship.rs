@@ -52,6 +52,7 @@ mod append;
 pub(crate) mod backoff;
 mod breaker;
 pub(crate) mod journal;
+mod risks;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -67,10 +68,11 @@ use tokio::sync::watch;
 use crate::config::{AppendMode, Config, ShipConfig};
 use crate::envelope::EventIdGenerator;
 use crate::error::ShipError;
+use crate::failover::FailoverWatch;
 use crate::publish::{wall_clock_ns, CapturedEvent, Receiver};
 use append::{AppendSettings, Checks, Keys, Outcome, Poison};
-use breaker::Breaker;
 pub use breaker::BreakerState;
+use breaker::{Breaker, Transition};
 pub use journal::FsyncPolicy;
 use journal::{AppendError, Journal};
 
@@ -100,6 +102,7 @@ pub fn spawn(config: &Config, receiver: Receiver) -> Result<ShipperHandle, ShipE
         }));
     }
     let partitioned = config.redis.partitions.is_some();
+    risks::warn_about_config(config, &config.redis.connector()?);
     let schemas = match (&config.ship.validation, &config.ship.schemas_dir) {
         (crate::config::Validation::Off, _) | (_, None) => None,
         (_, Some(dir)) => Some(Arc::new(
@@ -137,6 +140,7 @@ pub fn spawn(config: &Config, receiver: Receiver) -> Result<ShipperHandle, ShipE
             schemas.clone(),
         );
         (shipper.journal, shipper.replays) = journals;
+        shipper.partitioned = partitioned;
         shipper.publish_state(Instant::now());
         shippers.push(shipper);
         states.push(state);
@@ -584,6 +588,14 @@ struct Shipper {
     /// Journals of earlier processes, replayed first, one batch at a time.
     replays: VecDeque<Journal>,
     breaker: Breaker,
+    /// Sentinel's promotion announcements (started with the loop, inside its runtime).
+    failovers: Option<FailoverWatch>,
+    /// Whether this lane is one of several partitions (for the server's risk checks).
+    partitioned: bool,
+    /// The server's risky settings were checked (once, at the first connection).
+    server_checked: bool,
+    /// Whether an ops loop looks after the stream.
+    ops: risks::OpsWatch,
     backoff: backoff::Backoff,
     /// After a failure: send nothing until every in-flight batch answered and this passed.
     retry_at: Option<Instant>,
@@ -607,6 +619,7 @@ impl Shipper {
             breaker: Breaker::new(
                 config.breaker_threshold,
                 Duration::from_millis(config.breaker_cool_down_ms),
+                Duration::from_millis(config.breaker_cool_down_max_ms),
             ),
             backoff: backoff::Backoff::new(
                 Duration::from_millis(config.retry_base_ms),
@@ -629,6 +642,10 @@ impl Shipper {
             journal: None,
             replays: VecDeque::new(),
             connection: None,
+            failovers: None,
+            partitioned: false,
+            server_checked: false,
+            ops: risks::OpsWatch::new(&settings.keys.stream),
             retry_at: None,
             recovering: false,
             config,
@@ -641,6 +658,7 @@ impl Shipper {
     }
 
     async fn run(mut self) -> ShutdownReport {
+        self.failovers = Some(FailoverWatch::start(&self.client));
         loop {
             let now = Instant::now();
             let deadline = *self.shutdown.borrow();
@@ -655,11 +673,28 @@ impl Shipper {
                 break;
             }
             self.form_batches(now, deadline.is_some());
-            if self.may_send(now) && self.breaker.state(now) != BreakerState::Open {
+            if self.may_send(now) {
+                // Reconnecting goes on while the breaker is open, paced by the retry delay: a
+                // handshake that succeeds (the server is back, or a failover reached the new
+                // one) ends the cool-down, so the breaker only holds batches back from a
+                // server that answers and keeps failing.
                 if self.connection.is_none() {
                     self.connect().await;
                 }
-                self.send_ready(now);
+                let now = Instant::now();
+                if self.breaker.state(now) != BreakerState::Open {
+                    self.send_ready(now);
+                }
+            }
+            if self.ops.due(now) {
+                let timeout = self.timeout();
+                if let Some(connection) = &mut self.connection {
+                    let stream = &self.settings.keys.stream;
+                    let trims_itself = self.config.max_len > 0;
+                    self.ops
+                        .check(connection, stream, trims_itself, timeout)
+                        .await;
+                }
             }
             self.publish_state(now);
             self.wait(now, deadline).await;
@@ -976,6 +1011,12 @@ impl Shipper {
         };
         match connected.await {
             Ok(mut connection) => {
+                self.breaker.probe_now(Instant::now());
+                if !self.server_checked {
+                    self.server_checked = true;
+                    risks::warn_about_server(&mut connection, self.partitioned, self.timeout())
+                        .await;
+                }
                 if self.config.validation != crate::config::Validation::Off
                     && self.config.schemas_dir.is_none()
                 {
@@ -1078,8 +1119,17 @@ impl Shipper {
         }
         let index = self.first_in_flight();
         let Self {
-            queue, shutdown, ..
+            queue,
+            shutdown,
+            failovers,
+            ..
         } = self;
+        let promoted = async {
+            match failovers {
+                Some(failovers) => failovers.promoted().await,
+                None => std::future::pending().await,
+            }
+        };
         let answer = async {
             match index.and_then(|i| queue.get_mut(i)) {
                 Some(Batch {
@@ -1089,12 +1139,20 @@ impl Shipper {
                 _ => std::future::pending().await,
             }
         };
+        let mut promotion = None;
         let finished = tokio::select! {
             biased;
             answer = answer => Some(answer),
+            master = promoted => {
+                promotion = Some(master);
+                None
+            }
             _ = shutdown.changed(), if deadline.is_none() => None,
             _ = tokio::time::sleep_until(wake.into()) => None,
         };
+        if promotion.is_some() {
+            self.promoted();
+        }
         if let (Some(index), Some(joined)) = (index, finished) {
             let attempt = joined.unwrap_or_else(|join_error| {
                 Err(AttemptError::Redis(RedisError::from(
@@ -1113,7 +1171,7 @@ impl Shipper {
                 dead,
                 skipped,
             }) => {
-                self.breaker.on_success();
+                self.succeeded(now);
                 self.backoff.reset();
                 self.state.connected.store(true, Ordering::Relaxed);
                 let batch = &mut self.queue[index];
@@ -1168,7 +1226,7 @@ impl Shipper {
                     self.queue[index] = rebuilt;
                 }
                 // Redis answered: the breaker must not stay half-open waiting for a probe.
-                self.breaker.on_success();
+                self.succeeded(now);
                 self.recovering = true;
             }
             Ok(Outcome::Stopped { error, .. }) => {
@@ -1189,6 +1247,19 @@ impl Shipper {
                 self.failed(now, &error);
             }
         }
+    }
+
+    /// Sentinel announced a new master: reconnect to it as soon as the batches in flight on
+    /// the old connection have answered (they fail, or land on a master that is still
+    /// writable; the guard keeps order either way), without waiting for a retry delay or the
+    /// breaker's cool-down.
+    fn promoted(&mut self) {
+        self.connection = None;
+        self.state.connected.store(false, Ordering::Relaxed);
+        self.backoff.reset();
+        self.recovering = true;
+        self.retry_at = None;
+        self.breaker.probe_now(Instant::now());
     }
 
     fn producer_of(&self, index: usize) -> String {
@@ -1221,15 +1292,48 @@ impl Shipper {
         }
     }
 
+    /// Redis handled a batch: closes the breaker, and says so if it was open.
+    fn succeeded(&mut self, now: Instant) {
+        if let Transition::Closed(after) = self.breaker.on_success(now) {
+            tracing::info!(
+                stream = %self.settings.keys.stream,
+                paused_ms = after.as_millis() as u64,
+                "circuit breaker closed: shipping resumed after {after:.1?}"
+            );
+        }
+    }
+
     fn failed(&mut self, now: Instant, error: &AttemptError) {
-        tracing::warn!(%error, "batch failed; will retry");
+        // One line per failure while shipping; while the breaker is open (a server away for
+        // long), only its transitions reach the default log level.
+        if self.breaker.state(now) == BreakerState::Closed {
+            tracing::warn!(%error, "batch failed; will retry");
+        } else {
+            tracing::debug!(%error, "batch failed; will retry");
+        }
         self.state.batches_failed.fetch_add(1, Ordering::Relaxed);
         self.state.set_error(error.to_string());
         if error.breaks_connection() {
             self.connection = None;
             self.state.connected.store(false, Ordering::Relaxed);
         }
-        self.breaker.on_failure(now);
+        match self.breaker.on_failure(now) {
+            Transition::Opened(cool_down) => tracing::warn!(
+                stream = %self.settings.keys.stream,
+                %error,
+                "circuit breaker opened after {} consecutive failures: shipping paused, events \
+                 wait in the ring{}; next probe in {cool_down:?}, or as soon as a new \
+                 connection's handshake succeeds",
+                self.config.breaker_threshold,
+                if self.journal.is_some() { " and the journal" } else { "" },
+            ),
+            Transition::Reopened(cool_down) => tracing::warn!(
+                stream = %self.settings.keys.stream,
+                %error,
+                "circuit breaker probe failed; next probe in {cool_down:?}"
+            ),
+            Transition::None | Transition::Closed(_) => {}
+        }
         self.recovering = true;
         self.retry_at = Some(now + self.backoff.next_delay());
     }

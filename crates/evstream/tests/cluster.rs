@@ -27,8 +27,6 @@ fn config(url: &str, partitions: u16) -> Config {
         .set_capacity(65_536)
         .set_slot_bytes(256);
     config.ship.max_len = 0;
-    config.ship.retry_max_ms = 200;
-    config.ship.breaker_cool_down_ms = 500;
     config.consume.block_ms = 100;
     config.consume.min_idle_ms = 2_000;
     config
@@ -66,15 +64,27 @@ fn publish_orders(publisher: &Publisher, total: u64, pause: Option<Duration>) ->
     refused
 }
 
-/// Reads every partition from the primary holding it: the audit of all of them, and per
-/// correlation id, the partitions it was found in and whether its events were in order.
-fn audit_partitions(cluster: &ClusterSet, config: &Config) -> (Audit, BTreeMap<u64, Vec<usize>>) {
+/// What [`audit_partitions`] found.
+struct Found {
+    audit: Audit,
+    /// Per correlation id, the partitions it was found in.
+    partitions_of: BTreeMap<u64, Vec<usize>>,
+    /// Per partition, the longest time between two consecutive entries (by their ids).
+    longest_gap: Vec<Duration>,
+}
+
+/// Reads every partition from the primary holding it: the audit of all of them, per
+/// correlation id the partitions it was found in and whether its events were in order, and
+/// each partition's longest gap between appends.
+fn audit_partitions(cluster: &ClusterSet, config: &Config) -> Found {
     let mut total = Audit::default();
+    let mut longest_gap = Vec::new();
     let mut found_in: BTreeMap<u64, HashSet<usize>> = BTreeMap::new();
     let mut misordered = 0;
     for (index, key) in config.redis.stream_keys().iter().enumerate() {
         let url = cluster.primary_for(key).unwrap().url();
         let mut next: HashMap<u64, u64> = HashMap::new();
+        let (mut last_ms, mut gap) = (None::<u64>, 0);
         let audit = block_on(async {
             let mut connection = redis::Client::open(url.as_str())
                 .unwrap()
@@ -82,6 +92,11 @@ fn audit_partitions(cluster: &ClusterSet, config: &Config) -> (Audit, BTreeMap<u
                 .await
                 .unwrap();
             audit_stream(&mut connection, key, 5000, |entry: &StreamId, data| {
+                let ms = entry.id.split('-').next().and_then(|ms| ms.parse().ok());
+                if let (Some(last), Some(ms)) = (last_ms, ms) {
+                    gap = gap.max(ms - last);
+                }
+                last_ms = ms.or(last_ms);
                 let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else {
                     return false;
                 };
@@ -100,13 +115,18 @@ fn audit_partitions(cluster: &ClusterSet, config: &Config) -> (Audit, BTreeMap<u
             .unwrap()
         });
         total.add_partition(audit);
+        longest_gap.push(Duration::from_millis(gap));
     }
     assert_eq!(misordered, 0, "each correlation's events in publish order");
-    let found_in = found_in
+    let partitions_of = found_in
         .into_iter()
         .map(|(c, parts)| (c, parts.into_iter().collect()))
         .collect();
-    (total, found_in)
+    Found {
+        audit: total,
+        partitions_of,
+        longest_gap,
+    }
 }
 
 fn assert_exactly_once(audit: &Audit, total: u64) {
@@ -149,7 +169,11 @@ fn a_partitioned_stream_spreads_over_the_cluster_exactly_once_in_order() {
         "{report:?}"
     );
 
-    let (audit, found_in) = audit_partitions(&cluster, &config);
+    let Found {
+        audit,
+        partitions_of: found_in,
+        ..
+    } = audit_partitions(&cluster, &config);
     assert_exactly_once(&audit, total);
     assert_eq!(found_in.len() as u64, CORRELATIONS);
     assert!(
@@ -188,8 +212,12 @@ impl Handler for Applied {
     }
 }
 
+/// Issue 8 and issue 18, on the default settings: a primary killed while publishing and
+/// consuming loses and repeats nothing; its partition resumes within a second or two of the
+/// replica's promotion (a fixed 30 s breaker cool-down decided it before issue 18), and the
+/// partitions on the surviving primaries pause at most while the cluster is marked failed.
 #[test]
-fn a_cluster_primary_killed_while_publishing_and_consuming_loses_and_repeats_nothing() {
+fn issue_18_a_cluster_primary_killed_on_the_defaults_costs_seconds_and_loses_nothing() {
     let mut cluster = ClusterSet::start().unwrap();
     let journal = tempfile::tempdir().unwrap();
     let mut config = config(&cluster.url(), 6);
@@ -235,6 +263,13 @@ fn a_cluster_primary_killed_while_publishing_and_consuming_loses_and_repeats_not
         .position(|s| s.port() == cluster.primary_for(&key).unwrap().port())
         .unwrap();
     let processed_at_kill = stats.snapshot().processed;
+    let victim_port = cluster.servers[victim].port();
+    let on_victim: Vec<bool> = config
+        .redis
+        .stream_keys()
+        .iter()
+        .map(|key| cluster.primary_for(key).unwrap().port() == victim_port)
+        .collect();
     cluster.servers[victim].kill().unwrap();
     let killed = Instant::now();
     let promoted = loop {
@@ -266,7 +301,7 @@ fn a_cluster_primary_killed_while_publishing_and_consuming_loses_and_repeats_not
         if length(promoted) > before {
             break killed.elapsed();
         }
-        thread::sleep(Duration::from_millis(10));
+        thread::sleep(Duration::from_millis(5));
     };
     let refused = producer.join().unwrap();
     drop(publisher);
@@ -280,9 +315,36 @@ fn a_cluster_primary_killed_while_publishing_and_consuming_loses_and_repeats_not
     assert_eq!(refused, 0, "the rings and journals absorbed the failover");
     assert_eq!((report.undelivered, report.journaled), (0, 0), "{report:?}");
 
-    let (audit, found_in) = audit_partitions(&cluster, &config);
+    let Found {
+        audit,
+        partitions_of,
+        longest_gap,
+    } = audit_partitions(&cluster, &config);
+    eprintln!("longest gap between appends per partition: {longest_gap:?} (on the killed primary: {on_victim:?})");
     assert_exactly_once(&audit, total);
-    assert!(found_in.values().all(|parts| parts.len() == 1));
+    assert!(partitions_of.values().all(|parts| parts.len() == 1));
+    // Target: appends within 1 s of the promotion (measured: BENCHMARKS.md); the bounds leave
+    // room for a loaded CI machine.
+    let after_promotion = resumed.saturating_sub(promoted_after);
+    assert!(
+        after_promotion < Duration::from_secs(3),
+        "appends to {key} resumed {after_promotion:?} after the promotion (target 1 s)"
+    );
+    for (partition, gap) in longest_gap.iter().enumerate() {
+        let bound = if on_victim[partition] {
+            promoted_after + Duration::from_secs(3)
+        } else {
+            // Surviving primaries answer CLUSTERDOWN while the cluster is marked failed
+            // (cluster-require-full-coverage yes, Redis's default): from the failure's
+            // detection to the promotion, at most.
+            promoted_after + Duration::from_secs(2)
+        };
+        assert!(
+            *gap < bound,
+            "partition {partition} went {gap:?} without an append (promotion after \
+             {promoted_after:?})"
+        );
+    }
 
     // The consumers kept processing every partition through the failover: each event's
     // effect applied exactly once, nothing pending, nothing unread.

@@ -10,7 +10,7 @@ use evstream::audit::{audit_stream, Audit};
 use evstream::config::{AppendMode, Config, RingConfig};
 use evstream::publish::{self, Publisher};
 use evstream::{ship, PublishError};
-use evstream_testkit::{FaultProxy, RedisServer, SentinelSet};
+use evstream_testkit::{FaultProxy, RedisServer, Reply, SentinelSet};
 use redis::streams::StreamId;
 use redis::Value;
 use serde::Serialize;
@@ -667,15 +667,21 @@ fn strict_mode_dead_letters_unknown_event_types() {
     });
 }
 
-/// Issue 8: Redis Sentinel. While 20,000 events/s are published, the primary is killed with
-/// SIGKILL; the sentinels promote the replica, the shipper finds it through them, and with
-/// `min_replicas_ack = 1` nothing acknowledged is lost and nothing is appended twice.
+/// Issue 8 and issue 18: Redis Sentinel, on the default settings. While 20,000 events/s are
+/// published, the primary is killed with SIGKILL. The sentinels wait 3 s before they fail
+/// over, so the shipper's circuit breaker opens first (the case that cost 30 s: a fixed
+/// cool-down decided when the new master was tried); appends must resume within a second or
+/// two of the promotion, and with `min_replicas_ack = 1` nothing acknowledged is lost and
+/// nothing is appended twice.
 #[test]
-fn a_sentinel_failover_while_publishing_loses_nothing_and_duplicates_nothing() {
+fn issue_18_a_sentinel_failover_on_the_defaults_resumes_within_a_second_of_the_promotion() {
     // Two replicas: the promoted one still has one to confirm `WAIT 1`.
     let mut set = SentinelSet::start_with(2).unwrap();
+    set.set_down_after(3000).unwrap();
     let journal = tempfile::tempdir().unwrap();
-    let mut config = config(&set.url(), "events");
+    // The defaults, but for the Sentinel URL and what the deployment docs ask for.
+    let mut config = Config::default();
+    config.redis.url = set.url();
     config.ship.min_replicas_ack = 1;
     config.ship.journal_dir = Some(journal.path().to_owned());
     let (publisher, receiver) = publish::channel(&config).unwrap();
@@ -693,32 +699,55 @@ fn a_sentinel_failover_while_publishing_loses_nothing_and_duplicates_nothing() {
     let old_port = set.master_port().unwrap();
     set.master().unwrap().kill().unwrap();
     let killed = Instant::now();
-    // Appends resume when the shipped count moves again (batches in flight at the kill fail).
-    let shipped_at_kill = shipper.health().shipped;
-    thread::sleep(Duration::from_millis(200));
-    let stalled_at = shipper.health().shipped;
-    let mut resumed = None;
-    while killed.elapsed() < Duration::from_secs(60) {
-        if shipper.health().shipped > stalled_at {
-            resumed = Some(killed.elapsed());
-            break;
+    // Promotion: the moment a replica answers ROLE as a master. Meanwhile the breaker opens.
+    let mut breaker_opened = false;
+    let (new_port, promoted) = loop {
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "no promotion in 30 s"
+        );
+        breaker_opened |= shipper.health().breaker == ship::BreakerState::Open;
+        let promoted = set
+            .servers
+            .iter()
+            .filter(|s| s.port() != old_port)
+            .find(|s| {
+                matches!(s.command(&["ROLE"]), Ok(Reply::Array(Some(role)))
+                if matches!(role.first(), Some(Reply::Bulk(Some(r))) if r == b"master"))
+            });
+        if let Some(server) = promoted {
+            break (server.port(), Instant::now());
         }
-        thread::sleep(Duration::from_millis(10));
-    }
-    let resumed = resumed.expect("appends resumed within 60 s of the kill");
+        thread::sleep(Duration::from_millis(5));
+    };
+    assert!(
+        breaker_opened,
+        "the breaker opened before the promotion ({:?} after the kill); the test's premise",
+        promoted - killed
+    );
+    let shipped_at_promotion = shipper.health().shipped;
+    let resumed = loop {
+        assert!(
+            promoted.elapsed() < Duration::from_secs(60),
+            "appends did not resume within 60 s of the promotion"
+        );
+        if shipper.health().shipped > shipped_at_promotion {
+            break promoted.elapsed();
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
     let refused = producer.join().unwrap();
     let report = shipper.shutdown(Duration::from_secs(60));
-    let new_port = set.master_port().unwrap();
     eprintln!(
-        "failover: primary {old_port} killed; appends resumed on {new_port} after {resumed:?} \
-         (shipped {shipped_at_kill} at the kill)"
+        "failover: primary {old_port} killed; {new_port} promoted after {:?}; appends resumed \
+         {resumed:?} after the promotion",
+        promoted - killed
     );
-    assert_ne!(old_port, new_port, "the sentinels promoted the replica");
-    // The target is 10 s (measured: under 3 s, BENCHMARKS.md); the bound leaves room for a
-    // sentinel election retried once on a loaded machine.
+    // Target: within 1 s of the promotion (measured: BENCHMARKS.md); the bound leaves room
+    // for a loaded CI machine. Before issue 18 it was the breaker's 30 s cool-down.
     assert!(
-        resumed < Duration::from_secs(15),
-        "appends resumed {resumed:?} after the kill (target 10 s)"
+        resumed < Duration::from_secs(3),
+        "appends resumed {resumed:?} after the promotion (target 1 s)"
     );
     assert_eq!(refused, 0, "the ring and the journal absorbed the failover");
     assert_eq!((report.undelivered, report.journaled), (0, 0), "{report:?}");

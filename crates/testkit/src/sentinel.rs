@@ -121,6 +121,25 @@ impl SentinelSet {
         }
     }
 
+    /// Sets `down-after-milliseconds` on every sentinel: how long the master must be silent
+    /// before a failover starts (1000 at start).
+    pub fn set_down_after(&self, milliseconds: u64) -> io::Result<()> {
+        for sentinel in &self.sentinels {
+            let reply = sentinel_command(
+                sentinel.port,
+                &[
+                    "SENTINEL",
+                    "SET",
+                    MASTER_NAME,
+                    "down-after-milliseconds",
+                    &milliseconds.to_string(),
+                ],
+            )?;
+            expect_ok(reply)?;
+        }
+        Ok(())
+    }
+
     /// The server the sentinels name as the master now.
     pub fn master(&mut self) -> io::Result<&mut RedisServer> {
         let port = self.master_port()?;

@@ -17,13 +17,13 @@ use crate::pipeline::{self, Delivery, Percentiles, Target};
 use crate::report_html::{AppendLatency, LatencyMs, Report as ReportPage, Sample, Sampler};
 
 /// How long shipping may make no progress before the bench gives up with the reason, at
-/// least: an open circuit breaker pauses shipping for `ship.breaker_cool_down_ms`, which a
-/// bench must sit out (see `stall_limit`).
+/// least: an open circuit breaker pauses shipping for up to `ship.breaker_cool_down_max_ms`
+/// (a server that answers but keeps failing), which a bench must sit out (see `stall_limit`).
 const STALL: Duration = Duration::from_secs(30);
 
 /// `STALL`, or longer when the breaker's cool-down plus a retry is longer.
 fn stall_limit(config: &Config) -> Duration {
-    let cool_down = Duration::from_millis(config.ship.breaker_cool_down_ms)
+    let cool_down = Duration::from_millis(config.ship.breaker_cool_down_max_ms)
         + Duration::from_millis(config.ship.retry_max_ms + config.ship.timeout_ms);
     STALL.max(cool_down + Duration::from_secs(10))
 }

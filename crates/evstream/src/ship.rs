@@ -140,7 +140,8 @@ pub fn spawn(config: &Config, receiver: Receiver) -> Result<ShipperHandle, ShipE
             schemas.clone(),
         );
         (shipper.journal, shipper.replays) = journals;
-        shipper.partitioned = partitioned;
+        shipper.partitioned_cluster =
+            partitioned && matches!(shipper.client, crate::config::Connector::Cluster { .. });
         shipper.publish_state(Instant::now());
         shippers.push(shipper);
         states.push(state);
@@ -590,8 +591,9 @@ struct Shipper {
     breaker: Breaker,
     /// Sentinel's promotion announcements (started with the loop, inside its runtime).
     failovers: Option<FailoverWatch>,
-    /// Whether this lane is one of several partitions (for the server's risk checks).
-    partitioned: bool,
+    /// Whether this lane is one of several partitions on a Redis Cluster (for the server's
+    /// risk checks).
+    partitioned_cluster: bool,
     /// The server's risky settings were checked (once, at the first connection).
     server_checked: bool,
     /// Whether an ops loop looks after the stream.
@@ -643,7 +645,7 @@ impl Shipper {
             replays: VecDeque::new(),
             connection: None,
             failovers: None,
-            partitioned: false,
+            partitioned_cluster: false,
             server_checked: false,
             ops: risks::OpsWatch::new(&settings.keys.stream),
             retry_at: None,
@@ -1014,8 +1016,8 @@ impl Shipper {
                 self.breaker.probe_now(Instant::now());
                 if !self.server_checked {
                     self.server_checked = true;
-                    risks::warn_about_server(&mut connection, self.partitioned, self.timeout())
-                        .await;
+                    let cluster = self.partitioned_cluster;
+                    risks::warn_about_server(&mut connection, cluster, self.timeout()).await;
                 }
                 if self.config.validation != crate::config::Validation::Off
                     && self.config.schemas_dir.is_none()

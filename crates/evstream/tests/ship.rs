@@ -146,6 +146,34 @@ fn audit_ticks(url: &str, stream: &str) -> (Audit, u64) {
     })
 }
 
+/// The longest time between two consecutive entries of `stream`, by their ids.
+fn longest_gap(url: &str, stream: &str) -> Duration {
+    block_on(async {
+        let mut connection = connect(url).await;
+        let (mut start, mut last, mut gap) = ("-".to_owned(), None::<u64>, 0);
+        loop {
+            let page: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+                .arg(stream)
+                .arg(&start)
+                .arg("+")
+                .arg("COUNT")
+                .arg(10_000)
+                .query_async(&mut connection)
+                .await
+                .unwrap();
+            let Some(end) = page.ids.last() else {
+                break Duration::from_millis(gap);
+            };
+            for entry in &page.ids {
+                let ms: u64 = entry.id.split('-').next().unwrap().parse().unwrap();
+                gap = gap.max(ms - last.unwrap_or(ms));
+                last = Some(ms);
+            }
+            start = format!("({}", end.id);
+        }
+    })
+}
+
 fn assert_exactly_once(audit: &Audit, misordered: u64, expected: u64) {
     assert_eq!(audit.entries, expected, "{audit:?}");
     assert_eq!(audit.duplicates, 0, "{audit:?}");
@@ -677,7 +705,12 @@ fn strict_mode_dead_letters_unknown_event_types() {
 fn issue_18_a_sentinel_failover_on_the_defaults_resumes_within_a_second_of_the_promotion() {
     // Two replicas: the promoted one still has one to confirm `WAIT 1`.
     let mut set = SentinelSet::start_with(2).unwrap();
-    set.set_down_after(3000).unwrap();
+    // 3 s unless scripts/bench-failover.sh asks for the deployment docs' 1 s.
+    let down_after: u64 = std::env::var("EVSTREAM_TEST_DOWN_AFTER_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or(3000);
+    set.set_down_after(down_after).unwrap();
     let journal = tempfile::tempdir().unwrap();
     // The defaults, but for the Sentinel URL and what the deployment docs ask for.
     let mut config = Config::default();
@@ -721,7 +754,7 @@ fn issue_18_a_sentinel_failover_on_the_defaults_resumes_within_a_second_of_the_p
         thread::sleep(Duration::from_millis(5));
     };
     assert!(
-        breaker_opened,
+        breaker_opened || down_after < 3000,
         "the breaker opened before the promotion ({:?} after the kill); the test's premise",
         promoted - killed
     );
@@ -753,6 +786,12 @@ fn issue_18_a_sentinel_failover_on_the_defaults_resumes_within_a_second_of_the_p
     assert_eq!((report.undelivered, report.journaled), (0, 0), "{report:?}");
     let url = format!("redis://127.0.0.1:{new_port}");
     let (audit, misordered) = audit_ticks(&url, "events");
+    eprintln!(
+        "longest gap between appends: {:?}; {} entries, {} duplicates",
+        longest_gap(&url, "events"),
+        audit.entries,
+        audit.duplicates
+    );
     assert_exactly_once(&audit, misordered, total);
 }
 

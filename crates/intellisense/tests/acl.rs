@@ -12,7 +12,7 @@ use evstream::ops::OpsLoop;
 use evstream::publish::{self, OrderCreated, OrderFilled, Side};
 use evstream::ship;
 use evstream_intellisense::{IntelliSense, IntelliSenseConfig};
-use evstream_testkit::RedisServer;
+use evstream_testkit::{RedisServer, Reply};
 
 /// `ACL SETUSER` arguments per role, for the stream `events` (docs/security.md).
 const PUBLISHER: &[&str] = &[
@@ -41,6 +41,7 @@ const PUBLISHER: &[&str] = &[
     "~events:hwm:*",
     "~events:evstream-parked",
     "~events:dlq:evstream-parked",
+    "%R~events:ops",
 ];
 /// The publisher of `ship.append = "script"`: no `RENAME`, no `DEL`, no transaction.
 const PUBLISHER_SCRIPT: &[&str] = &[
@@ -61,6 +62,7 @@ const PUBLISHER_SCRIPT: &[&str] = &[
     "~events",
     "~events:dlq",
     "~events:hwm:*",
+    "%R~events:ops",
 ];
 const CONSUMER: &[&str] = &[
     "consumer",
@@ -113,6 +115,7 @@ const OPS: &[&str] = &[
     "+xgroup|delconsumer",
     "~events",
     "~events:dlq",
+    "(+set ~events:ops)",
 ];
 
 fn url(redis: &RedisServer, user: &str, password: &str) -> String {
@@ -260,7 +263,23 @@ fn every_role_works_with_exactly_its_rules() {
     assert!(snapshot.redis_up, "{:?}", snapshot.last_error);
     assert_eq!(snapshot.maintenance_error, None);
     assert!(snapshot.trimmed_retention > 0, "{snapshot:?}");
-    for forbidden in [&["XADD", "events", "*", "k", "v"][..], &["DEL", "events"]] {
+    // Its heartbeat, which the publishers may read (issue 18: no ops loop is said aloud).
+    assert!(
+        matches!(redis.command(&["GET", "events:ops"]).unwrap(), Reply::Bulk(Some(_))),
+        "the ops loop's heartbeat"
+    );
+    for publisher in [
+        ("publisher", "publisher-secret-1"),
+        ("publisher-script", "publisher-secret-2"),
+    ] {
+        let error = refused(&redis, publisher.0, publisher.1, &["GET", "events:ops"]);
+        assert_eq!(error, None, "{} reads the heartbeat", publisher.0);
+    }
+    for forbidden in [
+        &["XADD", "events", "*", "k", "v"][..],
+        &["DEL", "events"],
+        &["SET", "events", "x"],
+    ] {
         let error = refused(&redis, "ops", "ops-secret-1", forbidden);
         assert!(
             error

@@ -265,7 +265,10 @@ fn every_role_works_with_exactly_its_rules() {
     assert!(snapshot.trimmed_retention > 0, "{snapshot:?}");
     // Its heartbeat, which the publishers may read (issue 18: no ops loop is said aloud).
     assert!(
-        matches!(redis.command(&["GET", "events:ops"]).unwrap(), Reply::Bulk(Some(_))),
+        matches!(
+            redis.command(&["GET", "events:ops"]).unwrap(),
+            Reply::Bulk(Some(_))
+        ),
         "the ops loop's heartbeat"
     );
     for publisher in [

@@ -223,7 +223,11 @@ mod tests {
         config.redis.url = "redis://127.0.0.1:1".to_owned();
         config.ship.min_replicas_ack = 0;
         let single = config.redis.connector().unwrap();
-        assert_eq!(warn_about_config(&config, &single), [], "one server: no failover");
+        assert_eq!(
+            warn_about_config(&config, &single),
+            [],
+            "one server: no failover"
+        );
     }
 
     #[test]

@@ -271,13 +271,13 @@ fn every_role_works_with_exactly_its_rules() {
         ),
         "the ops loop's heartbeat"
     );
-    for publisher in [
-        ("publisher", "publisher-secret-1"),
-        ("publisher-script", "publisher-secret-2"),
-    ] {
-        let error = refused(&redis, publisher.0, publisher.1, &["GET", "events:ops"]);
-        assert_eq!(error, None, "{} reads the heartbeat", publisher.0);
-    }
+    let error = refused(
+        &redis,
+        "publisher",
+        "publisher-secret-1",
+        &["GET", "events:ops"],
+    );
+    assert_eq!(error, None, "the publisher reads the heartbeat");
     for forbidden in [
         &["XADD", "events", "*", "k", "v"][..],
         &["DEL", "events"],

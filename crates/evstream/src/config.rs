@@ -32,7 +32,7 @@
 //! retry_max_ms = 1000       # longest retry delay
 //! breaker_threshold = 10    # consecutive failures that open the circuit breaker
 //! breaker_cool_down_ms = 250        # first cool-down; doubles per failed probe
-//! breaker_cool_down_max_ms = 30000  # longest cool-down
+//! breaker_cool_down_max_ms = 2000   # longest cool-down
 //! dedupe_ttl_s = 604800     # how long a producer's high-water mark is kept (7 days)
 //! shutdown_timeout_ms = 5000
 //! journal_dir = "/var/lib/evstream/journal"  # spill journal; default: none (see below)
@@ -1150,7 +1150,10 @@ pub struct ShipConfig {
     /// promotion: it only holds batches back from a server that answers but keeps failing.
     /// Default 250.
     pub breaker_cool_down_ms: u64,
-    /// Longest cool-down of the breaker, in milliseconds. Default 30000.
+    /// Longest cool-down of the breaker, in milliseconds. Default 2000: a server that answers
+    /// but keeps failing gets one probe batch every 2 s at most, and once it recovers,
+    /// shipping resumes within 2 s. (A longer cool-down protects the server no better: the
+    /// probe is one batch.)
     pub breaker_cool_down_max_ms: u64,
     /// Lifetime of a producer's high-water mark in Redis (the no-duplicate state), in seconds,
     /// refreshed by every batch. It must exceed the longest time a batch can wait for a
@@ -1229,7 +1232,7 @@ impl Default for ShipConfig {
             retry_max_ms: 1000,
             breaker_threshold: 10,
             breaker_cool_down_ms: 250,
-            breaker_cool_down_max_ms: 30_000,
+            breaker_cool_down_max_ms: 2_000,
             dedupe_ttl_s: 7 * 24 * 3600,
             shutdown_timeout_ms: 5000,
             journal_dir: None,

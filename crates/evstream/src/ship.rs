@@ -1261,7 +1261,7 @@ impl Shipper {
         self.backoff.reset();
         self.recovering = true;
         self.retry_at = None;
-        self.breaker.probe_now(Instant::now());
+        self.breaker.new_server(Instant::now());
     }
 
     fn producer_of(&self, index: usize) -> String {

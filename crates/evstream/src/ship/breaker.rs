@@ -98,6 +98,13 @@ impl Breaker {
         }
     }
 
+    /// A new server (a promoted replica): what the old one's failures taught about its
+    /// health does not apply. Probe now, and start the cool-down from its first value.
+    pub(crate) fn new_server(&mut self, now: Instant) {
+        self.probe_now(now);
+        self.cool_down = self.first_cool_down;
+    }
+
     pub(crate) fn on_success(&mut self, now: Instant) -> Transition {
         self.consecutive_failures = 0;
         self.cool_down = self.first_cool_down;
@@ -199,6 +206,22 @@ mod tests {
         assert!(breaker.allow(promoted), "the probe goes now");
         breaker.probe_now(promoted);
         assert!(!breaker.allow(promoted), "still one probe at a time");
+        let mut grown = Breaker::new(1, 250 * MS, 8_000 * MS);
+        grown.on_failure(t0);
+        for minute in 1..=4 {
+            let probe = t0 + minute * 60_000 * MS;
+            assert!(grown.allow(probe));
+            grown.on_failure(probe);
+        }
+        assert_eq!(grown.cool_down, 8_000 * MS);
+        let promoted = t0 + 300_000 * MS;
+        grown.new_server(promoted);
+        assert!(grown.allow(promoted), "a promoted server is probed at once");
+        assert_eq!(
+            grown.on_failure(promoted),
+            Transition::Reopened(250 * MS),
+            "and its cool-down starts afresh"
+        );
         let mut closed = Breaker::new(1, 250 * MS, 1_000 * MS);
         closed.probe_now(t0);
         assert_eq!(

@@ -35,8 +35,45 @@ fn main() -> ExitCode {
             {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("evstream: error: {error:#}");
+            eprintln!("evstream: error: {}", causes(&error));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The error and its causes, each printed once. `{:#}` prints every error of the chain, but
+/// many errors (evstream's own, whose messages the C ABI and logs show alone, and redis-rs's
+/// I/O errors) already include their cause in their message *and* return it as `source()`:
+/// "Connection refused (os error 111): Connection refused (os error 111)". A cause whose text
+/// was printed already is left out.
+fn causes(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if cause.is_empty() || text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::causes;
+
+    #[test]
+    fn each_cause_is_printed_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let error = anyhow::Error::new(io)
+            .context(format!(
+                "{}",
+                std::io::Error::from(std::io::ErrorKind::ConnectionRefused)
+            ))
+            .context("cannot connect");
+        assert_eq!(causes(&error), "cannot connect: connection refused");
     }
 }

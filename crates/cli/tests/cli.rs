@@ -340,3 +340,55 @@ fn the_demo_runs_on_a_cluster_over_six_partitions() {
         assert!(length > 0, "{key} is empty");
     }
 }
+
+/// Issue 18, item 8: a TOML error in the configuration file never prints the password it
+/// quotes, and no cause is printed twice.
+#[test]
+fn issue_18_a_toml_error_does_not_print_the_password_or_repeat_its_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("evstream.toml");
+    std::fs::write(
+        &path,
+        "[redis]\nurl = \"redis://:hunter2@127.0.0.1:6379\" x\n",
+    )
+    .unwrap();
+    let output = evstream()
+        .arg("--config")
+        .arg(&path)
+        .arg("status")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("hunter2"),
+        "the password is printed: {stderr}"
+    );
+    assert!(stderr.contains("line 2"), "says where: {stderr}");
+    assert_eq!(
+        stderr.matches("expected").count(),
+        1,
+        "the parser's complaint once: {stderr}"
+    );
+}
+
+/// Issue 18, item 8: an unreachable Redis prints the operating system's error once.
+#[test]
+fn issue_18_a_refused_connection_prints_its_cause_once() {
+    let port = evstream_testkit::free_port().unwrap();
+    let output = evstream()
+        .args([
+            "--redis-url",
+            &format!("redis://127.0.0.1:{port}"),
+            "status",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert_eq!(
+        stderr.matches("Connection refused").count(),
+        1,
+        "the cause once: {stderr}"
+    );
+}

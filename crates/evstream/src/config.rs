@@ -119,10 +119,8 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        let config: Self = toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_owned(),
-            source,
-        })?;
+        let config: Self =
+            toml::from_str(&text).map_err(|error| parse_error(path, &text, &error))?;
         config.validate()?;
         Ok(config)
     }
@@ -1639,8 +1637,84 @@ impl ProducerConfig {
     }
 }
 
+/// A TOML error, rebuilt from its position and message: the parser's own text quotes the
+/// offending line, which may hold a password (`url = "redis://:secret@…"`), and is never
+/// printed. Whatever the message quotes itself has URL passwords masked.
+fn parse_error(path: &Path, text: &str, error: &toml::de::Error) -> ConfigError {
+    let (line, column) = error.span().map_or((0, 0), |span| {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |n| n + 1) + 1;
+        (line, column)
+    });
+    ConfigError::Parse {
+        path: path.to_owned(),
+        line,
+        column,
+        message: redact_urls(error.message().trim_end()),
+    }
+}
+
+/// Masks the password of every `scheme://user:password@host` URL in `text`.
+pub(crate) fn redact_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(scheme) = rest.find("://") {
+        let (head, tail) = rest.split_at(scheme + 3);
+        out.push_str(head);
+        let authority_end = tail
+            .find(|c: char| c.is_whitespace() || "\"'`/?#".contains(c))
+            .unwrap_or(tail.len());
+        let authority = &tail[..authority_end];
+        match authority.rfind('@') {
+            Some(at) => {
+                let userinfo = &authority[..at];
+                match userinfo.find(':') {
+                    Some(colon) => {
+                        out.push_str(&userinfo[..colon]);
+                        out.push_str(":***");
+                    }
+                    None => out.push_str(userinfo),
+                }
+                out.push_str(&authority[at..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[authority_end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn issue_18_url_passwords_are_masked_in_messages() {
+        assert_eq!(
+            redact_urls(r#"string "redis://:hunter2@h:6379/0", expected x"#),
+            r#"string "redis://:***@h:6379/0", expected x"#
+        );
+        assert_eq!(
+            redact_urls("rediss://u:p@a and redis+sentinel://v:q@b,c/m"),
+            "rediss://u:***@a and redis+sentinel://v:***@b,c/m"
+        );
+        assert_eq!(redact_urls("redis://h:6379 ok"), "redis://h:6379 ok");
+    }
+
+    #[test]
+    fn issue_18_a_toml_error_never_quotes_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.toml");
+        std::fs::write(&path, "[redis]\nurl = \"redis://:hunter2@h\" x\n").unwrap();
+        let error = Config::from_file(&path).unwrap_err();
+        let text = error.to_string();
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("line 2, column"), "{text}");
+        std::fs::write(&path, "[ship]\nbatch_max = \"redis://:hunter2@h\"\n").unwrap();
+        let text = Config::from_file(&path).unwrap_err().to_string();
+        assert!(!text.contains("hunter2"), "{text}");
+    }
     use super::*;
 
     fn sentinel_target(url: &str) -> Result<SentinelTarget, String> {

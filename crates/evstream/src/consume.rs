@@ -733,32 +733,52 @@ impl<H: Handler> Consumer<H> {
         cmd
     }
 
-    /// Sets each entry's delivery count from `XPENDING` (one call for the batch); an entry
-    /// not found there (acknowledged meanwhile) gets `at_least`.
+    /// Sets each entry's delivery count from `XPENDING`; an entry not found there
+    /// (acknowledged meanwhile) gets `at_least`.
+    ///
+    /// One call covers the batch's id range, with room, but this consumer's own pending
+    /// entries between the first and the last that are not in the batch (failures waiting
+    /// for a retry, fresh ones `XAUTOCLAIM` stepped over) come back too, and there may be any
+    /// number of them: a page that came back full is followed by another, from the first
+    /// entry of the batch past it, until every entry is found or the range is exhausted. A
+    /// count read short would let a poison entry escape `max_deliveries` (issue 18).
     async fn fill_deliveries(
         &self,
         writer: &mut MultiplexedConnection,
         entries: &mut [RawEntry],
         at_least: u64,
     ) -> Result<(), RedisError> {
-        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+        let Some(last) = entries.last().map(|e| e.id.clone()) else {
             return Ok(());
         };
-        // Own pending entries between the first and the last that are not in this batch
-        // (failures waiting for a retry) also come back; ask for room for them.
-        let reply: Value = redis::cmd("XPENDING")
-            .arg(&self.keys.stream)
-            .arg(&self.config.group)
-            .arg(&first.id)
-            .arg(&last.id)
-            .arg(entries.len() * 4 + 64)
-            .arg(&self.name)
-            .query_async(writer)
-            .await?;
-        let counts: std::collections::HashMap<String, u64> = decode::pending_reply(reply)
-            .map_err(shape_error)?
-            .into_iter()
-            .collect();
+        let page = entries.len() * 4 + 64;
+        let mut counts: std::collections::HashMap<String, u64> =
+            std::collections::HashMap::with_capacity(entries.len());
+        // Entries before `next` are settled: found, or not pending.
+        let mut next = 0;
+        while let Some(start) = entries.get(next) {
+            let reply: Value = redis::cmd("XPENDING")
+                .arg(&self.keys.stream)
+                .arg(&self.config.group)
+                .arg(&start.id)
+                .arg(&last)
+                .arg(page)
+                .arg(&self.name)
+                .query_async(writer)
+                .await?;
+            let rows = decode::pending_reply(reply).map_err(shape_error)?;
+            let full = rows.len() >= page;
+            let reached = rows.last().map(|(id, _)| decode::parse_id(id));
+            counts.extend(rows);
+            match reached {
+                Some(Some(reached)) if full => {
+                    next += entries[next..].partition_point(|e| {
+                        decode::parse_id(&e.id).is_some_and(|id| id <= reached)
+                    });
+                }
+                _ => break,
+            }
+        }
         for entry in entries {
             entry.deliveries = counts
                 .get(&entry.id)

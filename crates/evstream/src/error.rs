@@ -1,4 +1,8 @@
 //! Error types of the `evstream` library.
+//!
+//! A message includes its cause's text (the C ABI and log lines print the message alone), and
+//! the cause is also the error's `source()`, for callers that downcast. Print a chain with each
+//! text once: the `evstream` binary leaves out a cause whose text it printed already.
 
 use std::path::PathBuf;
 
@@ -105,13 +109,19 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The configuration file is not valid TOML for evstream.
-    #[error("invalid configuration file {path}: {source}")]
+    ///
+    /// Not the parser's error itself: its text quotes the offending line, which may hold a
+    /// password. The message is the parser's, with URL passwords masked.
+    #[error("invalid configuration file {path}, line {line}, column {column}: {message}")]
     Parse {
         /// The file.
         path: PathBuf,
-        /// The parser's error, with line and column.
-        #[source]
-        source: toml::de::Error,
+        /// Where the error is (1-based; 0 when the parser gave no position).
+        line: usize,
+        /// The column in that line (1-based, in bytes).
+        column: usize,
+        /// What is wrong, without the line's text.
+        message: String,
     },
     /// The Redis connection settings cannot be used.
     #[error("Redis at {url}: {reason}")]

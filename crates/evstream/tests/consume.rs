@@ -626,3 +626,100 @@ fn an_effect_too_long_for_lua_fails_alone() {
     assert_eq!(keys.len(), 2, "the two other effects applied: {keys:?}");
     assert_eq!(counter(&mut connection, "hset"), 3);
 }
+
+/// Issue 18, item 6: a claimed batch spans more of this consumer's own pending entries than
+/// the `XPENDING` page the consumer asked for; a poison entry at the end of the batch must
+/// still get its true delivery count, and be dead-lettered at exactly `max_deliveries`.
+#[test]
+fn issue_18_a_poison_entry_is_dead_lettered_at_max_deliveries_however_long_the_pending_list() {
+    let server = RedisServer::start().unwrap();
+    let url = server.url();
+    let mut connection = redis::Client::open(url.clone())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(STREAM)
+        .arg("g")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query(&mut connection)
+        .unwrap();
+    // An entry a dead consumer left, long idle; 150 entries pending in c1 (failing, so they
+    // stay pending, and re-read by c1 when it starts, so not idle when it first claims); then
+    // the poison entry, left by the dead consumer after its second delivery, long idle.
+    append_good(&mut connection, 0, 1);
+    read_and_crash(&mut connection, "dead", 1);
+    let mut pipe = redis::pipe();
+    for n in 1..=150 {
+        pipe.xadd(STREAM, "*", &envelope(n, "Tick", "v1", r#"{"fail":true}"#))
+            .ignore();
+    }
+    pipe.query::<()>(&mut connection).unwrap();
+    read_and_crash(&mut connection, "c1", 150);
+    let poison: String = connection
+        .xadd(
+            STREAM,
+            "*",
+            &envelope(151, "Tick", "v1", r#"{"fail":true}"#),
+        )
+        .unwrap();
+    read_and_crash(&mut connection, "dead", 1);
+    let pending: Vec<(String, String)> = redis::cmd("XPENDING")
+        .arg(STREAM)
+        .arg("g")
+        .arg("-")
+        .arg("+")
+        .arg(1000)
+        .arg("dead")
+        .query::<Vec<(String, String, u64, u64)>>(&mut connection)
+        .unwrap()
+        .into_iter()
+        .map(|(id, consumer, _, _)| (id, consumer))
+        .collect();
+    for (id, _) in &pending {
+        let _: redis::Value = redis::cmd("XCLAIM")
+            .arg(STREAM)
+            .arg("g")
+            .arg("dead")
+            .arg(0)
+            .arg(id)
+            .arg("IDLE")
+            .arg(100_000)
+            .arg("RETRYCOUNT")
+            .arg(if *id == poison { 2 } else { 1 })
+            .arg("JUSTID")
+            .query(&mut connection)
+            .unwrap();
+    }
+
+    let mut config = config(&url);
+    // 20 per claim: XAUTOCLAIM looks at up to 200 pending entries, enough to reach the poison
+    // entry past c1's 150, while an XPENDING page of the batch's size (with room) holds 144.
+    config.consume.count = 20;
+    config.consume.min_idle_ms = 1000;
+    let consumer = Consumer::new(&config, "c1", CountingHandler::default()).unwrap();
+    let report = run_until(consumer, |r| r.dead_lettered >= 151)
+        .join()
+        .unwrap();
+    assert_eq!(report.dead_lettered, 151, "{report:?}");
+    let dead: redis::streams::StreamRangeReply = connection.xrange_all("events:dlq").unwrap();
+    let letter = dead
+        .ids
+        .iter()
+        .find(|e| e.get::<String>("dlq_source_id").as_deref() == Some(poison.as_str()))
+        .expect("the poison entry is dead-lettered");
+    assert_eq!(
+        letter.get::<String>("dlq_deliveries").as_deref(),
+        Some("3"),
+        "dead-lettered at exactly max_deliveries: {letter:?}"
+    );
+    for entry in &dead.ids {
+        assert_eq!(
+            entry.get::<String>("dlq_deliveries").as_deref(),
+            Some("3"),
+            "{entry:?}"
+        );
+    }
+}

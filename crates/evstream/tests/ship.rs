@@ -817,3 +817,67 @@ fn the_shipper_names_its_connection_after_its_producer() {
     );
     drop(shipper);
 }
+
+/// Issue 18, item 5: the publisher's ACL tightened while the shipper runs (its unguard may no
+/// longer `SET` the high-water mark, nor its guard park the stream), then granted again. The
+/// stream, its consumer group and the mark survive; nothing is lost, duplicated or counted
+/// before it is appended.
+#[test]
+fn issue_18_an_acl_tightened_while_shipping_loses_and_duplicates_nothing() {
+    let redis = RedisServer::start().unwrap();
+    redis
+        .command(&["ACL", "SETUSER", "pub", "on", ">pw", "~*", "+@all"])
+        .unwrap();
+    redis
+        .command(&["XGROUP", "CREATE", "events", "g", "$", "MKSTREAM"])
+        .unwrap();
+    let url = redis.url().replacen("redis://", "redis://pub:pw@", 1);
+    let mut config = config(&url, "events");
+    config.ship.append = AppendMode::Transaction;
+    config.ship.in_flight = 4;
+    let (publisher, receiver) = publish::channel(&config).unwrap();
+    let shipper = ship::spawn(&config, receiver).unwrap();
+    let publishing = thread::spawn(move || {
+        publish_ticks(&publisher, 1, 30_000, Some(Duration::from_millis(5)));
+    });
+    thread::sleep(Duration::from_millis(300));
+    let before = shipper.health().shipped;
+    redis.command(&["ACL", "SETUSER", "pub", "-set"]).unwrap();
+    thread::sleep(Duration::from_millis(200));
+    let denied = shipper.health();
+    thread::sleep(Duration::from_millis(600));
+    let during = shipper.health();
+    redis.command(&["ACL", "SETUSER", "pub", "+set"]).unwrap();
+    publishing.join().unwrap();
+    let report = shipper.shutdown(Duration::from_secs(30));
+    assert_eq!(
+        (report.shipped, report.undelivered),
+        (30_000, 0),
+        "{report:?}"
+    );
+    let (audit, misordered) = audit_ticks(&redis.url(), "events");
+    assert_exactly_once(&audit, misordered, 30_000);
+    let groups = redis.command(&["XINFO", "GROUPS", "events"]).unwrap();
+    assert!(
+        matches!(&groups, evstream_testkit::Reply::Array(Some(g)) if g.len() == 1),
+        "the group survived: {groups:?}"
+    );
+    let producer = audit.producers.keys().next().unwrap().clone();
+    assert_eq!(
+        redis
+            .command(&["GET", &format!("events:hwm:{producer}")])
+            .unwrap()
+            .as_text()
+            .as_deref(),
+        Some("30000")
+    );
+    assert!(before > 0, "shipping had started: {before}");
+    assert!(
+        during.last_error.is_some() && during.batches_failed > 0,
+        "the failures were reported: {during:?}"
+    );
+    assert_eq!(
+        denied.shipped, during.shipped,
+        "nothing counted while the mark could not move: {denied:?} {during:?}"
+    );
+}

@@ -36,6 +36,7 @@ const PUBLISHER: &[&str] = &[
     "+exists",
     "+rename",
     "+del",
+    "+xdel",
     "~events",
     "~events:dlq",
     "~events:hwm:*",

@@ -449,6 +449,12 @@ pub(crate) fn pending_reply(value: Value) -> Result<Vec<(String, u64)>, ReplySha
         .collect()
 }
 
+/// A stream entry id `<ms>-<seq>` as a pair that orders like the stream.
+pub(crate) fn parse_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -547,5 +553,13 @@ mod tests {
             Value::Int(4),
         ])]);
         assert_eq!(pending_reply(pending).unwrap(), vec![("1-0".to_owned(), 4)]);
+    }
+
+    #[test]
+    fn entry_ids_order_like_the_stream() {
+        assert!(parse_id("9-10") > parse_id("9-9"));
+        assert!(parse_id("10-0") > parse_id("9-99"));
+        assert_eq!(parse_id("1796327889689-0"), Some((1_796_327_889_689, 0)));
+        assert_eq!(parse_id("garbage"), None);
     }
 }

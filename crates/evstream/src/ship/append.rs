@@ -243,7 +243,11 @@ pub(crate) fn build(sha: &str, input: &BatchInput<'_>) -> Cmd {
 /// on one connection (in order), a late `EXEC` of an attempt given up on applies nothing, and
 /// a batch sent after one that failed is refused like the script's gap. When the guard finds
 /// the mark inside the batch (a retry after part of it was acknowledged to someone else's
-/// attempt), the rest is sent again from there. The same guarantees as the script (no
+/// attempt), the rest is sent again from there. An ACL tightened while shippers run can make
+/// either script fail on its own, so every reply of the `EXEC` is read: the unguard moves the
+/// mark only from the value the guard checked (never back), a parked key is never overwritten,
+/// and an attempt whose unguard does not confirm the move has its entries deleted again and
+/// fails (see `guard.lua`, `unguard.lua`). The same guarantees as the script (no
 /// duplicate, each producer's order kept) for less Redis CPU per event: the script's Lua
 /// converts every argument twice (measured in `BENCHMARKS.md`); here Lua runs twice per batch
 /// on a handful of arguments.
@@ -338,7 +342,7 @@ pub(crate) fn build_transaction(input: &BatchInput<'_>) -> Transaction {
             .entries
             .push((event.sequence(), poison.is_some()));
     }
-    transaction.finish(&mut full, 0);
+    transaction.finish(&mut full, 0, first.saturating_sub(1));
     transaction.full = full;
     transaction
 }
@@ -360,15 +364,36 @@ fn dead_letter_fields(cmd: &mut Cmd, reason: &str, message: &str, at_ns: u64) {
 /// What the guard decided.
 enum Guard {
     Go,
-    /// The mark is elsewhere; nothing applied.
+    /// The mark is elsewhere; parked, so nothing applied.
     Moved {
         mark: u64,
     },
-    /// A key holds another type; nothing applied.
+    /// A key holds another type; parked, so nothing applied.
     WrongType {
         mark: u64,
         detail: String,
     },
+    /// The batch must not apply, but the user may not park the streams (`detail` says what
+    /// is missing): the `XADD`s applied, or failed on streams an earlier attempt left parked.
+    Unpermitted {
+        detail: String,
+    },
+    /// The batch must not apply, but a parked copy of a stream sits beside the live stream
+    /// (never overwritten; `detail` says what to do): the `XADD`s applied.
+    Blocked {
+        detail: String,
+    },
+}
+
+/// What the unguard did.
+#[derive(Debug, PartialEq, Eq)]
+enum Unguard {
+    /// Put the parked streams back: the guard refused the batch.
+    Restored,
+    /// Moved the mark from where the batch continues to its last sequence: the batch applied.
+    Moved,
+    /// Found nothing parked and the mark elsewhere (`mark`): the `XADD`s applied unguarded.
+    Unguarded { mark: String },
 }
 
 impl Transaction {
@@ -419,35 +444,48 @@ impl Transaction {
         {
             pipe.add_command(cmd.clone());
         }
-        self.finish(&mut pipe, from);
+        self.finish(&mut pipe, from, expected);
         pipe
     }
 
-    /// Adds the trim and the unguard after the `XADD`s of the entries from `from` on.
-    fn finish(&self, pipe: &mut redis::Pipeline, from: usize) {
-        let entries = &self.entries[from..];
-        if self.max_len > 0 && entries.iter().any(|e| !e.1) {
+    /// Whether the transaction of the entries from `from` on trims the stream.
+    fn trims(&self, from: usize) -> bool {
+        self.max_len > 0 && self.entries[from..].iter().any(|e| !e.1)
+    }
+
+    /// Adds the trim and the unguard after the `XADD`s of the entries from `from` on (the
+    /// guard checked for the mark `expected`). Their replies are kept: the unguard's says
+    /// whether the batch applied.
+    fn finish(&self, pipe: &mut redis::Pipeline, from: usize, expected: u64) {
+        if self.trims(from) {
             pipe.cmd("XTRIM")
                 .arg(&self.keys.stream)
                 .arg("MAXLEN")
                 .arg("~")
-                .arg(self.max_len)
-                .ignore();
+                .arg(self.max_len);
         }
-        if let Some((last, _)) = entries.last() {
-            pipe.add_command(self.unguard(*last)).ignore();
+        if let Some((last, _)) = self.entries[from..].last() {
+            pipe.add_command(self.unguard(*last, expected));
         }
     }
 
-    /// The unguard: put parked streams back, or move the mark to `last`.
-    fn unguard(&self, last: u64) -> Cmd {
+    /// The unguard: put parked streams back, or move the mark from `expected` to `last`.
+    fn unguard(&self, last: u64, expected: u64) -> Cmd {
         let mut cmd = redis::cmd("EVAL");
         self.script_keys(&mut cmd, UNGUARD);
-        cmd.arg(last).arg(self.ttl_ms);
+        cmd.arg(last)
+            .arg(self.ttl_ms)
+            .arg(expected)
+            .arg(if self.accept_gap { "1" } else { "0" });
         cmd
     }
 
     /// One attempt; see the type's documentation.
+    ///
+    /// Every reply of the `EXEC` is read. The batch counts as applied only when the unguard
+    /// says it moved the mark; whatever else happened (the guard failed or could not park, the
+    /// unguard failed), the entries the `XADD`s added are deleted again, the error is logged
+    /// and returned, and the shipper retries the batch.
     pub(crate) async fn run(
         &self,
         connection: &mut redis::aio::MultiplexedConnection,
@@ -463,11 +501,61 @@ impl Transaction {
                 partial = self.pipeline(from, expected);
                 &partial
             };
-            let replies: Vec<Value> = pipe.query_async(connection).await?;
+            let mut replies: Vec<Value> = pipe.query_async(connection).await?;
+            let count = self.entries.len() - from;
+            if replies.len() != count + 2 + usize::from(self.trims(from)) {
+                return Err(failure(format!(
+                    "the batch's EXEC answered {} replies, not the {} queued; nothing of it \
+                     counts",
+                    replies.len(),
+                    count + 2 + usize::from(self.trims(from))
+                )));
+            }
+            let unguard = parse_unguard(replies.pop());
+            if self.trims(from) {
+                if let Some(Value::ServerError(error)) = replies.pop() {
+                    tracing::warn!(stream = %self.keys.stream, %error, "XTRIM inside a batch failed; the stream is not trimmed");
+                }
+            }
             let mut replies = replies.into_iter();
-            match parse_guard(replies.next())? {
-                Guard::Go => {}
-                Guard::WrongType { mark, detail } => {
+            let guard = parse_guard(replies.next());
+            let entries: Vec<Value> = replies.collect();
+            if let Ok((_, note)) = &guard {
+                if !note.is_empty() {
+                    tracing::warn!(stream = %self.keys.stream, %note, "the batch's guard repaired the streams");
+                }
+            }
+            let guard = guard.map(|(guard, _)| guard);
+            match (guard, unguard) {
+                (guard @ (Ok(Guard::Go) | Err(_)), Ok(Unguard::Moved)) => {
+                    // Applied, in order: the unguard found the mark where the batch continues.
+                    if let Err(error) = guard {
+                        tracing::error!(stream = %self.keys.stream, %error, "the batch's guard failed, yet the batch applied in order");
+                    }
+                    let (mut added, mut dead) = (0, 0);
+                    for ((index, (_, is_dead)), reply) in
+                        self.entries.iter().enumerate().skip(from).zip(entries)
+                    {
+                        match reply {
+                            Value::ServerError(error) => {
+                                // Refused by Redis though the guard let it through (an entry
+                                // Redis will not take): the mark is past it already, so it is
+                                // dead-lettered now, outside the transaction.
+                                let cmd = self.entry_command(index);
+                                self.rescue(connection, cmd, &error.to_string()).await?;
+                                dead += 1;
+                            }
+                            _ if *is_dead => dead += 1,
+                            _ => added += 1,
+                        }
+                    }
+                    return Ok(Outcome::Handled {
+                        added,
+                        dead,
+                        skipped: from as u64,
+                    });
+                }
+                (Ok(Guard::WrongType { mark, detail }), Ok(Unguard::Restored)) => {
                     return Ok(Outcome::Stopped {
                         mark,
                         added: 0,
@@ -476,7 +564,7 @@ impl Transaction {
                         error: detail,
                     })
                 }
-                Guard::Moved { mark } if mark >= last => {
+                (Ok(Guard::Moved { mark }), Ok(Unguard::Restored)) if mark >= last => {
                     // All of it landed before (an earlier attempt's answer was lost).
                     return Ok(Outcome::Handled {
                         added: 0,
@@ -484,43 +572,95 @@ impl Transaction {
                         skipped: self.entries.len() as u64,
                     });
                 }
-                Guard::Moved { mark } if mark < first.saturating_sub(1) && !self.accept_gap => {
+                (Ok(Guard::Moved { mark }), Ok(Unguard::Restored))
+                    if mark < first.saturating_sub(1) && !self.accept_gap =>
+                {
                     return Ok(Outcome::Gap { mark });
                 }
-                Guard::Moved { mark } => {
+                (Ok(Guard::Moved { mark }), Ok(Unguard::Restored)) => {
                     // Part of it landed: send the rest, from the mark.
                     from = self.entries.partition_point(|e| e.0 <= mark);
                     expected = mark;
                     continue;
                 }
-            }
-            let (mut added, mut dead) = (0, 0);
-            for ((index, (_, is_dead)), reply) in
-                self.entries.iter().enumerate().skip(from).zip(replies)
-            {
-                match reply {
-                    Value::ServerError(error) => {
-                        // Refused by Redis though the guard let it through (an entry Redis
-                        // will not take): the mark is past it already, so it is dead-lettered
-                        // now, outside the transaction.
-                        let cmd = self.entry_command(index);
-                        self.rescue(connection, cmd, &error.to_string()).await?;
-                        dead += 1;
-                    }
-                    _ if *is_dead => dead += 1,
-                    _ => added += 1,
+                (guard, unguard) => {
+                    let error = self.undo(connection, from, &entries, guard, unguard).await;
+                    tracing::error!(stream = %self.keys.stream, %error, "batch not appended; will retry");
+                    return Err(failure(error));
                 }
             }
-            return Ok(Outcome::Handled {
-                added,
-                dead,
-                skipped: from as u64,
-            });
         }
-        Err(redis::RedisError::from(std::io::Error::other(format!(
+        Err(failure(format!(
             "the high-water mark {} kept moving during {MAX_GUARD_RETRIES} attempts",
             self.keys.high_water_mark
-        ))))
+        )))
+    }
+
+    /// After an attempt whose unguard did not confirm it: deletes what the attempt's `XADD`s
+    /// added (their replies name the entries exactly) and says what went wrong. Outside the
+    /// `EXEC`, so a consumer may have read such an entry in between; consumers skip an
+    /// `event_id` seen before, and the retry appends the batch once.
+    async fn undo(
+        &self,
+        connection: &mut redis::aio::MultiplexedConnection,
+        from: usize,
+        entries: &[Value],
+        guard: Result<Guard, String>,
+        unguard: Result<Unguard, String>,
+    ) -> String {
+        let guard = match guard {
+            Ok(Guard::Go) => "the guard let the batch through".to_owned(),
+            Ok(Guard::Moved { mark }) => format!("the guard refused the batch (mark {mark})"),
+            Ok(Guard::WrongType { detail, .. }) => format!("the guard refused the batch: {detail}"),
+            Ok(Guard::Unpermitted { detail } | Guard::Blocked { detail }) => {
+                format!("the guard refused the batch but could not park the streams: {detail}")
+            }
+            Err(error) => format!("the guard failed: {error}"),
+        };
+        let unguard = match unguard {
+            Ok(Unguard::Restored) => "the unguard put the parked streams back".to_owned(),
+            Ok(Unguard::Moved) => "the unguard moved the mark".to_owned(),
+            Ok(Unguard::Unguarded { mark }) => {
+                format!("the unguard left the mark at {mark:?}, where this batch does not continue")
+            }
+            Err(error) => format!(
+                "the unguard failed, so the mark did not move (streams it could not put back \
+                 stay parked until the next batch's guard puts them back): {error}"
+            ),
+        };
+        let mut added: [Vec<&[u8]>; 2] = [Vec::new(), Vec::new()];
+        for ((_, is_dead), reply) in self.entries.iter().skip(from).zip(entries) {
+            if let Value::BulkString(id) = reply {
+                added[usize::from(*is_dead)].push(id);
+            }
+        }
+        let mut removed = String::new();
+        for (key, ids) in [&self.keys.stream, &self.keys.dead_letters]
+            .into_iter()
+            .zip(&added)
+        {
+            if ids.is_empty() {
+                continue;
+            }
+            let deleted = redis::cmd("XDEL")
+                .arg(key)
+                .arg(ids)
+                .query_async::<u64>(connection)
+                .await;
+            removed.push_str(&match deleted {
+                Ok(count) => format!("; deleted the {count} entries it had added to {key}"),
+                Err(error) => format!(
+                    "; COULD NOT DELETE the {} entries it added to {key} ({error}): remove \
+                     them by hand, they may duplicate events (XDEL {key} {})",
+                    ids.len(),
+                    ids.iter()
+                        .map(|id| String::from_utf8_lossy(id))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ),
+            });
+        }
+        format!("{guard}; {unguard}{removed}; nothing of the batch counts as appended")
     }
 
     /// Writes an entry that Redis refused inside the transaction to the dead-letter stream.
@@ -569,40 +709,71 @@ pub(crate) async fn probe_guard(
     let mut check = redis::pipe();
     check.atomic().ignore_errors();
     probe.guard(&mut check, u64::MAX);
-    check.add_command(probe.unguard(u64::MAX));
-    let replies: Vec<Value> = check.query_async(connection).await?;
-    for reply in replies {
-        if let Value::ServerError(error) = reply {
-            return Err(redis::RedisError::from(std::io::Error::other(format!(
-                "ship.append = \"transaction\" cannot run its guard on {}: {error}; the \
-                 publisher needs +eval and, inside it, +get +set +type +exists +rename +del \
-                 on the stream, its dead letters, its marks and their :evstream-parked keys \
-                 (docs/security.md)",
-                keys.stream
-            ))));
+    check.add_command(probe.unguard(u64::MAX, u64::MAX));
+    let mut replies: Vec<Value> = check.query_async(connection).await?;
+    let unguard = parse_unguard(replies.pop());
+    let refused = |error: String| {
+        failure(format!(
+            "ship.append = \"transaction\" cannot run its guard on {}: {error}; the \
+             publisher needs +eval and, inside it, +get +set +type +exists +rename +del +xdel \
+             on the stream, its dead letters, its marks and their :evstream-parked keys \
+             (docs/security.md)",
+            keys.stream
+        ))
+    };
+    match parse_guard(replies.pop()) {
+        Err(error) | Ok((Guard::Unpermitted { detail: error }, _)) => return Err(refused(error)),
+        Ok((Guard::Blocked { detail }, _)) => {
+            // Batches the guard lets through still ship; refused ones fail loudly.
+            tracing::error!(stream = %keys.stream, %detail, "a parked copy of the stream needs an operator");
         }
+        Ok((_, note)) if !note.is_empty() => {
+            tracing::warn!(stream = %keys.stream, %note, "the guard repaired the streams");
+        }
+        Ok(_) => {}
     }
-    Ok(())
+    match unguard {
+        Ok(_) => Ok(()),
+        Err(error) => Err(refused(error)),
+    }
 }
 
-/// Reads the guard's reply `{status, mark, detail}`.
-fn parse_guard(reply: Option<Value>) -> redis::RedisResult<Guard> {
-    let shape = |detail: String| {
-        redis::RedisError::from(std::io::Error::other(format!(
-            "unexpected reply of the batch's guard: {detail}"
-        )))
-    };
-    let reply = reply.ok_or_else(|| shape("none".to_owned()))?;
+/// An error that is none of Redis's own replies.
+fn failure(message: String) -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::other(message))
+}
+
+/// Reads the guard's reply `{status, mark, detail, note}`; an error reply (the guard did not
+/// run, or stopped) as its text.
+fn parse_guard(reply: Option<Value>) -> Result<(Guard, String), String> {
+    let reply = reply.ok_or_else(|| "no reply".to_owned())?;
     if let Value::ServerError(error) = &reply {
-        // The guard did not run (e.g. scripts disabled): nothing of the batch may count.
-        return Err(shape(error.to_string()));
+        return Err(error.to_string());
     }
-    let (status, mark, detail): (i64, u64, String) =
-        FromRedisValue::from_redis_value(reply).map_err(|e| shape(e.to_string()))?;
-    Ok(match status {
+    let (status, mark, detail, note): (i64, u64, String, String) =
+        FromRedisValue::from_redis_value(reply).map_err(|e| format!("unexpected reply: {e}"))?;
+    let guard = match status {
         1 => Guard::Go,
         0 => Guard::Moved { mark },
-        _ => Guard::WrongType { mark, detail },
+        2 => Guard::WrongType { mark, detail },
+        4 => Guard::Blocked { detail },
+        _ => Guard::Unpermitted { detail },
+    };
+    Ok((guard, note))
+}
+
+/// Reads the unguard's reply `{status, mark}`; an error reply as its text.
+fn parse_unguard(reply: Option<Value>) -> Result<Unguard, String> {
+    let reply = reply.ok_or_else(|| "no reply".to_owned())?;
+    if let Value::ServerError(error) = &reply {
+        return Err(error.to_string());
+    }
+    let (status, mark): (i64, String) =
+        FromRedisValue::from_redis_value(reply).map_err(|e| format!("unexpected reply: {e}"))?;
+    Ok(match status {
+        0 => Unguard::Restored,
+        1 => Unguard::Moved,
+        _ => Unguard::Unguarded { mark },
     })
 }
 
@@ -927,6 +1098,213 @@ mod tests {
                 .as_text()
                 .as_deref(),
             Some("6")
+        );
+    }
+
+    /// Appends `batch` through the guarded transaction as the user of `url`.
+    fn try_append(url: &str, batch: &[CapturedEvent]) -> redis::RedisResult<Outcome> {
+        let settings = AppendSettings {
+            keys: Keys::new("s", "p"),
+            producer_id: "p".to_owned(),
+            max_len: 0,
+            high_water_mark_ttl_ms: 60_000,
+        };
+        let poison = vec![None; batch.len()];
+        let ids = EventIdGenerator::new();
+        let tx = build_transaction(&BatchInput {
+            settings: &settings,
+            keys: &settings.keys,
+            producer_id: "p",
+            ids: &ids,
+            events: batch,
+            poison: &poison,
+            accept_gap: false,
+            now_ns: 1,
+        });
+        let client = redis::Client::open(url).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut connection = client.get_multiplexed_async_connection().await?;
+            tx.run(&mut connection).await
+        })
+    }
+
+    /// The sequences in stream `key`, in stream order.
+    fn sequences(redis: &RedisServer, key: &str) -> Vec<u64> {
+        let client = redis::Client::open(redis.url()).unwrap();
+        let mut connection = client.get_connection().unwrap();
+        let entries: Vec<(String, std::collections::HashMap<String, String>)> =
+            redis::cmd("XRANGE")
+                .arg(key)
+                .arg("-")
+                .arg("+")
+                .query(&mut connection)
+                .unwrap();
+        entries
+            .into_iter()
+            .map(|(_, fields)| fields["sequence"].parse().unwrap())
+            .collect()
+    }
+
+    fn mark(redis: &RedisServer) -> Option<String> {
+        redis.command(&["GET", "s:hwm:p"]).unwrap().as_text()
+    }
+
+    fn group_count(redis: &RedisServer) -> usize {
+        match redis.command(&["XINFO", "GROUPS", "s"]) {
+            Ok(evstream_testkit::Reply::Array(Some(groups))) => groups.len(),
+            _ => 0,
+        }
+    }
+
+    /// A publisher user `pub` with every command but those in `denied`.
+    fn publisher(redis: &RedisServer, denied: &[&str]) -> String {
+        let mut args = vec!["ACL", "SETUSER", "pub", "reset", "on", ">pw", "~*", "+@all"];
+        args.extend_from_slice(denied);
+        redis.command(&args).unwrap();
+        redis.url().replacen("redis://", "redis://pub:pw@", 1)
+    }
+
+    #[test]
+    fn issue_18_a_stream_left_parked_by_a_failed_unguard_is_put_back_not_overwritten() {
+        let redis = RedisServer::start().unwrap();
+        redis
+            .command(&["XGROUP", "CREATE", "s", "g", "$", "MKSTREAM"])
+            .unwrap();
+        let url = redis.url();
+        assert!(matches!(
+            try_append(&url, &events(1..=3)),
+            Ok(Outcome::Handled { added: 3, .. })
+        ));
+        // What an unguard that failed leaves: the stream parked, a string in its place.
+        redis
+            .command(&["RENAME", "s", "s:evstream-parked"])
+            .unwrap();
+        redis.command(&["SET", "s", "evstream-parked"]).unwrap();
+        // A retry of the landed batch: the guard must refuse it, and park to do so.
+        let retry = try_append(&url, &events(1..=3));
+        let next = try_append(&url, &events(4..=6));
+        assert_eq!(
+            redis.command(&["TYPE", "s"]).unwrap().as_text().as_deref(),
+            Some("stream"),
+            "the stream is a stream again (retry: {retry:?}, next: {next:?})"
+        );
+        assert_eq!(group_count(&redis), 1, "its group survived");
+        assert_eq!(sequences(&redis, "s"), (1..=6).collect::<Vec<_>>());
+        assert_eq!(mark(&redis).as_deref(), Some("6"));
+        assert_eq!(
+            redis
+                .command(&["EXISTS", "s:evstream-parked", "s:dlq:evstream-parked"])
+                .unwrap()
+                .as_int(),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn issue_18_a_parked_copy_beside_the_live_stream_is_never_overwritten() {
+        let redis = RedisServer::start().unwrap();
+        let url = redis.url();
+        try_append(&url, &events(1..=3)).unwrap();
+        // A parked copy that nobody put back, beside a live stream (recreated since).
+        redis
+            .command(&["XADD", "s:evstream-parked", "*", "f", "orphan"])
+            .unwrap();
+        let retry = try_append(&url, &events(1..=3));
+        assert_eq!(
+            redis
+                .command(&["XLEN", "s:evstream-parked"])
+                .unwrap()
+                .as_int(),
+            Some(1),
+            "the parked copy is kept (retry: {retry:?})"
+        );
+        let error = retry.expect_err("a refused batch that could not be parked fails");
+        assert!(
+            error
+                .to_string()
+                .contains("s:evstream-parked exists beside"),
+            "{error}"
+        );
+        assert_eq!(sequences(&redis, "s"), vec![1, 2, 3], "nothing duplicated");
+        assert_eq!(mark(&redis).as_deref(), Some("3"));
+        // Batches the guard lets through still ship.
+        assert!(matches!(
+            try_append(&url, &events(4..=6)),
+            Ok(Outcome::Handled { added: 3, .. })
+        ));
+        assert_eq!(sequences(&redis, "s"), (1..=6).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn issue_18_a_guard_that_may_no_longer_rename_neither_duplicates_nor_moves_the_mark_back() {
+        let redis = RedisServer::start().unwrap();
+        redis
+            .command(&["XGROUP", "CREATE", "s", "g", "$", "MKSTREAM"])
+            .unwrap();
+        let url = publisher(&redis, &[]);
+        try_append(&url, &events(1..=3)).unwrap();
+        try_append(&url, &events(4..=6)).unwrap();
+        // The ACL tightened while the shipper runs; then a retry of a landed batch, which
+        // the guard must refuse by parking the stream.
+        publisher(&redis, &["-rename"]);
+        let retry = try_append(&url, &events(1..=3));
+        assert_eq!(
+            sequences(&redis, "s"),
+            (1..=6).collect::<Vec<_>>(),
+            "nothing duplicated (retry: {retry:?})"
+        );
+        assert_eq!(
+            mark(&redis).as_deref(),
+            Some("6"),
+            "the mark never moves back"
+        );
+        let error = retry.expect_err("fails loudly");
+        assert!(error.to_string().contains("+rename"), "{error}");
+        assert_eq!(group_count(&redis), 1);
+        // Granted again: the next batch continues from the mark.
+        publisher(&redis, &[]);
+        assert!(matches!(
+            try_append(&url, &events(7..=9)),
+            Ok(Outcome::Handled { added: 3, .. })
+        ));
+        assert_eq!(sequences(&redis, "s"), (1..=9).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn issue_18_an_unguard_that_may_no_longer_delete_leaves_the_stream_and_its_groups() {
+        let redis = RedisServer::start().unwrap();
+        redis
+            .command(&["XGROUP", "CREATE", "s", "g", "$", "MKSTREAM"])
+            .unwrap();
+        let url = publisher(&redis, &[]);
+        try_append(&url, &events(1..=3)).unwrap();
+        // The guard could still park (RENAME, SET), the unguard could not put back (DEL).
+        publisher(&redis, &["-del"]);
+        let retry = try_append(&url, &events(1..=3));
+        let next = try_append(&url, &events(4..=6));
+        assert_eq!(
+            redis.command(&["TYPE", "s"]).unwrap().as_text().as_deref(),
+            Some("stream"),
+            "retry: {retry:?}, next: {next:?}"
+        );
+        assert_eq!(group_count(&redis), 1, "the group survived");
+        assert_eq!(sequences(&redis, "s"), (1..=6).collect::<Vec<_>>());
+        assert_eq!(mark(&redis).as_deref(), Some("6"));
+        assert!(retry.is_err(), "the refused retry fails loudly: {retry:?}");
+        assert!(
+            matches!(next, Ok(Outcome::Handled { added: 3, .. })),
+            "{next:?}"
+        );
+        assert_eq!(
+            redis
+                .command(&["EXISTS", "s:evstream-parked", "s:dlq:evstream-parked"])
+                .unwrap()
+                .as_int(),
+            Some(0)
         );
     }
 }

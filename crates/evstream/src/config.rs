@@ -1171,6 +1171,14 @@ pub struct ShipConfig {
     pub journal_fsync: FsyncPolicy,
     /// Period of `journal_fsync = "interval"`, in milliseconds. Default 1000.
     pub journal_fsync_interval_ms: u64,
+    /// Replay journals left by earlier processes even when their events are older than
+    /// `dedupe_ttl_s` and their producer's high-water mark is gone from Redis. Without the
+    /// mark, nothing tells which of their events Redis already has: such a journal is not
+    /// replayed (logged as an error, counted in health as `journals_refused`) unless this is
+    /// set. Set it for one start once you know none of the journal's events reached the
+    /// stream (see `docs/operations.md`, "A journal older than the mark"); replaying a journal
+    /// that was partly delivered appends that part twice. Default false.
+    pub replay_stale_journals: bool,
     /// Ring fill, in percent of its capacity, from which batches spill to the journal while
     /// Redis is not keeping up. Default 50.
     pub spill_at_percent: u8,
@@ -1237,6 +1245,7 @@ impl Default for ShipConfig {
             journal_budget_mb: 1024,
             journal_fsync: FsyncPolicy::Interval,
             journal_fsync_interval_ms: 1000,
+            replay_stale_journals: false,
             spill_at_percent: 50,
             known_event_types: Vec::new(),
             validation: Validation::Off,

@@ -33,32 +33,43 @@ pub const FIELDS: [&str; 8] = [
 ];
 
 /// Makes the `event_id` of each event: a UUIDv7 whose 48-bit time is the event's timestamp
-/// (milliseconds) and whose other 74 bits mix a per-process random salt with the producer's
-/// sequence.
+/// (milliseconds) and whose other 74 bits mix a salt derived from the producer with the
+/// producer's sequence.
 ///
-/// Within one producer, two events never share an id (their sequences differ); across
-/// producers, ids collide only if two processes draw salts that coincide on the same
-/// millisecond and sequence, about one chance in 2^74. Unlike `Uuid::now_v7()`, this needs no
-/// shared state or random number per event, and the same event always gets the same id, so a
-/// retried batch carries the ids it had the first time.
+/// The id depends only on (producer_id, partition, timestamp, sequence), so it is the same
+/// whoever computes it: a retried batch carries the ids it had the first time, and a journal
+/// replayed by another process gives its events the ids their producer gave them. (A random
+/// salt per shipper did not: replayed journals of two producers with the same sequence in the
+/// same millisecond got one id, and consumers, which deduplicate by id, dropped one.)
+///
+/// The salt is 80 bits of the SHA-1 name-based UUID (v5) of the producer id and partition.
+/// Within one producer and partition, two events never share an id (their sequences
+/// differ); across producers, ids collide only if the salts of two producers coincide on the
+/// bits that survive the XOR with sequences of the same millisecond, about one chance in
+/// 2^64 per pair of events. Unlike `Uuid::now_v7()`, no shared state or random number per
+/// event.
 #[derive(Debug, Clone)]
 pub struct EventIdGenerator {
     salt: [u8; 10],
 }
 
-impl Default for EventIdGenerator {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+/// Namespace of the name-based UUIDs the salts are taken from (fixed forever: changing it
+/// changes every replayed event's id).
+const SALT_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x1f5e4685_b3cb_404e_88ed_a383d7b5158d);
 
 impl EventIdGenerator {
-    /// A generator with a fresh random salt.
-    pub fn new() -> Self {
-        // The 74 random bits of a UUIDv7 from the OS random source, once per process.
-        let random = uuid::Uuid::now_v7().into_bytes();
+    /// The generator of `producer_id`'s events in `partition` of the stream (0 without
+    /// partitions: each partition numbers its events on its own).
+    pub fn for_producer(producer_id: &str, partition: u16) -> Self {
+        let mut name = Vec::with_capacity(producer_id.len() + 3);
+        name.extend_from_slice(producer_id.as_bytes());
+        name.push(0);
+        name.extend_from_slice(&partition.to_be_bytes());
+        let hash = uuid::Uuid::new_v5(&SALT_NAMESPACE, &name).into_bytes();
+        // Bytes 6 and 8 carry v5's version and variant bits; the other 14 are hash.
         let mut salt = [0u8; 10];
-        salt.copy_from_slice(&random[6..16]);
+        salt[..6].copy_from_slice(&hash[..6]);
+        salt[6..].copy_from_slice(&hash[9..13]);
         Self { salt }
     }
 
@@ -78,7 +89,7 @@ mod tests {
 
     #[test]
     fn event_ids_are_v7_time_ordered_unique_and_stable() {
-        let ids = EventIdGenerator::new();
+        let ids = EventIdGenerator::for_producer("engine-1:0199", 0);
         let t = 1_764_000_000_123_456_789;
         let a = ids.event_id(t, 1);
         assert_eq!(a.get_version_num(), 7);
@@ -95,10 +106,25 @@ mod tests {
             ids.event_id(t + 1_000_000, 0) > ids.event_id(t, u64::MAX),
             "time first"
         );
-        assert_ne!(
-            EventIdGenerator::new().event_id(t, 1),
-            a,
-            "salts differ per process"
+    }
+
+    #[test]
+    fn issue_18_ids_depend_on_the_producer_and_partition_not_on_who_computes_them() {
+        let t = 1_764_000_000_123_456_789;
+        let a = EventIdGenerator::for_producer("engine-a", 0);
+        assert_eq!(
+            a.event_id(t, 7),
+            EventIdGenerator::for_producer("engine-a", 0).event_id(t, 7),
+            "a replaying process computes the producer's own ids"
         );
+        let others = [
+            EventIdGenerator::for_producer("engine-b", 0),
+            EventIdGenerator::for_producer("engine-a", 1),
+        ];
+        for other in &others {
+            let theirs: std::collections::HashSet<_> =
+                (1..10_000).map(|s| other.event_id(t, s)).collect();
+            assert!((1..10_000).all(|s| !theirs.contains(&a.event_id(t, s))));
+        }
     }
 }

@@ -753,10 +753,21 @@ impl Receiver {
 
     /// Refuses further events: `publish` returns [`PublishError::Closed`] from now on, while
     /// what was accepted before can still be drained.
+    ///
+    /// The cut is clean: a `publish` racing this either claimed its slot before (it returns
+    /// Ok, and a drain until [`is_drained`](Self::is_drained) gets its event) or returns
+    /// `Closed`. So a final drain misses no accepted event.
     pub fn close(&self) {
         for part in &self.parts {
             part.consumer.close();
         }
+    }
+
+    /// Whether the receiver is closed and every event accepted before the close has been
+    /// drained: nothing can arrive any more. An event still being written when the receiver
+    /// closed keeps this false until its `publish` commits it (or refuses it).
+    pub fn is_drained(&self) -> bool {
+        self.parts.iter().all(|p| p.consumer.is_drained())
     }
 
     /// Whether every [`Publisher`] is gone and the ring is empty: nothing more will arrive.
@@ -1014,6 +1025,20 @@ mod tests {
         assert!(!receiver.is_finished(), "one event still in the ring");
         assert_eq!(drain(&mut receiver).len(), 1);
         assert!(receiver.is_finished());
+    }
+
+    #[test]
+    fn a_closed_receiver_refuses_and_is_drained_once_the_accepted_events_are_taken() {
+        let (publisher, mut receiver) = small(4, 64, 1024);
+        publisher.publish("E", &1, "").unwrap();
+        receiver.close();
+        assert!(matches!(
+            publisher.publish("E", &2, ""),
+            Err(PublishError::Closed)
+        ));
+        assert!(!receiver.is_drained(), "one accepted event not drained yet");
+        assert_eq!(drain(&mut receiver).len(), 1);
+        assert!(receiver.is_drained());
     }
 
     #[test]

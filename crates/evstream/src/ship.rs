@@ -139,7 +139,9 @@ pub fn spawn(config: &Config, receiver: Receiver) -> Result<ShipperHandle, ShipE
             shutdown_rx.clone(),
             schemas.clone(),
         );
-        (shipper.journal, shipper.replays) = journals;
+        shipper.journal = journals.own;
+        shipper.replays = journals.replays;
+        shipper.stale = journals.stale;
         shipper.partitioned_cluster =
             partitioned && matches!(shipper.client, crate::config::Connector::Cluster { .. });
         shipper.publish_state(Instant::now());
@@ -178,17 +180,34 @@ pub fn spawn(config: &Config, receiver: Receiver) -> Result<ShipperHandle, ShipE
     })
 }
 
+/// This producer's journal and the journals earlier processes left, as found at start.
+struct Journals {
+    own: Option<Journal>,
+    replays: VecDeque<Journal>,
+    stale: Vec<StaleJournal>,
+}
+
+/// A journal of an earlier process whose oldest events are older than `ship.dedupe_ttl_s`:
+/// its producer's high-water mark may have expired, and without it the append guard cannot
+/// tell which events Redis already has. It is replayed only once the mark is found in Redis.
+struct StaleJournal {
+    journal: Journal,
+    /// How old its oldest event is.
+    age: Duration,
+}
+
 /// Opens this producer's journal and the journals earlier processes left to replay.
-fn open_journals(
-    ship: &ShipConfig,
-    producer_id: &str,
-) -> Result<(Option<Journal>, VecDeque<Journal>), ShipError> {
+fn open_journals(ship: &ShipConfig, producer_id: &str) -> Result<Journals, ShipError> {
     let Some(root) = &ship.journal_dir else {
         tracing::warn!(
             "no ship.journal_dir: during a Redis outage longer than the ring absorbs, publish \
              will refuse events"
         );
-        return Ok((None, VecDeque::new()));
+        return Ok(Journals {
+            own: None,
+            replays: VecDeque::new(),
+            stale: Vec::new(),
+        });
     };
     let open = |id: &str| {
         Journal::open(
@@ -204,20 +223,53 @@ fn open_journals(
         source,
     })?;
     let mut replays = VecDeque::new();
+    let mut stale = Vec::new();
+    let mark_ttl = Duration::from_secs(ship.dedupe_ttl_s);
     for id in Journal::others(root, producer_id) {
         match open(&id) {
             Ok(journal) if journal.is_empty() => {
                 let _ = journal.remove_if_empty();
             }
             Ok(journal) => {
-                tracing::info!(producer_id = %id, events = journal.backlog().0, "replaying journal");
-                replays.push_back(journal);
+                // Unreadable: the replay reads it as it can and counts what it cannot.
+                let oldest = journal.oldest_timestamp_ns().ok().flatten();
+                let age = oldest.map_or(Duration::ZERO, |ns| {
+                    Duration::from_nanos(wall_clock_ns().saturating_sub(ns))
+                });
+                let events = journal.backlog().0;
+                if age <= mark_ttl {
+                    tracing::info!(producer_id = %id, events, "replaying journal");
+                    replays.push_back(journal);
+                } else if ship.replay_stale_journals {
+                    tracing::warn!(
+                        producer_id = %id,
+                        events,
+                        age_s = age.as_secs(),
+                        "replaying a journal older than ship.dedupe_ttl_s because \
+                         ship.replay_stale_journals is set: events Redis already has are \
+                         appended again if the producer's high-water mark has expired"
+                    );
+                    replays.push_back(journal);
+                } else {
+                    tracing::info!(
+                        producer_id = %id,
+                        events,
+                        age_s = age.as_secs(),
+                        "journal older than ship.dedupe_ttl_s: replayed only if its producer's \
+                         high-water mark is still in Redis"
+                    );
+                    stale.push(StaleJournal { journal, age });
+                }
             }
             // Held by a live process: it is that process's to ship.
             Err(error) => tracing::debug!(%error, "journal not replayed"),
         }
     }
-    Ok((Some(own), replays))
+    Ok(Journals {
+        own: Some(own),
+        replays,
+        stale,
+    })
 }
 
 /// Hides the password of a `redis://user:password@host` URL, for messages and logs.
@@ -310,11 +362,13 @@ pub struct ShutdownReport {
     pub shipped: u64,
     /// Events sent to the dead-letter stream over the shipper's life.
     pub dead_lettered: u64,
-    /// Events not delivered by the deadline and written to the spill journal for the next
-    /// start to replay.
+    /// Events not delivered by the deadline and in the spill journal for the next start to
+    /// replay: written to its files (the OS has them; on disk too with `journal_fsync =
+    /// "always"`, and after the final fsync otherwise).
     pub journaled: u64,
-    /// Events not delivered by the deadline and not journaled (no journal configured, or
-    /// its budget or disk failed): these are lost.
+    /// Events not delivered by the deadline and not journaled (no journal configured, its
+    /// budget used up, or its writes failed: a record that did not reach the file whole
+    /// counts here): these are lost.
     pub undelivered: u64,
     /// Whether the shipper thread panicked (a bug; `undelivered` is then unknown).
     pub panicked: bool,
@@ -361,6 +415,11 @@ pub struct ShipperHealth {
     pub journal_full: bool,
     /// Events lost to torn or corrupt journal records.
     pub journal_lost: u64,
+    /// Journals of earlier processes not replayed: their events are older than
+    /// `ship.dedupe_ttl_s` and their producer's high-water mark is gone from Redis, so a
+    /// replay could append again what was delivered. They stay on disk; see
+    /// `docs/operations.md`, "A journal older than the mark".
+    pub journals_refused: u64,
     /// Sampled events that did not match their schema (`ship.validation = "sample"`;
     /// shipped anyway).
     pub schema_violations: u64,
@@ -386,6 +445,7 @@ struct State {
     spilled: AtomicU64,
     journal_full: AtomicBool,
     journal_lost: AtomicU64,
+    journals_refused: AtomicU64,
     schema_violations: AtomicU64,
 }
 
@@ -423,6 +483,7 @@ impl State {
             total.spilled += lane.spilled;
             total.journal_full |= lane.journal_full;
             total.journal_lost += lane.journal_lost;
+            total.journals_refused += lane.journals_refused;
             total.schema_violations += lane.schema_violations;
             if let Some(error) = lane.last_error {
                 total.last_error = Some(format!("partition {partition}: {error}"));
@@ -455,6 +516,7 @@ impl State {
             spilled: self.spilled.load(Ordering::Relaxed),
             journal_full: self.journal_full.load(Ordering::Relaxed),
             journal_lost: self.journal_lost.load(Ordering::Relaxed),
+            journals_refused: self.journals_refused.load(Ordering::Relaxed),
             schema_violations: self.schema_violations.load(Ordering::Relaxed),
         }
     }
@@ -473,6 +535,16 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Whether a write failed for want of room (disk or quota full, file size limit), not for a
+/// failing disk: health then says `journal_full`.
+fn is_disk_full(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        error.kind(),
+        ErrorKind::StorageFull | ErrorKind::QuotaExceeded | ErrorKind::FileTooLarge
+    )
 }
 
 /// Why one attempt at a batch failed.
@@ -577,7 +649,11 @@ struct Shipper {
     client: crate::config::Connector,
     connection: Option<MultiplexedConnection>,
     sha: String,
+    /// This producer's event ids (replayed journals' events get their own producer's).
     ids: EventIdGenerator,
+    /// The partition of the stream this lane ships (0 without partitions): event ids depend
+    /// on it, as sequences do.
+    partition: u16,
     checks: Checks,
     receiver: Receiver,
     /// Events drained for the next batch, oldest first.
@@ -588,6 +664,9 @@ struct Shipper {
     journal: Option<Journal>,
     /// Journals of earlier processes, replayed first, one batch at a time.
     replays: VecDeque<Journal>,
+    /// Journals of earlier processes older than the high-water mark's lifetime, waiting for
+    /// the mark to be checked in Redis before they join `replays` (or are refused).
+    stale: Vec<StaleJournal>,
     breaker: Breaker,
     /// Sentinel's promotion announcements (started with the loop, inside its runtime).
     failovers: Option<FailoverWatch>,
@@ -629,7 +708,8 @@ impl Shipper {
                 seed,
             ),
             sha: redis::Script::new(append::SCRIPT).get_hash().to_owned(),
-            ids: EventIdGenerator::new(),
+            ids: EventIdGenerator::for_producer(&settings.producer_id, receiver.partition()),
+            partition: receiver.partition(),
             checks: Checks {
                 known_types: (!config.known_event_types.is_empty())
                     .then(|| config.known_event_types.iter().cloned().collect()),
@@ -643,6 +723,7 @@ impl Shipper {
             queue: VecDeque::new(),
             journal: None,
             replays: VecDeque::new(),
+            stale: Vec::new(),
             connection: None,
             failovers: None,
             partitioned_cluster: false,
@@ -665,8 +746,9 @@ impl Shipper {
             let now = Instant::now();
             let deadline = *self.shutdown.borrow();
             let ring_empty = !self.receiver.has_ready() && self.forming.is_empty();
-            let journals_empty =
-                self.replays.is_empty() && self.journal.as_ref().is_none_or(Journal::is_empty);
+            let journals_empty = self.replays.is_empty()
+                && self.stale.is_empty()
+                && self.journal.as_ref().is_none_or(Journal::is_empty);
             let flushed = self.queue.is_empty() && ring_empty && journals_empty;
             if flushed && (deadline.is_some() || self.receiver.is_finished()) {
                 break;
@@ -675,13 +757,19 @@ impl Shipper {
                 break;
             }
             self.form_batches(now, deadline.is_some());
-            if self.may_send(now) {
+            let send = self.may_send(now);
+            // `may_send` ends a recovery whose retry time has come.
+            let vet = !self.stale.is_empty() && !self.recovering;
+            if send || vet {
                 // Reconnecting goes on while the breaker is open, paced by the retry delay: a
                 // handshake that succeeds (the server is back, or a failover reached the new
                 // one) ends the cool-down, so the breaker only holds batches back from a
                 // server that answers and keeps failing.
                 if self.connection.is_none() {
                     self.connect().await;
+                }
+                if vet && self.connection.is_some() {
+                    self.vet_stale_journals().await;
                 }
                 let now = Instant::now();
                 if self.breaker.state(now) != BreakerState::Open {
@@ -836,8 +924,14 @@ impl Shipper {
                     break;
                 }
                 Err(AppendError::Io(error)) => {
-                    self.state
-                        .set_error(format!("cannot write the spill journal: {error}"));
+                    // The record was cut back: the events are still in `forming`, to be
+                    // journaled again or shipped, never recycled.
+                    if is_disk_full(&error) {
+                        self.state.journal_full.store(true, Ordering::Relaxed);
+                    }
+                    self.state.set_error(format!(
+                        "cannot write the spill journal (its events wait in memory): {error}"
+                    ));
                     break;
                 }
             }
@@ -865,15 +959,20 @@ impl Shipper {
         let mut in_journals = self.journal.as_ref().map_or(0, |j| j.backlog().0);
         in_journals += self.replays.iter().map(|j| j.backlog().0).sum::<u64>();
         in_journals = in_journals.saturating_sub(delivered_in_journals);
+        in_journals += self
+            .stale
+            .iter()
+            .map(|s| s.journal.backlog().0)
+            .sum::<u64>();
         batches.push(std::mem::take(&mut self.forming));
-        // Refuse new events first (publish returns `Closed`), so nothing accepted from now on
-        // can miss this last drain; then wait briefly for claims being written to land.
+        // Refuse new events (publish returns `Closed`), then drain until every event accepted
+        // before the close is out of the ring: the ring's close is a clean cut, so this
+        // misses no publish that returned Ok, and waits only for claims being written.
         self.receiver.close();
-        let settle = Instant::now() + Duration::from_millis(100);
         loop {
             let mut rest = Vec::new();
             if self.receiver.drain_into(&mut rest, self.config.batch_max) == 0 {
-                if self.receiver.health().depth == 0 || Instant::now() >= settle {
+                if self.receiver.is_drained() {
                     break;
                 }
                 std::thread::yield_now();
@@ -885,14 +984,36 @@ impl Shipper {
         let mut lost = 0;
         for events in batches.into_iter().filter(|b| !b.is_empty()) {
             let count = events.len() as u64;
-            match self.journal.as_mut().map(|j| j.append(&events)) {
-                Some(Ok(())) => journaled += count,
-                Some(Err(_)) | None => lost += count,
+            let Some(journal) = self.journal.as_mut() else {
+                lost += count;
+                continue;
+            };
+            // A failed write was cut back and the next append starts a new segment: worth
+            // one more try (a limit on file size holds per file; a full disk fails again).
+            let appended = match journal.append(&events) {
+                Err(AppendError::Io(_)) => journal.append(&events),
+                other => other,
+            };
+            match appended {
+                Ok(()) => journaled += count,
+                Err(error) => {
+                    let error = match error {
+                        AppendError::Full => "its disk budget is used up".to_owned(),
+                        AppendError::Io(error) => error.to_string(),
+                    };
+                    tracing::error!(
+                        events = count,
+                        %error,
+                        "cannot journal undelivered events at shutdown; they are lost (counted undelivered)"
+                    );
+                    lost += count;
+                }
             }
         }
         if let Some(journal) = &mut self.journal {
-            if let Err(error) = journal.flush() {
-                tracing::error!(%error, "cannot flush the spill journal");
+            // The records are in the files (the OS has them); this is for a power loss.
+            if let Err(error) = journal.sync() {
+                tracing::error!(%error, "cannot fsync the spill journal at shutdown; its records are written but may not survive a power loss");
             }
         }
         (journaled + in_journals, lost)
@@ -910,16 +1031,21 @@ impl Shipper {
         self.state
             .schema_violations
             .store(checks.violations, Ordering::Relaxed);
-        let keys = if producer_id == self.settings.producer_id {
-            self.settings.keys.clone()
+        let (keys, replayed_ids);
+        let ids = if producer_id == self.settings.producer_id {
+            keys = self.settings.keys.clone();
+            &self.ids
         } else {
-            Keys::new(&self.settings.keys.stream, producer_id)
+            // Another producer's journal: its events keep the ids their producer gave them.
+            keys = Keys::new(&self.settings.keys.stream, producer_id);
+            replayed_ids = EventIdGenerator::for_producer(producer_id, self.partition);
+            &replayed_ids
         };
         let input = append::BatchInput {
             settings: &self.settings,
             keys: &keys,
             producer_id,
-            ids: &self.ids,
+            ids,
             events: &events,
             poison: &poison,
             accept_gap,
@@ -938,6 +1064,59 @@ impl Shipper {
             poison,
             request,
             status: Status::Unsent,
+        }
+    }
+
+    /// Checks, for each journal older than the high-water mark's lifetime, whether its
+    /// producer's mark is still in Redis: then the append guard skips what Redis has and the
+    /// journal is replayed; otherwise it is refused (left on disk, logged, counted), since a
+    /// replay could append again events delivered before.
+    async fn vet_stale_journals(&mut self) {
+        let Some(connection) = &self.connection else {
+            return;
+        };
+        let mut connection = connection.clone();
+        let mut marks = redis::pipe();
+        for stale in &self.stale {
+            let keys = Keys::new(&self.settings.keys.stream, stale.journal.producer_id());
+            marks.exists(keys.high_water_mark);
+        }
+        let timeout = self.timeout().max(Duration::from_millis(500));
+        let answer = tokio::time::timeout(timeout, marks.query_async::<Vec<bool>>(&mut connection));
+        let exists = match answer.await {
+            Ok(Ok(exists)) => exists,
+            Ok(Err(error)) => return self.failed(Instant::now(), &AttemptError::Redis(error)),
+            Err(_) => return self.failed(Instant::now(), &AttemptError::Timeout(timeout)),
+        };
+        let ttl = self.config.dedupe_ttl_s;
+        for (stale, marked) in std::mem::take(&mut self.stale).into_iter().zip(exists) {
+            let producer_id = stale.journal.producer_id().to_owned();
+            if marked {
+                tracing::info!(
+                    %producer_id,
+                    events = stale.journal.backlog().0,
+                    "replaying a journal older than ship.dedupe_ttl_s: its producer's \
+                     high-water mark is still in Redis"
+                );
+                self.replays.push_back(stale.journal);
+                continue;
+            }
+            let message = format!(
+                "journal {dir} not replayed: its oldest event is {age} h old, older than \
+                 ship.dedupe_ttl_s ({ttl} s), and producer {producer_id}'s high-water mark is \
+                 gone from Redis, so nothing tells which of its {events} events the stream \
+                 already has. If none of them reached the stream (look for producer_id \
+                 {producer_id} there), start once with ship.replay_stale_journals = true; \
+                 otherwise move the directory out of ship.journal_dir (docs/operations.md, \
+                 \"A journal older than the mark\")",
+                dir = stale.journal.dir().display(),
+                age = stale.age.as_secs() / 3600,
+                events = stale.journal.backlog().0,
+            );
+            tracing::error!(%message, "stale journal refused");
+            self.state.journals_refused.fetch_add(1, Ordering::Relaxed);
+            self.state.set_error(message);
+            // Dropping it releases its lock; the files stay.
         }
     }
 
@@ -1363,7 +1542,8 @@ impl Shipper {
         state.in_flight.store(in_flight, Ordering::Relaxed);
         state.unconfirmed.store(unconfirmed, Ordering::Relaxed);
         let (mut events, mut bytes, mut lost) = (0, 0, 0);
-        for journal in self.journal.iter().chain(&self.replays) {
+        let stale = self.stale.iter().map(|s| &s.journal);
+        for journal in self.journal.iter().chain(&self.replays).chain(stale) {
             let (e, b) = journal.backlog();
             events += e;
             bytes += b;

@@ -90,6 +90,10 @@ pub fn describe() {
         "Events lost to torn or corrupt journal records."
     );
     describe_counter!(
+        "evstream_journals_refused_total",
+        "Journals of earlier processes not replayed: older than ship.dedupe_ttl_s, with their producer's high-water mark gone from Redis."
+    );
+    describe_counter!(
         "evstream_dead_letters_total",
         "Events this process sent to the dead letter queue, by stage and reason."
     );
@@ -229,6 +233,7 @@ pub fn record_shipper(health: &ShipperHealth) {
     gauge!("evstream_journal_bytes").set(health.journal_bytes as f64);
     gauge!("evstream_journal_full").set(if health.journal_full { 1.0 } else { 0.0 });
     counter!("evstream_journal_lost_total").absolute(health.journal_lost);
+    counter!("evstream_journals_refused_total").absolute(health.journals_refused);
     for (reason, n) in &health.dead_letters {
         counter!("evstream_dead_letters_total", "stage" => "ship", "reason" => reason.clone())
             .absolute(*n);

@@ -881,3 +881,240 @@ fn issue_18_an_acl_tightened_while_shipping_loses_and_duplicates_nothing() {
         "nothing counted while the mark could not move: {denied:?} {during:?}"
     );
 }
+
+/// Writes a spill journal segment for `producer_id` under `root` by hand, in the documented
+/// format (`ship/journal.rs`): one record holding `events` as (sequence, timestamp_ns, data),
+/// all JSON, event type `Tick`, correlation id `c`. As a process that died would leave it.
+fn write_journal(root: &std::path::Path, producer_id: &str, events: &[(u64, u64, String)]) {
+    let mut payload = (events.len() as u32).to_le_bytes().to_vec();
+    for (sequence, timestamp_ns, data) in events {
+        payload.extend_from_slice(&sequence.to_le_bytes());
+        payload.extend_from_slice(&timestamp_ns.to_le_bytes());
+        payload.push(0); // JSON, version 1
+        payload.push(4);
+        payload.extend_from_slice(b"Tick");
+        payload.push(1);
+        payload.extend_from_slice(b"c");
+        payload.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        payload.extend_from_slice(data.as_bytes());
+    }
+    let mut record = (payload.len() as u32).to_le_bytes().to_vec();
+    record.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    record.extend_from_slice(&payload);
+    let dir = root.join(producer_id);
+    std::fs::create_dir_all(&dir).unwrap();
+    let first = events.first().map_or(1, |e| e.0);
+    std::fs::write(dir.join(format!("{first:020}.seg")), record).unwrap();
+}
+
+/// Every entry of `stream` as (producer_id, sequence, event_id, timestamp_ns, data).
+fn entries(url: &str, stream: &str) -> Vec<(String, u64, String, u64, Vec<u8>)> {
+    block_on(async {
+        let mut connection = connect(url).await;
+        let reply: redis::streams::StreamRangeReply =
+            redis::AsyncCommands::xrange_all(&mut connection, stream)
+                .await
+                .unwrap();
+        let text =
+            |entry: &StreamId, name: &str| String::from_utf8(field(entry, name).to_vec()).unwrap();
+        reply
+            .ids
+            .iter()
+            .map(|entry| {
+                (
+                    text(entry, "producer_id"),
+                    text(entry, "sequence").parse().unwrap(),
+                    text(entry, "event_id"),
+                    text(entry, "timestamp_ns").parse().unwrap(),
+                    field(entry, "data").to_vec(),
+                )
+            })
+            .collect()
+    })
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// Issue 18: event ids are unique across producers and stable across replays. Two producers'
+/// journals with the same sequences in the same millisecond, replayed by a third shipper, must
+/// give distinct ids (consumers deduplicate by id and would drop the second); an event that a
+/// producer shipped itself must get the same id when a journal holding it is replayed by
+/// another process.
+#[test]
+fn issue_18_replayed_journals_keep_event_ids_unique_across_producers_and_stable() {
+    let redis = RedisServer::start().unwrap();
+    let journal = tempfile::tempdir().unwrap();
+    // Same sequences, same timestamp, two producers.
+    let at = now_ns();
+    let events: Vec<_> = (1..=50u64)
+        .map(|n| (n, at, format!("{{\"n\":{n}}}")))
+        .collect();
+    write_journal(journal.path(), "engine-a:1", &events);
+    write_journal(journal.path(), "engine-b:1", &events);
+    let mut third = config(&redis.url(), "events");
+    third.ship.journal_dir = Some(journal.path().to_owned());
+    let (publisher, receiver) = publish::channel(&third).unwrap();
+    let shipper = ship::spawn(&third, receiver).unwrap();
+    drop(publisher);
+    let report = shipper.shutdown(Duration::from_secs(30));
+    assert_eq!((report.shipped, report.undelivered), (100, 0), "{report:?}");
+    let replayed = entries(&redis.url(), "events");
+    assert_eq!(replayed.len(), 100);
+    let ids: std::collections::HashSet<_> = replayed.iter().map(|e| e.2.clone()).collect();
+    assert_eq!(
+        ids.len(),
+        100,
+        "two producers' events with the same sequence and millisecond share an event_id"
+    );
+
+    // A producer ships events itself; a journal holding the same events (a batch whose
+    // answer was lost) is replayed by another process into another stream: same ids.
+    let original = config(&redis.url(), "original");
+    let (publisher, receiver) = publish::channel(&original).unwrap();
+    let producer_id = publisher.producer_id().to_owned();
+    let shipper = ship::spawn(&original, receiver).unwrap();
+    for n in 0..20 {
+        publisher.publish("Tick", &tick(0, n), "c").unwrap();
+    }
+    drop(publisher);
+    assert_eq!(shipper.shutdown(Duration::from_secs(30)).shipped, 20);
+    let shipped = entries(&redis.url(), "original");
+    let again = tempfile::tempdir().unwrap();
+    let events: Vec<_> = shipped
+        .iter()
+        .map(|(_, sequence, _, timestamp_ns, data)| {
+            (
+                *sequence,
+                *timestamp_ns,
+                String::from_utf8(data.clone()).unwrap(),
+            )
+        })
+        .collect();
+    write_journal(again.path(), &producer_id, &events);
+    let mut replaying = config(&redis.url(), "replayed");
+    replaying.ship.journal_dir = Some(again.path().to_owned());
+    let (publisher, receiver) = publish::channel(&replaying).unwrap();
+    let shipper = ship::spawn(&replaying, receiver).unwrap();
+    drop(publisher);
+    assert_eq!(shipper.shutdown(Duration::from_secs(30)).shipped, 20);
+    let replayed = entries(&redis.url(), "replayed");
+    let ids = |entries: &[(String, u64, String, u64, Vec<u8>)]| {
+        entries
+            .iter()
+            .map(|e| (e.0.clone(), e.1, e.2.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(&replayed),
+        ids(&shipped),
+        "a replayed event keeps the id it was shipped with"
+    );
+}
+
+/// Issue 18: the no-duplicate state (a producer's high-water mark) expires `dedupe_ttl_s`
+/// after its last append. A journal whose events are older than that, replayed without the
+/// mark, would append again what had been delivered: it is refused, left in place and
+/// counted, unless the mark is still there (then the replay skips what Redis has).
+#[test]
+fn issue_18_a_journal_older_than_the_mark_ttl_is_not_replayed_as_duplicates() {
+    let redis = RedisServer::start().unwrap();
+    let journal = tempfile::tempdir().unwrap();
+    let eight_days_ago = now_ns() - 8 * 24 * 3600 * 1_000_000_000;
+    let events: Vec<_> = (1..=10u64)
+        .map(|n| (n, eight_days_ago + n, format!("{{\"n\":{n}}}")))
+        .collect();
+    // Events 1..=5 reached the stream eight days ago; the mark has expired since.
+    for (sequence, timestamp_ns, data) in &events[..5] {
+        redis
+            .command(&[
+                "XADD",
+                "events",
+                "*",
+                "event_id",
+                &format!("old-{sequence}"),
+                "event_type",
+                "Tick",
+                "version",
+                "v1",
+                "correlation_id",
+                "c",
+                "timestamp_ns",
+                &timestamp_ns.to_string(),
+                "producer_id",
+                "old-engine:1",
+                "sequence",
+                &sequence.to_string(),
+                "data",
+                data,
+            ])
+            .unwrap();
+    }
+    write_journal(journal.path(), "old-engine:1", &events);
+    let mut config = config(&redis.url(), "events");
+    config.ship.journal_dir = Some(journal.path().to_owned());
+
+    let (publisher, receiver) = publish::channel(&config).unwrap();
+    let shipper = ship::spawn(&config, receiver).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while shipper.health().journals_refused == 0 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    let health = shipper.health();
+    drop(publisher);
+    let report = shipper.shutdown(Duration::from_secs(10));
+    assert_eq!(report.undelivered, 0, "{report:?}");
+    assert_eq!(health.journals_refused, 1, "{health:?}");
+    let error = health.last_error.unwrap_or_default();
+    assert!(
+        error.contains("old-engine:1")
+            && error.contains("ship.dedupe_ttl_s")
+            && error.contains("ship.replay_stale_journals"),
+        "the error names the journal and the way out: {error}"
+    );
+    let stream = entries(&redis.url(), "events");
+    assert_eq!(
+        stream.len(),
+        5,
+        "the stale journal was replayed without its mark: duplicates {:?}",
+        stream.iter().map(|e| e.1).collect::<Vec<_>>()
+    );
+    assert!(
+        journal
+            .path()
+            .join("old-engine:1")
+            .join(format!("{:020}.seg", 1))
+            .exists(),
+        "the refused journal is left where it was"
+    );
+
+    // With the mark still in Redis, the same journal replays: only what Redis lacks.
+    redis
+        .command(&["SET", "events:hwm:old-engine:1", "5"])
+        .unwrap();
+    let (publisher, receiver) = publish::channel(&config).unwrap();
+    let shipper = ship::spawn(&config, receiver).unwrap();
+    drop(publisher);
+    shipper.shutdown(Duration::from_secs(30));
+    let stream = entries(&redis.url(), "events");
+    assert_eq!(
+        stream.iter().map(|e| e.1).collect::<Vec<_>>(),
+        (1..=10).collect::<Vec<_>>()
+    );
+    assert!(!journal.path().join("old-engine:1").exists());
+
+    // Forced: a stale journal none of whose events reached the stream, mark long gone.
+    write_journal(journal.path(), "never-delivered:1", &events);
+    let mut forced = config.clone();
+    forced.ship.replay_stale_journals = true;
+    let (publisher, receiver) = publish::channel(&forced).unwrap();
+    let shipper = ship::spawn(&forced, receiver).unwrap();
+    drop(publisher);
+    let report = shipper.shutdown(Duration::from_secs(30));
+    assert_eq!(report.shipped, 10, "{report:?}");
+    assert!(!journal.path().join("never-delivered:1").exists());
+}

@@ -1,14 +1,14 @@
 //! Swaps `std` for `loom` under `cfg(loom)`, so the same code runs in the loom models.
 
 #[cfg(loom)]
-pub(crate) use ::loom::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+pub(crate) use ::loom::sync::atomic::{AtomicU64, Ordering};
 #[cfg(loom)]
 pub(crate) use ::loom::{cell::UnsafeCell, hint::spin_loop, thread::yield_now};
 
 #[cfg(not(loom))]
 pub(crate) use std::hint::spin_loop;
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+pub(crate) use std::sync::atomic::{AtomicU64, Ordering};
 #[cfg(not(loom))]
 pub(crate) use std::thread::yield_now;
 

@@ -116,3 +116,65 @@ fn full_is_reported_only_when_slots_are_in_use() {
         ));
     });
 }
+
+/// Issue 18: a publish that races `close()` and the final drain. The drainer closes the
+/// ring, then drains until every position claimed so far has been drained (the ring's own
+/// counters: `claimed` minus `drained`). A publish that returned Ok must be in what the final
+/// drain saw; one that lost the race must be refused with `Closed`. Before the fix, the
+/// closed flag was read before the claim: a producer could pass the check, the drainer could
+/// close and find the ring empty, and the producer then claimed and committed an event that
+/// nobody would ever drain, with Ok.
+#[test]
+fn issue_18_publish_racing_close_is_drained_or_refused() {
+    loom::model(|| {
+        let (producer, mut consumer) = channel(4, || 0u32).unwrap();
+        let p = producer.clone();
+        let t = thread::spawn(move || publish(&p, 1));
+        consumer.close();
+        let mut got = Vec::new();
+        loop {
+            consumer.drain(8, |v| got.push(*v));
+            if consumer.stats().depth() == 0 {
+                break;
+            }
+            thread::yield_now();
+        }
+        match t.join().unwrap() {
+            Ok(_) => assert_eq!(got, vec![1], "published Ok, so the final drain has it"),
+            Err(PublishError::Closed) => assert!(got.is_empty()),
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+        drop(producer);
+    });
+}
+
+/// Issue 18, with the close protocol's own end condition and two producers: each publish is
+/// either in the final drain or refused with `Closed`, and the drain ends without a timeout.
+#[test]
+fn issue_18_two_publishes_racing_close_and_is_drained() {
+    loom::model(|| {
+        let (producer, mut consumer) = channel(4, || 0u32).unwrap();
+        let p1 = producer.clone();
+        let t1 = thread::spawn(move || publish(&p1, 1));
+        let p2 = producer.clone();
+        let t2 = thread::spawn(move || publish(&p2, 2));
+        consumer.close();
+        let mut got = Vec::new();
+        while !consumer.is_drained() {
+            consumer.drain(8, |v| got.push(*v));
+            thread::yield_now();
+        }
+        let mut accepted = Vec::new();
+        for (value, result) in [(1, t1.join().unwrap()), (2, t2.join().unwrap())] {
+            match result {
+                Ok(_) => accepted.push(value),
+                Err(PublishError::Closed) => {}
+                Err(other) => panic!("unexpected {other:?}"),
+            }
+        }
+        got.sort();
+        assert_eq!(got, accepted, "exactly the accepted events are drained");
+        assert!(producer.try_claim().is_err(), "closed for good");
+        drop(producer);
+    });
+}

@@ -859,7 +859,7 @@ mod tests {
         };
         let poison = vec![None; batch.len()];
         let client = redis::Client::open(redis.url()).unwrap();
-        let ids = EventIdGenerator::new();
+        let ids = EventIdGenerator::for_producer(producer, 0);
         let input = BatchInput {
             settings: &settings,
             keys: &settings.keys,
@@ -937,7 +937,7 @@ mod tests {
             high_water_mark_ttl_ms: 60_000,
         };
         let poison = vec![None; batch.len()];
-        let ids = EventIdGenerator::new();
+        let ids = EventIdGenerator::for_producer("p", 0);
         let first_attempt = build_transaction(&BatchInput {
             settings: &settings,
             keys: &settings.keys,
@@ -1110,7 +1110,7 @@ mod tests {
             high_water_mark_ttl_ms: 60_000,
         };
         let poison = vec![None; batch.len()];
-        let ids = EventIdGenerator::new();
+        let ids = EventIdGenerator::for_producer("p", 0);
         let tx = build_transaction(&BatchInput {
             settings: &settings,
             keys: &settings.keys,

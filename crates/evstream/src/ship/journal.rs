@@ -25,10 +25,17 @@
 //! shipped as garbage. Segments are never rewritten: a record is consumed by moving a read
 //! position, and a fully consumed segment is deleted. After a restart every remaining record
 //! is replayed; the append script skips the events Redis already has.
+//!
+//! What "journaled" means: [`Journal::append`] returns Ok once its record is in the file,
+//! that is, once `write(2)` took all of it and the OS has it (plus an fsync with
+//! `journal_fsync = "always"`). There is no buffer in this process: one record, one write,
+//! so a process crash loses nothing counted as journaled. A write that fails (disk full,
+//! file too large, I/O error) is cut back: the file is truncated to its whole records, the
+//! record is not indexed, and the caller keeps the events.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -45,14 +52,21 @@ const VERSIONED: u8 = 0x80;
 const MAX_RECORD_BYTES: u32 = 256 * 1024 * 1024;
 
 /// When the journal forces its writes to disk.
+///
+/// With every policy, each record is written to its file (handed to the OS by `write(2)`)
+/// before it counts as journaled: the journal keeps no buffer of its own, so a crash of the
+/// process loses nothing it counted. The policies differ in what survives a crash of the
+/// machine (power loss, kernel panic), which loses what the OS had not written back yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FsyncPolicy {
-    /// After every record: survives a power loss, slowest.
+    /// `fsync` after every record, before it counts as journaled (a failed `fsync` is a
+    /// failed append): survives a power loss; slowest.
     Always,
-    /// At most once per `journal_fsync_interval_ms`: a power loss loses at most that much.
+    /// `fsync` at most once per `journal_fsync_interval_ms` (and at shutdown): a power loss
+    /// loses at most that interval's records.
     Interval,
-    /// Never explicitly: survives a process crash (the OS has the data), not a power loss.
+    /// Never `fsync`: survives a process crash (the OS has every record), not a power loss.
     Never,
 }
 
@@ -97,7 +111,9 @@ pub(crate) struct Journal {
     /// Held for as long as this journal is open: no other process writes or replays it.
     _lock: File,
     segments: VecDeque<Segment>,
-    writer: Option<BufWriter<File>>,
+    /// The last segment, open for appending (`O_APPEND`, unbuffered: a record is in the OS
+    /// once `append` returns). `None` until the next append opens a segment.
+    file: Option<File>,
     /// Records handed out by `read_next` and not consumed yet: the first `read_ahead`
     /// records in consumption order.
     read_ahead: usize,
@@ -158,7 +174,7 @@ impl Journal {
             producer_id: producer_id.to_owned(),
             _lock: lock,
             segments: VecDeque::new(),
-            writer: None,
+            file: None,
             read_ahead: 0,
             pending_events: 0,
             bytes_on_disk: 0,
@@ -252,50 +268,69 @@ impl Journal {
         self.segments.iter().all(|s| s.records.is_empty())
     }
 
-    /// Appends one batch as one record.
+    /// The producer whose events this journal holds.
+    pub(crate) fn producer_id(&self) -> &str {
+        &self.producer_id
+    }
+
+    /// The journal's directory, `<journal_dir>/<producer_id>`.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The earliest event time (`timestamp_ns`) of the oldest record not consumed yet (the
+    /// events sequenced first), read from disk; `None` when the journal is empty.
+    pub(crate) fn oldest_timestamp_ns(&self) -> io::Result<Option<u64>> {
+        let Some(segment) = self.segments.iter().find(|s| !s.records.is_empty()) else {
+            return Ok(None);
+        };
+        let mut file = File::open(&segment.path)?;
+        io::Seek::seek(&mut file, io::SeekFrom::Start(segment.consumed))?;
+        match read_record(&mut file, segment.bytes - segment.consumed)? {
+            ReadOutcome::Record { payload, .. } => Ok(decode(&payload)
+                .and_then(|events| events.iter().map(CapturedEvent::timestamp_ns).min())),
+            ReadOutcome::End | ReadOutcome::Damaged => Ok(None),
+        }
+    }
+
+    /// Appends one batch as one record, with one `write(2)`.
+    ///
+    /// Ok means the record is in the file (and on disk with `journal_fsync = "always"`):
+    /// count the events as journaled. On an error nothing of the record stays in the file
+    /// or the index; the caller still owns the events.
     pub(crate) fn append(&mut self, events: &[CapturedEvent]) -> Result<(), AppendError> {
         let Some(first) = events.first() else {
             return Ok(());
         };
-        let payload = encode(events);
-        let record_bytes = 8 + payload.len() as u64;
+        let record = encode_record(events);
+        let record_bytes = record.len() as u64;
         if self.bytes_on_disk + record_bytes > self.budget_bytes {
             return Err(AppendError::Full);
         }
         let continues = self.last_sequence.and_then(|s| s.checked_add(1)) == Some(first.sequence());
-        let needs_segment = match (self.segments.back(), &self.writer) {
+        let needs_segment = match (self.segments.back(), &self.file) {
             (Some(last), Some(_)) => !continues || last.bytes + record_bytes > SEGMENT_BYTES,
             _ => true,
         };
         if needs_segment {
-            self.flush().map_err(AppendError::Io)?;
-            let path = self.dir.join(format!("{:020}.seg", first.sequence()));
-            let file = OpenOptions::new()
-                .mode(0o600)
-                .create(true)
-                .append(true)
-                .open(&path)
+            self.open_segment(first.sequence())
                 .map_err(AppendError::Io)?;
-            let bytes = file.metadata().map_err(AppendError::Io)?.len();
-            self.writer = Some(BufWriter::with_capacity(1 << 20, file));
-            self.segments.push_back(Segment {
-                path,
-                bytes,
-                consumed: bytes,
-                records: VecDeque::new(),
-            });
         }
-        let writer = self.writer.as_mut().ok_or(AppendError::Full)?;
-        let crc = crc32fast::hash(&payload);
-        let header = [(payload.len() as u32).to_le_bytes(), crc.to_le_bytes()].concat();
-        if let Err(error) = writer
-            .write_all(&header)
-            .and_then(|()| writer.write_all(&payload))
-        {
-            // Disk full or failing: cut what may have reached the file back to the last whole
-            // record and start a new segment next time, so offsets stay true.
-            self.abandon_open_segment();
+        let written = match &mut self.file {
+            Some(file) => file.write_all(&record),
+            None => return Err(AppendError::Full),
+        };
+        if let Err(error) = written {
+            // Disk full or failing: what reached the file of this record is cut away.
+            self.cut_back();
             return Err(AppendError::Io(error));
+        }
+        if self.fsync == FsyncPolicy::Always {
+            if let Err(error) = self.sync() {
+                // Not on disk, so not journaled under this policy: take it back.
+                self.cut_back();
+                return Err(AppendError::Io(error));
+            }
         }
         if let Some(last) = self.segments.back_mut() {
             last.bytes += record_bytes;
@@ -307,51 +342,79 @@ impl Journal {
         self.bytes_on_disk += record_bytes;
         self.last_sequence = events.last().map(CapturedEvent::sequence);
         self.pending_events += events.len() as u64;
-        let due = match self.fsync {
-            FsyncPolicy::Always => true,
-            FsyncPolicy::Interval => self.last_fsync.elapsed() >= self.fsync_interval,
-            FsyncPolicy::Never => false,
-        };
-        if due {
-            // The record is written and indexed: a failed fsync must not make the caller
-            // append it again. Say so and carry on (the next sync retries).
+        if self.fsync == FsyncPolicy::Interval && self.last_fsync.elapsed() >= self.fsync_interval {
+            // The record is in the file and indexed (in the OS: a crash of this process loses
+            // nothing); a failed fsync leaves it exposed to a power loss only. Say so and
+            // carry on: the next interval retries.
             if let Err(error) = self.sync() {
-                tracing::error!(%error, dir = %self.dir.display(), "journal fsync failed");
+                tracing::error!(%error, dir = %self.dir.display(), "journal fsync failed; records written since the last fsync are in the OS, not yet on disk");
             }
         }
         Ok(())
     }
 
-    /// Drops the writer without flushing its buffer and truncates the open segment to the
-    /// records known whole.
-    fn abandon_open_segment(&mut self) {
-        if let Some(writer) = self.writer.take() {
-            let (file, _unwritten) = writer.into_parts();
-            if let Some(last) = self.segments.back() {
-                if let Err(error) = file.set_len(last.bytes) {
-                    tracing::error!(%error, "cannot truncate a journal segment after a failed write");
+    /// Starts a segment named after `first_sequence` and makes it the open one.
+    fn open_segment(&mut self, first_sequence: u64) -> io::Result<()> {
+        self.file = None;
+        let path = self.dir.join(format!("{first_sequence:020}.seg"));
+        let file = OpenOptions::new()
+            .mode(0o600)
+            .create(true)
+            .append(true)
+            .open(&path)?;
+        let bytes = file.metadata()?.len();
+        self.file = Some(file);
+        self.segments.push_back(Segment {
+            path,
+            bytes,
+            consumed: bytes,
+            records: VecDeque::new(),
+        });
+        Ok(())
+    }
+
+    /// After a failed write: truncates the open segment to its whole records (nothing of the
+    /// failed record stays, no zeros are added) and closes it, so the next append starts a
+    /// new segment (a per-file limit may not hold there; offsets stay true either way). A
+    /// segment left with no record is removed, so no two index entries ever name one file.
+    fn cut_back(&mut self) {
+        let Some(file) = self.file.take() else {
+            return;
+        };
+        self.last_sequence = None;
+        let Some(last) = self.segments.back() else {
+            return;
+        };
+        if last.records.is_empty() && last.bytes == 0 {
+            if let Some(empty) = self.segments.pop_back() {
+                drop(file);
+                if let Err(error) = fs::remove_file(&empty.path) {
+                    tracing::error!(%error, segment = %empty.path.display(), "cannot remove a journal segment left empty by a failed write");
                 }
             }
+            return;
         }
+        if let Err(error) = file.set_len(last.bytes) {
+            // The torn tail stays, past the indexed records: nothing reads there, and the
+            // next start's indexing cuts it.
+            tracing::error!(%error, segment = %last.path.display(), "cannot truncate a journal segment after a failed write");
+        }
+    }
+
+    /// Closes the open segment without touching it (its tail is damaged or it is gone).
+    fn abandon_open_segment(&mut self) {
+        self.file = None;
         self.last_sequence = None;
     }
 
-    /// Writes buffered records to the file (and to disk unless the policy is `never`).
-    pub(crate) fn flush(&mut self) -> io::Result<()> {
-        if let Some(writer) = &mut self.writer {
-            writer.flush()?;
-            if self.fsync != FsyncPolicy::Never {
-                writer.get_ref().sync_data()?;
-                self.last_fsync = Instant::now();
-            }
+    /// Forces written records to disk, unless the policy is `never`. They are in the OS
+    /// already (every append is a write); this is about surviving a power loss.
+    pub(crate) fn sync(&mut self) -> io::Result<()> {
+        if self.fsync == FsyncPolicy::Never {
+            return Ok(());
         }
-        Ok(())
-    }
-
-    fn sync(&mut self) -> io::Result<()> {
-        if let Some(writer) = &mut self.writer {
-            writer.flush()?;
-            writer.get_ref().sync_data()?;
+        if let Some(file) = &self.file {
+            file.sync_data()?;
         }
         self.last_fsync = Instant::now();
         Ok(())
@@ -381,11 +444,6 @@ impl Journal {
             let Some((index, position, offset)) = found else {
                 return Ok(None);
             };
-            if index + 1 == self.segments.len() {
-                if let Some(writer) = &mut self.writer {
-                    writer.flush()?;
-                }
-            }
             let segment = &self.segments[index];
             let mut file = match File::open(&segment.path) {
                 Ok(file) => file,
@@ -463,7 +521,7 @@ impl Journal {
             self.pending_events -= unread;
             self.lost_events += unread;
             if self.segments.is_empty() {
-                self.writer = None;
+                self.file = None;
                 self.last_sequence = None;
             }
             self.bytes_on_disk = self.bytes_on_disk.saturating_sub(segment.bytes);
@@ -521,12 +579,30 @@ fn read_record(file: &mut impl Read, remaining: u64) -> io::Result<ReadOutcome> 
     })
 }
 
+/// One whole record, header and payload, for a single write.
+fn encode_record(events: &[CapturedEvent]) -> Vec<u8> {
+    let mut record = vec![0u8; 8];
+    encode_into(&mut record, events);
+    let length = (record.len() - 8) as u32;
+    let crc = crc32fast::hash(&record[8..]);
+    record[..4].copy_from_slice(&length.to_le_bytes());
+    record[4..8].copy_from_slice(&crc.to_le_bytes());
+    record
+}
+
+#[cfg(test)]
 fn encode(events: &[CapturedEvent]) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_into(&mut out, events);
+    out
+}
+
+fn encode_into(out: &mut Vec<u8>, events: &[CapturedEvent]) {
     let size: usize = events
         .iter()
         .map(|e| 27 + e.event_type().len() + e.correlation_id().len() + e.data().len())
         .sum();
-    let mut out = Vec::with_capacity(4 + size);
+    out.reserve(4 + size);
     out.extend_from_slice(&(events.len() as u32).to_le_bytes());
     for event in events {
         out.extend_from_slice(&event.sequence().to_le_bytes());
@@ -548,7 +624,6 @@ fn encode(events: &[CapturedEvent]) -> Vec<u8> {
         out.extend_from_slice(&(event.data().len() as u32).to_le_bytes());
         out.extend_from_slice(event.data());
     }
-    out
 }
 
 /// Decodes a payload whose CRC matched; `None` if it is still malformed (a bug or a
@@ -740,7 +815,7 @@ mod tests {
             let mut journal = open(dir.path(), u64::MAX);
             journal.append(&[event(1, "1")]).unwrap();
             journal.append(&[event(2, "2")]).unwrap();
-            journal.flush().unwrap();
+            journal.sync().unwrap();
         }
         let mut journal = open(dir.path(), u64::MAX);
         assert_eq!(journal.backlog().0, 2);
@@ -753,7 +828,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut journal = open(dir.path(), u64::MAX);
         journal.append(&[event(1, "1")]).unwrap();
-        journal.flush().unwrap();
+        journal.sync().unwrap();
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir.path().join("p1")), 0o700);
         assert_eq!(mode(&segment_path(dir.path())), 0o600);
@@ -784,7 +859,7 @@ mod tests {
             // At shutdown: an older unconfirmed batch, then the newest events.
             journal.append(&[event(5, "x"), event(6, "y")]).unwrap();
             journal.append(&[event(13, "z")]).unwrap();
-            journal.flush().unwrap();
+            journal.sync().unwrap();
         }
         let mut journal = open(dir.path(), u64::MAX);
         let mut replayed = Vec::new();
@@ -827,7 +902,7 @@ mod tests {
             let mut journal = open(dir.path(), u64::MAX);
             journal.append(&[event(1, "first")]).unwrap();
             journal.append(&[event(2, "second")]).unwrap();
-            journal.flush().unwrap();
+            journal.sync().unwrap();
         }
         let path = segment_path(dir.path());
         let length = fs::metadata(&path).unwrap().len();
@@ -853,7 +928,7 @@ mod tests {
             let mut journal = open(dir.path(), u64::MAX);
             journal.append(&[event(1, "first")]).unwrap();
             journal.append(&[event(2, "second")]).unwrap();
-            journal.flush().unwrap();
+            journal.sync().unwrap();
         }
         let path = segment_path(dir.path());
         let mut bytes = fs::read(&path).unwrap();
@@ -879,7 +954,7 @@ mod tests {
             let mut journal = open(dir.path(), u64::MAX);
             journal.append(&[event(1, "a")]).unwrap();
             journal.append(&[event(5, "b")]).unwrap(); // not contiguous: a second segment
-            journal.flush().unwrap();
+            journal.sync().unwrap();
         }
         let mut journal = open(dir.path(), u64::MAX);
         fs::remove_file(dir.path().join("p1").join(format!("{:020}.seg", 1))).unwrap();

@@ -80,6 +80,9 @@ use journal::{AppendError, Journal};
 /// cost the hot path), so this bounds the added latency at low rates.
 const IDLE_POLL: Duration = Duration::from_millis(1);
 
+/// How long the final drain waits for a claim made before the shutdown to be written.
+const STUCK_CLAIM: Duration = Duration::from_secs(1);
+
 /// Starts a shipper for `receiver` on its own thread, shipping to `config.redis`.
 ///
 /// Fails only on a configuration that can never work (an unparsable URL); an unreachable
@@ -969,10 +972,25 @@ impl Shipper {
         // before the close is out of the ring: the ring's close is a clean cut, so this
         // misses no publish that returned Ok, and waits only for claims being written.
         self.receiver.close();
+        // Writing an event into its claim takes nanoseconds to microseconds; a claim still
+        // open after a second belongs to a publisher that is stuck (a `Serialize` that
+        // blocks): its events are counted undelivered rather than holding the shutdown.
+        let give_up = Instant::now() + STUCK_CLAIM;
+        let mut stuck = 0;
         loop {
             let mut rest = Vec::new();
             if self.receiver.drain_into(&mut rest, self.config.batch_max) == 0 {
                 if self.receiver.is_drained() {
+                    break;
+                }
+                if Instant::now() >= give_up {
+                    stuck = self.receiver.health().depth;
+                    tracing::error!(
+                        events = stuck,
+                        "events claimed before the shutdown are still being written after \
+                         {STUCK_CLAIM:?} (a publisher blocked inside its event's Serialize?); \
+                         they are counted undelivered"
+                    );
                     break;
                 }
                 std::thread::yield_now();
@@ -981,7 +999,7 @@ impl Shipper {
             batches.push(rest);
         }
         let mut journaled = 0;
-        let mut lost = 0;
+        let mut lost = stuck;
         for events in batches.into_iter().filter(|b| !b.is_empty()) {
             let count = events.len() as u64;
             let Some(journal) = self.journal.as_mut() else {

@@ -392,3 +392,29 @@ fn issue_18_a_refused_connection_prints_its_cause_once() {
         "the cause once: {stderr}"
     );
 }
+
+/// Issue 19, item 3: a missing password file is named as such, not as the configuration
+/// file.
+#[test]
+fn issue_19_a_missing_password_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("redis.password");
+    let output = evstream()
+        .args([
+            "--redis-url",
+            "redis://127.0.0.1:1",
+            "--redis-password-file",
+        ])
+        .arg(&missing)
+        .arg("status")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("configuration file"),
+        "it is not the configuration file: {stderr}"
+    );
+    assert!(stderr.contains("password file"), "{stderr}");
+    assert!(stderr.contains(&*missing.to_string_lossy()), "{stderr}");
+}

@@ -319,3 +319,34 @@ fn status_over_tls_and_a_clear_error_for_a_wrong_ca() {
     );
     eprintln!("wrong CA: {stderr}");
 }
+
+/// Issue 19, item 3: `status --json` is one JSON object with each key once (the Redis URL
+/// and the observation of the server were both `"redis"`).
+#[test]
+fn issue_19_status_json_has_each_key_once() {
+    let redis = RedisServer::start().unwrap();
+    seed(&redis);
+    let output = evstream()
+        .args(["status", "--json", "--redis-url", &redis.url()])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).unwrap();
+    // Pretty-printed: the top-level keys are the lines indented by two spaces.
+    let mut keys: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("  \"") && !l.starts_with("   "))
+        .filter_map(|l| l.trim_start().split('"').nth(1))
+        .collect();
+    let all = keys.len();
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(keys.len(), all, "a key given twice: {text}");
+    let status: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(status["redis_url"], redis.url().as_str(), "{status}");
+    assert!(status["redis"].is_object(), "the observation: {status}");
+}

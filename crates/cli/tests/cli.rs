@@ -418,3 +418,18 @@ fn issue_19_a_missing_password_file_is_named() {
     assert!(stderr.contains("password file"), "{stderr}");
     assert!(stderr.contains(&*missing.to_string_lossy()), "{stderr}");
 }
+
+/// Issue 19, item 3: `dlq replay --help` gives the exit status it exits with (2 when some
+/// were refused; 1 is an error).
+#[test]
+fn issue_19_dlq_replay_help_gives_its_exit_statuses() {
+    let output = evstream()
+        .args(["dlq", "replay", "--help"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(!help.contains("Exits 1 if any was refused"), "{help}");
+    assert!(help.contains("2 if some were refused"), "{help}");
+}

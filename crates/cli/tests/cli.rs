@@ -433,3 +433,44 @@ fn issue_19_dlq_replay_help_gives_its_exit_statuses() {
     assert!(!help.contains("Exits 1 if any was refused"), "{help}");
     assert!(help.contains("2 if some were refused"), "{help}");
 }
+
+/// Issue 19, item 3: with `ship.known_event_types` the shipper dead-letters the other types;
+/// the demo counts them as handled (never reaching the consumers) and reports them instead of
+/// waiting 60 s for the consumers and failing.
+#[test]
+fn issue_19_the_demo_reports_the_shippers_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("evstream.toml");
+    std::fs::write(
+        &config,
+        "[ship]\nknown_event_types = [\"OrderCreated\", \"OrderFilled\"]\n",
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let output = evstream()
+        .arg("--config")
+        .arg(&config)
+        .args(["demo", "--duration", "1s", "--rate", "3000", "--json"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let published = summary["published"].as_u64().unwrap();
+    let shipped = summary["shipped"].as_u64().unwrap();
+    let dead = summary["dead_letters"].as_u64().unwrap();
+    assert!(dead > 0 && shipped > 0, "{summary}");
+    assert_eq!(shipped + dead, published, "{summary}");
+    assert_eq!(summary["lost"].as_u64(), Some(0), "{summary}");
+    assert_eq!(summary["processed"].as_u64(), Some(shipped), "{summary}");
+    assert_eq!(
+        summary["dead_letters_by_reason"]["unknown_type"].as_u64(),
+        Some(dead),
+        "{summary}"
+    );
+}

@@ -706,3 +706,25 @@ fn issue_19_a_consumers_invalid_json_letter_is_refused_with_its_reason() {
     );
     assert!(text.contains("not JSON"), "{text}");
 }
+
+/// Issue 19, item 3: a consumer reading the schemas from Redis says so when nothing is
+/// registered (its events are not validated), as docs/schemas.md promises.
+#[test]
+fn issue_19_a_consumer_with_an_empty_registry_warns() {
+    let server = RedisServer::start().unwrap();
+    let url = server.url();
+    let output = evstream()
+        .env_remove("EVSTREAM_LOG")
+        .env_remove("RUST_LOG")
+        .args(["--redis-url", &url, "consume", "--consumer", "c1"])
+        .args(["--exit-when-idle", "1s", "--json"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("WARN") && stderr.contains("no schema"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("evstream schema push"), "{stderr}");
+}

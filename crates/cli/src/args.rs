@@ -146,8 +146,9 @@ pub(crate) enum DlqCommand {
     List(DlqListArgs),
     /// Append dead letters back to the stream, oldest first, each deleted from the
     /// dead-letter stream in the same atomic step (so never twice, never lost), keeping its
-    /// event_id and sequence. Needs --reason, --id or --all. Exits 1 if any was refused
-    /// (effect_failed records, dead letters with fields left out or missing).
+    /// event_id and sequence. Needs --reason, --id or --all. Exits 0 when every selected
+    /// one went back, 2 if some were refused or not replayable (effect_failed records,
+    /// invalid_json ones, dead letters with fields left out or missing), 1 on an error.
     Replay(DlqReplayArgs),
 }
 

@@ -15,12 +15,8 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = args::Cli::parse();
-    // Warnings and errors of the library (retries, journal trouble) on stderr; more with
-    // EVSTREAM_LOG=info or debug.
-    let filter = tracing_subscriber::EnvFilter::try_from_env("EVSTREAM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(log_filter())
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -39,6 +35,39 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// What is logged by default: the library's warnings and errors (retries, journal
+/// trouble), and every alert transition, resolutions (info) included:
+/// `warn,evstream::alerts=info`.
+fn default_log_filter() -> String {
+    format!("warn,{}=info", evstream::ops::ALERT_LOG_TARGET)
+}
+
+/// The log filter: `EVSTREAM_LOG`, else `RUST_LOG`, else [`default_log_filter`]
+/// (`EVSTREAM_LOG=info`, `EVSTREAM_LOG=evstream=debug`: `tracing-subscriber`'s `EnvFilter`
+/// syntax). One that does not parse is reported and the default used.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    for variable in ["EVSTREAM_LOG", "RUST_LOG"] {
+        let Some(value) = std::env::var(variable)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+        else {
+            continue;
+        };
+        match tracing_subscriber::EnvFilter::try_new(&value) {
+            Ok(filter) => return filter,
+            Err(error) => {
+                eprintln!(
+                    "evstream: warning: {variable}={value} is not a log filter ({error}); \
+                     logging with the default, {}",
+                    default_log_filter()
+                );
+                break;
+            }
+        }
+    }
+    tracing_subscriber::EnvFilter::new(default_log_filter())
 }
 
 /// The error and its causes, each printed once. `{:#}` prints every error of the chain, but

@@ -392,3 +392,85 @@ fn issue_18_a_refused_connection_prints_its_cause_once() {
         "the cause once: {stderr}"
     );
 }
+
+/// Issue 19, item 3: a missing password file is named as such, not as the configuration
+/// file.
+#[test]
+fn issue_19_a_missing_password_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("redis.password");
+    let output = evstream()
+        .args([
+            "--redis-url",
+            "redis://127.0.0.1:1",
+            "--redis-password-file",
+        ])
+        .arg(&missing)
+        .arg("status")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("configuration file"),
+        "it is not the configuration file: {stderr}"
+    );
+    assert!(stderr.contains("password file"), "{stderr}");
+    assert!(stderr.contains(&*missing.to_string_lossy()), "{stderr}");
+}
+
+/// Issue 19, item 3: `dlq replay --help` gives the exit status it exits with (2 when some
+/// were refused; 1 is an error).
+#[test]
+fn issue_19_dlq_replay_help_gives_its_exit_statuses() {
+    let output = evstream()
+        .args(["dlq", "replay", "--help"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(!help.contains("Exits 1 if any was refused"), "{help}");
+    assert!(help.contains("2 if some were refused"), "{help}");
+}
+
+/// Issue 19, item 3: with `ship.known_event_types` the shipper dead-letters the other types;
+/// the demo counts them as handled (never reaching the consumers) and reports them instead of
+/// waiting 60 s for the consumers and failing.
+#[test]
+fn issue_19_the_demo_reports_the_shippers_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("evstream.toml");
+    std::fs::write(
+        &config,
+        "[ship]\nknown_event_types = [\"OrderCreated\", \"OrderFilled\"]\n",
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let output = evstream()
+        .arg("--config")
+        .arg(&config)
+        .args(["demo", "--duration", "1s", "--rate", "3000", "--json"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let published = summary["published"].as_u64().unwrap();
+    let shipped = summary["shipped"].as_u64().unwrap();
+    let dead = summary["dead_letters"].as_u64().unwrap();
+    assert!(dead > 0 && shipped > 0, "{summary}");
+    assert_eq!(shipped + dead, published, "{summary}");
+    assert_eq!(summary["lost"].as_u64(), Some(0), "{summary}");
+    assert_eq!(summary["processed"].as_u64(), Some(shipped), "{summary}");
+    assert_eq!(
+        summary["dead_letters_by_reason"]["unknown_type"].as_u64(),
+        Some(dead),
+        "{summary}"
+    );
+}

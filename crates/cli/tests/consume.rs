@@ -635,3 +635,96 @@ fn with_partitions_a_dead_letter_is_named_by_its_stream_and_goes_back_to_its_par
         "the other one stays"
     );
 }
+
+/// Issue 19, item 3: a consumer's `invalid_json` dead letter is not replayable (its group
+/// would dead-letter it again), and the refusal names its reason and why.
+#[test]
+fn issue_19_a_consumers_invalid_json_letter_is_refused_with_its_reason() {
+    let server = RedisServer::start().unwrap();
+    let url = server.url();
+    let mut connection = redis::Client::open(url.clone())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let letter = [
+        ("event_id", "01900000-0000-7000-8000-00000000b001"),
+        ("event_type", "OrderCreated"),
+        ("version", "v1"),
+        ("correlation_id", "ord-bad"),
+        ("timestamp_ns", "1764000000000000000"),
+        ("producer_id", "engine:test"),
+        ("sequence", "9"),
+        ("data", "{not json"),
+        ("dlq_reason", "invalid_json"),
+        ("dlq_stage", "consume"),
+        ("dlq_error", "expected a value"),
+        ("dlq_at_ns", "1764000000000000001"),
+        ("dlq_source_id", "1-0"),
+        ("dlq_deliveries", "5"),
+        ("dlq_group", "intellisense_group"),
+    ];
+    let id: String = connection.xadd("events:dlq", "*", &letter).unwrap();
+
+    let (code, summary, stderr) = run_json(&url, &["dlq", "replay", "--all", "--json"]);
+    assert_eq!(code, Some(2), "{summary} {stderr}");
+    assert_eq!(summary["replayed"].as_u64(), Some(0), "{summary}");
+    assert_eq!(
+        summary["not_replayable_count"].as_u64(),
+        Some(1),
+        "{summary}"
+    );
+    let refused = &summary["not_replayable"][0];
+    assert_eq!(refused["id"], id.as_str(), "{summary}");
+    assert_eq!(refused["reason"], "invalid_json", "{summary}");
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not JSON"),
+        "{summary}"
+    );
+    assert_eq!(connection.xlen::<_, u64>("events").unwrap(), 0);
+    assert_eq!(connection.xlen::<_, u64>("events:dlq").unwrap(), 1);
+
+    // As text: the line names the reason, not an empty one.
+    let output = evstream()
+        .args([
+            "--redis-url",
+            &url,
+            "dlq",
+            "replay",
+            "--reason",
+            "invalid_json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains(&format!("events:dlq/{id} invalid_json: refused")),
+        "{text}"
+    );
+    assert!(text.contains("not JSON"), "{text}");
+}
+
+/// Issue 19, item 3: a consumer reading the schemas from Redis says so when nothing is
+/// registered (its events are not validated), as docs/schemas.md promises.
+#[test]
+fn issue_19_a_consumer_with_an_empty_registry_warns() {
+    let server = RedisServer::start().unwrap();
+    let url = server.url();
+    let output = evstream()
+        .env_remove("EVSTREAM_LOG")
+        .env_remove("RUST_LOG")
+        .args(["--redis-url", &url, "consume", "--consumer", "c1"])
+        .args(["--exit-when-idle", "1s", "--json"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("WARN") && stderr.contains("no schema"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("evstream schema push"), "{stderr}");
+}

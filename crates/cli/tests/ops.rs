@@ -319,3 +319,81 @@ fn status_over_tls_and_a_clear_error_for_a_wrong_ca() {
     );
     eprintln!("wrong CA: {stderr}");
 }
+
+/// Issue 19, item 3: at the default log level an alert's resolution reaches the log as its
+/// firing did.
+#[test]
+fn issue_19_a_resolved_alert_reaches_the_log_at_the_default_level() {
+    let mut redis = RedisServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("ops.log");
+    let addr = format!("127.0.0.1:{}", free_port().unwrap());
+    let mut ops = Running(
+        evstream()
+            .env_remove("EVSTREAM_LOG")
+            .env_remove("RUST_LOG")
+            .args(["ops", "--redis-url", &redis.url()])
+            .args(["--alert-interval", "200ms", "--interval", "200ms"])
+            .args(["--metrics-addr", &addr])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let (status, body) = wait_for(&addr, "/health", |status, _| status == 200);
+    assert_eq!(status, 200, "{body}");
+    redis.kill().unwrap();
+    let (status, body) = wait_for(&addr, "/health", |status, _| status == 503);
+    assert_eq!(status, 503, "{body}");
+    redis.restart().unwrap();
+    let (status, body) = wait_for(&addr, "/health", |status, _| status == 200);
+    assert_eq!(status, 200, "{body}");
+    // The log line follows the evaluation that /health reflects.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut text = String::new();
+    while Instant::now() < deadline {
+        text = std::fs::read_to_string(&log).unwrap();
+        if text.contains("alert resolved") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = ops.0.kill();
+    assert!(text.contains("RedisUnreachable"), "the firing: {text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("alert resolved") && l.contains("RedisUnreachable")),
+        "the resolution: {text}"
+    );
+}
+
+/// Issue 19, item 3: `status --json` is one JSON object with each key once (the Redis URL
+/// and the observation of the server were both `"redis"`).
+#[test]
+fn issue_19_status_json_has_each_key_once() {
+    let redis = RedisServer::start().unwrap();
+    seed(&redis);
+    let output = evstream()
+        .args(["status", "--json", "--redis-url", &redis.url()])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).unwrap();
+    // Pretty-printed: the top-level keys are the lines indented by two spaces.
+    let mut keys: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("  \"") && !l.starts_with("   "))
+        .filter_map(|l| l.trim_start().split('"').nth(1))
+        .collect();
+    let all = keys.len();
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(keys.len(), all, "a key given twice: {text}");
+    let status: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(status["redis_url"], redis.url().as_str(), "{status}");
+    assert!(status["redis"].is_object(), "the observation: {status}");
+}

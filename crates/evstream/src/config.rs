@@ -281,7 +281,8 @@ impl RedisConfig {
         let Some(path) = &self.password_file else {
             return Ok(None);
         };
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+            what: "the Redis password file (redis.password_file, --redis-password-file)",
             path: path.clone(),
             source,
         })?;
@@ -332,20 +333,28 @@ impl RedisConfig {
         }
         // redis's rustls has no crypto provider of its own: ring, once per process.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let read = |path: &PathBuf| {
-            std::fs::read(path).map_err(|source| ConfigError::Read {
+        let read = |what: &'static str, path: &PathBuf| {
+            std::fs::read(path).map_err(|source| ConfigError::ReadFile {
+                what,
                 path: path.clone(),
                 source,
             })
         };
         let client_tls = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
-                client_cert: read(cert)?,
-                client_key: read(key)?,
+                client_cert: read(
+                    "the TLS client certificate (redis.tls_cert, --tls-cert)",
+                    cert,
+                )?,
+                client_key: read("the TLS client key (redis.tls_key, --tls-key)", key)?,
             }),
             _ => None,
         };
-        let root_cert = self.tls_ca.as_ref().map(read).transpose()?;
+        let root_cert = self
+            .tls_ca
+            .as_ref()
+            .map(|ca| read("the TLS CA certificate (redis.tls_ca, --tls-ca)", ca))
+            .transpose()?;
         redis::Client::build_with_tls(
             url,
             redis::TlsCertificates {

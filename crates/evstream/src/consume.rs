@@ -394,12 +394,18 @@ impl<H: Handler> Consumer<H> {
         if checked_at.is_some_and(|at| at.elapsed() < Duration::from_secs(5)) {
             return Ok(());
         }
-        *checked_at = Some(Instant::now());
+        let first = checked_at.replace(Instant::now()).is_none();
         let current: Option<u64> = redis::cmd("GET")
             .arg(crate::schema::REDIS_REVISION_KEY)
             .query_async(writer)
             .await?;
         if current == *revision {
+            if first && current.is_none() {
+                tracing::warn!(
+                    "no schema is registered in Redis: events are handed over without \
+                     validation (register them with `evstream schema push DIR`)"
+                );
+            }
             return Ok(());
         }
         match crate::schema::load(writer).await {

@@ -108,6 +108,19 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    /// A file the configuration names (the Redis password file, a TLS file) could not be
+    /// read.
+    #[error("cannot read {what} {path}: {source}")]
+    ReadFile {
+        /// Which file, with the option that names it (`the Redis password file
+        /// (redis.password_file, --redis-password-file)`).
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The configuration file is not valid TOML for evstream.
     ///
     /// Not the parser's error itself: its text quotes the offending line, which may hold a

@@ -716,6 +716,12 @@ pub const ALERTS: &[(&str, &[Severity])] = &[
     ("TrimLostEntries", &[Severity::Critical]),
 ];
 
+/// The `tracing` target of alert transitions (fired, escalated, resolved), so that a
+/// subscriber can show them all, resolutions (at info) included, without the rest of the
+/// library's info events: the `evstream` binary logs `warn,evstream::alerts=info` by
+/// default.
+pub const ALERT_LOG_TARGET: &str = "evstream::alerts";
+
 fn log(notification: &Notification) {
     let Notification {
         alert,
@@ -727,13 +733,30 @@ fn log(notification: &Notification) {
     } = notification;
     match (state, severity) {
         (Transition::Resolved, _) => {
-            tracing::info!(alert, subject = %subject, "alert resolved: {message}");
+            tracing::info!(
+                target: ALERT_LOG_TARGET,
+                alert,
+                subject = %subject,
+                "alert resolved: {message}"
+            );
         }
         (_, Severity::Critical) => {
-            tracing::error!(alert, subject = %subject, state = ?state, "CRITICAL: {message}");
+            tracing::error!(
+                target: ALERT_LOG_TARGET,
+                alert,
+                subject = %subject,
+                state = ?state,
+                "CRITICAL: {message}"
+            );
         }
         (_, Severity::Warning) => {
-            tracing::warn!(alert, subject = %subject, state = ?state, "WARNING: {message}");
+            tracing::warn!(
+                target: ALERT_LOG_TARGET,
+                alert,
+                subject = %subject,
+                state = ?state,
+                "WARNING: {message}"
+            );
         }
     }
 }

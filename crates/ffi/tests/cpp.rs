@@ -393,3 +393,32 @@ fn a_long_message_is_cut_to_the_buffer_and_its_length_reported() {
         assert_eq!(CStr::from_ptr(small.as_ptr()), c"handle");
     }
 }
+
+/// Issue 19, item 3: the C++ snippets of docs/cpp.md compile (and link) as they are written.
+#[test]
+fn issue_19_the_cpp_snippets_in_the_docs_compile() {
+    let doc = std::fs::read_to_string(workspace().join("docs/cpp.md")).unwrap();
+    let mut snippets = Vec::new();
+    let mut current: Option<String> = None;
+    for line in doc.lines() {
+        match (&mut current, line.trim_start()) {
+            (None, "```cpp" | "```c++") => current = Some(String::new()),
+            (Some(_), "```") => snippets.extend(current.take()),
+            (Some(text), _) => {
+                text.push_str(line);
+                text.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    assert!(!snippets.is_empty(), "no ```cpp block in docs/cpp.md");
+    let dir = tempfile::tempdir().unwrap();
+    for (n, snippet) in snippets.iter().enumerate() {
+        let source = dir.path().join(format!("snippet_{n}.cpp"));
+        std::fs::write(&source, snippet).unwrap();
+        compile(
+            source.to_str().unwrap(),
+            &dir.path().join(format!("snippet_{n}")),
+        );
+    }
+}

@@ -2,6 +2,7 @@
 //! path (ring → shipper → Redis stream → two IntelliSense consumers in one group), then the
 //! stream read back and audited, and the analysis reported.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -37,7 +38,12 @@ struct Summary {
     /// Alias of `delivered`: events the shipper appended to the stream.
     shipped: u64,
     publish_ns: Percentiles,
-    /// Events whose effects the consumer group applied (exactly once each).
+    /// The shipper's dead letters (`dead_letters`) by reason: refused before the stream
+    /// (`ship.known_event_types`, strict validation), so never seen by the consumers; they
+    /// wait in `<stream>:dlq` (`evstream dlq list`).
+    dead_letters_by_reason: BTreeMap<String, u64>,
+    /// Events whose effects the consumer group applied (exactly once each): every event
+    /// that reached the stream.
     processed: u64,
     /// What IntelliSense computed, read back from Redis.
     analysis: evstream_intellisense::Report,
@@ -321,8 +327,11 @@ pub(crate) fn run(
     let report = engine::run(&publisher, spec, &stop);
     drop(publisher);
     pipeline::wait_until_shipped(&shipper, report.published, Duration::from_secs(30))?;
+    let dead_letters_by_reason = shipper.health().dead_letters;
     let shutdown = shipper.shutdown(Duration::from_secs(30));
-    let waited = counter.wait_for(processed_before + report.published, Duration::from_secs(60));
+    // The shipper's dead letters never reach the stream: the consumers see the rest.
+    let reached_stream = report.published.saturating_sub(shutdown.dead_lettered);
+    let waited = counter.wait_for(processed_before + reached_stream, Duration::from_secs(60));
     let processed = consumers.stop();
     let alerts_firing = ops.stop();
     let samples = sampler.stop();
@@ -336,7 +345,7 @@ pub(crate) fn run(
         serde_json::from_slice::<serde_json::Value>(data).is_ok()
     })?;
     let delivery = Delivery::measure(report.published, &producer_id, &audit, &shutdown);
-    let clean = delivery.is_clean() && processed >= report.published;
+    let clean = delivery.is_clean() && processed >= reached_stream;
     let summary = Summary {
         redis: target.describe(),
         stream: config.redis.stream.clone(),
@@ -346,6 +355,7 @@ pub(crate) fn run(
         shipped: delivery.delivered,
         delivery,
         publish_ns: Percentiles::of(&report.latency_ns),
+        dead_letters_by_reason,
         processed,
         analysis,
         append_latency_ms: append_latency.summary(),
@@ -368,6 +378,14 @@ pub(crate) fn run(
     } else {
         writeln!(out, "{:<13} {:>12}", "refused", summary.refused)?;
         summary.delivery.write_text(&mut out)?;
+        for (reason, count) in &summary.dead_letters_by_reason {
+            writeln!(
+                out,
+                "{:<13} {count:>12}  {reason} (refused by the shipper, in {}:dlq: \
+                 `evstream dlq list`)",
+                "dead letter", summary.stream
+            )?;
+        }
         summary.publish_ns.write_text("publish", &mut out)?;
         let l = &summary.append_latency_ms;
         writeln!(

@@ -237,12 +237,12 @@ fn replay(config: &Config, args: &DlqReplayArgs) -> anyhow::Result<ExitCode> {
                 summary.truncated |= scan.truncated;
                 summary.not_replayable_count += scan.not_replayable_count;
                 missing.extend(scan.missing.iter().map(|id| format!("{dlq}/{id}")));
-                for (id, why) in &scan.not_replayable {
+                for refused in &scan.not_replayable {
                     summary.not_replayable.push(Outcome {
                         dlq: dlq.clone(),
-                        id: id.clone(),
-                        reason: String::new(),
-                        replayed: Some(Replayed::Refused(why.clone())),
+                        id: refused.id.clone(),
+                        reason: refused.reason.clone(),
+                        replayed: Some(Replayed::Refused(refused.why.clone())),
                     });
                 }
                 for letter in &scan.letters {

@@ -24,6 +24,8 @@ pub(crate) struct Status {
     /// The stream's key (`stream` is the observation of it).
     #[serde(rename = "stream_key")]
     pub(crate) stream: String,
+    /// The Redis URL, password hidden (`redis` is the observation of the server).
+    #[serde(rename = "redis_url")]
     pub(crate) redis: String,
     /// With Redis Cluster: the partition's slot and the primary that holds it now.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -15,8 +15,9 @@
 //!
 //! Refused ([`DeadLetter::not_replayable`], checked again by the script): `effect_failed`
 //! records (their entry was processed; replaying would apply its other effects again), dead
-//! letters some fields were left out of (too large), those missing an envelope field, a
-//! shipper's `invalid_json` (they would fail again), and a consumer's without `dlq_group`.
+//! letters some fields were left out of (too large), those missing an envelope field,
+//! `invalid_json` ones of either stage (they would fail again), and a consumer's without
+//! `dlq_group`.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), evstream::OpsError> {
@@ -115,10 +116,10 @@ impl DeadLetter {
                 "it has no {missing} field: the entry would fail again"
             ));
         }
-        if self.stage() == "ship" && self.reason() == "invalid_json" {
-            return Some(
-                "its data is not JSON: every consumer would dead-letter it again".to_owned(),
-            );
+        // Either stage: a consumer's goes back for its group, which gave up on it for the
+        // same reason; a shipper's would reach every group.
+        if self.reason() == "invalid_json" {
+            return Some("its data is not JSON: it would be dead-lettered again".to_owned());
         }
         if self.stage() == "consume" && self.field("dlq_group").is_none_or(str::is_empty) {
             return Some(
@@ -202,6 +203,18 @@ pub enum Order {
     OldestFirst,
 }
 
+/// A dead letter a scan left out because [`replay`] would refuse it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct NotReplayable {
+    /// Its entry id in the dead-letter stream.
+    pub id: String,
+    /// Its `dlq_reason` ("" if missing).
+    pub reason: String,
+    /// Why it is refused ([`DeadLetter::not_replayable`]).
+    pub why: String,
+}
+
 /// What a scan found.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
@@ -216,7 +229,7 @@ pub struct Scan {
     /// Letters the selection matched but left out because [`replay`] would refuse them
     /// ([`Selection::replayable_only`]), with why (the first 1,000).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub not_replayable: Vec<(String, String)>,
+    pub not_replayable: Vec<NotReplayable>,
     /// How many letters were left out so, named above or not.
     pub not_replayable_count: u64,
 }
@@ -232,7 +245,11 @@ impl Scan {
             if let Some(why) = letter.not_replayable() {
                 self.not_replayable_count += 1;
                 if self.not_replayable.len() < NOT_REPLAYABLE_NAMED {
-                    self.not_replayable.push((letter.id, why));
+                    self.not_replayable.push(NotReplayable {
+                        reason: letter.reason().to_owned(),
+                        id: letter.id,
+                        why,
+                    });
                 }
                 return None;
             }
@@ -467,6 +484,8 @@ mod tests {
             None
         )
         .contains("not JSON"));
+        // Issue 19: a consumer's too; its group would dead-letter it again.
+        assert!(refused(&consume("invalid_json"), None).contains("not JSON"));
         assert!(refused(
             &[("dlq_stage", "consume"), ("dlq_reason", "handler_error")],
             None

@@ -44,8 +44,8 @@ for _, name in ipairs({'event_id', 'event_type', 'version', 'timestamp_ns', 'pro
     return {'refused', 'it has no ' .. name .. ' field: the entry would fail again'}
   end
 end
-if dlq['dlq_stage'] == 'ship' and dlq['dlq_reason'] == 'invalid_json' then
-  return {'refused', 'its data is not JSON: every consumer would dead-letter it again'}
+if dlq['dlq_reason'] == 'invalid_json' then
+  return {'refused', 'its data is not JSON: it would be dead-lettered again'}
 end
 if dlq['dlq_stage'] == 'consume' then
   local group = dlq['dlq_group']

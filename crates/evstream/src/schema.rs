@@ -86,6 +86,40 @@ pub enum SchemaFailure {
         /// The first violation.
         message: String,
     },
+    /// A version newer than the one the handler reads, in a type whose versions are not
+    /// registered as forward-compatible: nothing says the reader can read it.
+    #[error(
+        "{event_type} v{version} is not forward-compatible with v{reader}, which this handler \
+         reads ({event_type} is registered as {compatibility}): upgrade the handler to read \
+         v{version}, or register {event_type} as FORWARD or FULL"
+    )]
+    NotForwardCompatible {
+        /// The type.
+        event_type: String,
+        /// The event's version.
+        version: u32,
+        /// The newest version the handler reads.
+        reader: u32,
+        /// The type's registered mode.
+        compatibility: Compatibility,
+    },
+    /// A newer version, registered as forward-compatible, whose data the reader's schema
+    /// still refuses (a non-transitive mode only checked it against the version before).
+    #[error(
+        "{event_type} v{version} data does not match v{reader}, which this handler reads: \
+         {message}; upgrade the handler to read v{version}, or register {event_type} as \
+         FORWARD_TRANSITIVE or FULL_TRANSITIVE"
+    )]
+    Unreadable {
+        /// The type.
+        event_type: String,
+        /// The event's version.
+        version: u32,
+        /// The newest version the handler reads.
+        reader: u32,
+        /// The first violation of the reader's schema.
+        message: String,
+    },
     /// A migration step failed.
     #[error("{event_type} v{from} → v{}: migration failed: {message}", from + 1)]
     MigrationFailed {
@@ -106,6 +140,7 @@ impl SchemaFailure {
             Self::UnknownVersion { .. } => "unknown_version",
             Self::Invalid { .. } => "invalid_schema",
             Self::MigrationFailed { .. } => "migration_failed",
+            Self::NotForwardCompatible { .. } | Self::Unreadable { .. } => "unreadable_version",
         }
     }
 }
@@ -361,6 +396,11 @@ impl Registry {
         self.types.get(event_type).map(|s| s.versions.len() as u32)
     }
 
+    /// The compatibility mode `event_type` is registered with.
+    pub fn compatibility(&self, event_type: &str) -> Option<Compatibility> {
+        self.types.get(event_type).map(|s| s.compatibility)
+    }
+
     /// Adds a Rust step to the migration from `from_version` to the next.
     pub fn set_hook(
         &mut self,
@@ -441,8 +481,24 @@ impl Registry {
         version: u32,
         data: &mut Value,
     ) -> Result<u32, SchemaFailure> {
+        self.upgrade_to(event_type, version, u32::MAX, data)
+    }
+
+    /// Validates `data` as `event_type` `version`, then migrates it in place up to `target`
+    /// (at most the latest version), and returns the version it now has: what a reader of
+    /// `target` is given for an older event. A `version` above `target` is left as it is
+    /// (see [`read_as`](Self::read_as) for reading newer data).
+    pub fn upgrade_to(
+        &self,
+        event_type: &str,
+        version: u32,
+        target: u32,
+        data: &mut Value,
+    ) -> Result<u32, SchemaFailure> {
         self.validate(event_type, version, data)?;
         let versions = self.versions(event_type, version)?;
+        let steps = target.saturating_sub(version) as usize;
+        let versions = &versions[..versions.len().min(steps + 1)];
         for (step, from) in versions.iter().zip(version..) {
             let failed = |message: String| SchemaFailure::MigrationFailed {
                 event_type: event_type.to_owned(),
@@ -457,6 +513,48 @@ impl Registry {
             }
         }
         Ok(version + versions.len() as u32 - 1)
+    }
+
+    /// Checks that `data` of `event_type` `version` can be read as the older version
+    /// `reader`, as Avro's and Confluent's reader schemas read newer data: `version` must be
+    /// registered, `data` valid for it, the type registered as forward-compatible (`FORWARD`,
+    /// `FULL` or their transitive variants: every new version was checked to be readable by
+    /// older readers when it was pushed), and `data` valid for `reader`'s schema. That last
+    /// check is what makes a non-transitive mode safe for a reader more than one version
+    /// behind, which its push never checked. Fields `reader` does not know are left in
+    /// `data`: an open schema allows them, and a reader ignores them.
+    pub fn read_as(
+        &self,
+        event_type: &str,
+        version: u32,
+        reader: u32,
+        data: &Value,
+    ) -> Result<(), SchemaFailure> {
+        self.validate(event_type, version, data)?;
+        if reader >= version {
+            return Ok(());
+        }
+        let compatibility = self
+            .compatibility(event_type)
+            .ok_or_else(|| SchemaFailure::UnknownType(event_type.to_owned()))?;
+        if !compatibility.is_forward() {
+            return Err(SchemaFailure::NotForwardCompatible {
+                event_type: event_type.to_owned(),
+                version,
+                reader,
+                compatibility,
+            });
+        }
+        self.validate(event_type, reader, data)
+            .map_err(|failure| match failure {
+                SchemaFailure::Invalid { message, .. } => SchemaFailure::Unreadable {
+                    event_type: event_type.to_owned(),
+                    version,
+                    reader,
+                    message,
+                },
+                other => other,
+            })
     }
 
     /// Problems with registering `self` over the already `registered` registry: a registered

@@ -47,7 +47,7 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use evstream::consume::{Accept, Batch, Effects, Envelope, Handler, HandlerError, Outcome};
+use evstream::consume::{Batch, Effects, Envelope, Handler, HandlerError, Outcome, Reads};
 use evstream::publish::wall_clock_ns;
 use hdrhistogram::Histogram;
 use redis::Value;
@@ -430,15 +430,14 @@ fn reply_text(reply: Option<&Value>, n: usize) -> Option<String> {
 }
 
 impl Handler for IntelliSense {
-    fn accepts(&self, event_type: &str, version: u32) -> Accept {
-        match (event_type, version) {
-            ("MarketDataUpdate" | "Signal" | "OrderFilled", 1) | ("OrderCreated", 1 | 2) => {
-                Accept::Handle
-            }
-            ("MarketDataUpdate" | "Signal" | "OrderFilled" | "OrderCreated", _) => {
-                Accept::UnknownVersion
-            }
-            _ => Accept::Skip,
+    /// The versions this code reads (its reader schemas): older events are migrated up to
+    /// them, newer forward-compatible ones are read as them, so a schema push never stops
+    /// it. Other types are acknowledged unhandled, registered or not.
+    fn reads(&self, event_type: &str) -> Reads {
+        match event_type {
+            "OrderCreated" => Reads::Versions(1..=2),
+            "MarketDataUpdate" | "Signal" | "OrderFilled" => Reads::Versions(1..=1),
+            _ => Reads::Nothing,
         }
     }
 

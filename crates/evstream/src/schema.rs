@@ -497,9 +497,9 @@ impl Registry {
     ) -> Result<u32, SchemaFailure> {
         self.validate(event_type, version, data)?;
         let versions = self.versions(event_type, version)?;
-        let steps = target.saturating_sub(version) as usize;
-        let versions = &versions[..versions.len().min(steps + 1)];
-        for (step, from) in versions.iter().zip(version..) {
+        // `versions[0]` is `version`; each step is the migration out of one of them.
+        let steps = (target.saturating_sub(version) as usize).min(versions.len() - 1);
+        for (step, from) in versions[..steps].iter().zip(version..) {
             let failed = |message: String| SchemaFailure::MigrationFailed {
                 event_type: event_type.to_owned(),
                 from,
@@ -512,7 +512,7 @@ impl Registry {
                 hook(data).map_err(failed)?;
             }
         }
-        Ok(version + versions.len() as u32 - 1)
+        Ok(version + steps as u32)
     }
 
     /// Checks that `data` of `event_type` `version` can be read as the older version
@@ -623,4 +623,124 @@ where
         .await
         .map_err(|source| SchemaError::Redis { source })?;
     Ok(added)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// `Order` v1 (`id`), v2 (+ optional `venue` with a default), v3 (+ optional `desk`), in
+    /// `mode`.
+    fn registry(mode: &str) -> Registry {
+        let schema = |fields: &[&str]| {
+            let properties: serde_json::Map<String, Value> = fields
+                .iter()
+                .map(|f| ((*f).to_owned(), json!({"type": "string"})))
+                .collect();
+            json!({"type": "object", "required": ["id"], "properties": properties}).to_string()
+        };
+        let add = |field: &str| {
+            json!({"ops": [{"op": "add", "path": format!("/{field}"), "value": "x"}]}).to_string()
+        };
+        let files = [
+            (
+                "Order/config.json",
+                json!({"compatibility": mode}).to_string(),
+            ),
+            ("Order/v1.json", schema(&["id"])),
+            ("Order/v2.json", schema(&["id", "venue"])),
+            ("Order/v1-to-v2.json", add("venue")),
+            ("Order/v3.json", schema(&["id", "venue", "desk"])),
+            ("Order/v2-to-v3.json", add("desk")),
+        ];
+        Registry::from_files(files.map(|(p, t)| (p.to_owned(), t)).into()).unwrap()
+    }
+
+    #[test]
+    fn upgrade_to_stops_at_the_readers_version() {
+        let registry = registry("FULL");
+        let mut data = json!({"id": "1"});
+        assert_eq!(registry.upgrade_to("Order", 1, 2, &mut data), Ok(2));
+        assert_eq!(data, json!({"id": "1", "venue": "x"}));
+        let mut data = json!({"id": "1"});
+        assert_eq!(registry.upgrade_to("Order", 1, 9, &mut data), Ok(3));
+        assert_eq!(data, json!({"id": "1", "venue": "x", "desk": "x"}));
+        let mut data = json!({"id": "1"});
+        assert_eq!(registry.upgrade_to("Order", 1, 1, &mut data), Ok(1));
+        assert_eq!(data, json!({"id": "1"}));
+    }
+
+    #[test]
+    fn newer_data_is_read_as_an_older_version_only_when_forward_compatible() {
+        let data = json!({"id": "1", "venue": "v", "desk": "d"});
+        for mode in ["FORWARD", "FULL", "FORWARD_TRANSITIVE", "FULL_TRANSITIVE"] {
+            assert_eq!(
+                registry(mode).read_as("Order", 3, 2, &data),
+                Ok(()),
+                "{mode}"
+            );
+            assert_eq!(
+                registry(mode).read_as("Order", 3, 1, &data),
+                Ok(()),
+                "{mode}"
+            );
+        }
+        for mode in ["BACKWARD", "BACKWARD_TRANSITIVE", "NONE"] {
+            let failure = registry(mode).read_as("Order", 3, 2, &data).unwrap_err();
+            assert_eq!(failure.code(), "unreadable_version");
+            let message = failure.to_string();
+            assert!(
+                message.starts_with(
+                    "Order v3 is not forward-compatible with v2, which this handler reads"
+                ) && message.contains(&format!("registered as {mode}"))
+                    && message.contains("upgrade the handler to read v3"),
+                "{message}"
+            );
+        }
+        // Data that fails its own version's schema is invalid, whatever the reader.
+        let failure = registry("FULL")
+            .read_as("Order", 3, 2, &json!({"venue": "v"}))
+            .unwrap_err();
+        assert_eq!(failure.code(), "invalid_schema");
+        // A version nobody registered is unknown, not unreadable: a reload may learn it.
+        let failure = registry("FULL").read_as("Order", 4, 2, &data).unwrap_err();
+        assert_eq!(failure.code(), "unknown_version");
+    }
+
+    #[test]
+    fn newer_data_failing_the_readers_schema_is_unreadable() {
+        // The push-time check compares fields and types, not every constraint: v1 limits
+        // `id` to 3 characters, v2 does not.
+        let files = [
+            ("Order/config.json", json!({"compatibility": "FORWARD"})),
+            (
+                "Order/v1.json",
+                json!({"type": "object", "required": ["id"],
+                       "properties": {"id": {"type": "string", "maxLength": 3}}}),
+            ),
+            (
+                "Order/v2.json",
+                json!({"type": "object", "required": ["id"],
+                       "properties": {"id": {"type": "string"}}}),
+            ),
+            ("Order/v1-to-v2.json", json!({"ops": []})),
+        ];
+        let registry =
+            Registry::from_files(files.map(|(p, v)| (p.to_owned(), v.to_string())).into()).unwrap();
+        assert_eq!(
+            registry.read_as("Order", 2, 1, &json!({"id": "123"})),
+            Ok(())
+        );
+        let failure = registry
+            .read_as("Order", 2, 1, &json!({"id": "12345"}))
+            .unwrap_err();
+        assert_eq!(failure.code(), "unreadable_version");
+        let message = failure.to_string();
+        assert!(
+            message.starts_with("Order v2 data does not match v1, which this handler reads")
+                && message.contains("upgrade the handler to read v2"),
+            "{message}"
+        );
+    }
 }

@@ -46,6 +46,16 @@
 //! `dlq_at_ns`, `dlq_source_id`, `dlq_deliveries`) and acknowledged, in the same atomic
 //! commit, so it is dead-lettered exactly once and never reclaimed again.
 //!
+//! # Schemas
+//!
+//! With a registry ([`Consumer::with_schemas`], [`Consumer::with_schemas_from_redis`]) each
+//! event is validated and brought to a version the handler reads, its reader schema
+//! ([`Handler::reads`], [`Reads`]): older versions are migrated up, a newer version of a
+//! forward-compatible type is read as the handler's, and only an unreadable one is poison
+//! (`unreadable_version`). Types the handler does not read are acknowledged without
+//! validation; a type nobody registered is handed over unvalidated (counted `unvalidated`)
+//! unless `consume.strict_schemas` is set. A schema push thus never stops a running consumer.
+//!
 //! ```no_run
 //! use evstream::consume::{Consumer, Effects, Envelope, Handler, HandlerError};
 //!

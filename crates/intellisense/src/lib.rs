@@ -12,6 +12,14 @@
 //!   the symbol's notional limit (default 1,000,000 for every symbol); an alert above 1.0;
 //! - **pipeline latency**: from the event's `timestamp_ns` to the moment it is processed.
 //!
+//! # What it reads
+//!
+//! `OrderCreated` v1 and v2, `OrderFilled`, `MarketDataUpdate` and `Signal` v1
+//! ([`Handler::reads`]); other types are acknowledged unhandled. With a schema registry an
+//! older event is migrated up to those versions, and a newer `OrderCreated` (v3, …) of a type
+//! registered as `FORWARD` or `FULL` is read as v2, so pushing a new version does not stop
+//! it; one it cannot read is dead-lettered (`unreadable_version`) with the fix.
+//!
 //! # Several consumers, one result
 //!
 //! The events of one order may be processed by different consumers of the group. Each

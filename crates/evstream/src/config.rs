@@ -56,6 +56,8 @@
 //! max_data_bytes = 1048576  # larger `data` is a poison entry (too_large)
 //! dedupe_capacity = 100000  # event ids remembered in-process to skip redeliveries
 //! dedupe_ttl_s = 600        # and for how long
+//! strict_schemas = false    # true: event types the registry lacks are poison (unknown_type)
+//! schema_reload_ms = 5000   # how often the registry's revision in Redis is checked
 //!
 //! [ops]
 //! interval_ms = 30000       # how often the ops loop polls INFO and XINFO and trims
@@ -1363,6 +1365,15 @@ pub struct ConsumeConfig {
     pub dedupe_capacity: usize,
     /// How long an applied event id is remembered, in seconds. Default 600.
     pub dedupe_ttl_s: u64,
+    /// With a schema registry in use: `false` (the default) hands events of a type nobody
+    /// registered to the handler unvalidated and counts them (`unvalidated`), since an
+    /// everything stream carries new types before anyone registers them; `true` makes them
+    /// poison (`unknown_type`), retried and then dead-lettered. Types the handler does not
+    /// read are acknowledged unhandled either way.
+    pub strict_schemas: bool,
+    /// How often a consumer with the registry from Redis checks its revision and reloads it,
+    /// in milliseconds. Default 5000.
+    pub schema_reload_ms: u64,
 }
 
 impl Default for ConsumeConfig {
@@ -1378,6 +1389,8 @@ impl Default for ConsumeConfig {
             max_data_bytes: 1024 * 1024,
             dedupe_capacity: 100_000,
             dedupe_ttl_s: 600,
+            strict_schemas: false,
+            schema_reload_ms: 5000,
         }
     }
 }
@@ -1400,7 +1413,7 @@ impl ConsumeConfig {
                 "must be \"0\", \"$\" or an entry id such as 1700000000000-0",
             ));
         }
-        let checks: [(&'static str, u64, bool, &'static str); 5] = [
+        let checks: [(&'static str, u64, bool, &'static str); 6] = [
             (
                 "consume.count",
                 self.count as u64,
@@ -1430,6 +1443,12 @@ impl ConsumeConfig {
                 self.min_idle_ms,
                 self.min_idle_ms >= 1,
                 "must be at least 1",
+            ),
+            (
+                "consume.schema_reload_ms",
+                self.schema_reload_ms,
+                self.schema_reload_ms >= 100,
+                "must be at least 100 (each check is a GET on the server)",
             ),
         ];
         for (field, value, ok, reason) in checks {

@@ -46,6 +46,16 @@
 //! `dlq_at_ns`, `dlq_source_id`, `dlq_deliveries`) and acknowledged, in the same atomic
 //! commit, so it is dead-lettered exactly once and never reclaimed again.
 //!
+//! # Schemas
+//!
+//! With a registry ([`Consumer::with_schemas`], [`Consumer::with_schemas_from_redis`]) each
+//! event is validated and brought to a version the handler reads, its reader schema
+//! ([`Handler::reads`], [`Reads`]): older versions are migrated up, a newer version of a
+//! forward-compatible type is read as the handler's, and only an unreadable one is poison
+//! (`unreadable_version`). Types the handler does not read are acknowledged without
+//! validation; a type nobody registered is handed over unvalidated (counted `unvalidated`)
+//! unless `consume.strict_schemas` is set. A schema push thus never stops a running consumer.
+//!
 //! ```no_run
 //! use evstream::consume::{Consumer, Effects, Envelope, Handler, HandlerError};
 //!
@@ -116,9 +126,40 @@ pub enum Accept {
     UnknownVersion,
 }
 
+/// Which versions of an event type a handler reads: its reader schema, as in Avro and
+/// Confluent's registry. With a schema registry, an older event is validated and migrated up
+/// to the newest version the handler reads; a newer one is handed over *as* that version if
+/// the type is registered as forward-compatible and its data passes that version's schema
+/// (fields the reader does not know are left in `data`); anything else is poison
+/// (`unreadable_version`). So pushing a new version never stops a running handler that does
+/// not know it yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Reads {
+    /// Not this type: its events are acknowledged unhandled (counted `skipped`) without
+    /// validation, registered or not.
+    Nothing,
+    /// Whatever the registry's latest version is; every event is migrated to it. The default,
+    /// for handlers that declare nothing; such a handler must know every version pushed.
+    Latest,
+    /// These versions; events are read as the newest of them. Without a registry (or for a
+    /// type nobody registered) an event outside them is poison (`unknown_version`), retried
+    /// since a newer consumer may read it.
+    Versions(std::ops::RangeInclusive<u32>),
+}
+
 /// The application logic of a consumer.
 pub trait Handler: Send {
-    /// Whether to handle events of this type and version. Default: all.
+    /// Which versions of `event_type` this handler reads; [`Reads::Nothing`] for a type it
+    /// does not handle. Asked before any validation. Default: [`Reads::Latest`] for every
+    /// type.
+    fn reads(&self, event_type: &str) -> Reads {
+        let _ = event_type;
+        Reads::Latest
+    }
+
+    /// Whether to handle events of this type and version, as handed over (after migration,
+    /// see [`reads`](Self::reads)). Default: all.
     fn accepts(&self, event_type: &str, version: u32) -> Accept {
         let _ = (event_type, version);
         Accept::Handle
@@ -159,6 +200,7 @@ pub struct ConsumeStats {
     processed: AtomicU64,
     duplicates_skipped: AtomicU64,
     skipped: AtomicU64,
+    unvalidated: AtomicU64,
     dead_lettered: AtomicU64,
     failed_attempts: AtomicU64,
     claimed: AtomicU64,
@@ -182,6 +224,9 @@ pub struct ConsumeReport {
     pub duplicates_skipped: u64,
     /// Entries acknowledged without handling: types the handler does not take.
     pub skipped: u64,
+    /// Processed entries (counted in `processed` too) whose type the schema registry in use
+    /// does not know, handed over without validation (see `consume.strict_schemas`).
+    pub unvalidated: u64,
     /// Entries this consumer wrote to the dead letter queue.
     pub dead_lettered: u64,
     /// Deliveries that failed and were left pending for a retry.
@@ -210,6 +255,7 @@ impl ConsumeStats {
             processed: load(&self.processed),
             duplicates_skipped: load(&self.duplicates_skipped),
             skipped: load(&self.skipped),
+            unvalidated: load(&self.unvalidated),
             dead_lettered: load(&self.dead_lettered),
             failed_attempts: load(&self.failed_attempts),
             claimed: load(&self.claimed),
@@ -238,8 +284,8 @@ pub struct ConsumeKeys {
     /// Its dead letter stream, `<stream>:dlq`.
     pub dead_letters: String,
     /// The group's counters hash, `<stream>:consume:<group>`: `processed`,
-    /// `duplicates_skipped`, `skipped`, `replays_for_other_groups`, `dead_lettered`,
-    /// `deleted_pending`, plus the handler's own [`Effects::count`] names.
+    /// `duplicates_skipped`, `skipped`, `unvalidated`, `replays_for_other_groups`,
+    /// `dead_lettered`, `deleted_pending`, plus the handler's own [`Effects::count`] names.
     pub counters: String,
 }
 
@@ -357,16 +403,20 @@ impl<H: Handler> Consumer<H> {
         self
     }
 
-    /// Validates every event against `registry` and migrates it to the latest version of its
-    /// type before the handler sees it. Unknown types and versions and invalid data are
-    /// poison (`unknown_type`, `unknown_version`, `invalid_schema`).
+    /// Validates every event against `registry` and migrates it to the newest version of its
+    /// type the handler reads ([`Handler::reads`]) before the handler sees it; a newer one is
+    /// read as that version when the type is forward-compatible. Unknown versions, invalid
+    /// data and unreadable newer versions are poison (`unknown_version`, `invalid_schema`,
+    /// `unreadable_version`); a type the registry lacks is handed over unvalidated, or is
+    /// poison (`unknown_type`) with `consume.strict_schemas`.
     pub fn with_schemas(mut self, registry: Registry) -> Self {
         self.schemas = Schemas::Fixed(Arc::new(registry));
         self
     }
 
     /// Like [`with_schemas`](Self::with_schemas), with the registry stored in Redis by
-    /// `evstream schema push`, reloaded whenever its revision changes (checked every 5 s), so
+    /// `evstream schema push`, reloaded whenever its revision changes (checked every
+    /// `consume.schema_reload_ms`, default 5 s), so
     /// that a new version is learned without a restart. While nothing is registered, events
     /// are not validated.
     pub fn with_schemas_from_redis(mut self) -> Self {
@@ -391,7 +441,8 @@ impl<H: Handler> Consumer<H> {
         else {
             return Ok(());
         };
-        if checked_at.is_some_and(|at| at.elapsed() < Duration::from_secs(5)) {
+        let every = Duration::from_millis(self.config.schema_reload_ms);
+        if checked_at.is_some_and(|at| at.elapsed() < every) {
             return Ok(());
         }
         let first = checked_at.replace(Instant::now()).is_none();
@@ -934,7 +985,7 @@ impl<H: Handler> Consumer<H> {
                 planned.push((index, Record::DeadLetter, effects));
                 continue;
             }
-            // With a registry, `upgrade` parses (and so checks) the JSON itself.
+            // With a registry, `read_as_handler` parses (and so checks) the JSON itself.
             let decoded = decode::decode_into(
                 &mut event,
                 &entry.id,
@@ -944,11 +995,18 @@ impl<H: Handler> Consumer<H> {
                 self.registry().is_none(),
             )
             .map_err(|error| (error.code(), error.to_string()))
-            .and_then(|()| self.upgrade(&mut event))
-            .map(|()| (&event, self.recent.seen(&event.event_id)));
+            .and_then(|()| self.read_as_handler(&mut event))
+            .map(|reading| (&event, reading, self.recent.seen(&event.event_id)));
             let failure = match decoded {
                 Err(failure) => Some(failure),
-                Ok((event, _))
+                Ok((_, Reading::NotRead, _)) => {
+                    // A type this handler does not read: not validated, so a type nobody
+                    // registered does not stop the groups that do not care about it.
+                    effects.count("skipped", 1);
+                    planned.push((index, Record::Skipped, effects));
+                    continue;
+                }
+                Ok((event, _, _))
                     if event
                         .replay_for_group
                         .as_ref()
@@ -960,7 +1018,7 @@ impl<H: Handler> Consumer<H> {
                     planned.push((index, Record::Skipped, effects));
                     continue;
                 }
-                Ok((event, Seen::Held)) => {
+                Ok((event, _, Seen::Held)) => {
                     // The same event in the batch whose commit is in flight: wait for its
                     // outcome. Left pending, this entry comes back by a claim, when it is
                     // known whether that event was applied.
@@ -968,12 +1026,12 @@ impl<H: Handler> Consumer<H> {
                     self.spare_effects.push(effects);
                     continue;
                 }
-                Ok((_, Seen::Applied)) => {
+                Ok((_, _, Seen::Applied)) => {
                     effects.count("duplicates_skipped", 1);
                     planned.push((index, Record::Duplicate, effects));
                     continue;
                 }
-                Ok((event, Seen::No)) => {
+                Ok((event, reading, Seen::No)) => {
                     match self.handler.accepts(&event.event_type, event.version) {
                         Accept::Skip => {
                             effects.count("skipped", 1);
@@ -992,8 +1050,13 @@ impl<H: Handler> Consumer<H> {
                                 Ok(()) => {
                                     self.recent.hold(event.event_id);
                                     effects.count("processed", 1);
+                                    let unvalidated = reading == Reading::Unvalidated;
+                                    if unvalidated {
+                                        effects.count("unvalidated", 1);
+                                    }
                                     let record = Record::Handled {
                                         event_id: event.event_id,
+                                        unvalidated,
                                     };
                                     planned.push((index, record, effects));
                                     continue;
@@ -1024,7 +1087,7 @@ impl<H: Handler> Consumer<H> {
                 entries: planned
                     .iter_mut()
                     .filter_map(|(_, record, effects)| match record {
-                        Record::Handled { event_id } => Some((*event_id, effects)),
+                        Record::Handled { event_id, .. } => Some((*event_id, effects)),
                         _ => None,
                     })
                     .collect(),
@@ -1052,22 +1115,70 @@ impl<H: Handler> Consumer<H> {
         })
     }
 
-    /// Validates `event` and migrates it to its type's latest version, when a registry is set.
-    fn upgrade(&self, event: &mut Envelope) -> Result<(), (&'static str, String)> {
+    /// Brings `event` to a version the handler reads ([`Handler::reads`]): validated and
+    /// migrated up to the newest version it reads, or a newer version read as that one (see
+    /// [`Registry::read_as`]). A type the registry lacks is handed over as it is (counted
+    /// `unvalidated`) unless `consume.strict_schemas` is set.
+    fn read_as_handler(&self, event: &mut Envelope) -> Result<Reading, (&'static str, String)> {
+        let reads = self.handler.reads(&event.event_type);
+        let range = match &reads {
+            Reads::Nothing => return Ok(Reading::NotRead),
+            Reads::Latest => None,
+            Reads::Versions(range) => Some(range),
+        };
+        let unread = |event: &Envelope| {
+            let version = event.version;
+            let range = range.filter(|range| !range.contains(&version))?;
+            Some((
+                "unknown_version",
+                format!(
+                    "{} v{version} is not read by this handler (it reads v{} to v{})",
+                    event.event_type,
+                    range.start(),
+                    range.end()
+                ),
+            ))
+        };
         let Some(registry) = self.registry() else {
-            return Ok(());
+            // No registry in use: handed over as it is, as before there were registries.
+            return unread(event).map_or(Ok(Reading::Handle), Err);
+        };
+        let Some(latest) = registry.latest(&event.event_type) else {
+            if self.config.strict_schemas {
+                return Err((
+                    "unknown_type",
+                    format!(
+                        "event type {:?} has no registered schema and consume.strict_schemas is \
+                         on: register it (evstream schema push) or turn strict_schemas off",
+                        event.event_type
+                    ),
+                ));
+            }
+            // `decode_into` left the JSON check to the registry, which has nothing to say.
+            serde_json::from_str::<serde::de::IgnoredAny>(&event.data)
+                .map_err(|e| ("invalid_json", format!("data is not valid JSON: {e}")))?;
+            return unread(event).map_or(Ok(Reading::Unvalidated), Err);
         };
         let failed = |failure: crate::schema::SchemaFailure| (failure.code(), failure.to_string());
         let mut data: serde_json::Value = serde_json::from_str(&event.data)
             .map_err(|e| ("invalid_json", format!("data is not valid JSON: {e}")))?;
-        let latest = registry
-            .upgrade(&event.event_type, event.version, &mut data)
-            .map_err(failed)?;
-        if latest != event.version {
-            event.data = data.to_string();
-            event.version = latest;
+        let target = range.map_or(latest, |range| (*range.end()).min(latest));
+        if event.version > target {
+            // Newer than the handler reads: its data, unchanged, read as `target`.
+            registry
+                .read_as(&event.event_type, event.version, target, &data)
+                .map_err(failed)?;
+            event.version = target;
+        } else {
+            let version = registry
+                .upgrade_to(&event.event_type, event.version, target, &mut data)
+                .map_err(failed)?;
+            if version != event.version {
+                event.data = data.to_string();
+                event.version = version;
+            }
         }
-        Ok(())
+        unread(event).map_or(Ok(Reading::Handle), Err)
     }
 
     /// Reads the commit's reply, tells the handler, and writes what follows from it.
@@ -1095,7 +1206,7 @@ impl<H: Handler> Consumer<H> {
                 let outcomes: Vec<Outcome> = records
                     .iter()
                     .filter_map(|(index, record)| match record {
-                        Record::Handled { event_id } => Some(Outcome {
+                        Record::Handled { event_id, .. } => Some(Outcome {
                             event_id: *event_id,
                             stream_id: entries[*index].id.clone(),
                             applied: false,
@@ -1123,9 +1234,15 @@ impl<H: Handler> Consumer<H> {
                 effect_failures.push((*index, result.error));
             }
             match record {
-                Record::Handled { event_id } => {
+                Record::Handled {
+                    event_id,
+                    unvalidated,
+                } => {
                     if applied {
                         ConsumeStats::add(&self.stats.processed, 1);
+                        if *unvalidated {
+                            ConsumeStats::add(&self.stats.unvalidated, 1);
+                        }
                     }
                     self.recent.settle(*event_id, applied, now);
                     outcomes.push(Outcome {
@@ -1296,10 +1413,23 @@ impl Batch<'_> {
     }
 }
 
+/// What [`Consumer::read_as_handler`] made of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// Validated (when a registry is in use) and in a version the handler reads.
+    Handle,
+    /// Of a type the registry does not know: handed over without validation, counted.
+    Unvalidated,
+    /// Of a type the handler does not read: acknowledged unhandled.
+    NotRead,
+}
+
 /// What one record of a commit stands for.
 enum Record {
     Handled {
         event_id: uuid::Uuid,
+        /// Handed over without validation: a type the registry does not know.
+        unvalidated: bool,
     },
     DeadLetter,
     Skipped,

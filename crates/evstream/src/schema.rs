@@ -86,6 +86,40 @@ pub enum SchemaFailure {
         /// The first violation.
         message: String,
     },
+    /// A version newer than the one the handler reads, in a type whose versions are not
+    /// registered as forward-compatible: nothing says the reader can read it.
+    #[error(
+        "{event_type} v{version} is not forward-compatible with v{reader}, which this handler \
+         reads ({event_type} is registered as {compatibility}): upgrade the handler to read \
+         v{version}, or register {event_type} as FORWARD or FULL"
+    )]
+    NotForwardCompatible {
+        /// The type.
+        event_type: String,
+        /// The event's version.
+        version: u32,
+        /// The newest version the handler reads.
+        reader: u32,
+        /// The type's registered mode.
+        compatibility: Compatibility,
+    },
+    /// A newer version, registered as forward-compatible, whose data the reader's schema
+    /// still refuses (a non-transitive mode only checked it against the version before).
+    #[error(
+        "{event_type} v{version} data does not match v{reader}, which this handler reads: \
+         {message}; upgrade the handler to read v{version}, or register {event_type} as \
+         FORWARD_TRANSITIVE or FULL_TRANSITIVE"
+    )]
+    Unreadable {
+        /// The type.
+        event_type: String,
+        /// The event's version.
+        version: u32,
+        /// The newest version the handler reads.
+        reader: u32,
+        /// The first violation of the reader's schema.
+        message: String,
+    },
     /// A migration step failed.
     #[error("{event_type} v{from} → v{}: migration failed: {message}", from + 1)]
     MigrationFailed {
@@ -106,6 +140,7 @@ impl SchemaFailure {
             Self::UnknownVersion { .. } => "unknown_version",
             Self::Invalid { .. } => "invalid_schema",
             Self::MigrationFailed { .. } => "migration_failed",
+            Self::NotForwardCompatible { .. } | Self::Unreadable { .. } => "unreadable_version",
         }
     }
 }
@@ -361,6 +396,11 @@ impl Registry {
         self.types.get(event_type).map(|s| s.versions.len() as u32)
     }
 
+    /// The compatibility mode `event_type` is registered with.
+    pub fn compatibility(&self, event_type: &str) -> Option<Compatibility> {
+        self.types.get(event_type).map(|s| s.compatibility)
+    }
+
     /// Adds a Rust step to the migration from `from_version` to the next.
     pub fn set_hook(
         &mut self,
@@ -441,9 +481,25 @@ impl Registry {
         version: u32,
         data: &mut Value,
     ) -> Result<u32, SchemaFailure> {
+        self.upgrade_to(event_type, version, u32::MAX, data)
+    }
+
+    /// Validates `data` as `event_type` `version`, then migrates it in place up to `target`
+    /// (at most the latest version), and returns the version it now has: what a reader of
+    /// `target` is given for an older event. A `version` above `target` is left as it is
+    /// (see [`read_as`](Self::read_as) for reading newer data).
+    pub fn upgrade_to(
+        &self,
+        event_type: &str,
+        version: u32,
+        target: u32,
+        data: &mut Value,
+    ) -> Result<u32, SchemaFailure> {
         self.validate(event_type, version, data)?;
         let versions = self.versions(event_type, version)?;
-        for (step, from) in versions.iter().zip(version..) {
+        // `versions[0]` is `version`; each step is the migration out of one of them.
+        let steps = (target.saturating_sub(version) as usize).min(versions.len() - 1);
+        for (step, from) in versions[..steps].iter().zip(version..) {
             let failed = |message: String| SchemaFailure::MigrationFailed {
                 event_type: event_type.to_owned(),
                 from,
@@ -456,7 +512,49 @@ impl Registry {
                 hook(data).map_err(failed)?;
             }
         }
-        Ok(version + versions.len() as u32 - 1)
+        Ok(version + steps as u32)
+    }
+
+    /// Checks that `data` of `event_type` `version` can be read as the older version
+    /// `reader`, as Avro's and Confluent's reader schemas read newer data: `version` must be
+    /// registered, `data` valid for it, the type registered as forward-compatible (`FORWARD`,
+    /// `FULL` or their transitive variants: every new version was checked to be readable by
+    /// older readers when it was pushed), and `data` valid for `reader`'s schema. That last
+    /// check is what makes a non-transitive mode safe for a reader more than one version
+    /// behind, which its push never checked. Fields `reader` does not know are left in
+    /// `data`: an open schema allows them, and a reader ignores them.
+    pub fn read_as(
+        &self,
+        event_type: &str,
+        version: u32,
+        reader: u32,
+        data: &Value,
+    ) -> Result<(), SchemaFailure> {
+        self.validate(event_type, version, data)?;
+        if reader >= version {
+            return Ok(());
+        }
+        let compatibility = self
+            .compatibility(event_type)
+            .ok_or_else(|| SchemaFailure::UnknownType(event_type.to_owned()))?;
+        if !compatibility.is_forward() {
+            return Err(SchemaFailure::NotForwardCompatible {
+                event_type: event_type.to_owned(),
+                version,
+                reader,
+                compatibility,
+            });
+        }
+        self.validate(event_type, reader, data)
+            .map_err(|failure| match failure {
+                SchemaFailure::Invalid { message, .. } => SchemaFailure::Unreadable {
+                    event_type: event_type.to_owned(),
+                    version,
+                    reader,
+                    message,
+                },
+                other => other,
+            })
     }
 
     /// Problems with registering `self` over the already `registered` registry: a registered
@@ -525,4 +623,124 @@ where
         .await
         .map_err(|source| SchemaError::Redis { source })?;
     Ok(added)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// `Order` v1 (`id`), v2 (+ optional `venue` with a default), v3 (+ optional `desk`), in
+    /// `mode`.
+    fn registry(mode: &str) -> Registry {
+        let schema = |fields: &[&str]| {
+            let properties: serde_json::Map<String, Value> = fields
+                .iter()
+                .map(|f| ((*f).to_owned(), json!({"type": "string"})))
+                .collect();
+            json!({"type": "object", "required": ["id"], "properties": properties}).to_string()
+        };
+        let add = |field: &str| {
+            json!({"ops": [{"op": "add", "path": format!("/{field}"), "value": "x"}]}).to_string()
+        };
+        let files = [
+            (
+                "Order/config.json",
+                json!({"compatibility": mode}).to_string(),
+            ),
+            ("Order/v1.json", schema(&["id"])),
+            ("Order/v2.json", schema(&["id", "venue"])),
+            ("Order/v1-to-v2.json", add("venue")),
+            ("Order/v3.json", schema(&["id", "venue", "desk"])),
+            ("Order/v2-to-v3.json", add("desk")),
+        ];
+        Registry::from_files(files.map(|(p, t)| (p.to_owned(), t)).into()).unwrap()
+    }
+
+    #[test]
+    fn upgrade_to_stops_at_the_readers_version() {
+        let registry = registry("FULL");
+        let mut data = json!({"id": "1"});
+        assert_eq!(registry.upgrade_to("Order", 1, 2, &mut data), Ok(2));
+        assert_eq!(data, json!({"id": "1", "venue": "x"}));
+        let mut data = json!({"id": "1"});
+        assert_eq!(registry.upgrade_to("Order", 1, 9, &mut data), Ok(3));
+        assert_eq!(data, json!({"id": "1", "venue": "x", "desk": "x"}));
+        let mut data = json!({"id": "1"});
+        assert_eq!(registry.upgrade_to("Order", 1, 1, &mut data), Ok(1));
+        assert_eq!(data, json!({"id": "1"}));
+    }
+
+    #[test]
+    fn newer_data_is_read_as_an_older_version_only_when_forward_compatible() {
+        let data = json!({"id": "1", "venue": "v", "desk": "d"});
+        for mode in ["FORWARD", "FULL", "FORWARD_TRANSITIVE", "FULL_TRANSITIVE"] {
+            assert_eq!(
+                registry(mode).read_as("Order", 3, 2, &data),
+                Ok(()),
+                "{mode}"
+            );
+            assert_eq!(
+                registry(mode).read_as("Order", 3, 1, &data),
+                Ok(()),
+                "{mode}"
+            );
+        }
+        for mode in ["BACKWARD", "BACKWARD_TRANSITIVE", "NONE"] {
+            let failure = registry(mode).read_as("Order", 3, 2, &data).unwrap_err();
+            assert_eq!(failure.code(), "unreadable_version");
+            let message = failure.to_string();
+            assert!(
+                message.starts_with(
+                    "Order v3 is not forward-compatible with v2, which this handler reads"
+                ) && message.contains(&format!("registered as {mode}"))
+                    && message.contains("upgrade the handler to read v3"),
+                "{message}"
+            );
+        }
+        // Data that fails its own version's schema is invalid, whatever the reader.
+        let failure = registry("FULL")
+            .read_as("Order", 3, 2, &json!({"venue": "v"}))
+            .unwrap_err();
+        assert_eq!(failure.code(), "invalid_schema");
+        // A version nobody registered is unknown, not unreadable: a reload may learn it.
+        let failure = registry("FULL").read_as("Order", 4, 2, &data).unwrap_err();
+        assert_eq!(failure.code(), "unknown_version");
+    }
+
+    #[test]
+    fn newer_data_failing_the_readers_schema_is_unreadable() {
+        // The push-time check compares fields and types, not every constraint: v1 limits
+        // `id` to 3 characters, v2 does not.
+        let files = [
+            ("Order/config.json", json!({"compatibility": "FORWARD"})),
+            (
+                "Order/v1.json",
+                json!({"type": "object", "required": ["id"],
+                       "properties": {"id": {"type": "string", "maxLength": 3}}}),
+            ),
+            (
+                "Order/v2.json",
+                json!({"type": "object", "required": ["id"],
+                       "properties": {"id": {"type": "string"}}}),
+            ),
+            ("Order/v1-to-v2.json", json!({"ops": []})),
+        ];
+        let registry =
+            Registry::from_files(files.map(|(p, v)| (p.to_owned(), v.to_string())).into()).unwrap();
+        assert_eq!(
+            registry.read_as("Order", 2, 1, &json!({"id": "123"})),
+            Ok(())
+        );
+        let failure = registry
+            .read_as("Order", 2, 1, &json!({"id": "12345"}))
+            .unwrap_err();
+        assert_eq!(failure.code(), "unreadable_version");
+        let message = failure.to_string();
+        assert!(
+            message.starts_with("Order v2 data does not match v1, which this handler reads")
+                && message.contains("upgrade the handler to read v2"),
+            "{message}"
+        );
+    }
 }

@@ -254,6 +254,8 @@ pub fn record_consumer(group: &str, report: &ConsumeReport) {
             .absolute(n);
     }
     counter!("evstream_consume_claimed_total", "group" => group.clone()).absolute(report.claimed);
+    counter!("evstream_consume_unvalidated_total", "group" => group.clone())
+        .absolute(report.unvalidated);
     counter!("evstream_consume_redis_errors_total", "group" => group).absolute(report.redis_errors);
 }
 

@@ -723,3 +723,124 @@ fn issue_18_a_poison_entry_is_dead_lettered_at_max_deliveries_however_long_the_p
         );
     }
 }
+
+/// A registry that knows only `Tick` v1 (`{"n": integer}`).
+fn tick_registry() -> evstream::schema::Registry {
+    let v1 = r#"{"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}}"#;
+    evstream::schema::Registry::from_files([("Tick/v1.json".to_owned(), v1.to_owned())].into())
+        .unwrap()
+}
+
+/// Appends two entries each of `Tick` v1, `Quote` (registered nowhere, read by the handler
+/// below) and `Other` (registered nowhere, not the handler's).
+fn append_mixed(connection: &mut redis::Connection) {
+    let mut pipe = redis::pipe();
+    for n in 0..2 {
+        for event_type in ["Tick", "Quote", "Other"] {
+            let fields = envelope(n, event_type, "v1", &format!("{{\"n\":{n}}}"));
+            pipe.xadd(STREAM, "*", &fields).ignore();
+        }
+    }
+    pipe.query::<()>(connection).unwrap();
+}
+
+/// Reads `Tick` and `Quote`; no other type.
+struct TickAndQuote;
+
+impl Handler for TickAndQuote {
+    fn accepts(&self, event_type: &str, _version: u32) -> Accept {
+        match event_type {
+            "Tick" | "Quote" => Accept::Handle,
+            _ => Accept::Skip,
+        }
+    }
+
+    fn handle(&mut self, event: &Envelope, effects: &mut Effects) -> Result<(), HandlerError> {
+        effects.count(&format!("handled_{}", event.event_type), 1);
+        Ok(())
+    }
+}
+
+/// Issue 19, item 2: once the registry holds anything, a type nobody registered is not
+/// dead-lettered: handed over unvalidated (and counted) where the handler takes it,
+/// acknowledged unhandled where it does not.
+#[test]
+fn issue_19_unregistered_types_are_handed_over_unvalidated_or_skipped_never_dead_lettered() {
+    let server = RedisServer::start().unwrap();
+    let mut connection = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    append_mixed(&mut connection);
+    let consumer = Consumer::new(&config(&server.url()), "c1", TickAndQuote)
+        .unwrap()
+        .with_schemas(tick_registry());
+    let report = run_until(consumer, |r| r.processed + r.skipped + r.dead_lettered >= 6)
+        .join()
+        .unwrap();
+    assert_eq!(
+        (report.processed, report.skipped, report.dead_lettered),
+        (4, 2, 0),
+        "{report:?}"
+    );
+    assert_eq!(counter(&mut connection, "handled_Tick"), 2);
+    assert_eq!(counter(&mut connection, "handled_Quote"), 2);
+    assert_eq!(counter(&mut connection, "unvalidated"), 2);
+    let dead: u64 = connection.xlen("events:dlq").unwrap();
+    assert_eq!(dead, 0);
+}
+
+/// Issue 19, item 2: with `consume.strict_schemas` a type nobody registered is poison
+/// (`unknown_type`, naming the fix) for the handlers that read it; a handler that does not
+/// read it (`Reads::Nothing`) acknowledges it unhandled, unvalidated.
+#[test]
+fn issue_19_strict_schemas_dead_letter_unregistered_types_a_handler_reads() {
+    struct ReadsTickAndQuote;
+    impl Handler for ReadsTickAndQuote {
+        fn reads(&self, event_type: &str) -> evstream::consume::Reads {
+            match event_type {
+                "Tick" => evstream::consume::Reads::Versions(1..=1),
+                "Quote" => evstream::consume::Reads::Latest,
+                _ => evstream::consume::Reads::Nothing,
+            }
+        }
+
+        fn handle(&mut self, event: &Envelope, effects: &mut Effects) -> Result<(), HandlerError> {
+            effects.count(&format!("handled_{}", event.event_type), 1);
+            Ok(())
+        }
+    }
+    let server = RedisServer::start().unwrap();
+    let mut connection = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    append_mixed(&mut connection);
+    let mut config = config(&server.url());
+    config.consume.strict_schemas = true;
+    config.consume.max_deliveries = 1;
+    let consumer = Consumer::new(&config, "c1", ReadsTickAndQuote)
+        .unwrap()
+        .with_schemas(tick_registry());
+    let report = run_until(consumer, |r| r.processed + r.skipped + r.dead_lettered >= 6)
+        .join()
+        .unwrap();
+    assert_eq!(
+        (
+            report.processed,
+            report.skipped,
+            report.dead_lettered,
+            report.unvalidated
+        ),
+        (2, 2, 2, 0),
+        "{report:?}"
+    );
+    let dead: redis::streams::StreamRangeReply = connection.xrange_all("events:dlq").unwrap();
+    for letter in &dead.ids {
+        assert_eq!(letter.get::<String>("event_type").unwrap(), "Quote");
+        assert_eq!(letter.get::<String>("dlq_reason").unwrap(), "unknown_type");
+        let error: String = letter.get("dlq_error").unwrap();
+        assert!(error.contains("consume.strict_schemas"), "{error}");
+    }
+    assert_eq!(dead.ids.len(), 2);
+}

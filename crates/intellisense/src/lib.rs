@@ -12,6 +12,14 @@
 //!   the symbol's notional limit (default 1,000,000 for every symbol); an alert above 1.0;
 //! - **pipeline latency**: from the event's `timestamp_ns` to the moment it is processed.
 //!
+//! # What it reads
+//!
+//! `OrderCreated` v1 and v2, `OrderFilled`, `MarketDataUpdate` and `Signal` v1
+//! ([`Handler::reads`]); other types are acknowledged unhandled. With a schema registry an
+//! older event is migrated up to those versions, and a newer `OrderCreated` (v3, …) of a type
+//! registered as `FORWARD` or `FULL` is read as v2, so pushing a new version does not stop
+//! it; one it cannot read is dead-lettered (`unreadable_version`) with the fix.
+//!
 //! # Several consumers, one result
 //!
 //! The events of one order may be processed by different consumers of the group. Each
@@ -47,7 +55,7 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use evstream::consume::{Accept, Batch, Effects, Envelope, Handler, HandlerError, Outcome};
+use evstream::consume::{Batch, Effects, Envelope, Handler, HandlerError, Outcome, Reads};
 use evstream::publish::wall_clock_ns;
 use hdrhistogram::Histogram;
 use redis::Value;
@@ -430,15 +438,14 @@ fn reply_text(reply: Option<&Value>, n: usize) -> Option<String> {
 }
 
 impl Handler for IntelliSense {
-    fn accepts(&self, event_type: &str, version: u32) -> Accept {
-        match (event_type, version) {
-            ("MarketDataUpdate" | "Signal" | "OrderFilled", 1) | ("OrderCreated", 1 | 2) => {
-                Accept::Handle
-            }
-            ("MarketDataUpdate" | "Signal" | "OrderFilled" | "OrderCreated", _) => {
-                Accept::UnknownVersion
-            }
-            _ => Accept::Skip,
+    /// The versions this code reads (its reader schemas): older events are migrated up to
+    /// them, newer forward-compatible ones are read as them, so a schema push never stops
+    /// it. Other types are acknowledged unhandled, registered or not.
+    fn reads(&self, event_type: &str) -> Reads {
+        match event_type {
+            "OrderCreated" => Reads::Versions(1..=2),
+            "MarketDataUpdate" | "Signal" | "OrderFilled" => Reads::Versions(1..=1),
+            _ => Reads::Nothing,
         }
     }
 

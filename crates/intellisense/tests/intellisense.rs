@@ -27,10 +27,21 @@ fn append(
     ts: u64,
     data: &str,
 ) {
+    append_versioned(connection, event_type, 1, correlation, ts, data);
+}
+
+fn append_versioned(
+    connection: &mut redis::Connection,
+    event_type: &str,
+    version: u32,
+    correlation: &str,
+    ts: u64,
+    data: &str,
+) {
     let fields = [
         ("event_id", uuid::Uuid::now_v7().to_string()),
         ("event_type", event_type.to_owned()),
-        ("version", "v1".to_owned()),
+        ("version", format!("v{version}")),
         ("correlation_id", correlation.to_owned()),
         ("timestamp_ns", ts.to_string()),
         ("producer_id", "engine:test".to_owned()),
@@ -231,4 +242,301 @@ fn a_risky_order_raises_a_risk_alert() {
     // 10,000 × 190 = 1.9M against the default 1M limit.
     assert_eq!(alert.get::<String>("level").unwrap(), "WARNING");
     assert!((alert.get::<f64>("value").unwrap() - 1.9).abs() < 1e-9);
+}
+
+// Issue 19: readers never stop.
+
+/// `OrderCreated` v3: v2 plus an optional `venue`.
+const CREATED_V3: &str = r#"{
+  "type": "object",
+  "required": ["orderId", "symbol", "quantity"],
+  "properties": {
+    "orderId": {"type": "string", "minLength": 1},
+    "symbol": {"type": "string", "minLength": 1},
+    "quantity": {"type": "number", "minimum": 0},
+    "price": {"type": "number"},
+    "side": {"enum": ["BUY", "SELL"]},
+    "venue": {"type": "string"}
+  }
+}"#;
+
+/// Pushes the shipped `schemas/` plus `extra` files to the server, as `evstream schema push`
+/// does.
+fn push_schemas(url: &str, extra: &[(&str, &str)]) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas");
+    let mut files = evstream::schema::Registry::from_dir(&dir)
+        .unwrap()
+        .files()
+        .clone();
+    for (path, text) in extra {
+        files.insert((*path).to_owned(), (*text).to_owned());
+    }
+    let registry = evstream::schema::Registry::from_files(files).unwrap();
+    let client = redis::Client::open(url).unwrap();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+            evstream::schema::push(&mut connection, &registry)
+                .await
+                .unwrap();
+        });
+}
+
+/// Runs IntelliSense with the registry from Redis on its own thread until the group's
+/// counters satisfy `until` (or 45 s pass).
+fn run_intellisense(
+    config: Config,
+    until: impl Fn(&std::collections::HashMap<String, u64>) -> bool + Send + 'static,
+) -> std::thread::JoinHandle<ConsumeReport> {
+    let url = config.redis.url.clone();
+    let consumer = Consumer::new(
+        &config,
+        "c1",
+        IntelliSense::new("events", IntelliSenseConfig::default()),
+    )
+    .unwrap()
+    .with_schemas_from_redis();
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(consumer.run(async move {
+                let mut connection = redis::Client::open(url).unwrap().get_connection().unwrap();
+                let deadline = Instant::now() + Duration::from_secs(45);
+                loop {
+                    let counters: std::collections::HashMap<String, u64> = connection
+                        .hgetall("events:consume:intellisense_group")
+                        .unwrap();
+                    if until(&counters) || Instant::now() > deadline {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }))
+    })
+}
+
+fn dead_letters(connection: &mut redis::Connection) -> Vec<redis::streams::StreamId> {
+    let reply: redis::streams::StreamRangeReply = connection.xrange_all("events:dlq").unwrap();
+    reply.ids
+}
+
+/// Issue 19, items 1 and 2: a running IntelliSense consumer keeps processing every order and
+/// fill while `OrderCreated` v3 (an optional field more, `FULL`) is pushed and v3 events
+/// arrive; a type nobody registered is handed over where IntelliSense reads it (`Signal`,
+/// counted `unvalidated`) and acknowledged unhandled where it does not (`PositionUpdated`).
+/// Nothing is dead-lettered.
+#[test]
+fn issue_19_intellisense_keeps_reading_while_order_created_v3_is_pushed() {
+    let server = RedisServer::start().unwrap();
+    let mut connection = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let full = r#"{"compatibility": "FULL"}"#;
+    push_schemas(&server.url(), &[("OrderCreated/config.json", full)]);
+
+    let mut config = config(&server.url(), 16);
+    // An event read before the consumer learns of v3 is retried (every 200 ms), never
+    // dead-lettered while the registry reloads.
+    config.consume.min_idle_ms = 200;
+    config.consume.max_deliveries = 200;
+    let consumer = run_intellisense(config, |counters| {
+        let get = |name: &str| counters.get(name).copied().unwrap_or(0);
+        get("orders") >= 12 && get("fills") >= 9 && get("signals") >= 5 && get("skipped") >= 2
+    });
+
+    let order = |n: u32, venue: bool| {
+        let venue = if venue { r#","venue":"XNAS""# } else { "" };
+        format!(r#"{{"orderId":"o{n}","symbol":"AAPL","quantity":10.0,"price":190.0{venue}}}"#)
+    };
+    let mut n: u32 = 0;
+    let mut next = || {
+        n += 1;
+        (format!("ord-{n}"), T0 + u64::from(n) * MS)
+    };
+    // Before v3: v1 orders, fills, market data.
+    for _ in 0..3 {
+        let (corr, ts) = next();
+        signal(&mut connection, &corr, ts);
+        created(&mut connection, &corr, ts + MS);
+        filled(&mut connection, &corr, ts + 2 * MS);
+    }
+    // v3 is pushed while the consumer runs; producers start writing v3 at once.
+    push_schemas(
+        &server.url(),
+        &[
+            ("OrderCreated/config.json", full),
+            ("OrderCreated/v3.json", CREATED_V3),
+            // A new field with a default for older data, as Avro wants for FULL.
+            (
+                "OrderCreated/v2-to-v3.json",
+                r#"{"ops": [{"op": "add", "path": "/venue", "value": "XNAS"}]}"#,
+            ),
+        ],
+    );
+    for i in 0..3 {
+        let (corr, ts) = next();
+        append_versioned(
+            &mut connection,
+            "OrderCreated",
+            2,
+            &corr,
+            ts,
+            &order(i, false),
+        );
+        append_versioned(
+            &mut connection,
+            "OrderCreated",
+            3,
+            &corr,
+            ts,
+            &order(i, true),
+        );
+        filled(&mut connection, &corr, ts + 2 * MS);
+    }
+    for _ in 0..2 {
+        let (corr, ts) = next();
+        append(&mut connection, "Signal", &corr, ts, r#"{"symbol":"AAPL"}"#);
+        append(
+            &mut connection,
+            "PositionUpdated",
+            &corr,
+            ts,
+            r#"{"qty":1}"#,
+        );
+    }
+    // After the consumer has certainly reloaded the registry (every 5 s).
+    std::thread::sleep(Duration::from_secs(6));
+    for i in 0..3 {
+        let (corr, ts) = next();
+        append_versioned(
+            &mut connection,
+            "OrderCreated",
+            3,
+            &corr,
+            ts,
+            &order(i, true),
+        );
+        filled(&mut connection, &corr, ts + 2 * MS);
+    }
+
+    let report = consumer.join().unwrap();
+    let counters: std::collections::HashMap<String, u64> = connection
+        .hgetall("events:consume:intellisense_group")
+        .unwrap();
+    let letters = dead_letters(&mut connection);
+    assert!(letters.is_empty(), "dead letters: {letters:?}");
+    assert_eq!(report.dead_lettered, 0, "{report:?}");
+    let get = |name: &str| counters.get(name).copied().unwrap_or(0);
+    assert_eq!(get("orders"), 12, "{counters:?}");
+    assert_eq!(get("fills"), 9, "{counters:?}");
+    assert_eq!(get("signals"), 5, "{counters:?}");
+    assert_eq!(
+        get("skipped"),
+        2,
+        "PositionUpdated is not IntelliSense's: {counters:?}"
+    );
+    assert_eq!(
+        get("unvalidated"),
+        2,
+        "Signal is registered nowhere: {counters:?}"
+    );
+    let pending: redis::streams::StreamPendingReply =
+        connection.xpending("events", "intellisense_group").unwrap();
+    assert_eq!(pending.count(), 0);
+}
+
+/// Issue 19, item 1: a version newer than IntelliSense reads, in a type not registered as
+/// forward-compatible, is dead-lettered with a reason that names the fix, and feeds the
+/// dead letter alert (`PoisonPillsHigh` reads the dead letter stream's entries-added).
+/// The versions IntelliSense reads keep flowing.
+#[test]
+fn issue_19_an_unreadable_version_is_dead_lettered_with_the_fix_and_alerts() {
+    let server = RedisServer::start().unwrap();
+    let mut connection = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    // BACKWARD (the default): v3 adds a required venue with a default for older data, which
+    // a v2 reader was never checked to read.
+    let v3 = CREATED_V3.replace(
+        r#""required": ["orderId", "symbol", "quantity"]"#,
+        r#""required": ["orderId", "symbol", "quantity", "venue"]"#,
+    );
+    push_schemas(
+        &server.url(),
+        &[
+            ("OrderCreated/v3.json", &v3),
+            (
+                "OrderCreated/v2-to-v3.json",
+                r#"{"ops": [{"op": "add", "path": "/venue", "value": "XNAS"}]}"#,
+            ),
+        ],
+    );
+    let mut config = config(&server.url(), 16);
+    config.consume.max_deliveries = 1;
+    let consumer = run_intellisense(config.clone(), |counters| {
+        let get = |name: &str| counters.get(name).copied().unwrap_or(0);
+        get("orders") >= 2 && get("dead_lettered") >= 1
+    });
+    created(&mut connection, "ord-1", T0);
+    append_versioned(
+        &mut connection,
+        "OrderCreated",
+        3,
+        "ord-2",
+        T0 + MS,
+        r#"{"orderId":"o2","symbol":"AAPL","quantity":1.0,"venue":"XNAS"}"#,
+    );
+    append_versioned(
+        &mut connection,
+        "OrderCreated",
+        2,
+        "ord-3",
+        T0 + 2 * MS,
+        r#"{"orderId":"o3","symbol":"AAPL","quantity":1.0}"#,
+    );
+    let report = consumer.join().unwrap();
+    assert_eq!(report.dead_lettered, 1, "{report:?}");
+    let orders: Option<u64> = connection
+        .hget("events:consume:intellisense_group", "orders")
+        .unwrap();
+    assert_eq!(orders, Some(2));
+    let letters = dead_letters(&mut connection);
+    assert_eq!(letters.len(), 1);
+    let field = |name: &str| letters[0].get::<String>(name).unwrap_or_default();
+    assert_eq!(field("dlq_reason"), "unreadable_version");
+    assert_eq!(field("version"), "v3");
+    let error = field("dlq_error");
+    assert!(
+        error.contains(
+            "OrderCreated v3 is not forward-compatible with v2, which this handler reads"
+        ) && error.contains("upgrade the handler")
+            && error.contains("FORWARD or FULL"),
+        "{error}"
+    );
+    // The counter PoisonPillsHigh reads moved; at a rate above the threshold it fires.
+    let info: std::collections::HashMap<String, redis::Value> = redis::cmd("XINFO")
+        .arg("STREAM")
+        .arg("events:dlq")
+        .query(&mut connection)
+        .unwrap();
+    let added = redis::from_redis_value::<u64>(info["entries-added"].clone()).ok();
+    assert_eq!(added, Some(1));
+    let mut ops = config.ops.clone();
+    ops.poison_rate_warning = 0.5;
+    let inputs = evstream::ops::alerts::Inputs {
+        poison_rate: Some(1.0),
+        ..Default::default()
+    };
+    let findings = evstream::ops::alerts::evaluate(&ops, &inputs);
+    assert!(
+        findings.iter().any(|f| f.alert == "PoisonPillsHigh"),
+        "{findings:?}"
+    );
 }

@@ -40,6 +40,26 @@ pub enum Compatibility {
 }
 
 impl Compatibility {
+    /// Whether older readers were checked to read every new version (`FORWARD`, `FULL` and
+    /// their transitive variants): what lets a consumer read newer data as the version it
+    /// knows.
+    pub fn is_forward(self) -> bool {
+        self.directions().1
+    }
+
+    /// The mode's name as written in `config.json` (`FULL_TRANSITIVE`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Backward => "BACKWARD",
+            Self::BackwardTransitive => "BACKWARD_TRANSITIVE",
+            Self::Forward => "FORWARD",
+            Self::ForwardTransitive => "FORWARD_TRANSITIVE",
+            Self::Full => "FULL",
+            Self::FullTransitive => "FULL_TRANSITIVE",
+            Self::None => "NONE",
+        }
+    }
+
     fn directions(self) -> (bool, bool, bool) {
         // (backward, forward, transitive)
         match self {
@@ -51,6 +71,12 @@ impl Compatibility {
             Self::FullTransitive => (true, true, true),
             Self::None => (false, false, false),
         }
+    }
+}
+
+impl std::fmt::Display for Compatibility {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -38,10 +38,15 @@ fn main() -> ExitCode {
 }
 
 /// What is logged by default: the library's warnings and errors (retries, journal
-/// trouble), and every alert transition, resolutions (info) included:
-/// `warn,evstream::alerts=info`.
+/// trouble), every alert transition, resolutions (info) included, and the shipper's and
+/// failover watch's rare good news at info (shipping resumed after the breaker opened, a new
+/// master announced, a journal replayed):
+/// `warn,evstream::alerts=info,evstream::ship=info,evstream::failover=info`.
 fn default_log_filter() -> String {
-    format!("warn,{}=info", evstream::ops::ALERT_LOG_TARGET)
+    format!(
+        "warn,{}=info,evstream::ship=info,evstream::failover=info",
+        evstream::ops::ALERT_LOG_TARGET
+    )
 }
 
 /// The log filter: `EVSTREAM_LOG`, else `RUST_LOG`, else [`default_log_filter`]

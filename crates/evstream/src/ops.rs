@@ -718,8 +718,8 @@ pub const ALERTS: &[(&str, &[Severity])] = &[
 
 /// The `tracing` target of alert transitions (fired, escalated, resolved), so that a
 /// subscriber can show them all, resolutions (at info) included, without the rest of the
-/// library's info events: the `evstream` binary logs `warn,evstream::alerts=info` by
-/// default.
+/// library's info events: the `evstream` binary logs
+/// `warn,evstream::alerts=info,evstream::ship=info,evstream::failover=info` by default.
 pub const ALERT_LOG_TARGET: &str = "evstream::alerts";
 
 fn log(notification: &Notification) {

@@ -148,6 +148,8 @@ struct Memory {
     last_dlq: Option<(u64, Instant)>,
     dlq_cursor: Option<EntryId>,
     recent_losses: VecDeque<(Instant, String, u64)>,
+    /// `unreadable_version` dead letters counted, for `EventsUnreadable` (10 minutes).
+    recent_unreadable: VecDeque<(Instant, u64)>,
     last_act: Option<Instant>,
     /// Notifications for the webhook task (which delivers them without holding the loop).
     webhook: Option<tokio::sync::mpsc::Sender<Notification>>,
@@ -210,6 +212,7 @@ impl OpsLoop {
             last_dlq: None,
             dlq_cursor: None,
             recent_losses: VecDeque::new(),
+            recent_unreadable: VecDeque::new(),
             last_act: None,
             defrag_refused: false,
             dlq_trim_refused: false,
@@ -391,6 +394,16 @@ impl OpsLoop {
         )
         .await?;
         memory.dlq_cursor = cursor.or(memory.dlq_cursor);
+        let unreadable: u64 = by_reason
+            .iter()
+            .filter(|((_, reason), _)| reason == crate::schema::UNREADABLE_VERSION)
+            .map(|(_, n)| n)
+            .sum();
+        if unreadable > 0 {
+            memory
+                .recent_unreadable
+                .push_back((Instant::now(), unreadable));
+        }
         for ((stage, reason), n) in &by_reason {
             metrics::counter!("evstream_dlq_entries_total", "stream" => self.stream.clone(), "stage" => stage.clone(), "reason" => reason.clone())
                 .increment(*n);
@@ -618,6 +631,14 @@ impl OpsLoop {
         {
             memory.recent_losses.pop_front();
         }
+        while memory
+            .recent_unreadable
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > LOSS_WINDOW)
+        {
+            memory.recent_unreadable.pop_front();
+        }
+        let recent_unreadable = memory.recent_unreadable.iter().map(|(_, n)| n).sum();
         let mut recent_losses = BTreeMap::new();
         for (_, group, lost) in &memory.recent_losses {
             *recent_losses.entry(group.clone()).or_insert(0) += lost;
@@ -632,6 +653,7 @@ impl OpsLoop {
                 shipper: shipper.as_ref(),
                 poison_rate,
                 recent_trim_losses: recent_losses,
+                recent_unreadable,
             },
         );
         if observation.is_none() {
@@ -714,6 +736,7 @@ pub const ALERTS: &[(&str, &[Severity])] = &[
     ("GroupLagHigh", &[Severity::Warning, Severity::Critical]),
     ("PoisonPillsHigh", &[Severity::Warning, Severity::Critical]),
     ("TrimLostEntries", &[Severity::Critical]),
+    ("EventsUnreadable", &[Severity::Critical]),
 ];
 
 /// The `tracing` target of alert transitions (fired, escalated, resolved), so that a

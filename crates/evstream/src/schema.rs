@@ -132,6 +132,10 @@ pub enum SchemaFailure {
     },
 }
 
+/// The dead-letter reason of an event newer than its handler reads and not readable as a
+/// version it reads (the `EventsUnreadable` alert counts it).
+pub const UNREADABLE_VERSION: &str = "unreadable_version";
+
 impl SchemaFailure {
     /// The dead letter reason code.
     pub fn code(&self) -> &'static str {
@@ -140,7 +144,7 @@ impl SchemaFailure {
             Self::UnknownVersion { .. } => "unknown_version",
             Self::Invalid { .. } => "invalid_schema",
             Self::MigrationFailed { .. } => "migration_failed",
-            Self::NotForwardCompatible { .. } | Self::Unreadable { .. } => "unreadable_version",
+            Self::NotForwardCompatible { .. } | Self::Unreadable { .. } => UNREADABLE_VERSION,
         }
     }
 }

@@ -590,3 +590,70 @@ fn dead_letters_are_kept_by_count_and_age_and_what_goes_is_counted() {
     assert_eq!(snapshot.dlq_trimmed, 0);
     assert_eq!(dlq_length(&mut connection), 300);
 }
+
+/// Issue 19: an event a consumer cannot read as any version its handler reads is dead-lettered
+/// (`unreadable_version`), and the ops loop says so: `EventsUnreadable`. Other dead letters do
+/// not fire it.
+#[test]
+fn issue_19_unreadable_versions_fire_events_unreadable() {
+    let redis = RedisServer::builder().maxmemory("64mb").start().unwrap();
+    let mut connection = connect(&redis);
+    let mut config = config(&redis);
+    config.ops.interval_ms = 100;
+    config.ops.alert_interval_ms = 100;
+    let letter = |connection: &mut Connection, reason: &str| {
+        cmd(
+            connection,
+            &[
+                "XADD",
+                "events:dlq",
+                "*",
+                "event_type",
+                "OrderCreated",
+                "version",
+                "v3",
+                "dlq_reason",
+                reason,
+                "dlq_stage",
+                "consume",
+            ],
+        );
+    };
+    let ops = OpsLoop::new(&config).unwrap();
+    let state = ops.state();
+    let watched = Arc::clone(&state);
+    let fired = runtime().block_on(async move {
+        let run = tokio::spawn(ops.run(async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        }));
+        evaluations(Arc::clone(&watched), 2).await;
+        letter(&mut connection, "handler_error");
+        let seen = watched.snapshot().evaluations;
+        evaluations(Arc::clone(&watched), seen + 5).await;
+        let before = firing(&watched.snapshot())
+            .iter()
+            .any(|(alert, _)| *alert == "EventsUnreadable");
+        letter(&mut connection, "unreadable_version");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let fired = loop {
+            let snapshot = watched.snapshot();
+            if firing(&snapshot).contains(&("EventsUnreadable", Severity::Critical)) {
+                break true;
+            }
+            if Instant::now() >= deadline {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        run.abort();
+        (before, fired)
+    });
+    assert_eq!(fired, (false, true), "{:?}", state.snapshot().firing);
+    assert_eq!(
+        state
+            .snapshot()
+            .dead_letters
+            .get("consume/unreadable_version"),
+        Some(&1)
+    );
+}

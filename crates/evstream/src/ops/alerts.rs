@@ -79,6 +79,9 @@ pub struct Inputs<'a> {
     pub poison_rate: Option<f64>,
     /// Per group, entries deleted by aggressive trims in the last 10 minutes.
     pub recent_trim_losses: BTreeMap<String, u64>,
+    /// Events a consumer could not read as any version its handler reads
+    /// (`unreadable_version` dead letters) in the last 10 minutes.
+    pub recent_unreadable: u64,
 }
 
 /// Evaluates every rule.
@@ -234,6 +237,21 @@ pub fn evaluate(config: &OpsConfig, inputs: &Inputs<'_>) -> Vec<Finding> {
                  finished in the last 10 minutes"
             ),
             *lost as f64,
+            0.0,
+        );
+    }
+    if inputs.recent_unreadable > 0 {
+        fire(
+            "EventsUnreadable",
+            "",
+            Severity::Critical,
+            format!(
+                "{} events in the last 10 minutes were of a version newer than their consumer's \
+                 handler reads and not forward-compatible with it (dead letters \
+                 unreadable_version; dlq_error names the fix)",
+                inputs.recent_unreadable
+            ),
+            inputs.recent_unreadable as f64,
             0.0,
         );
     }

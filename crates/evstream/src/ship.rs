@@ -203,8 +203,9 @@ struct StaleJournal {
 fn open_journals(ship: &ShipConfig, producer_id: &str) -> Result<Journals, ShipError> {
     let Some(root) = &ship.journal_dir else {
         tracing::warn!(
-            "no ship.journal_dir: during a Redis outage longer than the ring absorbs, publish \
-             will refuse events"
+            "no ship.journal_dir: during a Redis outage longer than the ring absorbs (a few \
+             seconds at full rate), publish will refuse events; set ship.journal_dir to a \
+             local directory (docs/deployment.md)"
         );
         return Ok(Journals {
             own: None,

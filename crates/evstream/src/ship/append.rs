@@ -502,17 +502,18 @@ impl Transaction {
                 &partial
             };
             let mut replies: Vec<Value> = pipe.query_async(connection).await?;
-            let count = self.entries.len() - from;
-            if replies.len() != count + 2 + usize::from(self.trims(from)) {
+            // The guard, the entries' `XADD`s, the trim (if any) and the unguard.
+            let trims = self.trims(from);
+            let queued = self.entries.len() - from + 2 + usize::from(trims);
+            if replies.len() != queued {
                 return Err(failure(format!(
-                    "the batch's EXEC answered {} replies, not the {} queued; nothing of it \
-                     counts",
+                    "the batch's EXEC answered {} replies, not the {queued} queued; nothing of \
+                     it counts",
                     replies.len(),
-                    count + 2 + usize::from(self.trims(from))
                 )));
             }
             let unguard = parse_unguard(replies.pop());
-            if self.trims(from) {
+            if trims {
                 if let Some(Value::ServerError(error)) = replies.pop() {
                     tracing::warn!(stream = %self.keys.stream, %error, "XTRIM inside a batch failed; the stream is not trimmed");
                 }

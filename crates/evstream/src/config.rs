@@ -3,83 +3,11 @@
 //! Every section and option is optional; a missing one takes the default documented on it.
 //! Unknown options are errors, so a typo never silently falls back to a default.
 //!
-//! ```toml
-//! [redis]
-//! url = "redis://127.0.0.1:6379"   # overridden by --redis-url / EVSTREAM_REDIS_URL
-//! stream = "events"                # overridden by --stream
-//! partitions = 6                   # events:{0} … events:{5}; default: one key, events
+//! The reference below is `docs/configuration.md`, included here so that the two cannot
+//! drift; `tests/config_docs.rs` checks that its example parses, shows the defaults and names
+//! every option.
 //!
-//! [ring]
-//! capacity = 65536          # slots, a power of two
-//! slot_bytes = 1024         # bytes pre-allocated per slot
-//! max_event_bytes = 65536   # larger payloads are refused, never truncated
-//! when_full = "refuse"      # or "wait"
-//! wait_timeout_us = 100     # bound of the wait when when_full = "wait"
-//! publish_timing_sample = 64  # one publish in 64 is timed for the latency histogram (0: none)
-//!
-//! [producer]
-//! name = "engine-1"         # producer_id = "engine-1:<UUIDv7 of this process instance>"
-//!
-//! [ship]
-//! batch_max = 256           # events per batch
-//! linger_us = 2000          # how long a partial batch waits for more while others fly
-//! append = "transaction"    # or "script" (one Lua call per batch; narrower ACL, more Redis CPU)
-//! in_flight = 4             # batches in flight at once
-//! timeout_ms = 100          # deadline of one batch
-//! max_len = 0               # MAXLEN ~ cap after each batch, blind to groups (0: none;
-//!                           # retention is the ops loop's, which waits for lagging groups)
-//! retry_base_ms = 10        # first retry delay (exponential, full jitter)
-//! retry_max_ms = 1000       # longest retry delay
-//! breaker_threshold = 10    # consecutive failures that open the circuit breaker
-//! breaker_cool_down_ms = 250        # first cool-down; doubles per failed probe
-//! breaker_cool_down_max_ms = 2000   # longest cool-down
-//! dedupe_ttl_s = 604800     # how long a producer's high-water mark is kept (7 days)
-//! shutdown_timeout_ms = 5000
-//! journal_dir = "/var/lib/evstream/journal"  # spill journal; default: none (see below)
-//! journal_budget_mb = 1024  # disk budget of the journal
-//! journal_fsync = "interval"  # "always", "interval" or "never"
-//! journal_fsync_interval_ms = 1000
-//! spill_at_percent = 50     # ring fill at which batches spill to the journal
-//! known_event_types = []    # strict mode: other types are dead-lettered (unknown_type)
-//! validation = "off"        # schema validation: "off", "sample" or "strict"
-//! validation_sample_rate = 0.01
-//! schemas_dir = "schemas"   # default: the registry in Redis (evstream schema push)
-//!
-//! [consume]
-//! group = "intellisense_group"  # consumer group (created with MKSTREAM if missing)
-//! start_id = "0"            # where a new group starts: "0" = whole stream, "$" = new only
-//! count = 256               # entries per XREADGROUP
-//! block_ms = 1000           # how long one XREADGROUP waits for new entries
-//! min_idle_ms = 60000       # pending entries idle this long are claimed (XAUTOCLAIM)
-//! max_deliveries = 5        # deliveries before an entry goes to the dead letter queue
-//! timeout_ms = 2000         # deadline of every non-blocking call
-//! max_data_bytes = 1048576  # larger `data` is a poison entry (too_large)
-//! dedupe_capacity = 100000  # event ids remembered in-process to skip redeliveries
-//! dedupe_ttl_s = 600        # and for how long
-//! strict_schemas = false    # true: event types the registry lacks are poison (unknown_type)
-//! schema_reload_ms = 5000   # how often the registry's revision in Redis is checked
-//!
-//! [ops]
-//! interval_ms = 30000       # how often the ops loop polls INFO and XINFO and trims
-//! max_len = 1000000         # retention: keep at most this many entries ...
-//! max_age_s = 86400         # ... and none older than this (whichever keeps fewer)
-//! aggressive_len = 100000   # at critical memory: trim to this, even past lagging groups
-//! dlq_max_len = 100000      # dead letters kept at most ...
-//! dlq_max_age_s = 604800    # ... and none older than this (7 days; 0: no limit)
-//! memory_warning_percent = 60
-//! memory_critical_percent = 80
-//! frag_ratio = 1.5          # allocator fragmentation reported (and defragmented) above this
-//! allow_activedefrag = false  # CONFIG SET activedefrag yes above frag_ratio
-//! consumer_idle_s = 3600    # consumers idle this long with nothing pending are removed
-//! alert_interval_ms = 10000 # how often alert rules are evaluated
-//! reminder_interval_s = 1800  # a firing alert is repeated this often
-//! webhook_url = "http://alerts.internal:9000/evstream"  # default: log only
-//! ring_depth_warning = 100000
-//! group_lag_warning = 10000
-//! group_lag_critical = 100000
-//! poison_rate_warning = 10.0   # dead letters per second
-//! poison_rate_critical = 100.0
-//! ```
+#![doc = include_str!("../../../docs/configuration.md")]
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};

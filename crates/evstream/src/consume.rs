@@ -83,6 +83,7 @@
 mod commit;
 pub(crate) mod decode;
 mod dedupe;
+mod partitions;
 pub(crate) mod reader;
 
 use std::future::Future;
@@ -100,6 +101,7 @@ pub use decode::{
     DecodeError, Envelope, FIELD_REPLAY_FOR_GROUP, MAX_FIELDS, MAX_FIELD_BYTES,
     MAX_FIELD_NAME_BYTES,
 };
+pub use partitions::PartitionedConsumer;
 
 use crate::config::{Config, ConsumeConfig};
 use crate::error::ConsumeError;

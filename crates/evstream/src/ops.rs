@@ -34,8 +34,12 @@
 pub mod alerts;
 pub mod dlq;
 pub mod observe;
+mod partitions;
+pub mod replay;
 pub mod trim;
 pub mod webhook;
+
+pub use partitions::PartitionedOpsLoop;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;

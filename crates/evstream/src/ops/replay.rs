@@ -1,5 +1,5 @@
 //! Dead letters over every partition of a stream: listed, and replayed once their cause is
-//! fixed. What `evstream dlq list` and `evstream dlq replay` do; [`dlq`](super::dlq) has the
+//! fixed. What `evstream dlq list` and `evstream dlq replay` do; [`dlq`] has the
 //! steps on one dead-letter stream.
 //!
 //! Each partition has its own dead-letter stream (`<partition key>:dlq`) on the server that

@@ -180,6 +180,11 @@ pub async fn replay_dead_letters(
                 .map_err(|error| error.to_string()),
             Err(error) => Err(error.to_string()),
         };
+    let replay = Replay {
+        limit,
+        dry_run,
+        registry,
+    };
     for part in &parts {
         let stream = &part.redis.stream;
         let dlq = format!("{stream}:dlq");
@@ -191,17 +196,9 @@ pub async fn replay_dead_letters(
             ..selection
         };
         let (mut connection, _) = connect(part, &redis::AsyncConnectionConfig::new()).await?;
-        let done = replay_partition(
-            &mut connection,
-            stream,
-            &dlq,
-            &selection,
-            limit,
-            dry_run,
-            &registry,
-            &mut summary,
-        )
-        .await;
+        let done = replay
+            .partition(&mut connection, stream, &dlq, &selection, &mut summary)
+            .await;
         if let Err(source) = done {
             summary.error = Some(DlqError::Replay {
                 dlq,
@@ -223,64 +220,73 @@ pub async fn replay_dead_letters(
     Ok(summary)
 }
 
-/// One partition's part of [`replay_dead_letters`], noted in `summary`.
-#[allow(clippy::too_many_arguments)]
-async fn replay_partition(
-    connection: &mut redis::aio::MultiplexedConnection,
-    stream: &str,
-    dlq: &str,
-    selection: &Selection,
+/// How [`replay_dead_letters`] replays, the same for every partition.
+struct Replay {
+    /// At most this many dead letters of each partition.
     limit: usize,
+    /// Select only.
     dry_run: bool,
-    registry: &Result<Registry, String>,
-    summary: &mut ReplaySummary,
-) -> Result<(), crate::OpsError> {
-    // Oldest first: replayed events keep their order among themselves.
-    let scan = dlq::scan(
-        connection,
-        dlq,
-        selection,
-        Order::OldestFirst,
-        limit,
-        TIMEOUT,
-    )
-    .await?;
-    summary.truncated |= scan.truncated;
-    summary.not_replayable_count += scan.not_replayable_count;
-    summary
-        .missing
-        .extend(scan.missing.iter().map(|id| format!("{dlq}/{id}")));
-    for refused in &scan.not_replayable {
-        summary.not_replayable.push(ReplayOutcome {
-            dlq: dlq.to_owned(),
-            id: refused.id.clone(),
-            reason: refused.reason.clone(),
-            replayed: Some(Replayed::Refused(refused.why.clone())),
-        });
+    /// To check a shipper's schema refusals against (or why it could not be read).
+    registry: Result<Registry, String>,
+}
+
+impl Replay {
+    /// One partition's part of [`replay_dead_letters`], noted in `summary`.
+    async fn partition(
+        &self,
+        connection: &mut redis::aio::MultiplexedConnection,
+        stream: &str,
+        dlq: &str,
+        selection: &Selection,
+        summary: &mut ReplaySummary,
+    ) -> Result<(), crate::OpsError> {
+        // Oldest first: replayed events keep their order among themselves.
+        let scan = dlq::scan(
+            connection,
+            dlq,
+            selection,
+            Order::OldestFirst,
+            self.limit,
+            TIMEOUT,
+        )
+        .await?;
+        summary.truncated |= scan.truncated;
+        summary.not_replayable_count += scan.not_replayable_count;
+        summary
+            .missing
+            .extend(scan.missing.iter().map(|id| format!("{dlq}/{id}")));
+        for refused in &scan.not_replayable {
+            summary.not_replayable.push(ReplayOutcome {
+                dlq: dlq.to_owned(),
+                id: refused.id.clone(),
+                reason: refused.reason.clone(),
+                replayed: Some(Replayed::Refused(refused.why.clone())),
+            });
+        }
+        for letter in &scan.letters {
+            let problem = match &self.registry {
+                Ok(registry) => letter.schema_problem(registry),
+                Err(error) if letter.needs_schema_check() => Some(format!(
+                    "the schema registry could not be read to check it: {error}"
+                )),
+                Err(_) => None,
+            };
+            let replayed = if let Some(why) = problem {
+                Some(Replayed::Refused(why))
+            } else if self.dry_run {
+                None
+            } else {
+                Some(dlq::replay(connection, stream, dlq, &letter.id, TIMEOUT).await?)
+            };
+            summary.outcomes.push(ReplayOutcome {
+                dlq: dlq.to_owned(),
+                id: letter.id.clone(),
+                reason: letter.reason().to_owned(),
+                replayed,
+            });
+        }
+        Ok(())
     }
-    for letter in &scan.letters {
-        let problem = match registry {
-            Ok(registry) => letter.schema_problem(registry),
-            Err(error) if letter.needs_schema_check() => Some(format!(
-                "the schema registry could not be read to check it: {error}"
-            )),
-            Err(_) => None,
-        };
-        let replayed = if let Some(why) = problem {
-            Some(Replayed::Refused(why))
-        } else if dry_run {
-            None
-        } else {
-            Some(dlq::replay(connection, stream, dlq, &letter.id, TIMEOUT).await?)
-        };
-        summary.outcomes.push(ReplayOutcome {
-            dlq: dlq.to_owned(),
-            id: letter.id.clone(),
-            reason: letter.reason().to_owned(),
-            replayed,
-        });
-    }
-    Ok(())
 }
 
 /// `selection` for the dead-letter stream `dlq`, with only the ids meant for it (given as

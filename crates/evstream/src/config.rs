@@ -1429,8 +1429,11 @@ pub struct OpsConfig {
     pub alert_interval_ms: u64,
     /// A firing alert is sent again this often, in seconds. Default 1800.
     pub reminder_interval_s: u64,
-    /// Alerts are POSTed here as JSON (`http://` only). Default: none, the log only.
+    /// Alerts are POSTed here as JSON (`http://` or `https://`). Default: none, the log only.
     pub webhook_url: Option<String>,
+    /// CA certificates (PEM) an `https://` webhook's certificate is checked against, for a
+    /// private PKI. Default: none, the system's root certificates.
+    pub webhook_ca_file: Option<PathBuf>,
     /// Events waiting in a process's ring that raise a WARNING. Default 100,000.
     pub ring_depth_warning: u64,
     /// Entries a group has not read yet that raise a WARNING. Default 10,000.
@@ -1460,6 +1463,7 @@ impl Default for OpsConfig {
             alert_interval_ms: 10_000,
             reminder_interval_s: 1800,
             webhook_url: None,
+            webhook_ca_file: None,
             ring_depth_warning: 100_000,
             group_lag_warning: 10_000,
             group_lag_critical: 100_000,

@@ -52,7 +52,7 @@ use crate::error::OpsError;
 use crate::failover::FailoverWatch;
 use crate::publish::{CaptureHealth, CaptureMonitor};
 use crate::ship::{BreakerState, ShipperHealth, ShipperMonitor};
-use alerts::{AlertState, FiringAlert, Inputs, Notification, Severity, Transition};
+use alerts::{Alert, AlertState, FiringAlert, Inputs, Notification, Severity, Transition};
 use observe::{EntryId, Observation};
 use trim::MemoryLevel;
 
@@ -76,6 +76,8 @@ pub struct OpsLoop {
     shipper: Option<ShipperMonitor>,
     state: Arc<OpsState>,
     observe_only: bool,
+    /// Where notifications are posted (`ops.webhook_url`), if anywhere.
+    webhook: Option<webhook::Endpoint>,
 }
 
 /// What the loop knows, shared with `/health`, metrics and `status`.
@@ -165,6 +167,12 @@ impl OpsLoop {
     pub fn new(config: &Config) -> Result<Self, OpsError> {
         config.ops.validate()?;
         let client = config.redis.connector()?;
+        let webhook = config
+            .ops
+            .webhook_url
+            .as_deref()
+            .map(|url| webhook::Endpoint::new(url, config.ops.webhook_ca_file.as_deref()))
+            .transpose()?;
         Ok(Self {
             client,
             config: config.ops.clone(),
@@ -173,6 +181,7 @@ impl OpsLoop {
             shipper: None,
             state: Arc::default(),
             observe_only: false,
+            webhook,
         })
     }
 
@@ -218,10 +227,8 @@ impl OpsLoop {
             dlq_trim_refused: false,
             heartbeat_refused: false,
             webhook: self
-                .config
-                .webhook_url
-                .as_deref()
-                .and_then(|url| webhook::Endpoint::parse(url).ok())
+                .webhook
+                .clone()
                 .map(|endpoint| self.spawn_webhook(endpoint)),
         };
         let mut connection = None;
@@ -577,7 +584,7 @@ impl OpsLoop {
         tokio::spawn(async move {
             while let Some(notification) = receiver.recv().await {
                 if let Err(error) = send(&endpoint, &notification).await {
-                    tracing::warn!(%error, alert = notification.alert, "ops: webhook delivery failed; the notification is in this log");
+                    tracing::warn!(%error, alert = notification.alert.name(), "ops: webhook delivery failed; the notification is in this log");
                     state.update(|s| s.webhook_failures += 1);
                 }
             }
@@ -657,20 +664,16 @@ impl OpsLoop {
             },
         );
         if observation.is_none() {
-            findings.extend(
-                memory
-                    .alerts
-                    .carried_over(|alert| REDIS_RULES.contains(&alert)),
-            );
+            findings.extend(memory.alerts.carried_over(Alert::reads_redis));
         }
         let notifications = memory.alerts.update(findings, now, SystemTime::now());
         let firing = memory.alerts.firing();
-        for (alert, severities) in ALERTS {
-            for &severity in *severities {
+        for alert in Alert::ALL {
+            for &severity in alert.severities() {
                 let on = firing
                     .iter()
-                    .any(|f| f.alert == *alert && f.severity == severity);
-                metrics::gauge!("evstream_alert_firing", "alert" => *alert, "severity" => severity.as_str())
+                    .any(|f| f.alert == alert && f.severity == severity);
+                metrics::gauge!("evstream_alert_firing", "alert" => alert.name(), "severity" => severity.as_str())
                     .set(if on { 1.0 } else { 0.0 });
             }
         }
@@ -709,36 +712,6 @@ impl OpsLoop {
     }
 }
 
-/// Rules computed from what Redis reports, unknown while it is unreachable.
-const REDIS_RULES: &[&str] = &[
-    "RedisMemoryHigh",
-    "RedisMaxmemoryUnset",
-    "EvictionPolicyUnsafe",
-    "RedisFragmentationHigh",
-    "GroupLagHigh",
-    "PoisonPillsHigh",
-];
-
-/// Every rule and the levels it can fire at, for the `evstream_alert_firing` series.
-pub const ALERTS: &[(&str, &[Severity])] = &[
-    ("RedisMemoryHigh", &[Severity::Warning, Severity::Critical]),
-    ("RedisMaxmemoryUnset", &[Severity::Warning]),
-    ("RedisUnreachable", &[Severity::Critical]),
-    (
-        "EvictionPolicyUnsafe",
-        &[Severity::Warning, Severity::Critical],
-    ),
-    ("RedisFragmentationHigh", &[Severity::Warning]),
-    ("RingDepthHigh", &[Severity::Warning, Severity::Critical]),
-    ("EventsRefused", &[Severity::Critical]),
-    ("JournalFull", &[Severity::Critical]),
-    ("BreakerOpen", &[Severity::Critical]),
-    ("GroupLagHigh", &[Severity::Warning, Severity::Critical]),
-    ("PoisonPillsHigh", &[Severity::Warning, Severity::Critical]),
-    ("TrimLostEntries", &[Severity::Critical]),
-    ("EventsUnreadable", &[Severity::Critical]),
-];
-
 /// The `tracing` target of alert transitions (fired, escalated, resolved), so that a
 /// subscriber can show them all, resolutions (at info) included, without the rest of the
 /// library's info events: the `evstream` binary logs
@@ -758,7 +731,7 @@ fn log(notification: &Notification) {
         (Transition::Resolved, _) => {
             tracing::info!(
                 target: ALERT_LOG_TARGET,
-                alert,
+                alert = alert.name(),
                 subject = %subject,
                 "alert resolved: {message}"
             );
@@ -766,7 +739,7 @@ fn log(notification: &Notification) {
         (_, Severity::Critical) => {
             tracing::error!(
                 target: ALERT_LOG_TARGET,
-                alert,
+                alert = alert.name(),
                 subject = %subject,
                 state = ?state,
                 "CRITICAL: {message}"
@@ -775,7 +748,7 @@ fn log(notification: &Notification) {
         (_, Severity::Warning) => {
             tracing::warn!(
                 target: ALERT_LOG_TARGET,
-                alert,
+                alert = alert.name(),
                 subject = %subject,
                 state = ?state,
                 "WARNING: {message}"
@@ -933,7 +906,7 @@ impl Health {
         }
         let alerts = ops.map(|ops| ops.firing.clone()).unwrap_or_default();
         for alert in &alerts {
-            if shipper.is_some() && matches!(alert.alert, "BreakerOpen" | "JournalFull") {
+            if shipper.is_some() && matches!(alert.alert, Alert::BreakerOpen | Alert::JournalFull) {
                 continue; // said above, from the shipper itself
             }
             let line = format!(

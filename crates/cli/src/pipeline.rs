@@ -32,9 +32,9 @@ impl Target {
             });
         }
         let server = LocalRedis::start().context(
-                "cannot start a private redis-server; install it (Debian: apt-get install \
+            "cannot start a private redis-server; install it (Debian: apt-get install \
                  redis-server) or pass --redis-url",
-            )?;
+        )?;
         Ok(Self {
             url: server.url(),
             private: Some(server),

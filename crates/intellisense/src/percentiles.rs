@@ -107,11 +107,17 @@ mod tests {
         // Below 2,048 a histogram of three significant digits is exact.
         let h = histogram(&[100, 200, 300]);
         let ns = Percentiles::of(&h, Duration::from_nanos(1));
-        assert_eq!((ns.count, ns.p50, ns.max), (3, Duration::from_nanos(200), Duration::from_nanos(300)));
+        assert_eq!(
+            (ns.count, ns.p50, ns.max),
+            (3, Duration::from_nanos(200), Duration::from_nanos(300))
+        );
         let us = Percentiles::of(&h, Duration::from_micros(1));
         assert_eq!(us.max, Duration::from_micros(300));
         assert_eq!(ms(us.max), 0.3);
-        assert_eq!(Percentiles::of(&histogram(&[]), Duration::from_nanos(1)).count, 0);
+        assert_eq!(
+            Percentiles::of(&histogram(&[]), Duration::from_nanos(1)).count,
+            0
+        );
     }
 
     #[test]

@@ -431,7 +431,11 @@ fn poison_pills_high(config: &OpsConfig, inputs: &Inputs<'_>, fire: &mut Fire<'_
     let Some(rate) = inputs.poison_rate else {
         return;
     };
-    let level = above(rate, config.poison_rate_warning, config.poison_rate_critical);
+    let level = above(
+        rate,
+        config.poison_rate_warning,
+        config.poison_rate_critical,
+    );
     if let Some((severity, threshold)) = level {
         fire.fire(
             "",

@@ -144,7 +144,9 @@ impl Endpoint {
     /// Posts `body` (JSON); `Ok` on a 2xx answer within `timeout`.
     pub async fn post(&self, body: &[u8], timeout: Duration) -> Result<(), String> {
         let Some(agent) = self.agent.clone() else {
-            return Err("no HTTP client: Endpoint::parse checks a URL only, use Endpoint::new".to_owned());
+            return Err(
+                "no HTTP client: Endpoint::parse checks a URL only, use Endpoint::new".to_owned(),
+            );
         };
         let (url, body) = (self.url(), body.to_vec());
         let request = tokio::task::spawn_blocking(move || {
@@ -277,9 +279,15 @@ mod tests {
         let empty = dir.join("empty.pem");
         std::fs::write(&empty, "not a certificate\n").unwrap();
         let error = Endpoint::new("http://127.0.0.1/", Some(&empty)).unwrap_err();
-        assert!(error.to_string().contains("https:// ops.webhook_url only"), "{error}");
+        assert!(
+            error.to_string().contains("https:// ops.webhook_url only"),
+            "{error}"
+        );
         let error = Endpoint::new("https://127.0.0.1/", Some(&empty)).unwrap_err();
-        assert!(error.to_string().contains("holds no PEM certificate"), "{error}");
+        assert!(
+            error.to_string().contains("holds no PEM certificate"),
+            "{error}"
+        );
         let error = Endpoint::new("https://127.0.0.1/", Some(&dir.join("absent.pem"))).unwrap_err();
         assert!(error.to_string().contains("ops.webhook_ca_file"), "{error}");
         std::fs::remove_dir_all(&dir).unwrap();

@@ -13,9 +13,10 @@
 //! - `async_master_for` takes `&mut self` (it caches sentinel connections): one shared
 //!   connector (an `Arc` cloned into every lane and partition) would need a lock around it,
 //!   serializing the lookups of every partition after a failover.
-//! - The minimal ACL users of `docs/security.md` may not run `ROLE` on the master: the crate
-//!   then falls back to `INFO replication`, also refused, and fails; here a `NOPERM` takes
-//!   the sentinel's word (a demoted master still answers writes with `READONLY`).
+//! - The publisher and consumer users of `docs/security.md` may run neither `ROLE` (optional
+//!   there) nor `INFO`: the crate checks the master with `ROLE`, falls back to
+//!   `INFO replication`, and fails the lookup; here a `NOPERM` takes the sentinel's word (a
+//!   demoted master still answers writes with `READONLY`, which makes the caller look again).
 //! - The feature brings `log` and `rand` into evstream's build for no other use.
 //!
 //! [`FailoverWatch`](super::FailoverWatch) listens for promotions, which the crate does not.

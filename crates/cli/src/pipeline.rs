@@ -53,14 +53,14 @@ impl Target {
     pub(crate) fn describe(&self) -> String {
         match &self.private {
             Some(server) => format!("private redis-server on port {} (AOF on)", server.port()),
-            None => evstream::ship::redact_url(&self.url),
+            None => evstream::redis::redact_url(&self.url),
         }
     }
 }
 
 /// Fails fast, with the reason, when the given Redis does not answer.
 fn check_reachable(config: &Config, url: &str) -> anyhow::Result<()> {
-    let shown = evstream::ship::redact_url(url);
+    let shown = evstream::redis::redact_url(url);
     let mut settings = config.redis.clone();
     url.clone_into(&mut settings.url);
     let client = settings.client()?;

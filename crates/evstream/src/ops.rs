@@ -32,6 +32,7 @@
 //! ```
 
 pub mod alerts;
+pub(crate) mod config;
 pub mod dlq;
 pub mod observe;
 pub mod trim;
@@ -773,25 +774,7 @@ async fn send(endpoint: &webhook::Endpoint, notification: &Notification) -> Resu
     Err(last)
 }
 
-/// One call with a deadline, its errors naming `what`.
-pub(crate) async fn call<T: redis::FromRedisValue>(
-    connection: &mut MultiplexedConnection,
-    what: &str,
-    cmd: &Cmd,
-    timeout: Duration,
-) -> Result<T, OpsError> {
-    match tokio::time::timeout(timeout, cmd.query_async::<T>(connection)).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(source)) => Err(OpsError::Redis {
-            what: what.to_owned(),
-            source,
-        }),
-        Err(_) => Err(OpsError::Timeout {
-            what: what.to_owned(),
-            timeout,
-        }),
-    }
-}
+pub(crate) use crate::redis::call;
 
 fn unix_ms() -> u64 {
     SystemTime::now()

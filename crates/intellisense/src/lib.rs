@@ -123,9 +123,9 @@ impl AnalysisKeys {
     /// The keys for `stream`.
     pub fn new(stream: &str) -> Self {
         Self {
-            pairing_prefix: format!("{stream}:pairing:"),
-            analysis: format!("{stream}:analysis"),
-            alerts: format!("{stream}:alerts"),
+            pairing_prefix: evstream::keys::pairing_prefix(stream),
+            analysis: evstream::keys::analysis(stream),
+            alerts: evstream::keys::alerts(stream),
         }
     }
 }

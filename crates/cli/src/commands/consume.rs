@@ -142,7 +142,7 @@ fn drive<H: Handler + Sync + 'static>(
                 args.consumer,
                 config.consume.group,
                 super::stream_name(config),
-                evstream::ship::redact_url(&config.redis.url),
+                evstream::redis::redact_url(&config.redis.url),
                 served.map_or_else(String::new, |addr| format!(
                     "; http://{addr}/metrics and /health"
                 )),

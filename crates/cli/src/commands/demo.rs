@@ -384,9 +384,10 @@ pub(crate) fn run(
         for (reason, count) in &summary.dead_letters_by_reason {
             writeln!(
                 out,
-                "{:<13} {count:>12}  {reason} (refused by the shipper, in {}:dlq: \
+                "{:<13} {count:>12}  {reason} (refused by the shipper, in {}: \
                  `evstream dlq list`)",
-                "dead letter", summary.stream
+                "dead letter",
+                evstream::keys::dead_letters(&summary.stream)
             )?;
         }
         pipeline::write_percentiles_ns("publish", &summary.publish_ns, &mut out)?;

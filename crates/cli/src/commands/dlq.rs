@@ -65,7 +65,7 @@ fn list(config: &Config, args: &DlqListArgs) -> anyhow::Result<ExitCode> {
     let mut listed = Vec::new();
     let parts = config.partition_configs();
     for part in &parts {
-        let dlq = format!("{}:dlq", part.redis.stream);
+        let dlq = evstream::keys::dead_letters(&part.redis.stream);
         let ids = ids_for(&args.select.id, &dlq, parts.len() > 1)?;
         if ids.is_empty() && !args.select.id.is_empty() {
             continue; // the ids name other partitions' dead letters
@@ -211,7 +211,7 @@ fn replay(config: &Config, args: &DlqReplayArgs) -> anyhow::Result<ExitCode> {
     .and_then(|loaded| loaded.map_err(anyhow::Error::from));
     for part in &parts {
         let stream = &part.redis.stream;
-        let dlq = format!("{stream}:dlq");
+        let dlq = evstream::keys::dead_letters(stream);
         let ids = ids_for(&args.select.id, &dlq, parts.len() > 1)?;
         if ids.is_empty() && !args.select.id.is_empty() {
             continue;

@@ -59,7 +59,7 @@ impl Status {
         let observation = observe::observe(connection, stream, count_above, timeout).await?;
         let (counts, _) = observe::dead_letters_by_reason(
             connection,
-            &format!("{stream}:dlq"),
+            &evstream::keys::dead_letters(stream),
             None,
             DLQ_SCAN_LIMIT,
             timeout,
@@ -82,7 +82,7 @@ impl Status {
         );
         Ok(Self {
             stream: stream.clone(),
-            redis: evstream::ship::redact_url(&config.redis.url),
+            redis: evstream::redis::redact_url(&config.redis.url),
             cluster: None,
             memory_level,
             eviction_risk: observation.redis.eviction_risk(),
@@ -192,8 +192,10 @@ impl Status {
         }
         writeln!(
             out,
-            "\ndead letters {} in {}:dlq ({} ever)",
-            o.dlq.length, self.stream, o.dlq.entries_added
+            "\ndead letters {} in {} ({} ever)",
+            o.dlq.length,
+            evstream::keys::dead_letters(&self.stream),
+            o.dlq.entries_added
         )?;
         for (reason, n) in &self.dead_letters_by_reason {
             writeln!(out, "  {reason:<30} {n:>10}")?;
@@ -254,7 +256,7 @@ pub(crate) fn run(config: &Config, args: &StatusArgs) -> anyhow::Result<ExitCode
         .with_context(|| format!("cannot read the status of {}", part.redis.stream))?;
         if part.redis.url.starts_with("redis+cluster://") {
             status.cluster = Some(ClusterPlace {
-                slot: evstream::config::key_slot(&part.redis.stream),
+                slot: evstream::redis::key_slot(&part.redis.stream),
                 primary: part
                     .redis
                     .client()?

@@ -467,7 +467,7 @@ pub(crate) struct OpsArgs {
     /// How often to evaluate alert rules [default: ops.alert_interval_ms, 10s].
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub(crate) alert_interval: Option<Duration>,
-    /// POST alerts as JSON to this http:// URL [default: ops.webhook_url].
+    /// POST alerts as JSON to this http:// or https:// URL [default: ops.webhook_url].
     #[arg(long, value_name = "URL")]
     pub(crate) webhook: Option<String>,
     /// With --once: print as JSON.

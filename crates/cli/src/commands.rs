@@ -38,7 +38,7 @@ where
     F: FnOnce(redis::aio::MultiplexedConnection) -> Fut,
     Fut: std::future::Future<Output = T>,
 {
-    let url = evstream::ship::redact_url(&config.redis.url);
+    let url = evstream::redis::redact_url(&config.redis.url);
     block_on(async {
         let client = config.redis.client()?;
         let connection = tokio::time::timeout(

@@ -6,6 +6,7 @@ mod args;
 mod commands;
 mod engine;
 mod http;
+mod local_redis;
 mod pipeline;
 mod report_html;
 

@@ -8,14 +8,16 @@ use anyhow::Context;
 use evstream::audit::Audit;
 use evstream::ship::ShutdownReport;
 use evstream::Config;
-use evstream_testkit::RedisServer;
+use evstream_intellisense::Percentiles;
 use redis::streams::StreamId;
 use serde::Serialize;
+
+use crate::local_redis::LocalRedis;
 
 /// The Redis a run ships to. Holds a private server alive for the run.
 pub(crate) struct Target {
     pub(crate) url: String,
-    pub(crate) private: Option<RedisServer>,
+    pub(crate) private: Option<LocalRedis>,
 }
 
 impl Target {
@@ -29,17 +31,10 @@ impl Target {
                 private: None,
             });
         }
-        let server = RedisServer::builder()
-            .aof(true)
-            .appendfsync("everysec")
-            .maxmemory_policy("noeviction")
-            // Bounded, so the ops loop's memory thresholds mean something.
-            .maxmemory("4gb")
-            .start()
-            .context(
-                "cannot start a private redis-server; install it (Debian: apt-get install \
+        let server = LocalRedis::start().context(
+            "cannot start a private redis-server; install it (Debian: apt-get install \
                  redis-server) or pass --redis-url",
-            )?;
+        )?;
         Ok(Self {
             url: server.url(),
             private: Some(server),
@@ -58,14 +53,14 @@ impl Target {
     pub(crate) fn describe(&self) -> String {
         match &self.private {
             Some(server) => format!("private redis-server on port {} (AOF on)", server.port()),
-            None => evstream::ship::redact_url(&self.url),
+            None => evstream::redis::redact_url(&self.url),
         }
     }
 }
 
 /// Fails fast, with the reason, when the given Redis does not answer.
 fn check_reachable(config: &Config, url: &str) -> anyhow::Result<()> {
-    let shown = evstream::ship::redact_url(url);
+    let shown = evstream::redis::redact_url(url);
     let mut settings = config.redis.clone();
     url.clone_into(&mut settings.url);
     let client = settings.client()?;
@@ -83,38 +78,25 @@ fn check_reachable(config: &Config, url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Latency percentiles in nanoseconds.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub(crate) struct Percentiles {
-    pub(crate) p50: u64,
-    pub(crate) p99: u64,
-    pub(crate) p999: u64,
-    pub(crate) max: u64,
+/// One line: `<label> p50 … p99 … p99.9 … max …`, in nanoseconds.
+pub(crate) fn write_percentiles_ns(
+    label: &str,
+    p: &Percentiles,
+    out: &mut impl std::io::Write,
+) -> std::io::Result<()> {
+    let ns = |d: std::time::Duration| d.as_nanos();
+    writeln!(
+        out,
+        "{label:<13} p50 {} ns  p99 {} ns  p99.9 {} ns  max {} ns",
+        ns(p.p50),
+        ns(p.p99),
+        ns(p.p999),
+        ns(p.max)
+    )
 }
 
-impl Percentiles {
-    /// One line: `<label> p50 … p99 … p99.9 … max …`, in nanoseconds.
-    pub(crate) fn write_text(
-        &self,
-        label: &str,
-        out: &mut impl std::io::Write,
-    ) -> std::io::Result<()> {
-        writeln!(
-            out,
-            "{label:<13} p50 {} ns  p99 {} ns  p99.9 {} ns  max {} ns",
-            self.p50, self.p99, self.p999, self.max
-        )
-    }
-
-    pub(crate) fn of(histogram: &hdrhistogram::Histogram<u64>) -> Self {
-        Self {
-            p50: histogram.value_at_quantile(0.5),
-            p99: histogram.value_at_quantile(0.99),
-            p999: histogram.value_at_quantile(0.999),
-            max: histogram.max(),
-        }
-    }
-}
+/// The unit of the publish and pipeline latency histograms.
+pub(crate) const NANOSECOND: Duration = Duration::from_nanos(1);
 
 /// Reads the whole stream (every partition, each from the node holding it) back and checks
 /// it; `check` judges each payload.

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use evstream::publish::CaptureMonitor;
 use evstream::ship::ShipperMonitor;
+use evstream_intellisense::Percentiles;
 use hdrhistogram::Histogram;
 use plotters::prelude::*;
 use serde::Serialize;
@@ -174,16 +175,9 @@ impl AppendLatency {
         self.all.saturating_record(latency_us);
     }
 
-    /// p50, p99, p99.9 and max over the whole run, in milliseconds.
-    pub(crate) fn summary(&self) -> LatencyMs {
-        let ms = |q: f64| self.all.value_at_quantile(q) as f64 / 1000.0;
-        LatencyMs {
-            p50: ms(0.5),
-            p99: ms(0.99),
-            p999: ms(0.999),
-            max: self.all.max() as f64 / 1000.0,
-            count: self.all.len(),
-        }
+    /// p50, p99, p99.9 and max over the whole run.
+    pub(crate) fn summary(&self) -> Percentiles {
+        Percentiles::of(&self.all, Duration::from_micros(1))
     }
 }
 
@@ -193,16 +187,6 @@ const MAX_RUN_SECONDS: u64 = 30 * 24 * 3600;
 /// Microseconds up to an hour, two significant digits (a few KiB per histogram).
 fn histogram_us() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds")
-}
-
-/// Latency percentiles in milliseconds.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub(crate) struct LatencyMs {
-    pub(crate) p50: f64,
-    pub(crate) p99: f64,
-    pub(crate) p999: f64,
-    pub(crate) max: f64,
-    pub(crate) count: u64,
 }
 
 /// What the report page shows.
@@ -503,6 +487,7 @@ fn escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use evstream_intellisense::percentiles::ms;
 
     #[test]
     fn append_latency_is_read_from_the_entry_id_per_second_of_the_run() {
@@ -521,7 +506,7 @@ mod tests {
         assert_eq!(latency.per_second[&2].len(), 1);
         let summary = latency.summary();
         assert_eq!(summary.count, 2);
-        assert!((summary.max - 3.0).abs() < 0.01, "{summary:?}");
+        assert!((ms(summary.max) - 3.0).abs() < 0.01, "{summary:?}");
     }
 
     #[test]

@@ -81,6 +81,7 @@
 //! ```
 
 mod commit;
+pub(crate) mod config;
 pub(crate) mod decode;
 mod dedupe;
 mod partitions;

@@ -50,12 +50,18 @@ pub mod config;
 pub mod consume;
 pub mod envelope;
 pub mod error;
-mod failover;
+/// Old path of [`redis::FailoverWatch`], kept until the shipper, the consumer and the ops loop
+/// import it from there.
+mod failover {
+    pub(crate) use crate::redis::FailoverWatch;
+}
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod keys;
 pub mod ops;
 mod partitions;
 pub mod publish;
+pub mod redis;
 pub mod schema;
 pub mod ship;
 pub mod status;

@@ -32,6 +32,7 @@
 //! ```
 
 pub mod alerts;
+pub(crate) mod config;
 pub mod dlq;
 pub mod observe;
 mod partitions;
@@ -56,7 +57,7 @@ use crate::error::OpsError;
 use crate::failover::FailoverWatch;
 use crate::publish::{CaptureHealth, CaptureMonitor};
 use crate::ship::{BreakerState, ShipperHealth, ShipperMonitor};
-use alerts::{AlertState, FiringAlert, Inputs, Notification, Severity, Transition};
+use alerts::{Alert, AlertState, FiringAlert, Inputs, Notification, Severity, Transition};
 use observe::{EntryId, Observation};
 use trim::MemoryLevel;
 
@@ -80,6 +81,8 @@ pub struct OpsLoop {
     shipper: Option<ShipperMonitor>,
     state: Arc<OpsState>,
     observe_only: bool,
+    /// Where notifications are posted (`ops.webhook_url`), if anywhere.
+    webhook: Option<webhook::Endpoint>,
 }
 
 /// What the loop knows, shared with `/health`, metrics and `status`.
@@ -169,6 +172,12 @@ impl OpsLoop {
     pub fn new(config: &Config) -> Result<Self, OpsError> {
         config.ops.validate()?;
         let client = config.redis.connector()?;
+        let webhook = config
+            .ops
+            .webhook_url
+            .as_deref()
+            .map(|url| webhook::Endpoint::new(url, config.ops.webhook_ca_file.as_deref()))
+            .transpose()?;
         Ok(Self {
             client,
             config: config.ops.clone(),
@@ -177,6 +186,7 @@ impl OpsLoop {
             shipper: None,
             state: Arc::default(),
             observe_only: false,
+            webhook,
         })
     }
 
@@ -222,10 +232,8 @@ impl OpsLoop {
             dlq_trim_refused: false,
             heartbeat_refused: false,
             webhook: self
-                .config
-                .webhook_url
-                .as_deref()
-                .and_then(|url| webhook::Endpoint::parse(url).ok())
+                .webhook
+                .clone()
                 .map(|endpoint| self.spawn_webhook(endpoint)),
         };
         let mut connection = None;
@@ -581,7 +589,7 @@ impl OpsLoop {
         tokio::spawn(async move {
             while let Some(notification) = receiver.recv().await {
                 if let Err(error) = send(&endpoint, &notification).await {
-                    tracing::warn!(%error, alert = notification.alert, "ops: webhook delivery failed; the notification is in this log");
+                    tracing::warn!(%error, alert = notification.alert.name(), "ops: webhook delivery failed; the notification is in this log");
                     state.update(|s| s.webhook_failures += 1);
                 }
             }
@@ -661,20 +669,16 @@ impl OpsLoop {
             },
         );
         if observation.is_none() {
-            findings.extend(
-                memory
-                    .alerts
-                    .carried_over(|alert| REDIS_RULES.contains(&alert)),
-            );
+            findings.extend(memory.alerts.carried_over(Alert::reads_redis));
         }
         let notifications = memory.alerts.update(findings, now, SystemTime::now());
         let firing = memory.alerts.firing();
-        for (alert, severities) in ALERTS {
-            for &severity in *severities {
+        for alert in Alert::ALL {
+            for &severity in alert.severities() {
                 let on = firing
                     .iter()
-                    .any(|f| f.alert == *alert && f.severity == severity);
-                metrics::gauge!("evstream_alert_firing", "alert" => *alert, "severity" => severity.as_str())
+                    .any(|f| f.alert == alert && f.severity == severity);
+                metrics::gauge!("evstream_alert_firing", "alert" => alert.name(), "severity" => severity.as_str())
                     .set(if on { 1.0 } else { 0.0 });
             }
         }
@@ -713,36 +717,6 @@ impl OpsLoop {
     }
 }
 
-/// Rules computed from what Redis reports, unknown while it is unreachable.
-const REDIS_RULES: &[&str] = &[
-    "RedisMemoryHigh",
-    "RedisMaxmemoryUnset",
-    "EvictionPolicyUnsafe",
-    "RedisFragmentationHigh",
-    "GroupLagHigh",
-    "PoisonPillsHigh",
-];
-
-/// Every rule and the levels it can fire at, for the `evstream_alert_firing` series.
-pub const ALERTS: &[(&str, &[Severity])] = &[
-    ("RedisMemoryHigh", &[Severity::Warning, Severity::Critical]),
-    ("RedisMaxmemoryUnset", &[Severity::Warning]),
-    ("RedisUnreachable", &[Severity::Critical]),
-    (
-        "EvictionPolicyUnsafe",
-        &[Severity::Warning, Severity::Critical],
-    ),
-    ("RedisFragmentationHigh", &[Severity::Warning]),
-    ("RingDepthHigh", &[Severity::Warning, Severity::Critical]),
-    ("EventsRefused", &[Severity::Critical]),
-    ("JournalFull", &[Severity::Critical]),
-    ("BreakerOpen", &[Severity::Critical]),
-    ("GroupLagHigh", &[Severity::Warning, Severity::Critical]),
-    ("PoisonPillsHigh", &[Severity::Warning, Severity::Critical]),
-    ("TrimLostEntries", &[Severity::Critical]),
-    ("EventsUnreadable", &[Severity::Critical]),
-];
-
 /// The `tracing` target of alert transitions (fired, escalated, resolved), so that a
 /// subscriber can show them all, resolutions (at info) included, without the rest of the
 /// library's info events: the `evstream` binary logs
@@ -762,7 +736,7 @@ fn log(notification: &Notification) {
         (Transition::Resolved, _) => {
             tracing::info!(
                 target: ALERT_LOG_TARGET,
-                alert,
+                alert = alert.name(),
                 subject = %subject,
                 "alert resolved: {message}"
             );
@@ -770,7 +744,7 @@ fn log(notification: &Notification) {
         (_, Severity::Critical) => {
             tracing::error!(
                 target: ALERT_LOG_TARGET,
-                alert,
+                alert = alert.name(),
                 subject = %subject,
                 state = ?state,
                 "CRITICAL: {message}"
@@ -779,7 +753,7 @@ fn log(notification: &Notification) {
         (_, Severity::Warning) => {
             tracing::warn!(
                 target: ALERT_LOG_TARGET,
-                alert,
+                alert = alert.name(),
                 subject = %subject,
                 state = ?state,
                 "WARNING: {message}"
@@ -804,25 +778,7 @@ async fn send(endpoint: &webhook::Endpoint, notification: &Notification) -> Resu
     Err(last)
 }
 
-/// One call with a deadline, its errors naming `what`.
-pub(crate) async fn call<T: redis::FromRedisValue>(
-    connection: &mut MultiplexedConnection,
-    what: &str,
-    cmd: &Cmd,
-    timeout: Duration,
-) -> Result<T, OpsError> {
-    match tokio::time::timeout(timeout, cmd.query_async::<T>(connection)).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(source)) => Err(OpsError::Redis {
-            what: what.to_owned(),
-            source,
-        }),
-        Err(_) => Err(OpsError::Timeout {
-            what: what.to_owned(),
-            timeout,
-        }),
-    }
-}
+pub(crate) use crate::redis::call;
 
 fn unix_ms() -> u64 {
     SystemTime::now()
@@ -937,7 +893,7 @@ impl Health {
         }
         let alerts = ops.map(|ops| ops.firing.clone()).unwrap_or_default();
         for alert in &alerts {
-            if shipper.is_some() && matches!(alert.alert, "BreakerOpen" | "JournalFull") {
+            if shipper.is_some() && matches!(alert.alert, Alert::BreakerOpen | Alert::JournalFull) {
                 continue; // said above, from the shipper itself
             }
             let line = format!(

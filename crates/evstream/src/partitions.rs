@@ -27,7 +27,7 @@ pub(crate) async fn connect(
     part: &Config,
     settings: &redis::AsyncConnectionConfig,
 ) -> Result<(MultiplexedConnection, redis::Client), PartitionError> {
-    let url = crate::ship::redact_url(&part.redis.url);
+    let url = crate::redis::redact_url(&part.redis.url);
     let connector = part.redis.connector()?;
     let connecting = async {
         let client = connector.client().await?;

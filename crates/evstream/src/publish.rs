@@ -11,6 +11,7 @@
 //! accepted, so each thread's events keep their order, and because refused events never
 //! reach the receiver, sequences are consecutive over accepted events with no gaps.
 
+pub(crate) mod config;
 mod events;
 mod json;
 mod slot;
@@ -60,7 +61,7 @@ fn sample_timing(mask: Option<u32>) -> bool {
 /// The ring's memory (`capacity × slot_bytes`) is allocated here, once. With
 /// `redis.partitions = P`, there are P rings of that size, one per partition of the stream:
 /// `publish` puts an event in the ring of its correlation id's partition
-/// ([`partition_of`](crate::config::partition_of)), and each ring's events are numbered on
+/// ([`partition_of`](crate::keys::partition_of)), and each ring's events are numbered on
 /// their own (`sequence` counts a producer's events in one partition).
 pub fn channel(config: &Config) -> Result<(Publisher, Receiver), ConfigError> {
     config.validate()?;
@@ -460,7 +461,7 @@ impl Publisher {
             };
             let producer = match &*self.producers {
                 [one] => one,
-                all => &all[crate::config::partition_of(correlation_id, all.len())],
+                all => &all[crate::keys::partition_of(correlation_id, all.len())],
             };
             let published = match self.shared.when_full {
                 WhenFull::Refuse => producer.try_publish(write),
@@ -844,7 +845,7 @@ mod tests {
             let partition = usize::from(event.partition());
             assert_eq!(
                 partition,
-                crate::config::partition_of(event.correlation_id(), 3),
+                crate::keys::partition_of(event.correlation_id(), 3),
                 "{event:?}"
             );
             // Each partition's events are numbered 1, 2, 3, … in the order drained.

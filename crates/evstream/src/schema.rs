@@ -51,9 +51,9 @@ pub use migration::Migration;
 use crate::error::SchemaError;
 
 /// The Redis hash holding the registry's files.
-pub const REDIS_KEY: &str = "evstream:schemas";
+pub use crate::keys::SCHEMAS as REDIS_KEY;
 /// The Redis counter incremented by every push.
-pub const REDIS_REVISION_KEY: &str = "evstream:schemas:revision";
+pub use crate::keys::SCHEMAS_REVISION as REDIS_REVISION_KEY;
 
 /// A migration step written in Rust, for what [`migration::Op`]s cannot express. It runs after
 /// the step's data operations.

@@ -49,8 +49,11 @@
 //! in their batch, in the ring or the journal, instead).
 
 mod append;
-pub(crate) mod backoff;
+pub(crate) mod backoff {
+    pub(crate) use crate::redis::Backoff;
+}
 mod breaker;
+pub(crate) mod config;
 pub(crate) mod journal;
 mod risks;
 
@@ -276,24 +279,7 @@ fn open_journals(ship: &ShipConfig, producer_id: &str) -> Result<Journals, ShipE
     })
 }
 
-/// Hides the password of a `redis://user:password@host` URL, for messages and logs.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            match credentials.find(':') {
-                Some(colon) => format!(
-                    "{}{}:***{}",
-                    &url[..scheme + 3],
-                    &credentials[..colon],
-                    &url[at..]
-                ),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
+pub use crate::redis::redact_url;
 
 /// Controls a running shipper. Dropping it shuts the shipper down with the default deadline
 /// (`ship.shutdown_timeout_ms`), flushing what it can, like a logger's flush guard.

@@ -81,7 +81,7 @@ impl Status {
         let observation = observe::observe(connection, stream, count_above, TIMEOUT).await?;
         let (counts, _) = observe::dead_letters_by_reason(
             connection,
-            &format!("{stream}:dlq"),
+            &crate::keys::dead_letters(stream),
             None,
             DLQ_SCAN_LIMIT,
             TIMEOUT,
@@ -104,7 +104,7 @@ impl Status {
         );
         Ok(Self {
             stream: stream.clone(),
-            redis: crate::ship::redact_url(&config.redis.url),
+            redis: crate::redis::redact_url(&config.redis.url),
             cluster: None,
             memory_level,
             eviction_risk: observation.redis.eviction_risk(),
@@ -166,7 +166,7 @@ impl StreamStatus {
                 })?;
             if part.redis.url.starts_with("redis+cluster://") {
                 status.cluster = Some(ClusterPlace {
-                    slot: crate::config::key_slot(&part.redis.stream),
+                    slot: crate::redis::key_slot(&part.redis.stream),
                     primary: client.get_connection_info().addr().to_string(),
                 });
             }

@@ -9,8 +9,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use evstream::audit::{audit_stream, Audit};
-use evstream::config::{key_slot, partition_key, Config, RingConfig};
+use evstream::config::{Config, RingConfig};
 use evstream::consume::{ConsumeStats, Consumer, Effects, Envelope, Handler, HandlerError};
+use evstream::keys;
+use evstream::redis::key_slot;
 use evstream::{publish, ship, PublishError, Publisher};
 use evstream_testkit::{ClusterSet, Reply};
 use redis::streams::StreamId;
@@ -256,7 +258,7 @@ fn issue_18_a_cluster_primary_killed_on_the_defaults_costs_seconds_and_loses_not
         thread::spawn(move || publish_orders(&publisher, total, Some(pause)))
     };
     thread::sleep(Duration::from_secs(3));
-    let key = partition_key("events", 0);
+    let key = keys::partition("events", 0);
     let victim = cluster
         .servers
         .iter()

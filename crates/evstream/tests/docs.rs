@@ -1,7 +1,7 @@
-//! Every alert rule of the ops loop has a runbook entry and a Prometheus rule, so the three
-//! cannot drift apart.
+//! Every alert rule of the ops loop has a runbook entry and a Prometheus rule at each of its
+//! levels, so the three cannot drift apart.
 
-use evstream::ops::ALERTS;
+use evstream::ops::alerts::Alert;
 
 fn read(path: &str) -> String {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
@@ -12,7 +12,7 @@ fn read(path: &str) -> String {
 fn every_alert_has_a_runbook_entry_and_a_prometheus_rule() {
     let runbook = read("docs/operations.md");
     let rules = read("deploy/prometheus/alerts.yml");
-    for (alert, _) in ALERTS {
+    for alert in Alert::ALL {
         assert!(
             runbook.lines().any(|l| l.trim() == format!("### {alert}")),
             "docs/operations.md has no `### {alert}` runbook entry"
@@ -24,4 +24,37 @@ fn every_alert_has_a_runbook_entry_and_a_prometheus_rule() {
             "deploy/prometheus/alerts.yml has no rule for {alert}"
         );
     }
+}
+
+/// Each Prometheus rule's `severity` label is the one the next `severity:` line after its
+/// `- alert:` line gives. Rules Prometheus alone has (`OpsLoopAbsent`) are not the ops loop's.
+#[test]
+fn every_alert_level_has_a_prometheus_rule_and_no_other() {
+    let rules = read("deploy/prometheus/alerts.yml");
+    let mut levels = Vec::new();
+    let mut current = None;
+    for line in rules.lines().map(str::trim) {
+        if let Some(name) = line.strip_prefix("- alert: ") {
+            current = Alert::ALL
+                .iter()
+                .any(|alert| *alert == name)
+                .then(|| name.to_owned());
+        } else if let Some(severity) = line.strip_prefix("severity: ") {
+            if let Some(name) = current.take() {
+                levels.push((name, severity.to_owned()));
+            }
+        }
+    }
+    let mut expected: Vec<(String, String)> = Alert::ALL
+        .iter()
+        .flat_map(|alert| {
+            alert
+                .severities()
+                .iter()
+                .map(|severity| (alert.name().to_owned(), severity.as_str().to_owned()))
+        })
+        .collect();
+    expected.sort();
+    levels.sort();
+    assert_eq!(levels, expected, "deploy/prometheus/alerts.yml");
 }

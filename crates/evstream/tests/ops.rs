@@ -262,7 +262,7 @@ fn firing(snapshot: &OpsSnapshot) -> Vec<(&'static str, Severity)> {
     snapshot
         .firing
         .iter()
-        .map(|a| (a.alert, a.severity))
+        .map(|a| (a.alert.name(), a.severity))
         .collect()
 }
 

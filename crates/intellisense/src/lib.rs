@@ -47,6 +47,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod percentiles;
 mod report;
 mod tracker;
 
@@ -61,7 +62,8 @@ use hdrhistogram::Histogram;
 use redis::Value;
 use serde::{Deserialize, Serialize};
 
-pub use report::{read_report, LatencySummary, Report, ReportBuilder, SymbolReport};
+pub use percentiles::Percentiles;
+pub use report::{read_report, Report, ReportBuilder, SymbolReport};
 pub use tracker::{OrderState, Tracker};
 
 /// Settings of the analysis.
@@ -121,9 +123,9 @@ impl AnalysisKeys {
     /// The keys for `stream`.
     pub fn new(stream: &str) -> Self {
         Self {
-            pairing_prefix: format!("{stream}:pairing:"),
-            analysis: format!("{stream}:analysis"),
-            alerts: format!("{stream}:alerts"),
+            pairing_prefix: evstream::keys::pairing_prefix(stream),
+            analysis: evstream::keys::analysis(stream),
+            alerts: evstream::keys::alerts(stream),
         }
     }
 }

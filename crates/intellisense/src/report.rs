@@ -1,46 +1,28 @@
 //! `evstream report`: the results of IntelliSense, read back from Redis.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use redis::aio::ConnectionLike;
 use redis::{AsyncCommands, Value};
 use serde::Serialize;
 
+use crate::percentiles::{self, Percentiles};
 use crate::AnalysisKeys;
 
-/// Percentiles of one latency, in milliseconds.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct LatencySummary {
-    /// Pairs measured.
-    pub count: u64,
-    /// Median, ms.
-    pub p50_ms: f64,
-    /// 99th percentile, ms.
-    pub p99_ms: f64,
-    /// Largest, ms.
-    pub max_ms: f64,
-}
-
-impl LatencySummary {
-    fn of(histogram: &Histogram<u64>) -> Self {
-        let ms = |ns: u64| ns as f64 / 1e6;
-        Self {
-            count: histogram.len(),
-            p50_ms: ms(histogram.value_at_quantile(0.50)),
-            p99_ms: ms(histogram.value_at_quantile(0.99)),
-            max_ms: ms(histogram.max()),
-        }
-    }
-}
+/// The unit of the latency histograms.
+const NANOSECOND: Duration = Duration::from_nanos(1);
 
 /// Latencies of one symbol.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct SymbolReport {
     /// Signal → `OrderCreated`.
-    pub creation_latency: LatencySummary,
+    #[serde(serialize_with = "percentiles::millis_suffixed")]
+    pub creation_latency: Percentiles,
     /// `OrderCreated` → first fill.
-    pub fill_latency: LatencySummary,
+    #[serde(serialize_with = "percentiles::millis_suffixed")]
+    pub fill_latency: Percentiles,
 }
 
 /// What `evstream report` prints.
@@ -195,8 +177,8 @@ impl ReportBuilder {
                 (
                     symbol,
                     SymbolReport {
-                        creation_latency: LatencySummary::of(&creation),
-                        fill_latency: LatencySummary::of(&fill),
+                        creation_latency: Percentiles::of(&creation, NANOSECOND),
+                        fill_latency: Percentiles::of(&fill, NANOSECOND),
                     },
                 )
             })

@@ -38,6 +38,7 @@ pub use http::{http_get, http_get_with_token, WebhookSink};
 pub use proxy::FaultProxy;
 pub use resp::Reply;
 pub use sentinel::{SentinelSet, MASTER_NAME};
+pub use tls::write as write_certificates;
 
 /// How long a server may take to answer `PING` after start (AOF loading included).
 const READY_TIMEOUT: Duration = Duration::from_secs(30);

@@ -23,9 +23,10 @@ fn other(error: rcgen::Error) -> io::Error {
     io::Error::other(format!("cannot make test certificates: {error}"))
 }
 
-/// Writes a CA (`ca.pem`), a certificate it signed for the server (`server.pem`,
-/// `server-key.pem`) and one for a client (`client.pem`, `client-key.pem`) into `dir`.
-pub(crate) fn write(dir: &Path, ca_name: &str) -> io::Result<()> {
+/// Writes a CA (`ca.pem`, `ca-key.pem`), a certificate it signed for a server on 127.0.0.1
+/// or localhost (`server.pem`, `server-key.pem`) and one for a client (`client.pem`,
+/// `client-key.pem`) into `dir`.
+pub fn write(dir: &Path, ca_name: &str) -> io::Result<()> {
     let ca_key = KeyPair::generate().map_err(other)?;
     let mut ca_params = CertificateParams::new(Vec::new()).map_err(other)?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);

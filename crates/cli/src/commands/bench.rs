@@ -9,12 +9,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use evstream::{publish, ship, Config, PublishError};
+use evstream_intellisense::percentiles::{self, ms, Percentiles};
 use serde::Serialize;
 
 use crate::args::{BenchArgs, Rate};
 use crate::engine::new_histogram;
-use crate::pipeline::{self, Delivery, Percentiles, Target};
-use crate::report_html::{AppendLatency, LatencyMs, Report as ReportPage, Sample, Sampler};
+use crate::pipeline::{self, Delivery, Target, NANOSECOND};
+use crate::report_html::{AppendLatency, Report as ReportPage, Sample, Sampler};
 
 /// How long shipping may make no progress before the bench gives up with the reason, at
 /// least: an open circuit breaker pauses shipping for up to `ship.breaker_cool_down_max_ms`
@@ -47,9 +48,11 @@ struct Summary {
     ring_full_retries: u64,
     throughput_eps: f64,
     elapsed_s: f64,
+    #[serde(serialize_with = "percentiles::nanos")]
     publish_ns: Percentiles,
     /// Publish → appended to the stream, from the entries read back (1 ms resolution).
-    append_latency_ms: LatencyMs,
+    #[serde(serialize_with = "percentiles::millis")]
+    append_latency_ms: Percentiles,
     /// With `--duration`: how delivery was counted and what memory did.
     #[serde(skip_serializing_if = "Option::is_none")]
     soak: Option<Soak>,
@@ -308,7 +311,7 @@ pub(crate) fn run(
         ring_full_retries: retries,
         throughput_eps: published as f64 / elapsed.as_secs_f64(),
         elapsed_s: elapsed.as_secs_f64(),
-        publish_ns: Percentiles::of(&histogram),
+        publish_ns: Percentiles::of(&histogram, NANOSECOND),
         append_latency_ms: append_latency.summary(),
         soak,
     };
@@ -333,12 +336,15 @@ pub(crate) fn run(
             "throughput    {:>12.0} events/s end to end ({:.2} s)",
             summary.throughput_eps, summary.elapsed_s
         )?;
-        summary.publish_ns.write_text("publish", &mut out)?;
+        pipeline::write_percentiles_ns("publish", &summary.publish_ns, &mut out)?;
         let a = &summary.append_latency_ms;
         writeln!(
             out,
             "publish→stream p50 {:.0} ms  p99 {:.0} ms  p99.9 {:.0} ms  max {:.0} ms",
-            a.p50, a.p99, a.p999, a.max
+            ms(a.p50),
+            ms(a.p99),
+            ms(a.p999),
+            ms(a.max)
         )?;
         if let Some(soak) = &summary.soak {
             let m = &soak.memory;

@@ -12,12 +12,13 @@ use evstream::consume::{
 };
 use evstream::schema::Registry;
 use evstream::Config;
+use evstream_intellisense::percentiles::{self, Percentiles};
 use evstream_intellisense::{Analysis, IntelliSense, IntelliSenseConfig};
 use serde::Serialize;
 
 use crate::args::{ConsumeArgs, HandlerKind};
 use crate::http::{self, Sources};
-use crate::pipeline::Percentiles;
+use crate::pipeline::{self, NANOSECOND};
 
 #[derive(Debug, Serialize)]
 struct Summary {
@@ -31,6 +32,7 @@ struct Summary {
     /// Entries processed per second over `active_s`.
     events_per_s: f64,
     /// Event time → processed, nanoseconds.
+    #[serde(serialize_with = "percentiles::nanos")]
     pipeline_latency_ns: Percentiles,
     alerts: u64,
     tracker_open: usize,
@@ -130,7 +132,7 @@ fn drive<H: Handler + Sync + 'static>(
                 args.consumer,
                 config.consume.group,
                 super::stream_name(config),
-                evstream::ship::redact_url(&config.redis.url),
+                evstream::redis::redact_url(&config.redis.url),
                 served.map_or_else(String::new, |addr| format!(
                     "; http://{addr}/metrics and /health"
                 )),
@@ -172,7 +174,7 @@ fn drive<H: Handler + Sync + 'static>(
             report.processed as f64 / active.as_secs_f64()
         },
         counters: report,
-        pipeline_latency_ns: Percentiles::of(&analysis.pipeline),
+        pipeline_latency_ns: Percentiles::of(&analysis.pipeline, NANOSECOND),
         alerts: analysis.alerts,
         tracker_open: analysis.tracker_open,
         tracker_evicted: analysis.tracker_evicted,
@@ -199,9 +201,7 @@ fn drive<H: Handler + Sync + 'static>(
             "{:<13} {:>12.0} events/s",
             "throughput", summary.events_per_s
         )?;
-        summary
-            .pipeline_latency_ns
-            .write_text("event→done", &mut out)?;
+        pipeline::write_percentiles_ns("event→done", &summary.pipeline_latency_ns, &mut out)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -17,14 +17,15 @@ use evstream::ops::{OpsState, PartitionedOpsLoop};
 use evstream::publish::CaptureMonitor;
 use evstream::ship::ShipperMonitor;
 use evstream::{publish, ship, Config};
+use evstream_intellisense::percentiles::{self, ms, Percentiles};
 use evstream_intellisense::{IntelliSense, IntelliSenseConfig};
 use serde::Serialize;
 
 use crate::args::{DemoArgs, MetricsArgs};
 use crate::engine::{self, EngineSpec};
 use crate::http::{self, Sources};
-use crate::pipeline::{self, Delivery, Percentiles, Target};
-use crate::report_html::{AppendLatency, LatencyMs, ProcessedProbe, Report as ReportPage, Sampler};
+use crate::pipeline::{self, Delivery, Target, NANOSECOND};
+use crate::report_html::{AppendLatency, ProcessedProbe, Report as ReportPage, Sampler};
 
 #[derive(Debug, Serialize)]
 struct Summary {
@@ -37,6 +38,7 @@ struct Summary {
     delivery: Delivery,
     /// Alias of `delivered`: events the shipper appended to the stream.
     shipped: u64,
+    #[serde(serialize_with = "percentiles::nanos")]
     publish_ns: Percentiles,
     /// The shipper's dead letters (`dead_letters`) by reason: refused before the stream
     /// (`ship.known_event_types`, strict validation), so never seen by the consumers; they
@@ -48,7 +50,8 @@ struct Summary {
     /// What IntelliSense computed, read back from Redis.
     analysis: evstream_intellisense::Report,
     /// Publish → appended to the stream, from the entries read back (1 ms resolution).
-    append_latency_ms: LatencyMs,
+    #[serde(serialize_with = "percentiles::millis")]
+    append_latency_ms: Percentiles,
     /// Alerts of the ops loop still firing at the end.
     alerts_firing: Vec<FiringAlert>,
 }
@@ -329,7 +332,7 @@ pub(crate) fn run(
         refused: report.refused,
         shipped: delivery.delivered,
         delivery,
-        publish_ns: Percentiles::of(&report.latency_ns),
+        publish_ns: Percentiles::of(&report.latency_ns, NANOSECOND),
         dead_letters_by_reason,
         processed,
         analysis,
@@ -356,17 +359,21 @@ pub(crate) fn run(
         for (reason, count) in &summary.dead_letters_by_reason {
             writeln!(
                 out,
-                "{:<13} {count:>12}  {reason} (refused by the shipper, in {}:dlq: \
+                "{:<13} {count:>12}  {reason} (refused by the shipper, in {}: \
                  `evstream dlq list`)",
-                "dead letter", summary.stream
+                "dead letter",
+                evstream::keys::dead_letters(&summary.stream)
             )?;
         }
-        summary.publish_ns.write_text("publish", &mut out)?;
+        pipeline::write_percentiles_ns("publish", &summary.publish_ns, &mut out)?;
         let l = &summary.append_latency_ms;
         writeln!(
             out,
             "publish→stream p50 {:.0} ms  p99 {:.0} ms  p99.9 {:.0} ms  max {:.0} ms",
-            l.p50, l.p99, l.p999, l.max
+            ms(l.p50),
+            ms(l.p99),
+            ms(l.p999),
+            ms(l.max)
         )?;
         let a = &summary.analysis;
         writeln!(
@@ -391,7 +398,9 @@ pub(crate) fn run(
             writeln!(
                 out,
                 "fill latency  {symbol:<6} p50 {:.3} ms  p99 {:.3} ms  ({} orders)",
-                s.fill_latency.p50_ms, s.fill_latency.p99_ms, s.fill_latency.count
+                ms(s.fill_latency.p50),
+                ms(s.fill_latency.p99),
+                s.fill_latency.count
             )?;
         }
         if let Some(path) = &args.report {

@@ -62,7 +62,7 @@ pub(crate) fn run(mut config: Config, args: &OpsArgs) -> anyhow::Result<ExitCode
             "evstream ops: watching stream '{}' on {} every {:?} (alerts every {:?}){}; \
              Ctrl-C to stop",
             super::stream_name(&config),
-            evstream::ship::redact_url(&config.redis.url),
+            evstream::redis::redact_url(&config.redis.url),
             Duration::from_millis(config.ops.interval_ms),
             Duration::from_millis(config.ops.alert_interval_ms),
             served.map_or_else(String::new, |addr| format!(

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use evstream::Config;
+use evstream_intellisense::percentiles::ms;
 
 use super::with_redis;
 use crate::args::ReportArgs;
@@ -72,10 +73,10 @@ pub(crate) fn run(config: &Config, args: &ReportArgs) -> anyhow::Result<ExitCode
                 out,
                 "{symbol:<8} {:>10} {:>8.3}ms {:>8.3}ms {:>8.3}ms {:>8.3}ms",
                 s.fill_latency.count,
-                s.fill_latency.p50_ms,
-                s.fill_latency.p99_ms,
-                s.creation_latency.p50_ms,
-                s.creation_latency.p99_ms
+                ms(s.fill_latency.p50),
+                ms(s.fill_latency.p99),
+                ms(s.creation_latency.p50),
+                ms(s.creation_latency.p99)
             )?;
         }
     }

@@ -153,8 +153,10 @@ fn write_text(status: &Status, out: &mut impl Write) -> std::io::Result<()> {
     }
     writeln!(
         out,
-        "\ndead letters {} in {}:dlq ({} ever)",
-        o.dlq.length, status.stream, o.dlq.entries_added
+        "\ndead letters {} in {} ({} ever)",
+        o.dlq.length,
+        evstream::keys::dead_letters(&status.stream),
+        o.dlq.entries_added
     )?;
     for (reason, n) in &status.dead_letters_by_reason {
         writeln!(out, "  {reason:<30} {n:>10}")?;

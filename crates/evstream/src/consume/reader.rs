@@ -85,7 +85,7 @@ impl Reader {
             .query_async::<i64>(&mut connection)
             .await
             .ok();
-        crate::config::name_connection(&mut connection, name).await;
+        crate::redis::name_connection(&mut connection, name).await;
         Ok((Self::Redis(connection), id))
     }
 

@@ -2,13 +2,16 @@
 //! change (firing, a level change, resolved) and a reminder while an alert keeps firing,
 //! never one per evaluation.
 //!
+//! Every rule is an [`Alert`]: its name, the levels it fires at and the function that
+//! decides. [`evaluate`] runs them all, in the order of [`Alert::ALL`].
+//!
 //! The same rules exist for Prometheus in `deploy/prometheus/alerts.yml`; the runbook of
-//! each is in `docs/operations.md`.
+//! each is in `docs/operations.md` (`tests/docs.rs` ties the three together).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 use super::observe::{EvictionRisk, Observation};
 use crate::config::OpsConfig;
@@ -35,11 +38,175 @@ impl Severity {
     }
 }
 
+/// One alert rule. Its [`name`](Self::name) is the runbook's heading in
+/// `docs/operations.md`, the Prometheus rule's name, the `alert` label of
+/// `evstream_alert_firing` and the `alert` field of notifications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Alert {
+    /// Redis does not answer.
+    RedisUnreachable,
+    /// Redis uses a large part of its `maxmemory`.
+    RedisMemoryHigh,
+    /// Redis has no `maxmemory`, so nothing bounds it.
+    RedisMaxmemoryUnset,
+    /// The `maxmemory-policy` can evict high-water marks or the stream itself.
+    EvictionPolicyUnsafe,
+    /// The allocator's fragmentation ratio is above `ops.frag_ratio`.
+    RedisFragmentationHigh,
+    /// A consumer group has many entries it has not read (once per group).
+    GroupLagHigh,
+    /// Many dead letters per second.
+    PoisonPillsHigh,
+    /// An aggressive trim deleted entries a group had not finished (once per group).
+    TrimLostEntries,
+    /// Events of a version their consumer's handler cannot read.
+    EventsUnreadable,
+    /// Many events wait in this process's ring.
+    RingDepthHigh,
+    /// `publish` refused events.
+    EventsRefused,
+    /// The shipper's circuit breaker is open.
+    BreakerOpen,
+    /// The spill journal's disk budget is used up.
+    JournalFull,
+}
+
+/// A rule: adds its findings (none while all is well) through `fire`.
+type Rule = fn(&OpsConfig, &Inputs<'_>, &mut Fire<'_>);
+
+impl Alert {
+    /// Every rule, in the order [`evaluate`] runs them (and so the order of the
+    /// notifications of one evaluation).
+    pub const ALL: [Self; 13] = [
+        Self::RedisUnreachable,
+        Self::RedisMemoryHigh,
+        Self::RedisMaxmemoryUnset,
+        Self::EvictionPolicyUnsafe,
+        Self::RedisFragmentationHigh,
+        Self::GroupLagHigh,
+        Self::PoisonPillsHigh,
+        Self::TrimLostEntries,
+        Self::EventsUnreadable,
+        Self::RingDepthHigh,
+        Self::EventsRefused,
+        Self::BreakerOpen,
+        Self::JournalFull,
+    ];
+
+    /// The rule's name, e.g. `GroupLagHigh`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::RedisUnreachable => "RedisUnreachable",
+            Self::RedisMemoryHigh => "RedisMemoryHigh",
+            Self::RedisMaxmemoryUnset => "RedisMaxmemoryUnset",
+            Self::EvictionPolicyUnsafe => "EvictionPolicyUnsafe",
+            Self::RedisFragmentationHigh => "RedisFragmentationHigh",
+            Self::GroupLagHigh => "GroupLagHigh",
+            Self::PoisonPillsHigh => "PoisonPillsHigh",
+            Self::TrimLostEntries => "TrimLostEntries",
+            Self::EventsUnreadable => "EventsUnreadable",
+            Self::RingDepthHigh => "RingDepthHigh",
+            Self::EventsRefused => "EventsRefused",
+            Self::BreakerOpen => "BreakerOpen",
+            Self::JournalFull => "JournalFull",
+        }
+    }
+
+    /// The levels it can fire at (one `evstream_alert_firing` series each).
+    pub const fn severities(self) -> &'static [Severity] {
+        const WARNING: &[Severity] = &[Severity::Warning];
+        const CRITICAL: &[Severity] = &[Severity::Critical];
+        const BOTH: &[Severity] = &[Severity::Warning, Severity::Critical];
+        match self {
+            Self::RedisMaxmemoryUnset | Self::RedisFragmentationHigh => WARNING,
+            Self::RedisMemoryHigh
+            | Self::EvictionPolicyUnsafe
+            | Self::GroupLagHigh
+            | Self::PoisonPillsHigh
+            | Self::RingDepthHigh => BOTH,
+            Self::RedisUnreachable
+            | Self::TrimLostEntries
+            | Self::EventsUnreadable
+            | Self::EventsRefused
+            | Self::BreakerOpen
+            | Self::JournalFull => CRITICAL,
+        }
+    }
+
+    /// Whether the rule is computed from what Redis reports: while Redis is unreachable its
+    /// state is unknown, not resolved, so the ops loop carries its findings over.
+    pub const fn reads_redis(self) -> bool {
+        matches!(
+            self,
+            Self::RedisMemoryHigh
+                | Self::RedisMaxmemoryUnset
+                | Self::EvictionPolicyUnsafe
+                | Self::RedisFragmentationHigh
+                | Self::GroupLagHigh
+                | Self::PoisonPillsHigh
+        )
+    }
+
+    /// The function that decides whether it fires.
+    fn rule(self) -> Rule {
+        match self {
+            Self::RedisUnreachable => redis_unreachable,
+            Self::RedisMemoryHigh => redis_memory_high,
+            Self::RedisMaxmemoryUnset => redis_maxmemory_unset,
+            Self::EvictionPolicyUnsafe => eviction_policy_unsafe,
+            Self::RedisFragmentationHigh => redis_fragmentation_high,
+            Self::GroupLagHigh => group_lag_high,
+            Self::PoisonPillsHigh => poison_pills_high,
+            Self::TrimLostEntries => trim_lost_entries,
+            Self::EventsUnreadable => events_unreadable,
+            Self::RingDepthHigh => ring_depth_high,
+            Self::EventsRefused => events_refused,
+            Self::BreakerOpen => breaker_open,
+            Self::JournalFull => journal_full,
+        }
+    }
+
+    /// Runs the rule; its findings are added to `findings`.
+    pub fn check(self, config: &OpsConfig, inputs: &Inputs<'_>, findings: &mut Vec<Finding>) {
+        let mut fire = Fire {
+            alert: self,
+            findings,
+        };
+        self.rule()(config, inputs, &mut fire);
+    }
+}
+
+impl std::fmt::Display for Alert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+/// As its name, in notifications, `/health` and `status --json`.
+impl Serialize for Alert {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+impl PartialEq<str> for Alert {
+    fn eq(&self, name: &str) -> bool {
+        self.name() == name
+    }
+}
+
+impl PartialEq<&str> for Alert {
+    fn eq(&self, name: &&str) -> bool {
+        self.name() == *name
+    }
+}
+
 /// One rule's verdict: it fires, at this level, because of this.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Finding {
-    /// The rule, e.g. `GroupLagHigh` (the runbook's heading in `docs/operations.md`).
-    pub alert: &'static str,
+    /// The rule.
+    pub alert: Alert,
     /// What it is about when a rule fires once per thing (the group's name), else empty.
     pub subject: String,
     /// Its level.
@@ -55,7 +222,7 @@ pub struct Finding {
 impl Finding {
     fn key(&self) -> String {
         if self.subject.is_empty() {
-            self.alert.to_owned()
+            self.alert.name().to_owned()
         } else {
             format!("{}/{}", self.alert, self.subject)
         }
@@ -84,22 +251,56 @@ pub struct Inputs<'a> {
     pub recent_unreadable: u64,
 }
 
-/// Evaluates every rule.
+/// Evaluates every rule, in the order of [`Alert::ALL`].
 pub fn evaluate(config: &OpsConfig, inputs: &Inputs<'_>) -> Vec<Finding> {
     let mut findings = Vec::new();
-    let mut fire = |alert, subject: &str, severity, message: String, value, threshold| {
-        findings.push(Finding {
-            alert,
+    for alert in Alert::ALL {
+        alert.check(config, inputs, &mut findings);
+    }
+    findings
+}
+
+/// What a rule fires with: the findings of its own alert only.
+struct Fire<'a> {
+    alert: Alert,
+    findings: &'a mut Vec<Finding>,
+}
+
+impl Fire<'_> {
+    fn fire(
+        &mut self,
+        subject: &str,
+        severity: Severity,
+        message: String,
+        value: f64,
+        threshold: f64,
+    ) {
+        self.findings.push(Finding {
+            alert: self.alert,
             subject: subject.to_owned(),
             severity,
             message,
             value,
             threshold,
         });
-    };
-    match inputs.observation {
-        None => fire(
-            "RedisUnreachable",
+    }
+}
+
+/// The level of `value` above (strictly) a warning and a critical threshold, with the
+/// threshold it crossed.
+fn above<T: PartialOrd + Copy>(value: T, warning: T, critical: T) -> Option<(Severity, T)> {
+    if value > critical {
+        Some((Severity::Critical, critical))
+    } else if value > warning {
+        Some((Severity::Warning, warning))
+    } else {
+        None
+    }
+}
+
+fn redis_unreachable(_: &OpsConfig, inputs: &Inputs<'_>, fire: &mut Fire<'_>) {
+    if inputs.observation.is_none() {
+        fire.fire(
             "",
             Severity::Critical,
             format!(
@@ -108,128 +309,147 @@ pub fn evaluate(config: &OpsConfig, inputs: &Inputs<'_>) -> Vec<Finding> {
             ),
             0.0,
             1.0,
-        ),
-        Some(observation) => {
-            let redis = &observation.redis;
-            match redis.used_ratio() {
-                Some(ratio) => {
-                    let percent = ratio * 100.0;
-                    let level = if percent >= config.memory_critical_percent {
-                        Some((Severity::Critical, config.memory_critical_percent))
-                    } else if percent >= config.memory_warning_percent {
-                        Some((Severity::Warning, config.memory_warning_percent))
-                    } else {
-                        None
-                    };
-                    if let Some((severity, threshold)) = level {
-                        fire(
-                            "RedisMemoryHigh",
-                            "",
-                            severity,
-                            format!(
-                                "Redis uses {percent:.1}% of maxmemory ({} of {} bytes)",
-                                redis.used_memory, redis.maxmemory
-                            ),
-                            percent,
-                            threshold,
-                        );
-                    }
-                }
-                None => fire(
-                    "RedisMaxmemoryUnset",
-                    "",
-                    Severity::Warning,
-                    "Redis has no maxmemory: nothing bounds its memory, memory alerts and the \
-                     aggressive trim cannot work"
-                        .to_owned(),
-                    0.0,
-                    0.0,
-                ),
-            }
-            match redis.eviction_risk() {
-                EvictionRisk::None => {}
-                EvictionRisk::HighWaterMarks => fire(
-                    "EvictionPolicyUnsafe",
-                    "",
-                    Severity::Warning,
-                    format!(
-                        "maxmemory-policy {} can evict the producers' high-water marks, which \
-                         keep retried batches from being appended twice; use noeviction",
-                        redis.maxmemory_policy
-                    ),
-                    1.0,
-                    0.0,
-                ),
-                EvictionRisk::Stream => fire(
-                    "EvictionPolicyUnsafe",
-                    "",
-                    Severity::Critical,
-                    format!(
-                        "maxmemory-policy {} can evict the stream itself, with its groups and \
-                         pending entries; use noeviction",
-                        redis.maxmemory_policy
-                    ),
-                    2.0,
-                    0.0,
-                ),
-            }
-            if redis.allocator_frag_ratio > config.frag_ratio {
-                fire(
-                    "RedisFragmentationHigh",
-                    "",
-                    Severity::Warning,
-                    format!(
-                        "allocator fragmentation ratio {:.2} is above {:.2}",
-                        redis.allocator_frag_ratio, config.frag_ratio
-                    ),
-                    redis.allocator_frag_ratio,
-                    config.frag_ratio,
-                );
-            }
-            for group in &observation.groups {
-                let Some(lag) = group.lag else { continue };
-                let level = if lag > config.group_lag_critical {
-                    Some((Severity::Critical, config.group_lag_critical))
-                } else if lag > config.group_lag_warning {
-                    Some((Severity::Warning, config.group_lag_warning))
-                } else {
-                    None
-                };
-                if let Some((severity, threshold)) = level {
-                    fire(
-                        "GroupLagHigh",
-                        &group.name,
-                        severity,
-                        format!("group {} has {lag} entries not read yet", group.name),
-                        lag as f64,
-                        threshold as f64,
-                    );
-                }
-            }
-        }
+        );
     }
-    if let Some(rate) = inputs.poison_rate {
-        let level = if rate > config.poison_rate_critical {
-            Some((Severity::Critical, config.poison_rate_critical))
-        } else if rate > config.poison_rate_warning {
-            Some((Severity::Warning, config.poison_rate_warning))
-        } else {
-            None
-        };
+}
+
+fn redis_memory_high(config: &OpsConfig, inputs: &Inputs<'_>, fire: &mut Fire<'_>) {
+    let Some(redis) = inputs.observation.map(|o| &o.redis) else {
+        return;
+    };
+    let Some(ratio) = redis.used_ratio() else {
+        return;
+    };
+    let percent = ratio * 100.0;
+    let level = if percent >= config.memory_critical_percent {
+        Some((Severity::Critical, config.memory_critical_percent))
+    } else if percent >= config.memory_warning_percent {
+        Some((Severity::Warning, config.memory_warning_percent))
+    } else {
+        None
+    };
+    if let Some((severity, threshold)) = level {
+        fire.fire(
+            "",
+            severity,
+            format!(
+                "Redis uses {percent:.1}% of maxmemory ({} of {} bytes)",
+                redis.used_memory, redis.maxmemory
+            ),
+            percent,
+            threshold,
+        );
+    }
+}
+
+fn redis_maxmemory_unset(_: &OpsConfig, inputs: &Inputs<'_>, fire: &mut Fire<'_>) {
+    let Some(redis) = inputs.observation.map(|o| &o.redis) else {
+        return;
+    };
+    if redis.used_ratio().is_none() {
+        fire.fire(
+            "",
+            Severity::Warning,
+            "Redis has no maxmemory: nothing bounds its memory, memory alerts and the \
+             aggressive trim cannot work"
+                .to_owned(),
+            0.0,
+            0.0,
+        );
+    }
+}
+
+fn eviction_policy_unsafe(_: &OpsConfig, inputs: &Inputs<'_>, fire: &mut Fire<'_>) {
+    let Some(redis) = inputs.observation.map(|o| &o.redis) else {
+        return;
+    };
+    match redis.eviction_risk() {
+        EvictionRisk::None => {}
+        EvictionRisk::HighWaterMarks => fire.fire(
+            "",
+            Severity::Warning,
+            format!(
+                "maxmemory-policy {} can evict the producers' high-water marks, which \
+                 keep retried batches from being appended twice; use noeviction",
+                redis.maxmemory_policy
+            ),
+            1.0,
+            0.0,
+        ),
+        EvictionRisk::Stream => fire.fire(
+            "",
+            Severity::Critical,
+            format!(
+                "maxmemory-policy {} can evict the stream itself, with its groups and \
+                 pending entries; use noeviction",
+                redis.maxmemory_policy
+            ),
+            2.0,
+            0.0,
+        ),
+    }
+}
+
+fn redis_fragmentation_high(config: &OpsConfig, inputs: &Inputs<'_>, fire: &mut Fire<'_>) {
+    let Some(redis) = inputs.observation.map(|o| &o.redis) else {
+        return;
+    };
+    if redis.allocator_frag_ratio > config.frag_ratio {
+        fire.fire(
+            "",
+            Severity::Warning,
+            format!(
+                "allocator fragmentation ratio {:.2} is above {:.2}",
+                redis.allocator_frag_ratio, config.frag_ratio
+            ),
+            redis.allocator_frag_ratio,
+            config.frag_ratio,
+        );
+    }
+}
+
+fn group_lag_high(config: &OpsConfig, inputs: &Inputs<'_>, fire: &mut Fire<'_>) {
+    let Some(observation) = inputs.observation else {
+        return;
+    };
+    for group in &observation.groups {
+        let Some(lag) = group.lag else { continue };
+        let level = above(lag, config.group_lag_warning, config.group_lag_critical);
         if let Some((severity, threshold)) = level {
-            fire(
-                "PoisonPillsHigh",
-                "",
+            fire.fire(
+                &group.name,
                 severity,
-                format!("{rate:.1} dead letters per second"),
-                rate,
-                threshold,
+                format!("group {} has {lag} entries not read yet", group.name),
+                lag as f64,
+                threshold as f64,
             );
         }
     }
+}
+
+fn poison_pills_high(config: &OpsConfig, inputs: &Inputs<'_>, fire: &mut Fire<'_>) {
+    let Some(rate) = inputs.poison_rate else {
+        return;
+    };
+    let level = above(
+        rate,
+        config.poison_rate_warning,
+        config.poison_rate_critical,
+    );
+    if let Some((severity, threshold)) = level {
+        fire.fire(
+            "",
+            severity,
+            format!("{rate:.1} dead letters per second"),
+            rate,
+            threshold,
+        );
+    }
+}
+
+fn trim_lost_entries(_: &OpsConfig, inputs: &Inputs<'_>, fire: &mut Fire<'_>) {
     for (group, lost) in &inputs.recent_trim_losses {
-        fire(
-            "TrimLostEntries",
+        fire.fire(
             group,
             Severity::Critical,
             format!(
@@ -240,9 +460,11 @@ pub fn evaluate(config: &OpsConfig, inputs: &Inputs<'_>) -> Vec<Finding> {
             0.0,
         );
     }
+}
+
+fn events_unreadable(_: &OpsConfig, inputs: &Inputs<'_>, fire: &mut Fire<'_>) {
     if inputs.recent_unreadable > 0 {
-        fire(
-            "EventsUnreadable",
+        fire.fire(
             "",
             Severity::Critical,
             format!(
@@ -255,78 +477,93 @@ pub fn evaluate(config: &OpsConfig, inputs: &Inputs<'_>) -> Vec<Finding> {
             0.0,
         );
     }
-    if let Some(capture) = inputs.capture {
-        let critical_depth = capture.capacity - capture.capacity / 10;
-        // A ring smaller than twice the configured depth warns at half full instead.
-        let warning_depth = config.ring_depth_warning.min(capture.capacity / 2);
-        let level = if capture.depth >= critical_depth {
-            Some((Severity::Critical, critical_depth))
-        } else if capture.depth > warning_depth {
-            Some((Severity::Warning, warning_depth))
-        } else {
-            None
-        };
-        if let Some((severity, threshold)) = level {
-            fire(
-                "RingDepthHigh",
-                "",
-                severity,
-                format!(
-                    "{} events wait in the ring (capacity {})",
-                    capture.depth, capture.capacity
-                ),
-                capture.depth as f64,
-                threshold as f64,
-            );
-        }
-        if inputs.refused_since_last > 0 {
-            fire(
-                "EventsRefused",
-                "",
-                Severity::Critical,
-                format!(
-                    "publish refused {} events since the last check (total {})",
-                    inputs.refused_since_last,
-                    capture.refused.total()
-                ),
-                inputs.refused_since_last as f64,
-                0.0,
-            );
-        }
+}
+
+fn ring_depth_high(config: &OpsConfig, inputs: &Inputs<'_>, fire: &mut Fire<'_>) {
+    let Some(capture) = inputs.capture else {
+        return;
+    };
+    let critical_depth = capture.capacity - capture.capacity / 10;
+    // A ring smaller than twice the configured depth warns at half full instead.
+    let warning_depth = config.ring_depth_warning.min(capture.capacity / 2);
+    let level = if capture.depth >= critical_depth {
+        Some((Severity::Critical, critical_depth))
+    } else if capture.depth > warning_depth {
+        Some((Severity::Warning, warning_depth))
+    } else {
+        None
+    };
+    if let Some((severity, threshold)) = level {
+        fire.fire(
+            "",
+            severity,
+            format!(
+                "{} events wait in the ring (capacity {})",
+                capture.depth, capture.capacity
+            ),
+            capture.depth as f64,
+            threshold as f64,
+        );
     }
-    if let Some(shipper) = inputs.shipper {
-        if shipper.breaker == BreakerState::Open {
-            fire(
-                "BreakerOpen",
-                "",
-                Severity::Critical,
-                format!(
-                    "the shipper's circuit breaker is open: {}",
-                    shipper
-                        .last_error
-                        .as_deref()
-                        .unwrap_or("Redis keeps failing")
-                ),
-                2.0,
-                2.0,
-            );
-        }
-        if shipper.journal_full {
-            fire(
-                "JournalFull",
-                "",
-                Severity::Critical,
-                format!(
-                    "the spill journal's disk budget is used up ({} bytes, {} events): the \
-                     ring fills and publish refuses",
-                    shipper.journal_bytes, shipper.journal_events
-                ),
-                shipper.journal_bytes as f64,
-                0.0,
-            );
-        }
+}
+
+fn events_refused(_: &OpsConfig, inputs: &Inputs<'_>, fire: &mut Fire<'_>) {
+    let Some(capture) = inputs.capture else {
+        return;
+    };
+    if inputs.refused_since_last > 0 {
+        fire.fire(
+            "",
+            Severity::Critical,
+            format!(
+                "publish refused {} events since the last check (total {})",
+                inputs.refused_since_last,
+                capture.refused.total()
+            ),
+            inputs.refused_since_last as f64,
+            0.0,
+        );
     }
-    findings
+}
+
+fn breaker_open(_: &OpsConfig, inputs: &Inputs<'_>, fire: &mut Fire<'_>) {
+    let Some(shipper) = inputs.shipper else {
+        return;
+    };
+    if shipper.breaker == BreakerState::Open {
+        fire.fire(
+            "",
+            Severity::Critical,
+            format!(
+                "the shipper's circuit breaker is open: {}",
+                shipper
+                    .last_error
+                    .as_deref()
+                    .unwrap_or("Redis keeps failing")
+            ),
+            2.0,
+            2.0,
+        );
+    }
+}
+
+fn journal_full(_: &OpsConfig, inputs: &Inputs<'_>, fire: &mut Fire<'_>) {
+    let Some(shipper) = inputs.shipper else {
+        return;
+    };
+    if shipper.journal_full {
+        fire.fire(
+            "",
+            Severity::Critical,
+            format!(
+                "the spill journal's disk budget is used up ({} bytes, {} events): the \
+                 ring fills and publish refuses",
+                shipper.journal_bytes, shipper.journal_events
+            ),
+            shipper.journal_bytes as f64,
+            0.0,
+        );
+    }
 }
 
 /// A change worth telling someone.
@@ -345,7 +582,7 @@ pub enum Transition {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Notification {
     /// The rule.
-    pub alert: &'static str,
+    pub alert: Alert,
     /// The group it is about, or empty.
     pub subject: String,
     /// Its level (for `resolved`, the level it had).
@@ -372,7 +609,7 @@ pub struct Notification {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FiringAlert {
     /// The rule.
-    pub alert: &'static str,
+    pub alert: Alert,
     /// The group it is about, or empty.
     pub subject: String,
     /// Its level.
@@ -488,7 +725,7 @@ impl AlertState {
     /// The findings firing now of the rules `keep` selects, to carry them over an
     /// evaluation that could not see their inputs (Redis unreachable: its memory did not
     /// become fine, it became unknown).
-    pub fn carried_over(&self, keep: impl Fn(&str) -> bool) -> Vec<Finding> {
+    pub fn carried_over(&self, keep: impl Fn(Alert) -> bool) -> Vec<Finding> {
         self.active
             .values()
             .filter(|active| keep(active.finding.alert))
@@ -509,7 +746,11 @@ impl AlertState {
                 since: rfc3339(active.since),
             })
             .collect();
-        firing.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.alert.cmp(b.alert)));
+        firing.sort_by(|a, b| {
+            b.severity
+                .cmp(&a.severity)
+                .then(a.alert.name().cmp(b.alert.name()))
+        });
         firing
     }
 }
@@ -524,28 +765,10 @@ fn host_name() -> String {
         .unwrap_or_else(|| "unknown-host".to_owned())
 }
 
-/// `2026-11-26T09:35:14Z`. Written here rather than pulling a date crate for one format:
-/// days to a civil date is the well-known algorithm of Howard Hinnant's `civil_from_days`.
+/// `2026-11-26T09:35:14Z`: RFC 3339, UTC, whole seconds (a time before 1970 reads as
+/// 1970-01-01T00:00:00Z).
 pub fn rfc3339(time: SystemTime) -> String {
-    let secs = time
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest / 60 % 60,
-        rest % 60
-    )
+    humantime::format_rfc3339_seconds(time.max(SystemTime::UNIX_EPOCH)).to_string()
 }
 
 #[cfg(test)]
@@ -582,7 +805,7 @@ mod tests {
         };
         evaluate(&OpsConfig::default(), &inputs)
             .into_iter()
-            .map(|f| (f.alert, f.severity))
+            .map(|f| (f.alert.name(), f.severity))
             .collect()
     }
 
@@ -617,7 +840,7 @@ mod tests {
     #[test]
     fn notifications_on_change_and_reminders_only() {
         let finding = |severity| Finding {
-            alert: "RedisMemoryHigh",
+            alert: Alert::RedisMemoryHigh,
             subject: String::new(),
             severity,
             message: String::new(),

@@ -233,7 +233,7 @@ pub async fn observe(
         }
     }
     let dlq = call
-        .stream_info(&format!("{stream}:dlq"))
+        .stream_info(&crate::keys::dead_letters(stream))
         .await?
         .map(|info| DlqInfo {
             length: info.length,

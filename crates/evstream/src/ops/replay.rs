@@ -69,7 +69,7 @@ pub async fn list_dead_letters(
     let parts = config.partition_configs();
     let mut listed = Vec::new();
     for part in &parts {
-        let dlq = format!("{}:dlq", part.redis.stream);
+        let dlq = crate::keys::dead_letters(&part.redis.stream);
         let Some(selection) = for_partition(selection, &dlq, parts.len() > 1)? else {
             continue; // the ids name other partitions' dead letters
         };
@@ -187,7 +187,7 @@ pub async fn replay_dead_letters(
     };
     for part in &parts {
         let stream = &part.redis.stream;
-        let dlq = format!("{stream}:dlq");
+        let dlq = crate::keys::dead_letters(stream);
         let Some(selection) = for_partition(selection, &dlq, parts.len() > 1)? else {
             continue;
         };

@@ -1,28 +1,50 @@
-//! The webhook sink: one HTTP/1.1 `POST` of a JSON body per notification.
+//! The webhook sink: one HTTP/1.1 `POST` of a JSON body per notification, over `http://` or
+//! `https://`.
 //!
-//! Written on tokio's `TcpStream` rather than with an HTTP client crate: one request shape,
-//! `Connection: close`, a status line to read; hyper and its helpers would add dozens of
-//! crates to every build for that. Only `http://`: point the webhook at a local relay (or use
-//! the Prometheus rules in `deploy/prometheus/alerts.yml` with Alertmanager) for TLS.
+//! The client is `ureq` (blocking, run on tokio's blocking pool: a notification every few
+//! seconds at most) on the rustls that Redis TLS already uses, with the ring provider. An
+//! `https://` receiver's certificate is checked against `ops.webhook_ca_file` when it is set
+//! (a private PKI), else against the system's root certificates, as `redis.tls_ca` does for
+//! Redis. No proxy from the environment and no redirects: the receiver is the URL given.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
 
-/// Where notifications are posted.
-#[derive(Debug, Clone, PartialEq, Eq)]
+use crate::error::ConfigError;
+
+/// Where notifications are posted: a checked `http(s)://host[:port][/path]`, and the client
+/// that posts there.
+#[derive(Debug, Clone)]
 pub struct Endpoint {
+    tls: bool,
     host: String,
     port: u16,
     path: String,
+    /// The client; `None` from [`parse`](Self::parse), which checks the URL only.
+    agent: Option<ureq::Agent>,
 }
 
+impl PartialEq for Endpoint {
+    fn eq(&self, other: &Self) -> bool {
+        (self.tls, &self.host, self.port, &self.path)
+            == (other.tls, &other.host, other.port, &other.path)
+    }
+}
+
+impl Eq for Endpoint {}
+
 impl Endpoint {
-    /// Parses `http://host[:port][/path]`.
+    /// Parses `http://host[:port][/path]` or `https://…`; checks the URL only.
     pub fn parse(url: &str) -> Result<Self, &'static str> {
-        let Some(rest) = url.strip_prefix("http://") else {
-            return Err("must start with http:// (https is not supported; use a local relay)");
+        let (tls, rest, default_port) = if let Some(rest) = url.strip_prefix("https://") {
+            (true, rest, 443)
+        } else if let Some(rest) = url.strip_prefix("http://") {
+            (false, rest, 80)
+        } else {
+            return Err("must start with http:// or https://");
         };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
@@ -36,13 +58,13 @@ impl Endpoint {
             let (host, after) = bracketed.split_once(']').ok_or("has an unclosed [")?;
             match after.strip_prefix(':') {
                 Some(port) => (host, port.parse().map_err(|_| bad_port)?),
-                None if after.is_empty() => (host, 80),
+                None if after.is_empty() => (host, default_port),
                 None => return Err(bad_port),
             }
         } else {
             match authority.rsplit_once(':') {
                 Some((host, port)) => (host, port.parse().map_err(|_| bad_port)?),
-                None => (authority, 80),
+                None => (authority, default_port),
             }
         };
         if host.is_empty()
@@ -50,70 +72,180 @@ impl Endpoint {
                 .bytes()
                 .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
         {
-            return Err("must be http://host[:port][/path]");
+            return Err("must be http(s)://host[:port][/path]");
         }
         Ok(Self {
+            tls,
             host: host.to_owned(),
             port,
             path: path.to_owned(),
+            agent: None,
         })
+    }
+
+    /// `ops.webhook_url` ready to post to, trusting the CA certificates (PEM) of
+    /// `ops.webhook_ca_file` for `https://` when it is given, else the system's roots.
+    pub fn new(url: &str, ca_file: Option<&Path>) -> Result<Self, ConfigError> {
+        let endpoint = Self::parse(url).map_err(|reason| ConfigError::Invalid {
+            field: "ops.webhook_url",
+            value: url.to_owned(),
+            reason,
+        })?;
+        let roots = match (endpoint.tls, ca_file) {
+            (false, None) => None,
+            (false, Some(ca_file)) => {
+                return Err(ConfigError::Invalid {
+                    field: "ops.webhook_ca_file",
+                    value: ca_file.display().to_string(),
+                    reason: "is for an https:// ops.webhook_url only",
+                })
+            }
+            (true, Some(ca_file)) => Some(ca_certificates(ca_file)?),
+            (true, None) => Some(system_roots()?),
+        };
+        Ok(endpoint.with_roots(roots))
+    }
+
+    fn with_roots(mut self, roots: Option<Vec<Certificate<'static>>>) -> Self {
+        let mut config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .proxy(None)
+            .user_agent(format!("evstream/{}", env!("CARGO_PKG_VERSION")));
+        if let Some(roots) = roots {
+            config = config.tls_config(
+                TlsConfig::builder()
+                    .provider(TlsProvider::Rustls)
+                    .root_certs(RootCerts::Specific(Arc::new(roots)))
+                    .unversioned_rustls_crypto_provider(Arc::new(
+                        rustls::crypto::ring::default_provider(),
+                    ))
+                    .build(),
+            );
+        }
+        self.agent = Some(config.build().into());
+        self
+    }
+
+    /// `host:port`, for messages.
+    fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}{}", self.authority(), self.path)
     }
 
     /// Posts `body` (JSON); `Ok` on a 2xx answer within `timeout`.
     pub async fn post(&self, body: &[u8], timeout: Duration) -> Result<(), String> {
-        tokio::time::timeout(timeout, self.post_inner(body))
+        let Some(agent) = self.agent.clone() else {
+            return Err(
+                "no HTTP client: Endpoint::parse checks a URL only, use Endpoint::new".to_owned(),
+            );
+        };
+        let (url, body) = (self.url(), body.to_vec());
+        let request = tokio::task::spawn_blocking(move || {
+            agent
+                .post(&url)
+                .config()
+                .timeout_global(Some(timeout))
+                .build()
+                .header("Content-Type", "application/json")
+                .send(&body[..])
+                .map(|answer| answer.status().as_u16())
+        });
+        // ureq keeps the deadline; this one only guards against a stuck blocking pool.
+        let status = tokio::time::timeout(timeout + Duration::from_millis(500), request)
             .await
             .map_err(|_| format!("no answer within {timeout:?}"))?
-    }
-
-    async fn post_inner(&self, body: &[u8]) -> Result<(), String> {
-        let mut stream = TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .map_err(|e| format!("cannot connect to {}:{}: {e}", self.host, self.port))?;
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
-        let head = format!(
-            "POST {} HTTP/1.1\r\nHost: {host}:{}\r\nUser-Agent: evstream/{}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            self.path,
-            self.port,
-            env!("CARGO_PKG_VERSION"),
-            body.len()
-        );
-        let mut request = head.into_bytes();
-        request.extend_from_slice(body);
-        stream
-            .write_all(&request)
-            .await
-            .map_err(|e| format!("cannot send: {e}"))?;
-        let mut answer = Vec::with_capacity(256);
-        let mut chunk = [0u8; 256];
-        // The status line is all we need.
-        while !answer.contains(&b'\n') && answer.len() < 4096 {
-            let n = stream
-                .read(&mut chunk)
-                .await
-                .map_err(|e| format!("cannot read the answer: {e}"))?;
-            if n == 0 {
-                break;
-            }
-            answer.extend_from_slice(&chunk[..n]);
-        }
-        let line = String::from_utf8_lossy(&answer);
-        let status = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|code| code.parse::<u16>().ok())
-            .ok_or_else(|| "no HTTP status line in the answer".to_owned())?;
+            .map_err(|e| format!("the webhook task failed: {e}"))?
+            .map_err(|e| self.describe(e, timeout))?;
         if (200..300).contains(&status) {
             Ok(())
         } else {
             Err(format!("answered HTTP {status}"))
         }
     }
+
+    /// One line saying what went wrong and, for TLS, what to check.
+    fn describe(&self, error: ureq::Error, timeout: Duration) -> String {
+        let authority = self.authority();
+        let tls = match &error {
+            ureq::Error::Rustls(tls) => Some(tls),
+            ureq::Error::Io(io) => io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()),
+            _ => None,
+        };
+        if let Some(tls) = tls {
+            let hint = match tls {
+                rustls::Error::InvalidCertificate(_) => {
+                    "; is the receiver's certificate signed by the CA of ops.webhook_ca_file \
+                     (or, without it, by one the system trusts), and does it name the URL's host?"
+                }
+                _ => "",
+            };
+            return format!("TLS with {authority} failed: {tls}{hint}");
+        }
+        match error {
+            ureq::Error::Timeout(_) => format!("no answer within {timeout:?}"),
+            ureq::Error::Io(io) => format!("cannot connect to {authority}: {io}"),
+            ureq::Error::HostNotFound => format!("cannot connect to {authority}: host not found"),
+            ureq::Error::ConnectionFailed => {
+                format!("cannot connect to {authority}: connection failed")
+            }
+            other => format!("{authority}: {other}"),
+        }
+    }
+}
+
+/// The certificates of `ops.webhook_ca_file`.
+fn ca_certificates(path: &Path) -> Result<Vec<Certificate<'static>>, ConfigError> {
+    let what = "the webhook's CA certificate (ops.webhook_ca_file)";
+    let pem = std::fs::read(path).map_err(|source| ConfigError::ReadFile {
+        what,
+        path: path.to_owned(),
+        source,
+    })?;
+    let invalid = |reason| ConfigError::Invalid {
+        field: "ops.webhook_ca_file",
+        value: path.display().to_string(),
+        reason,
+    };
+    let mut certificates = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item {
+            Ok(ureq::tls::PemItem::Certificate(certificate)) => certificates.push(certificate),
+            Ok(_) => {}
+            Err(_) => return Err(invalid("is not valid PEM")),
+        }
+    }
+    if certificates.is_empty() {
+        return Err(invalid("holds no PEM certificate"));
+    }
+    Ok(certificates)
+}
+
+/// The system's root certificates (the same loader as Redis TLS).
+fn system_roots() -> Result<Vec<Certificate<'static>>, ConfigError> {
+    let found = rustls_native_certs::load_native_certs();
+    let roots: Vec<_> = found
+        .certs
+        .iter()
+        .map(|der| Certificate::from_der(der.as_ref()).to_owned())
+        .collect();
+    if roots.is_empty() {
+        return Err(ConfigError::Invalid {
+            field: "ops.webhook_url",
+            value: "https://…".to_owned(),
+            reason: "the system has no root certificates to check the receiver with; set \
+                     ops.webhook_ca_file",
+        });
+    }
+    Ok(roots)
 }
 
 #[cfg(test)]
@@ -131,9 +263,33 @@ mod tests {
         assert_eq!((bare.port, bare.path.as_str()), (80, "/"));
         let v6 = Endpoint::parse("http://[::1]:81/x").unwrap();
         assert_eq!((v6.host.as_str(), v6.port), ("::1", 81));
-        assert!(Endpoint::parse("https://example.com/").is_err());
+        assert_eq!(v6.url(), "http://[::1]:81/x");
+        let tls = Endpoint::parse("https://example.com/").unwrap();
+        assert_eq!((tls.tls, tls.port), (true, 443));
+        assert!(Endpoint::parse("ftp://example.com/").is_err());
         assert!(Endpoint::parse("http://user:pw@example.com/").is_err());
         assert!(Endpoint::parse("http://host:notaport/").is_err());
         assert!(Endpoint::parse("http:///path").is_err());
+    }
+
+    #[test]
+    fn a_ca_file_is_for_https_and_must_hold_a_certificate() {
+        let dir = std::env::temp_dir().join(format!("evstream-webhook-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let error = Endpoint::new("http://127.0.0.1/", Some(&empty)).unwrap_err();
+        assert!(
+            error.to_string().contains("https:// ops.webhook_url only"),
+            "{error}"
+        );
+        let error = Endpoint::new("https://127.0.0.1/", Some(&empty)).unwrap_err();
+        assert!(
+            error.to_string().contains("holds no PEM certificate"),
+            "{error}"
+        );
+        let error = Endpoint::new("https://127.0.0.1/", Some(&dir.join("absent.pem"))).unwrap_err();
+        assert!(error.to_string().contains("ops.webhook_ca_file"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

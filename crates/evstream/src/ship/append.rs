@@ -41,8 +41,8 @@ impl Keys {
     pub(crate) fn new(stream: &str, producer_id: &str) -> Self {
         Self {
             stream: stream.to_owned(),
-            dead_letters: format!("{stream}:dlq"),
-            high_water_mark: format!("{stream}:hwm:{producer_id}"),
+            dead_letters: crate::keys::dead_letters(stream),
+            high_water_mark: crate::keys::high_water_mark(stream, producer_id),
         }
     }
 
@@ -50,8 +50,8 @@ impl Keys {
     /// refused batch's `EXEC` runs (same hash tag, so same cluster slot).
     fn parked(&self) -> [String; 2] {
         [
-            format!("{}:evstream-parked", self.stream),
-            format!("{}:evstream-parked", self.dead_letters),
+            crate::keys::parked(&self.stream),
+            crate::keys::parked(&self.dead_letters),
         ]
     }
 }

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 
-use crate::config::{Config, Connector};
+use crate::config::Config;
+use crate::redis::Connector;
 
 /// How often the shipper looks for an ops loop's heartbeat, and how long it waits at start.
 const OPS_CHECK_EVERY: Duration = Duration::from_secs(60);
@@ -135,7 +136,7 @@ pub(super) struct OpsWatch {
 impl OpsWatch {
     pub(super) fn new(stream: &str) -> Self {
         Self {
-            key: crate::config::ops_heartbeat_key(stream),
+            key: crate::keys::ops_heartbeat(stream),
             next_check: Instant::now() + OPS_CHECK_EVERY,
             warned: false,
             refused: false,

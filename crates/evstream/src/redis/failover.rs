@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::config::{Connector, SentinelTarget};
+use super::{Connector, SentinelTarget};
 
 /// How long a listener waits before reconnecting to a sentinel that closed or refused its
 /// subscription.

@@ -235,3 +235,258 @@ fn catch_panic(call: impl FnOnce() -> Result<(), HandlerError>) -> Result<(), Ha
         Err(format!("the handler panicked: {message}").into())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::Config;
+
+    /// A handler whose choices the test sets, counting its calls.
+    struct Scripted {
+        reads: Reads,
+        accept: Accept,
+        outcome: fn() -> Result<(), HandlerError>,
+        handled: usize,
+    }
+
+    impl Handler for Scripted {
+        fn reads(&self, _: &str) -> Reads {
+            self.reads.clone()
+        }
+
+        fn accepts(&self, _: &str, _: u32) -> Accept {
+            self.accept
+        }
+
+        fn handle(&mut self, _: &Envelope, effects: &mut Effects) -> Result<(), HandlerError> {
+            self.handled += 1;
+            effects.apply(redis::cmd("INCR").arg("seen_by_handler"));
+            (self.outcome)()
+        }
+    }
+
+    const EVENT_ID: &str = "0192f0c1-8a2b-7c3d-8e4f-5a6b7c8d9e0f";
+
+    fn consumer(outcome: fn() -> Result<(), HandlerError>) -> Consumer<Scripted> {
+        let handler = Scripted {
+            reads: Reads::Latest,
+            accept: Accept::Handle,
+            outcome,
+            handled: 0,
+        };
+        // Nothing connects: classification needs no Redis.
+        Consumer::new(&Config::default(), "verdicts", handler).unwrap()
+    }
+
+    fn ok() -> Result<(), HandlerError> {
+        Ok(())
+    }
+
+    fn fails() -> Result<(), HandlerError> {
+        Err("no such order".into())
+    }
+
+    fn panics() -> Result<(), HandlerError> {
+        panic!("boom")
+    }
+
+    fn entry(deliveries: u64, extra: &[(&str, &str)], data: &str) -> RawEntry {
+        let mut pairs = vec![
+            ("event_id", EVENT_ID),
+            ("event_type", "OrderCreated"),
+            ("version", "v2"),
+            ("correlation_id", "ord-1"),
+            ("timestamp_ns", "1764000000000000000"),
+            ("producer_id", "engine-1:x"),
+            ("sequence", "42"),
+            ("data", data),
+        ];
+        pairs.extend_from_slice(extra);
+        RawEntry {
+            id: "1-0".to_owned(),
+            fields: Some(Fields::from_pairs(
+                pairs.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())),
+            )),
+            deliveries,
+        }
+    }
+
+    fn good(deliveries: u64) -> RawEntry {
+        entry(deliveries, &[], r#"{"orderId":"1"}"#)
+    }
+
+    fn classify<H: Handler>(consumer: &mut Consumer<H>, entry: &RawEntry) -> Verdict {
+        consumer.classify(entry, &mut Envelope::default(), &mut Effects::default())
+    }
+
+    #[test]
+    fn a_handled_event_is_applied_then_waits_then_is_a_duplicate() {
+        let mut consumer = consumer(ok);
+        let id = uuid::Uuid::parse_str(EVENT_ID).unwrap();
+        let mut effects = Effects::default();
+        let verdict = consumer.classify(&good(1), &mut Envelope::default(), &mut effects);
+        assert_eq!(
+            verdict,
+            Verdict::Apply {
+                event_id: id,
+                unvalidated: false
+            }
+        );
+        assert_eq!(consumer.handler.handled, 1);
+        assert!(!effects.is_empty(), "the handler's effects are kept");
+        // Its commit in flight: the same event in another entry waits for the outcome.
+        assert_eq!(classify(&mut consumer, &good(1)), Verdict::LeavePending);
+        consumer.recent.settle(id, true, Instant::now());
+        assert_eq!(classify(&mut consumer, &good(1)), Verdict::Duplicate);
+        assert_eq!(consumer.handler.handled, 1, "never handled twice");
+    }
+
+    #[test]
+    fn a_deleted_entry_is_acknowledged() {
+        let mut consumer = consumer(ok);
+        let deleted = RawEntry {
+            id: "1-0".to_owned(),
+            fields: None,
+            deliveries: 3,
+        };
+        assert_eq!(classify(&mut consumer, &deleted), Verdict::Deleted);
+    }
+
+    #[test]
+    fn an_entry_delivered_too_often_is_dead_lettered_unhandled() {
+        let mut consumer = consumer(ok);
+        let max = consumer.config.max_deliveries;
+        let verdict = classify(&mut consumer, &good(max + 1));
+        assert!(
+            matches!(
+                verdict,
+                Verdict::DeadLetter {
+                    reason: "max_deliveries",
+                    ..
+                }
+            ),
+            "{verdict:?}"
+        );
+        assert_eq!(consumer.handler.handled, 0);
+    }
+
+    #[test]
+    fn a_failure_is_retried_until_the_last_delivery() {
+        let mut consumer = consumer(fails);
+        let max = consumer.config.max_deliveries;
+        let verdict = classify(&mut consumer, &good(1));
+        assert_eq!(
+            verdict,
+            Verdict::Retry {
+                reason: "handler_error",
+                message: "no such order".to_owned()
+            }
+        );
+        let verdict = classify(&mut consumer, &good(max));
+        assert_eq!(
+            verdict,
+            Verdict::DeadLetter {
+                reason: "handler_error",
+                message: "no such order".to_owned()
+            }
+        );
+    }
+
+    #[test]
+    fn a_panicking_handler_is_a_failure() {
+        let mut consumer = consumer(panics);
+        let verdict = classify(&mut consumer, &good(1));
+        let Verdict::Retry { reason, message } = verdict else {
+            panic!("{verdict:?}");
+        };
+        assert_eq!(reason, "handler_error");
+        assert!(message.contains("panicked: boom"), "{message}");
+    }
+
+    #[test]
+    fn an_undecodable_entry_is_a_failure() {
+        let mut consumer = consumer(ok);
+        let verdict = classify(&mut consumer, &entry(1, &[], "{not json"));
+        assert!(
+            matches!(
+                verdict,
+                Verdict::Retry {
+                    reason: "invalid_json",
+                    ..
+                }
+            ),
+            "{verdict:?}"
+        );
+        assert_eq!(consumer.handler.handled, 0);
+    }
+
+    #[test]
+    fn what_the_handler_does_not_take_is_skipped_or_retried() {
+        let mut consumer = consumer(ok);
+        consumer.handler.reads = Reads::Nothing;
+        assert_eq!(
+            classify(&mut consumer, &good(1)),
+            Verdict::Skip { counter: "skipped" }
+        );
+        consumer.handler.reads = Reads::Latest;
+        consumer.handler.accept = Accept::Skip;
+        assert_eq!(
+            classify(&mut consumer, &good(1)),
+            Verdict::Skip { counter: "skipped" }
+        );
+        consumer.handler.accept = Accept::UnknownVersion;
+        let verdict = classify(&mut consumer, &good(1));
+        assert!(
+            matches!(
+                verdict,
+                Verdict::Retry {
+                    reason: "unknown_version",
+                    ..
+                }
+            ),
+            "{verdict:?}"
+        );
+        consumer.handler.reads = Reads::Versions(1..=1);
+        consumer.handler.accept = Accept::Handle;
+        let verdict = classify(&mut consumer, &good(1));
+        assert!(
+            matches!(
+                verdict,
+                Verdict::Retry {
+                    reason: "unknown_version",
+                    ..
+                }
+            ),
+            "no registry: v2 is outside what the handler reads: {verdict:?}"
+        );
+        assert_eq!(consumer.handler.handled, 0);
+    }
+
+    #[test]
+    fn a_replay_for_another_group_is_skipped() {
+        let mut consumer = consumer(ok);
+        let other = entry(
+            1,
+            &[(decode::FIELD_REPLAY_FOR_GROUP, "someone-else")],
+            r#"{"orderId":"1"}"#,
+        );
+        assert_eq!(
+            classify(&mut consumer, &other),
+            Verdict::Skip {
+                counter: "replays_for_other_groups"
+            }
+        );
+        let group = consumer.config.group.clone();
+        let ours = entry(
+            1,
+            &[(decode::FIELD_REPLAY_FOR_GROUP, group.as_str())],
+            r#"{"orderId":"1"}"#,
+        );
+        assert!(matches!(
+            classify(&mut consumer, &ours),
+            Verdict::Apply { .. }
+        ));
+    }
+}

@@ -80,15 +80,21 @@
 //! # }
 //! ```
 
+/// A batch from read to commit, pipelined for new entries.
 mod batch;
 mod commit;
+/// An entry's copy in the dead letters.
 mod dead_letter;
 pub(crate) mod decode;
 mod dedupe;
+/// What an application implements.
 mod handler;
 pub(crate) mod reader;
+/// The two connections and the loop that keeps them and reads from them.
 mod session;
+/// Live counters and their snapshot.
 mod stats;
+/// What becomes of one entry: its `Verdict`.
 mod verdict;
 
 use std::sync::atomic::AtomicU64;

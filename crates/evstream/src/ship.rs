@@ -50,10 +50,13 @@
 
 mod append;
 pub(crate) mod backoff;
+/// A batch on its way: origin, prepared call, status, why an attempt failed.
 mod batch;
 mod breaker;
+/// The shipper's health and its shutdown report.
 mod health;
 pub(crate) mod journal;
+/// One lane (ring or partition): the loop that forms, sends, confirms and spills batches.
 mod lane;
 mod risks;
 

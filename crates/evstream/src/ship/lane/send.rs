@@ -149,7 +149,7 @@ impl Lane {
         }
     }
 
-    pub(super) fn answered(&mut self, index: usize, attempt: Attempt) {
+    fn answered(&mut self, index: usize, attempt: Attempt) {
         let now = Instant::now();
         match attempt {
             Ok(Outcome::Handled {
@@ -239,7 +239,7 @@ impl Lane {
     /// the old connection have answered (they fail, or land on a master that is still
     /// writable; the guard keeps order either way), without waiting for a retry delay or the
     /// breaker's cool-down.
-    pub(super) fn promoted(&mut self) {
+    fn promoted(&mut self) {
         self.connection = None;
         self.state.connected.store(false, Ordering::Relaxed);
         self.backoff.reset();
@@ -248,11 +248,11 @@ impl Lane {
         self.breaker.new_server(Instant::now());
     }
 
-    pub(super) fn producer_of(&self, index: usize) -> String {
+    fn producer_of(&self, index: usize) -> String {
         self.queue[index].producer_id.clone()
     }
 
-    pub(super) fn account(&mut self, index: usize, added: u64, dead: u64, skipped: u64) {
+    fn account(&mut self, index: usize, added: u64, dead: u64, skipped: u64) {
         let batch = &self.queue[index];
         let state = &self.state;
         state.batches_ok.fetch_add(1, Ordering::Relaxed);
@@ -279,7 +279,7 @@ impl Lane {
     }
 
     /// Redis handled a batch: closes the breaker, and says so if it was open.
-    pub(super) fn succeeded(&mut self, now: Instant) {
+    fn succeeded(&mut self, now: Instant) {
         if let Transition::Closed(after) = self.breaker.on_success(now) {
             tracing::info!(
                 stream = %self.settings.keys.stream,

@@ -1,6 +1,7 @@
-//! A batch's way from read to commit: each entry classified ([`Verdict`](super::verdict)),
-//! the batch's commit built and sent (pipelined for new entries, one commit in flight), its
-//! outcome told to the handler, and the effects derived from it written.
+//! A batch's way from read to commit: each entry classified (its
+//! [`Verdict`](super::verdict::Verdict)), the batch's commit built and sent (pipelined for
+//! new entries, one commit in flight), its outcome told to the handler, and the effects
+//! derived from it written.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -22,7 +22,7 @@ use redis::aio::MultiplexedConnection;
 use redis::Cmd;
 use serde::Serialize;
 
-use super::call;
+use crate::redis::call;
 use super::observe::{EntryId, GroupInfo, Observation};
 use crate::config::OpsConfig;
 use crate::error::OpsError;

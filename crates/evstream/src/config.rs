@@ -27,11 +27,6 @@ pub use crate::publish::config::{ProducerConfig, RingConfig, WhenFull};
 pub use crate::redis::config::{RedisConfig, DEFAULT_REDIS_URL, DEFAULT_STREAM};
 pub use crate::ship::config::{AppendMode, ShipConfig, Validation};
 pub use crate::ship::FsyncPolicy;
-// The connection layer moved to `crate::redis`, the key names to `crate::keys`; the shipper,
-// the consumer and the ops loop still import them from here until they are switched.
-pub(crate) use crate::keys::ops_heartbeat as ops_heartbeat_key;
-pub(crate) use crate::redis::name_connection;
-pub use crate::redis::Connector;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

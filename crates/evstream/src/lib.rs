@@ -50,11 +50,6 @@ pub mod config;
 pub mod consume;
 pub mod envelope;
 pub mod error;
-/// Old path of [`redis::FailoverWatch`], kept until the shipper, the consumer and the ops loop
-/// import it from there.
-mod failover {
-    pub(crate) use crate::redis::FailoverWatch;
-}
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod keys;

@@ -23,7 +23,9 @@
 //! file's path relative to the directory, e.g. `OrderCreated/v2.json`, value = its text) and
 //! increments `evstream:schemas:revision`, in one transaction. A registered version can never
 //! change; a new one is checked against those already registered. Processes load the registry
-//! from there ([`load`]) or from a directory ([`Registry::from_dir`]).
+//! from there ([`load`]) or from a directory ([`Registry::from_dir`]); the shipper and the
+//! consumer follow it from either the same way (`schema/source.rs`: a directory is read once,
+//! the registry in Redis is reloaded when its revision moves).
 //!
 //! ```
 //! use evstream::schema::Registry;
@@ -38,6 +40,7 @@
 
 mod compat;
 pub mod migration;
+mod source;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -47,6 +50,7 @@ use serde_json::Value;
 
 pub use compat::Compatibility;
 pub use migration::Migration;
+pub(crate) use source::Source;
 
 use crate::error::SchemaError;
 

@@ -547,3 +547,83 @@ fn a_running_consumer_learns_a_version_pushed_after_it_started() {
     );
     assert_eq!(seen.lock().unwrap()[0].1, 2);
 }
+
+/// Issue 20, move 7: the shipper follows the registry in Redis as the consumer does (its
+/// revision checked every 5 s), so a version pushed while it runs is learned without a
+/// reconnect. Before, it re-read the registry only when it connected again.
+#[test]
+fn a_running_shipper_learns_a_version_pushed_after_it_started() {
+    use evstream::config::Validation;
+    use redis::Commands;
+    let server = RedisServer::start().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let push = |files: BTreeMap<String, String>| {
+        runtime.block_on(async {
+            let client = redis::Client::open(server.url()).unwrap();
+            let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+            schema::push(&mut connection, &Registry::from_files(files).unwrap())
+                .await
+                .unwrap();
+        })
+    };
+    let v1 = json!({"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}});
+    push(files(&[("Tick/v1.json", v1.clone())]));
+
+    let mut config = evstream::Config::default();
+    config.redis.url = server.url();
+    config.ship.validation = Validation::Strict;
+    let (publisher, receiver) = evstream::publish::channel(&config).unwrap();
+    let shipper = evstream::ship::spawn(&config, receiver).unwrap();
+    let wait_for = |what: &str, done: &dyn Fn(&evstream::ship::ShipperHealth) -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let health = shipper.health();
+            if done(&health) {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "{what}: {health:?}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    };
+    // The shipper connects (and reads the registry) when it has a first batch to send, which
+    // is checked without a registry (as before): a valid v1 event first.
+    publisher
+        .publish_raw_versioned("Tick", 1, br#"{"n":0}"#, "t-0")
+        .unwrap();
+    wait_for("the v1 event shipped", &|h| h.shipped == 1);
+    // v2 is not registered yet: dead-lettered as an unknown version.
+    publisher
+        .publish_raw_versioned("Tick", 2, br#"{"n":1,"m":2}"#, "t-1")
+        .unwrap();
+    wait_for("the first v2 dead-lettered", &|h| {
+        h.dead_letters.get("unknown_version") == Some(&1)
+    });
+    let v2 = json!({"type": "object", "required": ["n", "m"],
+                    "properties": {"n": {"type": "integer"}, "m": {"type": "integer"}}});
+    push(files(&[
+        ("Tick/v1.json", v1),
+        ("Tick/v2.json", v2),
+        (
+            "Tick/v1-to-v2.json",
+            json!({"ops": [{"op": "add", "path": "/m", "value": 0}]}),
+        ),
+    ]));
+    // The revision is checked every 5 s.
+    std::thread::sleep(std::time::Duration::from_millis(5500));
+    publisher
+        .publish_raw_versioned("Tick", 2, br#"{"n":2,"m":3}"#, "t-2")
+        .unwrap();
+    wait_for("the second v2 shipped", &|h| h.shipped == 2);
+    drop(publisher);
+    let report = shipper.shutdown(std::time::Duration::from_secs(5));
+    assert_eq!((report.shipped, report.undelivered), (2, 0), "{report:?}");
+    let mut connection = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let shipped: usize = connection.xlen("events").unwrap();
+    assert_eq!(shipped, 2, "learned v2 without a reconnect");
+}

@@ -316,6 +316,15 @@ pub(crate) struct ReplyShapeError {
     pub(crate) detail: String,
 }
 
+/// A reply of the wrong shape, as the Redis error every caller handles (an I/O error of
+/// kind `InvalidData`).
+pub(crate) fn shape_error(error: ReplyShapeError) -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        error.to_string(),
+    ))
+}
+
 fn shape(command: &'static str, detail: impl Into<String>) -> ReplyShapeError {
     ReplyShapeError {
         command,

@@ -95,7 +95,7 @@ impl Reader {
             Self::Raw(raw) => raw.lock().await.read(command).await,
             Self::Redis(connection) => {
                 let reply: Value = command.query_async(&mut connection.clone()).await?;
-                decode::read_reply(reply).map_err(super::shape_error)
+                decode::read_reply(reply).map_err(decode::shape_error)
             }
         }
     }

@@ -320,7 +320,7 @@ struct Caller<'a> {
 
 impl Caller<'_> {
     async fn query(&mut self, what: &str, cmd: &Cmd) -> Result<Value, OpsError> {
-        super::call(self.connection, what, cmd, self.timeout).await
+        crate::redis::call(self.connection, what, cmd, self.timeout).await
     }
 
     async fn redis_info(&mut self) -> Result<RedisInfo, OpsError> {

@@ -149,6 +149,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn passwords_are_redacted_from_urls() {
+        assert_eq!(
+            redact_url("redis://:s3cret@host:6379/0"),
+            "redis://:***@host:6379/0"
+        );
+        assert_eq!(redact_url("redis://user:pw@host"), "redis://user:***@host");
+        assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
+        assert_eq!(
+            redact_url("redis+sentinel://u:pw@h1:26379,h2:26379/main"),
+            "redis+sentinel://u:***@h1:26379,h2:26379/main"
+        );
+    }
+
+    #[test]
     fn issue_18_url_passwords_are_masked_in_messages() {
         assert_eq!(
             redact_urls(r#"string "redis://:hunter2@h:6379/0", expected x"#),

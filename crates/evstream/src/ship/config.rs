@@ -98,7 +98,7 @@ pub struct ShipConfig {
     /// Fraction of events validated in `sample` mode. Default 0.01.
     pub validation_sample_rate: f64,
     /// Schema directory for validation; default: the registry in Redis
-    /// (`evstream schema push`), loaded at each connection.
+    /// (`evstream schema push`), re-read when its revision moves (`schema::Source`).
     pub schemas_dir: Option<PathBuf>,
 }
 

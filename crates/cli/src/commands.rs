@@ -12,7 +12,7 @@ mod status;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use evstream::Config;
+use evstream::{Config, PartitionError};
 
 use crate::args::{Cli, Command};
 
@@ -39,65 +39,55 @@ where
     Fut: std::future::Future<Output = T>,
 {
     let url = evstream::redis::redact_url(&config.redis.url);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async {
+    block_on(async {
         let client = config.redis.client()?;
         let connection = tokio::time::timeout(
             std::time::Duration::from_secs(5),
             client.get_multiplexed_async_connection(),
         )
         .await
-        .map_err(|_| anyhow::anyhow!("connecting to Redis at {url} took longer than 5 s"))?
-        .with_context(|| {
-            if url.starts_with("rediss://") {
-                format!(
-                    "cannot connect to Redis at {url} over TLS (check --tls-ca: the CA that \
-                     signed the server's certificate; --tls-cert and --tls-key if the server \
-                     requires client certificates)"
-                )
-            } else {
-                format!("cannot connect to Redis at {url}; is it running? (--redis-url)")
-            }
-        })?;
+        .map_err(|_| connect_timed_out(&url))?
+        .with_context(|| connect_failed(&url))?;
         Ok(work(connection).await)
-    })
+    })?
 }
 
-/// Runs one task per partition, each given a future that completes when it should stop,
-/// until `stop` completes; then stops them all and waits for them. `what` names a task in
-/// errors.
-pub(crate) async fn run_partitions<T, Fut>(
-    tasks: impl IntoIterator<Item = T>,
-    start: impl Fn(T, std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> Fut,
-    stop: impl std::future::Future,
-    what: &str,
-) -> anyhow::Result<()>
-where
-    Fut: std::future::Future + Send + 'static,
-    Fut::Output: Send + 'static,
-{
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let running: Vec<_> = tasks
-        .into_iter()
-        .map(|task| {
-            let mut stopped = stop_rx.clone();
-            tokio::spawn(start(
-                task,
-                Box::pin(async move {
-                    let _ = stopped.wait_for(|stop| *stop).await;
-                }),
-            ))
-        })
-        .collect();
-    stop.await;
-    let _ = stop_tx.send(true);
-    for task in running {
-        task.await.with_context(|| format!("{what} failed"))?;
+/// Runs `work` on a runtime of its own (one thread).
+pub(crate) fn block_on<F: std::future::Future>(work: F) -> anyhow::Result<F::Output> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    Ok(runtime.block_on(work))
+}
+
+/// What a failed connection to `url` (password hidden) says to check.
+fn connect_failed(url: &str) -> String {
+    if url.starts_with("rediss://") {
+        format!(
+            "cannot connect to Redis at {url} over TLS (check --tls-ca: the CA that \
+             signed the server's certificate; --tls-cert and --tls-key if the server \
+             requires client certificates)"
+        )
+    } else {
+        format!("cannot connect to Redis at {url}; is it running? (--redis-url)")
     }
-    Ok(())
+}
+
+fn connect_timed_out(url: &str) -> anyhow::Error {
+    anyhow::anyhow!("connecting to Redis at {url} took longer than 5 s")
+}
+
+/// A library error of a command over partitions, worded with this binary's options.
+pub(crate) fn partition_error(error: PartitionError) -> anyhow::Error {
+    match error {
+        PartitionError::Config(error) => error.into(),
+        PartitionError::Connect { url, source } => {
+            anyhow::Error::new(source).context(connect_failed(&url))
+        }
+        PartitionError::ConnectTimeout { url, .. } => connect_timed_out(&url),
+        error => error.into(),
+    }
 }
 
 /// How messages name the stream: `events`, or `events (3 partitions)`.

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use evstream::audit::{audit_stream, Audit};
+use evstream::audit::Audit;
 use evstream::ship::ShutdownReport;
 use evstream::Config;
 use evstream_intellisense::Percentiles;
@@ -103,36 +103,12 @@ pub(crate) const NANOSECOND: Duration = Duration::from_nanos(1);
 pub(crate) fn audit(
     config: &Config,
     url: &str,
-    mut check: impl FnMut(&StreamId, &[u8]) -> bool,
+    check: impl FnMut(&StreamId, &[u8]) -> bool,
 ) -> anyhow::Result<Audit> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let mut total = Audit::default();
-    for part in config.partition_configs() {
-        let audit = runtime
-            .block_on(async {
-                let mut settings = part.redis.clone();
-                url.clone_into(&mut settings.url);
-                let client = settings.connector()?.client().await?;
-                let connection_config =
-                    redis::AsyncConnectionConfig::new().set_response_timeout(None);
-                let mut connection = client
-                    .get_multiplexed_async_connection_with_config(&connection_config)
-                    .await?;
-                let audit =
-                    audit_stream(&mut connection, &part.redis.stream, 5000, &mut check).await?;
-                Ok::<_, anyhow::Error>(audit)
-            })
-            .with_context(|| {
-                format!(
-                    "cannot read the stream {} back to audit it",
-                    part.redis.stream
-                )
-            })?;
-        total.add_partition(audit);
-    }
-    Ok(total)
+    let mut config = config.clone();
+    url.clone_into(&mut config.redis.url);
+    crate::commands::block_on(evstream::audit::audit_partitions(&config, 5000, check))?
+        .map_err(crate::commands::partition_error)
 }
 
 /// What a run measured, for the summaries.

@@ -9,7 +9,9 @@ use redis::streams::{StreamId, StreamRangeReply};
 use redis::{AsyncCommands, Value};
 use serde::Serialize;
 
+use crate::config::Config;
 use crate::envelope::{FIELD_DATA, FIELD_EVENT_ID, FIELD_PRODUCER_ID, FIELD_SEQUENCE};
+use crate::error::{OpsError, PartitionError};
 
 /// What the audit found for one stream.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -148,4 +150,66 @@ pub async fn audit_stream(
         audit.producers.insert(producer, summary);
     }
     Ok(audit)
+}
+
+/// Audits every partition of `config.redis.stream` ([`audit_stream`], pages of `page`
+/// entries), each read from the server holding it, and adds them up
+/// ([`Audit::add_partition`]).
+pub async fn audit_partitions(
+    config: &Config,
+    page: usize,
+    mut check: impl FnMut(&StreamId, &[u8]) -> bool,
+) -> Result<Audit, PartitionError> {
+    // Pages of a long stream take their time: no deadline per reply.
+    let settings = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    let mut total = Audit::default();
+    for part in config.partition_configs() {
+        let stream = &part.redis.stream;
+        let (mut connection, _) = crate::partitions::connect(&part, &settings).await?;
+        let audit = audit_stream(&mut connection, stream, page, &mut check)
+            .await
+            .map_err(|source| PartitionError::Audit {
+                stream: stream.clone(),
+                source,
+            })?;
+        total.add_partition(audit);
+    }
+    Ok(total)
+}
+
+/// Redis's count of the entries ever appended to `config.redis.stream` (`entries-added` of
+/// `XINFO STREAM`, Redis 7.0 or later), summed over its partitions; 0 for a partition that
+/// does not exist yet.
+pub async fn entries_added(config: &Config) -> Result<u64, PartitionError> {
+    let mut total = 0;
+    for part in config.partition_configs() {
+        let stream = &part.redis.stream;
+        let (mut connection, _) =
+            crate::partitions::connect(&part, &redis::AsyncConnectionConfig::new()).await?;
+        let what = format!("XINFO STREAM {stream}");
+        let read = |source| PartitionError::Read {
+            stream: stream.clone(),
+            source,
+        };
+        let info: redis::RedisResult<std::collections::HashMap<String, Value>> =
+            redis::cmd("XINFO")
+                .arg("STREAM")
+                .arg(stream)
+                .query_async(&mut connection)
+                .await;
+        total += match info {
+            Ok(info) => match info.get("entries-added") {
+                Some(Value::Int(n)) => *n as u64,
+                _ => {
+                    return Err(read(OpsError::Reply {
+                        what,
+                        detail: "no entries-added".to_owned(),
+                    }))
+                }
+            },
+            Err(error) if error.to_string().contains("no such key") => 0,
+            Err(source) => return Err(read(OpsError::Redis { what, source })),
+        };
+    }
+    Ok(total)
 }

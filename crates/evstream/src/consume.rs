@@ -90,6 +90,8 @@ pub(crate) mod decode;
 mod dedupe;
 /// What an application implements.
 mod handler;
+/// One consumer per partition, stopped together.
+mod partitions;
 pub(crate) mod reader;
 /// The two connections and the loop that keeps them and reads from them.
 mod session;
@@ -112,6 +114,7 @@ pub use decode::{
     MAX_FIELD_NAME_BYTES,
 };
 pub use handler::{Accept, Handler, HandlerError, Reads};
+pub use partitions::PartitionedConsumer;
 pub use stats::{ConsumeReport, ConsumeStats};
 
 use crate::config::{Config, ConsumeConfig};

@@ -267,3 +267,102 @@ pub enum OpsError {
         detail: String,
     },
 }
+
+/// A command over every partition of a stream (its status, its consumers, its ops loops, its
+/// audit) could not reach or finish one of them.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PartitionError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// No connection to the server holding a partition.
+    #[error(
+        "cannot connect to Redis at {url}: {source} (is it running? check redis.url; over \
+         TLS, redis.tls_ca, and redis.tls_cert and redis.tls_key if the server requires \
+         client certificates)"
+    )]
+    Connect {
+        /// The URL, password hidden.
+        url: String,
+        /// The client's error.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// Connecting took longer than its deadline.
+    #[error("connecting to Redis at {url} took longer than {timeout:?} (is it reachable?)")]
+    ConnectTimeout {
+        /// The URL, password hidden.
+        url: String,
+        /// The deadline.
+        timeout: std::time::Duration,
+    },
+    /// A partition could not be read (its status, its counters).
+    #[error("cannot read {stream}: {source}")]
+    Read {
+        /// The partition's key.
+        stream: String,
+        /// What failed.
+        #[source]
+        source: OpsError,
+    },
+    /// A partition could not be read back to audit it.
+    #[error("cannot read the stream {stream} back to audit it: {source}")]
+    Audit {
+        /// The partition's key.
+        stream: String,
+        /// The client's error.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// The task of one partition (its consumer, its ops loop) ended by a panic; the other
+    /// partitions' tasks were stopped.
+    #[error("{task} of {stream} failed: {source} (a bug: please report it with the log above)")]
+    TaskFailed {
+        /// What the task was: `the consumer`, `the ops loop`.
+        task: &'static str,
+        /// The partition's key.
+        stream: String,
+        /// How the task ended.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+/// Dead letters could not be listed or replayed over a stream's partitions.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DlqError {
+    /// A partition's server could not be reached.
+    #[error(transparent)]
+    Partition(#[from] PartitionError),
+    /// A bare dead-letter id was given for a partitioned stream.
+    #[error(
+        "dead letter id {id}: with partitions an id is only unique within one dead-letter \
+         stream; give it as <dlq key>/<id>, as a listing names it"
+    )]
+    AmbiguousId {
+        /// The id given.
+        id: String,
+    },
+    /// A dead-letter stream could not be read.
+    #[error("cannot read the dead letters in {dlq}: {source}")]
+    Read {
+        /// The dead-letter stream's key.
+        dlq: String,
+        /// What failed.
+        #[source]
+        source: OpsError,
+    },
+    /// A replay stopped half-way; what was replayed before stays replayed.
+    #[error("replaying the dead letters of {dlq} into {stream}: {source}")]
+    Replay {
+        /// The dead-letter stream's key.
+        dlq: String,
+        /// The stream (partition) the letters go back into.
+        stream: String,
+        /// What failed.
+        #[source]
+        source: OpsError,
+    },
+}

@@ -54,14 +54,19 @@ pub mod error;
 pub mod fuzzing;
 pub mod keys;
 pub mod ops;
+mod partitions;
 pub mod publish;
 pub mod redis;
 pub mod schema;
 pub mod ship;
+pub mod status;
 pub mod telemetry;
 
 pub use config::Config;
-pub use error::{ConfigError, ConsumeError, OpsError, PublishError, SchemaError, ShipError};
+pub use error::{
+    ConfigError, ConsumeError, DlqError, OpsError, PartitionError, PublishError, SchemaError,
+    ShipError,
+};
 pub use publish::Publisher;
 
 /// The README's library example, compiled and run as a doc test.

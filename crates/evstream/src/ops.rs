@@ -39,10 +39,15 @@ mod health;
 /// Retention, group hygiene, defragmentation: what the loop does to Redis.
 mod maintenance;
 pub mod observe;
+/// One loop per partition, stopped together.
+mod partitions;
+pub mod replay;
 /// The loop: observe, heartbeat, act, evaluate, notify.
 mod run;
 pub mod trim;
 pub mod webhook;
+
+pub use partitions::PartitionedOpsLoop;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

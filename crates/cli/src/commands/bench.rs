@@ -378,27 +378,7 @@ fn sample_interval(duration: Option<Duration>) -> Duration {
 
 /// `entries-added` of the stream, summed over its partitions (0 when it does not exist yet).
 fn entries_added(config: &Config) -> anyhow::Result<u64> {
-    let mut total = 0;
-    for part in config.partition_configs() {
-        let stream = part.redis.stream.clone();
-        total += super::with_redis(&part, |mut connection| async move {
-            let info: redis::RedisResult<std::collections::HashMap<String, redis::Value>> =
-                redis::cmd("XINFO")
-                    .arg("STREAM")
-                    .arg(&stream)
-                    .query_async(&mut connection)
-                    .await;
-            match info {
-                Ok(info) => match info.get("entries-added") {
-                    Some(redis::Value::Int(n)) => Ok(*n as u64),
-                    _ => anyhow::bail!("XINFO STREAM {stream} has no entries-added (Redis 7.0 or later needed for --duration)"),
-                },
-                Err(error) if error.to_string().contains("no such key") => Ok(0),
-                Err(error) => Err(error.into()),
-            }
-        })??;
-    }
-    Ok(total)
+    super::block_on(evstream::audit::entries_added(config))?.map_err(super::partition_error)
 }
 
 /// Padding that makes the payload of event `n` of `producer` exactly `bytes` long (or as

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use evstream::consume::{
     ConsumeReport, ConsumeStats, Consumer, Effects, Envelope, Handler, HandlerError,
+    PartitionedConsumer,
 };
 use evstream::schema::Registry;
 use evstream::Config;
@@ -82,19 +83,11 @@ pub(crate) fn run(mut config: Config, args: &ConsumeArgs) -> anyhow::Result<Exit
 fn consumers<H: Handler>(
     config: &Config,
     args: &ConsumeArgs,
-    mut handler: impl FnMut(&Config) -> H,
-) -> anyhow::Result<Vec<Consumer<H>>> {
-    let stats = Arc::new(ConsumeStats::default());
-    config
-        .partition_configs()
-        .iter()
-        .map(|part| {
-            let consumer = Consumer::new(part, &args.consumer, handler(part))
-                .context("cannot start the consumer")?
-                .with_stats(Arc::clone(&stats));
-            with_schemas(consumer, args)
-        })
-        .collect()
+    handler: impl FnMut(&Config) -> H,
+) -> anyhow::Result<PartitionedConsumer<H>> {
+    PartitionedConsumer::new(config, &args.consumer, handler)
+        .context("cannot start the consumer")?
+        .try_map(|consumer| with_schemas(consumer, args))
 }
 
 /// Applies `--schemas`.
@@ -115,13 +108,10 @@ fn with_schemas<H: Handler>(
 fn drive<H: Handler + Sync + 'static>(
     config: &Config,
     args: &ConsumeArgs,
-    consumers: Vec<Consumer<H>>,
+    consumers: PartitionedConsumer<H>,
     analysis: Option<Arc<std::sync::Mutex<Analysis>>>,
 ) -> anyhow::Result<ExitCode> {
-    let stats = consumers
-        .first()
-        .map(Consumer::stats)
-        .context("no partition to consume")?;
+    let stats = consumers.stats();
     // Two workers: the connections' reply parsing runs beside the handler.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -155,14 +145,11 @@ fn drive<H: Handler + Sync + 'static>(
             !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
         ));
         // Every partition's consumer stops on the same signal.
-        super::run_partitions(
-            consumers,
-            |consumer, stop| consumer.run(stop),
-            stop_signal(watch),
-            "a partition's consumer",
-        )
-        .await?;
-        Ok::<_, anyhow::Error>(stats.snapshot())
+        let report = consumers
+            .run(stop_signal(watch))
+            .await
+            .map_err(super::partition_error)?;
+        Ok::<_, anyhow::Error>(report)
     })?;
 
     if !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr()) {

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use evstream::config::OpsConfig;
-use evstream::consume::Consumer;
+use evstream::consume::PartitionedConsumer;
 use evstream::ops::alerts::FiringAlert;
-use evstream::ops::{OpsLoop, OpsState};
+use evstream::ops::{OpsState, PartitionedOpsLoop};
 use evstream::publish::CaptureMonitor;
 use evstream::ship::ShipperMonitor;
 use evstream::{publish, ship, Config};
@@ -68,20 +68,13 @@ impl Consumers {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut threads = Vec::new();
         for name in ["demo-consumer-1", "demo-consumer-2"] {
-            let stats = Arc::new(evstream::consume::ConsumeStats::default());
             let analysis = Arc::default();
-            let consumers = config
-                .partition_configs()
-                .iter()
-                .map(|part| {
-                    let handler =
-                        IntelliSense::new(&part.redis.stream, IntelliSenseConfig::default())
-                            .with_analysis(Arc::clone(&analysis));
-                    Ok(Consumer::new(part, name, handler)
-                        .context("cannot start the demo's consumers")?
-                        .with_stats(Arc::clone(&stats)))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
+            let consumers = PartitionedConsumer::new(config, name, |part| {
+                IntelliSense::new(&part.redis.stream, IntelliSenseConfig::default())
+                    .with_analysis(Arc::clone(&analysis))
+            })
+            .context("cannot start the demo's consumers")?;
+            let stats = consumers.stats();
             let mut stopped = stopped.clone();
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -92,13 +85,7 @@ impl Consumers {
                     let stop = async move {
                         let _ = stopped.wait_for(|stop| *stop).await;
                     };
-                    let _ = super::run_partitions(
-                        consumers,
-                        |consumer, stop| consumer.run(stop),
-                        stop,
-                        "a demo consumer",
-                    )
-                    .await;
+                    let _ = consumers.run(stop).await;
                     stats.snapshot()
                 })
             }));
@@ -137,20 +124,14 @@ impl Ops {
         manage: bool,
     ) -> anyhow::Result<Self> {
         // One loop per partition; the first also watches this process's ring and shipper.
-        let mut loops = Vec::new();
-        for (index, part) in config.partition_configs().iter().enumerate() {
-            let mut ops = OpsLoop::new(part).context("cannot start the ops loop")?;
-            if index == 0 {
-                ops = ops
-                    .with_capture(capture.clone())
-                    .with_shipper(shipper.clone());
-            }
-            if !manage {
-                ops = ops.observe_only();
-            }
-            loops.push(ops);
+        let mut loops = PartitionedOpsLoop::new(config)
+            .context("cannot start the ops loop")?
+            .with_capture(capture.clone())
+            .with_shipper(shipper.clone());
+        if !manage {
+            loops = loops.observe_only();
         }
-        let states: Vec<_> = loops.iter().map(OpsLoop::state).collect();
+        let states = loops.states();
         let sources = Sources {
             ops: states.clone(),
             capture: Some(capture),
@@ -173,13 +154,7 @@ impl Ops {
                     let stop = async move {
                         let _ = stopped.wait_for(|stop| *stop).await;
                     };
-                    let _ = super::run_partitions(
-                        loops,
-                        |ops, stop| ops.run(stop),
-                        stop,
-                        "an ops loop",
-                    )
-                    .await;
+                    let _ = loops.run(stop).await;
                 }
             });
         });

@@ -2,17 +2,12 @@
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::Context;
-use evstream::ops::dlq::{self, DeadLetter, Order, Replayed, Selection};
-use evstream::Config;
-use serde::Serialize;
+use evstream::ops::dlq::{DeadLetter, Order, Replayed, Selection};
+use evstream::ops::replay::{self, DlqListing, ReplaySummary};
+use evstream::{Config, DlqError};
 
-use super::with_redis;
 use crate::args::{DlqCommand, DlqListArgs, DlqReplayArgs, DlqSelect};
-
-const TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(crate) fn run(config: &Config, command: DlqCommand) -> anyhow::Result<ExitCode> {
     match command {
@@ -21,39 +16,28 @@ pub(crate) fn run(config: &Config, command: DlqCommand) -> anyhow::Result<ExitCo
     }
 }
 
-fn selection(select: &DlqSelect, ids: Vec<String>) -> Selection {
+fn selection(select: &DlqSelect) -> Selection {
     Selection {
         reasons: select.reason.clone(),
         stage: select.stage.map(|s| s.as_str().to_owned()),
-        ids,
+        ids: select.id.clone(),
         replayable_only: false,
     }
 }
 
-/// The `--id`s meant for `dlq`: `<dlq key>/<id>` (as `list` prints them with partitions), or a
-/// bare id when the stream has one dead-letter stream.
-fn ids_for(ids: &[String], dlq: &str, partitioned: bool) -> anyhow::Result<Vec<String>> {
-    let mut mine = Vec::new();
-    for id in ids {
-        match id.rsplit_once('/') {
-            Some((key, id)) if key == dlq => mine.push(id.to_owned()),
-            Some(_) => {}
-            None if partitioned => anyhow::bail!(
-                "--id {id}: with partitions an id is only unique within one dead-letter \
-                 stream; give it as <dlq key>/<id>, as `evstream dlq list` prints it"
-            ),
-            None => mine.push(id.clone()),
+/// The library's error, worded with this binary's options.
+fn dlq_error(error: DlqError) -> anyhow::Error {
+    match error {
+        DlqError::Partition(error) => super::partition_error(error),
+        DlqError::AmbiguousId { id } => anyhow::anyhow!(
+            "--id {id}: with partitions an id is only unique within one dead-letter \
+             stream; give it as <dlq key>/<id>, as `evstream dlq list` prints it"
+        ),
+        DlqError::Read { dlq, source } => {
+            anyhow::Error::new(source).context(format!("cannot read the dead letters in {dlq}"))
         }
+        error => error.into(),
     }
-    Ok(mine)
-}
-
-/// The dead letters of one partition (or of the stream, without partitions).
-#[derive(Serialize)]
-struct Listed {
-    dlq: String,
-    #[serde(flatten)]
-    scan: dlq::Scan,
 }
 
 fn list(config: &Config, args: &DlqListArgs) -> anyhow::Result<ExitCode> {
@@ -62,25 +46,13 @@ fn list(config: &Config, args: &DlqListArgs) -> anyhow::Result<ExitCode> {
     } else {
         Order::NewestFirst
     };
-    let mut listed = Vec::new();
-    let parts = config.partition_configs();
-    for part in &parts {
-        let dlq = evstream::keys::dead_letters(&part.redis.stream);
-        let ids = ids_for(&args.select.id, &dlq, parts.len() > 1)?;
-        if ids.is_empty() && !args.select.id.is_empty() {
-            continue; // the ids name other partitions' dead letters
-        }
-        let selection = selection(&args.select, ids);
-        let scan =
-            with_redis(part, |mut connection| {
-                let (dlq, selection) = (&dlq, &selection);
-                async move {
-                    dlq::scan(&mut connection, dlq, selection, order, args.count, TIMEOUT).await
-                }
-            })?
-            .with_context(|| format!("cannot read the dead letters in {dlq}"))?;
-        listed.push(Listed { dlq, scan });
-    }
+    let listed = super::block_on(replay::list_dead_letters(
+        config,
+        &selection(&args.select),
+        order,
+        args.count,
+    ))?
+    .map_err(dlq_error)?;
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &listed)?;
@@ -89,7 +61,8 @@ fn list(config: &Config, args: &DlqListArgs) -> anyhow::Result<ExitCode> {
     }
     let partitioned = listed.len() > 1;
     let mut missing = Vec::new();
-    for Listed { dlq, scan } in &listed {
+    for listing in &listed {
+        let DlqListing { dlq, scan, .. } = listing;
         writeln!(
             out,
             "{dlq}: {} dead letter(s){}",
@@ -108,7 +81,7 @@ fn list(config: &Config, args: &DlqListArgs) -> anyhow::Result<ExitCode> {
         for letter in &scan.letters {
             write_letter(&mut out, &prefix, letter)?;
         }
-        missing.extend(scan.missing.iter().map(|id| format!("{dlq}/{id}")));
+        missing.extend(listing.missing());
     }
     if !missing.is_empty() {
         anyhow::bail!("no such dead letter: {}", missing.join(", "));
@@ -157,36 +130,6 @@ fn clip(text: &str, max: usize) -> String {
     format!("{}… ({} bytes)", &text[..end], text.len())
 }
 
-/// What a replay did with one dead letter.
-#[derive(Serialize)]
-struct Outcome {
-    dlq: String,
-    id: String,
-    reason: String,
-    /// None in a dry run.
-    #[serde(flatten)]
-    replayed: Option<Replayed>,
-}
-
-#[derive(Serialize, Default)]
-struct Summary {
-    dry_run: bool,
-    selected: usize,
-    replayed: usize,
-    refused: usize,
-    gone: usize,
-    /// Whether more dead letters matched than --limit allowed.
-    truncated: bool,
-    outcomes: Vec<Outcome>,
-    /// Matched, but refused before any replay (the first 1,000 per stream named).
-    not_replayable: Vec<Outcome>,
-    /// Matched and refused before any replay, named above or not.
-    not_replayable_count: u64,
-    /// What stopped the replay half-way, if something did (what was replayed before stays).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-}
-
 /// Exit status when some selected dead letters were refused (1 is an error).
 const SOME_REFUSED: u8 = 2;
 
@@ -197,111 +140,29 @@ fn replay(config: &Config, args: &DlqReplayArgs) -> anyhow::Result<ExitCode> {
              (see them first with `evstream dlq list`)"
         );
     }
-    let parts = config.partition_configs();
-    let mut summary = Summary {
-        dry_run: args.dry_run,
-        ..Summary::default()
-    };
-    let mut missing = Vec::new();
-    // A shipper's schema refusals are checked against the registry before they go back
-    // (read once: it is one key for every partition).
-    let registry = with_redis(config, |mut connection| async move {
-        evstream::schema::load(&mut connection).await
-    })
-    .and_then(|loaded| loaded.map_err(anyhow::Error::from));
-    for part in &parts {
-        let stream = &part.redis.stream;
-        let dlq = evstream::keys::dead_letters(stream);
-        let ids = ids_for(&args.select.id, &dlq, parts.len() > 1)?;
-        if ids.is_empty() && !args.select.id.is_empty() {
-            continue;
-        }
-        let selection = Selection {
-            replayable_only: true,
-            ..selection(&args.select, ids)
-        };
-        let done = with_redis(part, |mut connection| {
-            let (summary, missing, dlq, selection) = (&mut summary, &mut missing, &dlq, &selection);
-            let registry = &registry;
-            async move {
-                // Oldest first: replayed events keep their order among themselves.
-                let scan = dlq::scan(
-                    &mut connection,
-                    dlq,
-                    selection,
-                    Order::OldestFirst,
-                    args.limit,
-                    TIMEOUT,
-                )
-                .await?;
-                summary.truncated |= scan.truncated;
-                summary.not_replayable_count += scan.not_replayable_count;
-                missing.extend(scan.missing.iter().map(|id| format!("{dlq}/{id}")));
-                for refused in &scan.not_replayable {
-                    summary.not_replayable.push(Outcome {
-                        dlq: dlq.clone(),
-                        id: refused.id.clone(),
-                        reason: refused.reason.clone(),
-                        replayed: Some(Replayed::Refused(refused.why.clone())),
-                    });
-                }
-                for letter in &scan.letters {
-                    let problem = match registry {
-                        Ok(registry) => letter.schema_problem(registry),
-                        Err(error) if letter.needs_schema_check() => Some(format!(
-                            "the schema registry could not be read to check it: {error:#}"
-                        )),
-                        Err(_) => None,
-                    };
-                    let replayed = if let Some(why) = problem {
-                        Some(Replayed::Refused(why))
-                    } else if args.dry_run {
-                        None
-                    } else {
-                        Some(dlq::replay(&mut connection, stream, dlq, &letter.id, TIMEOUT).await?)
-                    };
-                    summary.outcomes.push(Outcome {
-                        dlq: dlq.clone(),
-                        id: letter.id.clone(),
-                        reason: letter.reason().to_owned(),
-                        replayed,
-                    });
-                }
-                Ok::<_, evstream::OpsError>(())
-            }
-        })?;
-        if let Err(error) = done {
-            summary.error = Some(format!(
-                "replaying the dead letters of {dlq} into {stream}: {error}"
-            ));
-            break;
-        }
-    }
-    summary.selected = summary.outcomes.len();
-    for outcome in &summary.outcomes {
-        match outcome.replayed {
-            Some(Replayed::Appended(_)) => summary.replayed += 1,
-            Some(Replayed::Refused(_)) => summary.refused += 1,
-            Some(Replayed::Gone) => summary.gone += 1,
-            None => {}
-        }
-    }
+    let summary = super::block_on(replay::replay_dead_letters(
+        config,
+        &selection(&args.select),
+        args.limit,
+        args.dry_run,
+    ))?
+    .map_err(dlq_error)?;
     print_summary(&summary, args.json)?;
     if let Some(error) = &summary.error {
         anyhow::bail!("{error} (the summary above says what was replayed before)");
     }
-    if !missing.is_empty() {
-        anyhow::bail!("no such dead letter: {}", missing.join(", "));
+    if !summary.missing.is_empty() {
+        anyhow::bail!("no such dead letter: {}", summary.missing.join(", "));
     }
     // Refusals need an operator's look: a script sees them in the exit status.
-    Ok(if summary.refused > 0 || summary.not_replayable_count > 0 {
+    Ok(if summary.has_refusals() {
         ExitCode::from(SOME_REFUSED)
     } else {
         ExitCode::SUCCESS
     })
 }
 
-fn print_summary(summary: &Summary, json: bool) -> anyhow::Result<()> {
+fn print_summary(summary: &ReplaySummary, json: bool) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     if json {
         serde_json::to_writer_pretty(&mut out, summary)?;

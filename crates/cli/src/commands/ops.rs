@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use evstream::ops::alerts::Severity;
-use evstream::ops::{OpsLoop, OpsSnapshot};
+use evstream::ops::{OpsSnapshot, PartitionedOpsLoop};
 use evstream::Config;
 
 use crate::args::OpsArgs;
@@ -21,27 +21,11 @@ pub(crate) fn run(mut config: Config, args: &OpsArgs) -> anyhow::Result<ExitCode
         .context("cannot start the async runtime")?;
     // One loop per partition of the stream (one without partitions): each watches, trims
     // and alerts on its own key, on the node that holds it.
-    let parts = config.partition_configs();
-    let loops = parts
-        .iter()
-        .map(|part| OpsLoop::new(part).context("cannot start the ops loop"))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let states: Vec<_> = loops.iter().map(OpsLoop::state).collect();
+    let loops = PartitionedOpsLoop::new(&config).context("cannot start the ops loop")?;
+    let streams: Vec<String> = loops.streams().map(str::to_owned).collect();
+    let states = loops.states();
     if args.once {
-        let snapshots = runtime.block_on(async {
-            let passes = loops.into_iter().map(|ops| {
-                let watched = ops.state();
-                ops.run(async move {
-                    while watched.snapshot().evaluations == 0 {
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                })
-            });
-            for pass in passes.collect::<Vec<_>>() {
-                pass.await;
-            }
-            states.iter().map(|s| s.snapshot()).collect::<Vec<_>>()
-        });
+        let snapshots = runtime.block_on(loops.run_once());
         let critical = snapshots
             .iter()
             .flat_map(|s| &s.firing)
@@ -51,9 +35,9 @@ pub(crate) fn run(mut config: Config, args: &OpsArgs) -> anyhow::Result<ExitCode
             (true, [one]) => serde_json::to_writer_pretty(&mut out, one)?,
             (true, all) => serde_json::to_writer_pretty(&mut out, all)?,
             (false, all) => {
-                for (part, snapshot) in parts.iter().zip(all) {
+                for (stream, snapshot) in streams.iter().zip(all) {
                     if all.len() > 1 {
-                        writeln!(out, "{}:", part.redis.stream)?;
+                        writeln!(out, "{stream}:")?;
                     }
                     write_once(&mut out, snapshot)?;
                 }
@@ -85,13 +69,10 @@ pub(crate) fn run(mut config: Config, args: &OpsArgs) -> anyhow::Result<ExitCode
                 "; http://{addr}/metrics and /health"
             )),
         );
-        super::run_partitions(
-            loops,
-            |ops, stop| ops.run(stop),
-            super::termination(),
-            "an ops loop",
-        )
-        .await?;
+        loops
+            .run(super::termination())
+            .await
+            .map_err(super::partition_error)?;
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)

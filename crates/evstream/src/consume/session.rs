@@ -12,9 +12,9 @@ use tokio::sync::watch;
 
 use super::decode::{self, RawEntry};
 use super::{commit, reader, ConsumeReport, ConsumeStats, Consumer, Handler};
-use crate::redis::FailoverWatch;
 use crate::publish::wall_clock_ns;
 use crate::redis::Backoff;
+use crate::redis::FailoverWatch;
 
 /// The two connections of a running consumer.
 pub(super) struct Session {

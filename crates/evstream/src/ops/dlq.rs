@@ -272,7 +272,10 @@ pub async fn scan(
         for id in &selection.ids {
             let what = format!("XRANGE {dlq} {id} {id}");
             let cmd = redis::cmd("XRANGE").arg(dlq).arg(id).arg(id).clone();
-            let letters = entries(&what, crate::redis::call(connection, &what, &cmd, timeout).await?)?;
+            let letters = entries(
+                &what,
+                crate::redis::call(connection, &what, &cmd, timeout).await?,
+            )?;
             match letters.into_iter().find(|letter| letter.id == *id) {
                 None => found.missing.push(id.clone()),
                 Some(letter) => {
@@ -305,7 +308,10 @@ pub async fn scan(
             .arg("COUNT")
             .arg(PAGE)
             .clone();
-        let page = entries(&what, crate::redis::call(connection, &what, &cmd, timeout).await?)?;
+        let page = entries(
+            &what,
+            crate::redis::call(connection, &what, &cmd, timeout).await?,
+        )?;
         let last_page = page.len() < PAGE;
         if let Some(last) = page.last() {
             from = format!("({}", last.id);

@@ -11,8 +11,8 @@ use super::observe::{self, Observation};
 use super::run::Memory;
 use super::trim::{self, MemoryLevel};
 use super::{unix_ms, OpsLoop, CALL_TIMEOUT};
-use crate::redis::call;
 use crate::error::OpsError;
+use crate::redis::call;
 
 /// Dead letters read per poll to count them by reason.
 const DLQ_SCAN_PER_TICK: u64 = 10_000;

@@ -14,8 +14,8 @@ use super::observe::{self, EntryId, Observation};
 use super::trim::MemoryLevel;
 use super::{unix_ms, webhook, OpsLoop, ALERT_LOG_TARGET, CALL_TIMEOUT};
 use crate::error::OpsError;
-use crate::redis::FailoverWatch;
 use crate::publish::CaptureMonitor;
+use crate::redis::FailoverWatch;
 use crate::ship::ShipperMonitor;
 
 /// How long aggressive-trim losses keep `TrimLostEntries` firing.

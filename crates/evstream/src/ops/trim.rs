@@ -22,10 +22,10 @@ use redis::aio::MultiplexedConnection;
 use redis::Cmd;
 use serde::Serialize;
 
-use crate::redis::call;
 use super::observe::{EntryId, GroupInfo, Observation};
 use crate::config::OpsConfig;
 use crate::error::OpsError;
+use crate::redis::call;
 
 /// Where used memory stands against the thresholds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -21,12 +21,12 @@ use super::breaker::Breaker;
 use super::health::{ShutdownReport, State};
 use super::journal::Journal;
 use super::{risks, BreakerState};
-use crate::redis::Backoff;
 use crate::config::{AppendMode, Config, ShipConfig};
 use crate::envelope::EventIdGenerator;
 use crate::error::ShipError;
-use crate::redis::FailoverWatch;
 use crate::publish::{wall_clock_ns, CapturedEvent, Receiver};
+use crate::redis::Backoff;
+use crate::redis::FailoverWatch;
 use crate::schema::Source;
 use replay::StaleJournal;
 

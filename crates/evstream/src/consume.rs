@@ -90,7 +90,7 @@ pub(crate) mod decode;
 mod dedupe;
 /// What an application implements.
 mod handler;
-/// A consumer for every partition of a stream.
+/// One consumer per partition, stopped together.
 mod partitions;
 pub(crate) mod reader;
 /// The two connections and the loop that keeps them and reads from them.

@@ -39,7 +39,7 @@ mod health;
 /// Retention, group hygiene, defragmentation: what the loop does to Redis.
 mod maintenance;
 pub mod observe;
-/// An ops loop for every partition of a stream.
+/// One loop per partition, stopped together.
 mod partitions;
 pub mod replay;
 /// The loop: observe, heartbeat, act, evaluate, notify.

@@ -37,13 +37,13 @@ impl Sources {
     /// Copies the process-local counters into the metrics registry.
     fn refresh(&self) {
         if let Some(capture) = &self.capture {
-            evstream::telemetry::record_capture(&capture.health());
+            capture.health().record();
         }
         if let Some(shipper) = &self.shipper {
-            evstream::telemetry::record_shipper(&shipper.health());
+            shipper.health().record();
         }
         if let Some((group, stats)) = &self.consumer {
-            evstream::telemetry::record_consumer(group, &stats.snapshot());
+            stats.snapshot().record(group);
         }
     }
 

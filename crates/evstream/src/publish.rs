@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use metrics::{counter, gauge};
 use serde::Serialize;
 
 use crate::config::{Config, WhenFull};
@@ -199,6 +200,24 @@ pub struct CaptureHealth {
 }
 
 impl CaptureHealth {
+    /// Mirrors the ring and refusal counters into the metrics (see [`crate::telemetry`]).
+    pub fn record(&self) {
+        gauge!("evstream_ring_depth").set(self.depth as f64);
+        gauge!("evstream_ring_capacity").set(self.capacity as f64);
+        gauge!("evstream_ring_cursor").set(self.cursor as f64);
+        counter!("evstream_events_published_total").absolute(self.published);
+        let refused = &self.refused;
+        for (reason, n) in [
+            ("ring_full", refused.ring_full),
+            ("too_large", refused.too_large),
+            ("invalid", refused.invalid),
+            ("serialize", refused.serialize),
+            ("closed", refused.closed),
+        ] {
+            counter!("evstream_events_refused_total", "reason" => reason).absolute(n);
+        }
+    }
+
     /// The health of one ring or, summed, of several (one per partition).
     fn new(shared: &Shared, stats: impl IntoIterator<Item = evstream_ring::Stats>) -> Self {
         let stats = stats
@@ -691,7 +710,8 @@ impl Receiver {
             let next_sequence = &mut part.next_sequence;
             part.consumer.drain(room, |slot| {
                 if slot.publish_ns != 0 {
-                    crate::telemetry::publish_duration(slot.publish_ns);
+                    metrics::histogram!("evstream_publish_duration_seconds")
+                        .record(f64::from(slot.publish_ns) * 1e-9);
                 }
                 let mut data = spare
                     .pop()

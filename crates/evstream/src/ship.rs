@@ -71,9 +71,9 @@ use crate::error::ShipError;
 use crate::publish::Receiver;
 use crate::schema::Source;
 pub use breaker::BreakerState;
+pub use config::FsyncPolicy;
 use health::State;
 pub use health::{ShipperHealth, ShutdownReport};
-pub use journal::FsyncPolicy;
 use lane::Lane;
 
 /// How often a shipper validating against the registry in Redis checks its revision (the

@@ -4,21 +4,15 @@
 //!
 //! Names follow Prometheus conventions (base units, `_total` for counters); the reference is
 //! `docs/operations.md`. Process-local state (ring, shipper, consumer) is mirrored from the
-//! snapshots the library already keeps, with [`record_capture`], [`record_shipper`] and
-//! [`record_consumer`], so the hot path never touches the metrics registry; the only
+//! snapshots the library already keeps, by each snapshot's own `record` method
+//! ([`CaptureHealth::record`](crate::publish::CaptureHealth::record),
+//! [`ShipperHealth::record`](crate::ship::ShipperHealth::record),
+//! [`ConsumeReport::record`](crate::consume::ConsumeReport::record)), so the hot path never
+//! touches the metrics registry; the only
 //! measurement taken on the hot path (publish duration, one call in
 //! `ring.publish_timing_sample`) travels in the ring slot and is recorded by the drain.
 
-use std::time::Duration;
-
-use metrics::{
-    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
-};
-
-use crate::consume::ConsumeReport;
-use crate::ops::observe::Observation;
-use crate::publish::CaptureHealth;
-use crate::ship::{BreakerState, ShipperHealth};
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 
 /// Histogram buckets for latencies in seconds: 250 ns to 1 s.
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -187,120 +181,4 @@ pub fn describe() {
         "Idle consumers with nothing pending removed from a group."
     );
     describe_gauge!("evstream_alert_firing", "1 while an alert fires.");
-}
-
-/// Records one sampled publish duration (called by the drain, off the hot path).
-pub(crate) fn publish_duration(nanos: u32) {
-    histogram!("evstream_publish_duration_seconds").record(f64::from(nanos) * 1e-9);
-}
-
-/// Records one confirmed batch's round trip.
-pub(crate) fn batch_duration(elapsed: Duration) {
-    histogram!("evstream_batch_duration_seconds").record(elapsed.as_secs_f64());
-}
-
-/// Mirrors a publisher's ring and refusal counters.
-pub fn record_capture(health: &CaptureHealth) {
-    gauge!("evstream_ring_depth").set(health.depth as f64);
-    gauge!("evstream_ring_capacity").set(health.capacity as f64);
-    gauge!("evstream_ring_cursor").set(health.cursor as f64);
-    counter!("evstream_events_published_total").absolute(health.published);
-    let refused = &health.refused;
-    for (reason, n) in [
-        ("ring_full", refused.ring_full),
-        ("too_large", refused.too_large),
-        ("invalid", refused.invalid),
-        ("serialize", refused.serialize),
-        ("closed", refused.closed),
-    ] {
-        counter!("evstream_events_refused_total", "reason" => reason).absolute(n);
-    }
-}
-
-/// Mirrors a shipper's counters.
-pub fn record_shipper(health: &ShipperHealth) {
-    counter!("evstream_events_shipped_total").absolute(health.shipped);
-    counter!("evstream_events_spilled_total").absolute(health.spilled);
-    counter!("evstream_duplicates_prevented_total").absolute(health.duplicates_skipped);
-    counter!("evstream_batches_total", "result" => "ok").absolute(health.batches_ok);
-    counter!("evstream_batches_total", "result" => "failed").absolute(health.batches_failed);
-    gauge!("evstream_breaker_state").set(match health.breaker {
-        BreakerState::Closed => 0.0,
-        BreakerState::HalfOpen => 1.0,
-        BreakerState::Open => 2.0,
-    });
-    gauge!("evstream_journal_events").set(health.journal_events as f64);
-    gauge!("evstream_journal_bytes").set(health.journal_bytes as f64);
-    gauge!("evstream_journal_full").set(if health.journal_full { 1.0 } else { 0.0 });
-    counter!("evstream_journal_lost_total").absolute(health.journal_lost);
-    counter!("evstream_journals_refused_total").absolute(health.journals_refused);
-    for (reason, n) in &health.dead_letters {
-        counter!("evstream_dead_letters_total", "stage" => "ship", "reason" => reason.clone())
-            .absolute(*n);
-    }
-}
-
-/// Mirrors a consumer's counters.
-pub fn record_consumer(group: &str, report: &ConsumeReport) {
-    let group = group.to_owned();
-    for (result, n) in [
-        ("processed", report.processed),
-        ("duplicate", report.duplicates_skipped),
-        ("skipped", report.skipped),
-        ("dead_lettered", report.dead_lettered),
-        ("failed", report.failed_attempts),
-    ] {
-        counter!("evstream_consume_entries_total", "group" => group.clone(), "result" => result)
-            .absolute(n);
-    }
-    counter!("evstream_consume_claimed_total", "group" => group.clone()).absolute(report.claimed);
-    counter!("evstream_consume_unvalidated_total", "group" => group.clone())
-        .absolute(report.unvalidated);
-    counter!("evstream_consume_redis_errors_total", "group" => group).absolute(report.redis_errors);
-}
-
-/// Records one observation of Redis (the ops loop, every poll).
-pub(crate) fn record_observation(stream: &str, observation: &Observation, now_ms: u64) {
-    let redis = &observation.redis;
-    gauge!("evstream_redis_memory_used_bytes").set(redis.used_memory as f64);
-    gauge!("evstream_redis_memory_max_bytes").set(redis.maxmemory as f64);
-    if let Some(ratio) = redis.used_ratio() {
-        gauge!("evstream_redis_memory_used_ratio").set(ratio);
-    }
-    gauge!("evstream_redis_fragmentation_ratio").set(redis.allocator_frag_ratio);
-    let safe = redis.eviction_risk() != crate::ops::observe::EvictionRisk::Stream;
-    gauge!("evstream_redis_eviction_policy_safe").set(if safe { 1.0 } else { 0.0 });
-    if let Some(on) = redis.activedefrag {
-        gauge!("evstream_redis_activedefrag").set(if on { 1.0 } else { 0.0 });
-    }
-    let label = stream.to_owned();
-    if let Some(info) = &observation.stream {
-        gauge!("evstream_stream_length", "stream" => label.clone()).set(info.length as f64);
-        counter!("evstream_stream_entries_added_total", "stream" => label.clone())
-            .absolute(info.entries_added);
-        let age = info
-            .first_id
-            .map_or(0.0, |id| now_ms.saturating_sub(id.ms) as f64 / 1000.0);
-        gauge!("evstream_stream_first_entry_age_seconds", "stream" => label.clone()).set(age);
-    }
-    for group in &observation.groups {
-        let labels = [("stream", label.clone()), ("group", group.name.clone())];
-        gauge!("evstream_group_pending", &labels).set(group.pending as f64);
-        if let Some(lag) = group.lag {
-            gauge!("evstream_group_lag", &labels).set(lag as f64);
-        }
-        gauge!("evstream_group_consumers", &labels).set(group.consumers.len() as f64);
-        for consumer in &group.consumers {
-            let labels = [
-                ("stream", label.clone()),
-                ("group", group.name.clone()),
-                ("consumer", consumer.name.clone()),
-            ];
-            gauge!("evstream_consumer_idle_seconds", &labels).set(consumer.idle_ms as f64 / 1000.0);
-            gauge!("evstream_consumer_pending", &labels).set(consumer.pending as f64);
-        }
-    }
-    gauge!("evstream_dlq_length", "stream" => label.clone()).set(observation.dlq.length as f64);
-    counter!("evstream_dlq_entries_added_total", "stream" => label)
-        .absolute(observation.dlq.entries_added);
 }

@@ -3,6 +3,8 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use metrics::counter;
+
 /// Live counters of a consumer, readable from any thread while it runs.
 #[derive(Debug, Default)]
 pub struct ConsumeStats {
@@ -54,6 +56,29 @@ pub struct ConsumeReport {
     pub connected: bool,
     /// The last Redis error, if any.
     pub last_error: Option<String>,
+}
+
+impl ConsumeReport {
+    /// Mirrors the consumer's counters into the metrics, labelled with its `group` (see
+    /// [`crate::telemetry`]).
+    pub fn record(&self, group: &str) {
+        let group = group.to_owned();
+        for (result, n) in [
+            ("processed", self.processed),
+            ("duplicate", self.duplicates_skipped),
+            ("skipped", self.skipped),
+            ("dead_lettered", self.dead_lettered),
+            ("failed", self.failed_attempts),
+        ] {
+            counter!("evstream_consume_entries_total", "group" => group.clone(), "result" => result)
+                .absolute(n);
+        }
+        counter!("evstream_consume_claimed_total", "group" => group.clone()).absolute(self.claimed);
+        counter!("evstream_consume_unvalidated_total", "group" => group.clone())
+            .absolute(self.unvalidated);
+        counter!("evstream_consume_redis_errors_total", "group" => group)
+            .absolute(self.redis_errors);
+    }
 }
 
 impl ConsumeStats {

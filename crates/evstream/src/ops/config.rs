@@ -162,7 +162,7 @@ impl OpsConfig {
             return invalid("ops.frag_ratio", &self.frag_ratio, "must be at least 1.0");
         }
         if let Some(url) = &self.webhook_url {
-            if let Err(reason) = crate::ops::webhook::Endpoint::parse(url) {
+            if let Err(reason) = WebhookUrl::parse(url) {
                 return Err(ConfigError::Invalid {
                     field: "ops.webhook_url",
                     value: url.clone(),
@@ -171,5 +171,63 @@ impl OpsConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// `ops.webhook_url` taken apart: `http://host[:port][/path]` or `https://…`. The webhook
+/// sink ([`crate::ops::webhook`]) posts there; the check lives here so that loading the
+/// configuration refuses a bad URL before anything starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WebhookUrl {
+    pub(crate) tls: bool,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) path: String,
+}
+
+impl WebhookUrl {
+    /// Parses `http://host[:port][/path]` or `https://…`, or says what is wrong with it.
+    pub(crate) fn parse(url: &str) -> Result<Self, &'static str> {
+        let (tls, rest, default_port) = if let Some(rest) = url.strip_prefix("https://") {
+            (true, rest, 443)
+        } else if let Some(rest) = url.strip_prefix("http://") {
+            (false, rest, 80)
+        } else {
+            return Err("must start with http:// or https://");
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        if authority.contains('@') {
+            return Err("must not carry credentials; put a token in the path instead");
+        }
+        let bad_port = "has an invalid port";
+        let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
+            let (host, after) = bracketed.split_once(']').ok_or("has an unclosed [")?;
+            match after.strip_prefix(':') {
+                Some(port) => (host, port.parse().map_err(|_| bad_port)?),
+                None if after.is_empty() => (host, default_port),
+                None => return Err(bad_port),
+            }
+        } else {
+            match authority.rsplit_once(':') {
+                Some((host, port)) => (host, port.parse().map_err(|_| bad_port)?),
+                None => (authority, default_port),
+            }
+        };
+        if host.is_empty()
+            || path
+                .bytes()
+                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        {
+            return Err("must be http(s)://host[:port][/path]");
+        }
+        Ok(Self {
+            tls,
+            host: host.to_owned(),
+            port,
+            path: path.to_owned(),
+        })
     }
 }

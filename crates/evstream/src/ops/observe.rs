@@ -6,6 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use metrics::{counter, gauge};
 use redis::aio::MultiplexedConnection;
 use redis::{Cmd, FromRedisValue, Value};
 use serde::Serialize;
@@ -192,6 +193,56 @@ pub struct Observation {
     pub groups: Vec<GroupInfo>,
     /// The dead letter stream.
     pub dlq: DlqInfo,
+}
+
+impl Observation {
+    /// Mirrors what was observed of Redis, `stream`, its groups and its dead letters into the
+    /// metrics (the ops loop, every poll; see [`crate::telemetry`]).
+    pub(crate) fn record(&self, stream: &str, now_ms: u64) {
+        let redis = &self.redis;
+        gauge!("evstream_redis_memory_used_bytes").set(redis.used_memory as f64);
+        gauge!("evstream_redis_memory_max_bytes").set(redis.maxmemory as f64);
+        if let Some(ratio) = redis.used_ratio() {
+            gauge!("evstream_redis_memory_used_ratio").set(ratio);
+        }
+        gauge!("evstream_redis_fragmentation_ratio").set(redis.allocator_frag_ratio);
+        let safe = redis.eviction_risk() != EvictionRisk::Stream;
+        gauge!("evstream_redis_eviction_policy_safe").set(if safe { 1.0 } else { 0.0 });
+        if let Some(on) = redis.activedefrag {
+            gauge!("evstream_redis_activedefrag").set(if on { 1.0 } else { 0.0 });
+        }
+        let label = stream.to_owned();
+        if let Some(info) = &self.stream {
+            gauge!("evstream_stream_length", "stream" => label.clone()).set(info.length as f64);
+            counter!("evstream_stream_entries_added_total", "stream" => label.clone())
+                .absolute(info.entries_added);
+            let age = info
+                .first_id
+                .map_or(0.0, |id| now_ms.saturating_sub(id.ms) as f64 / 1000.0);
+            gauge!("evstream_stream_first_entry_age_seconds", "stream" => label.clone()).set(age);
+        }
+        for group in &self.groups {
+            let labels = [("stream", label.clone()), ("group", group.name.clone())];
+            gauge!("evstream_group_pending", &labels).set(group.pending as f64);
+            if let Some(lag) = group.lag {
+                gauge!("evstream_group_lag", &labels).set(lag as f64);
+            }
+            gauge!("evstream_group_consumers", &labels).set(group.consumers.len() as f64);
+            for consumer in &group.consumers {
+                let labels = [
+                    ("stream", label.clone()),
+                    ("group", group.name.clone()),
+                    ("consumer", consumer.name.clone()),
+                ];
+                gauge!("evstream_consumer_idle_seconds", &labels)
+                    .set(consumer.idle_ms as f64 / 1000.0);
+                gauge!("evstream_consumer_pending", &labels).set(consumer.pending as f64);
+            }
+        }
+        gauge!("evstream_dlq_length", "stream" => label.clone()).set(self.dlq.length as f64);
+        counter!("evstream_dlq_entries_added_total", "stream" => label)
+            .absolute(self.dlq.entries_added);
+    }
 }
 
 /// Counting the entries between a group's oldest pending entry and its last delivered one

@@ -226,10 +226,10 @@ impl OpsLoop {
         let capture = self.capture.as_ref().map(CaptureMonitor::health);
         let shipper = self.shipper.as_ref().map(ShipperMonitor::health);
         if let Some(capture) = &capture {
-            crate::telemetry::record_capture(capture);
+            capture.record();
         }
         if let Some(shipper) = &shipper {
-            crate::telemetry::record_shipper(shipper);
+            shipper.record();
         }
         let refused = capture.as_ref().map(|c| c.refused.total());
         let refused_since_last = match (refused, memory.last_refused) {
@@ -244,7 +244,7 @@ impl OpsLoop {
         metrics::gauge!("evstream_redis_up").set(if observation.is_some() { 1.0 } else { 0.0 });
         let mut poison_rate = None;
         if let Some(observation) = &observation {
-            crate::telemetry::record_observation(&self.stream, observation, now_ms);
+            observation.record(&self.stream, now_ms);
             let added = observation.dlq.entries_added;
             if let Some((before, at)) = memory.last_dlq {
                 let secs = now.duration_since(at).as_secs_f64();

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
 
+use super::config::WebhookUrl;
 use crate::error::ConfigError;
 
 /// Where notifications are posted: a checked `http(s)://host[:port][/path]`, and the client
@@ -39,46 +40,17 @@ impl Eq for Endpoint {}
 impl Endpoint {
     /// Parses `http://host[:port][/path]` or `https://…`; checks the URL only.
     pub fn parse(url: &str) -> Result<Self, &'static str> {
-        let (tls, rest, default_port) = if let Some(rest) = url.strip_prefix("https://") {
-            (true, rest, 443)
-        } else if let Some(rest) = url.strip_prefix("http://") {
-            (false, rest, 80)
-        } else {
-            return Err("must start with http:// or https://");
-        };
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        if authority.contains('@') {
-            return Err("must not carry credentials; put a token in the path instead");
-        }
-        let bad_port = "has an invalid port";
-        let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
-            let (host, after) = bracketed.split_once(']').ok_or("has an unclosed [")?;
-            match after.strip_prefix(':') {
-                Some(port) => (host, port.parse().map_err(|_| bad_port)?),
-                None if after.is_empty() => (host, default_port),
-                None => return Err(bad_port),
-            }
-        } else {
-            match authority.rsplit_once(':') {
-                Some((host, port)) => (host, port.parse().map_err(|_| bad_port)?),
-                None => (authority, default_port),
-            }
-        };
-        if host.is_empty()
-            || path
-                .bytes()
-                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
-        {
-            return Err("must be http(s)://host[:port][/path]");
-        }
+        let WebhookUrl {
+            tls,
+            host,
+            port,
+            path,
+        } = WebhookUrl::parse(url)?;
         Ok(Self {
             tls,
-            host: host.to_owned(),
+            host,
             port,
-            path: path.to_owned(),
+            path,
             agent: None,
         })
     }

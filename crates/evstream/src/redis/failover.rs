@@ -24,6 +24,11 @@ use super::{Connector, SentinelTarget};
 
 /// How long a listener waits before reconnecting to a sentinel that closed or refused its
 /// subscription.
+/// The `tracing` target of failover events, kept from when this was the crate's
+/// `failover` module: the `evstream` binary's default filter and deployments' `RUST_LOG`
+/// name it (`evstream::failover=info`).
+const LOG_TARGET: &str = "evstream::failover";
+
 const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
 
 /// Announces each new master of a Sentinel deployment; see the [module docs](self).
@@ -58,7 +63,7 @@ impl FailoverWatch {
                 tokio::spawn(async move {
                     loop {
                         let error = listen(&sentinel, &target, &sender).await;
-                        tracing::debug!(%sentinel, %error, "not subscribed to the sentinel's failover announcements; retrying");
+                        tracing::debug!(target: LOG_TARGET, %sentinel, %error, "not subscribed to the sentinel's failover announcements; retrying");
                         tokio::time::sleep(RESUBSCRIBE_AFTER).await;
                     }
                 })
@@ -135,7 +140,7 @@ async fn listen(
             if last.as_deref() == Some(master.as_str()) {
                 return false;
             }
-            tracing::info!(%sentinel, master = %master, name = target.master_name(), "Sentinel announced a new master; reconnecting to it");
+            tracing::info!(target: LOG_TARGET, %sentinel, master = %master, name = target.master_name(), "Sentinel announced a new master; reconnecting to it");
             *last = Some(master);
             true
         });

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::FsyncPolicy;
 #[cfg(doc)]
 use crate::config::OpsConfig;
 use crate::error::ConfigError;
@@ -224,4 +223,23 @@ impl ShipConfig {
         }
         Ok(())
     }
+}
+
+/// When the journal forces its writes to disk.
+///
+/// With every policy, each record is written to its file (handed to the OS by `write(2)`)
+/// before it counts as journaled: the journal keeps no buffer of its own, so a crash of the
+/// process loses nothing it counted. The policies differ in what survives a crash of the
+/// machine (power loss, kernel panic), which loses what the OS had not written back yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncPolicy {
+    /// `fsync` after every record, before it counts as journaled (a failed `fsync` is a
+    /// failed append): survives a power loss; slowest.
+    Always,
+    /// `fsync` at most once per `journal_fsync_interval_ms` (and at shutdown): a power loss
+    /// loses at most that interval's records.
+    Interval,
+    /// Never `fsync`: survives a process crash (the OS has every record), not a power loss.
+    Never,
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use metrics::{counter, gauge};
 use serde::Serialize;
 
 use super::BreakerState;
@@ -79,6 +80,31 @@ pub struct ShipperHealth {
     pub schema_violations: u64,
     /// The last error, if any since start.
     pub last_error: Option<String>,
+}
+
+impl ShipperHealth {
+    /// Mirrors the shipper's counters into the metrics (see [`crate::telemetry`]).
+    pub fn record(&self) {
+        counter!("evstream_events_shipped_total").absolute(self.shipped);
+        counter!("evstream_events_spilled_total").absolute(self.spilled);
+        counter!("evstream_duplicates_prevented_total").absolute(self.duplicates_skipped);
+        counter!("evstream_batches_total", "result" => "ok").absolute(self.batches_ok);
+        counter!("evstream_batches_total", "result" => "failed").absolute(self.batches_failed);
+        gauge!("evstream_breaker_state").set(match self.breaker {
+            BreakerState::Closed => 0.0,
+            BreakerState::HalfOpen => 1.0,
+            BreakerState::Open => 2.0,
+        });
+        gauge!("evstream_journal_events").set(self.journal_events as f64);
+        gauge!("evstream_journal_bytes").set(self.journal_bytes as f64);
+        gauge!("evstream_journal_full").set(if self.journal_full { 1.0 } else { 0.0 });
+        counter!("evstream_journal_lost_total").absolute(self.journal_lost);
+        counter!("evstream_journals_refused_total").absolute(self.journals_refused);
+        for (reason, n) in &self.dead_letters {
+            counter!("evstream_dead_letters_total", "stage" => "ship", "reason" => reason.clone())
+                .absolute(*n);
+        }
+    }
 }
 
 /// One lane's live counters, written by the lane, read by [`ShipperHandle::health`](super::ShipperHandle::health)

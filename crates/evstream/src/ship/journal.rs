@@ -40,8 +40,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
+use super::config::FsyncPolicy;
 use crate::publish::{CapturedEvent, PayloadKind, MAX_CORRELATION_ID_LEN, MAX_EVENT_TYPE_LEN};
 
 /// Largest segment file before a new one is started.
@@ -50,25 +49,6 @@ const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 const VERSIONED: u8 = 0x80;
 /// Largest record accepted when reading (a corrupt length must not allocate gigabytes).
 const MAX_RECORD_BYTES: u32 = 256 * 1024 * 1024;
-
-/// When the journal forces its writes to disk.
-///
-/// With every policy, each record is written to its file (handed to the OS by `write(2)`)
-/// before it counts as journaled: the journal keeps no buffer of its own, so a crash of the
-/// process loses nothing it counted. The policies differ in what survives a crash of the
-/// machine (power loss, kernel panic), which loses what the OS had not written back yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FsyncPolicy {
-    /// `fsync` after every record, before it counts as journaled (a failed `fsync` is a
-    /// failed append): survives a power loss; slowest.
-    Always,
-    /// `fsync` at most once per `journal_fsync_interval_ms` (and at shutdown): a power loss
-    /// loses at most that interval's records.
-    Interval,
-    /// Never `fsync`: survives a process crash (the OS has every record), not a power loss.
-    Never,
-}
 
 /// Why a batch could not be journaled.
 #[derive(Debug)]

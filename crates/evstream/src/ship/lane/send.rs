@@ -78,7 +78,8 @@ impl Lane {
                 };
                 match tokio::time::timeout(timeout, attempt).await {
                     Ok(Ok(outcome)) => {
-                        crate::telemetry::batch_duration(started.elapsed());
+                        metrics::histogram!("evstream_batch_duration_seconds")
+                            .record(started.elapsed().as_secs_f64());
                         Ok(outcome)
                     }
                     Ok(Err(error)) => Err(error),

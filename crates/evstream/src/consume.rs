@@ -140,8 +140,8 @@ impl ConsumeKeys {
     pub fn new(stream: &str, group: &str) -> Self {
         Self {
             stream: stream.to_owned(),
-            dead_letters: format!("{stream}:dlq"),
-            counters: format!("{stream}:consume:{group}"),
+            dead_letters: crate::keys::dead_letters(stream),
+            counters: crate::keys::consume_counters(stream, group),
         }
     }
 }

@@ -49,7 +49,7 @@ impl OpsLoop {
         }
         let (by_reason, cursor) = observe::dead_letters_by_reason(
             conn,
-            &format!("{}:dlq", self.stream),
+            &crate::keys::dead_letters(&self.stream),
             memory.dlq_cursor,
             DLQ_SCAN_PER_TICK,
             CALL_TIMEOUT,
@@ -79,7 +79,7 @@ impl OpsLoop {
         });
         // After counting: what is trimmed was counted first (unless more than a pass's
         // count arrived since the last pass).
-        let dlq = format!("{}:dlq", self.stream);
+        let dlq = crate::keys::dead_letters(&self.stream);
         let deleted = match trim::dead_letters(conn, &dlq, &self.config, unix_ms(), CALL_TIMEOUT)
             .await
         {

@@ -161,13 +161,12 @@ impl OpsLoop {
         match tokio::time::timeout(CALL_TIMEOUT, set.query_async::<()>(conn)).await {
             Ok(Err(error)) if error.code() == Some("NOPERM") && !memory.heartbeat_refused => {
                 memory.heartbeat_refused = true;
+                let key = crate::keys::ops_heartbeat(&self.stream);
                 tracing::warn!(
                     %error,
-                    "ops: the ACL refuses the heartbeat (SET {}:ops); shippers will warn that \
-                     no ops loop looks after the stream. Add \"(+set ~{}:ops)\" to the ops \
+                    "ops: the ACL refuses the heartbeat (SET {key}); shippers will warn that \
+                     no ops loop looks after the stream. Add \"(+set ~{key})\" to the ops \
                      user (docs/security.md)",
-                    self.stream,
-                    self.stream
                 );
             }
             Ok(Err(error)) => tracing::debug!(%error, "ops: heartbeat not recorded"),

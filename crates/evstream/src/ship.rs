@@ -76,10 +76,6 @@ use health::State;
 pub use health::{ShipperHealth, ShutdownReport};
 use lane::Lane;
 
-/// How often a shipper validating against the registry in Redis checks its revision (the
-/// consumer's `consume.schema_reload_ms` default); see [`Source`].
-const SCHEMA_RELOAD: Duration = Duration::from_secs(5);
-
 /// Starts a shipper for `receiver` on its own thread, shipping to `config.redis`.
 ///
 /// Fails only on a configuration that can never work (an unparsable URL); an unreachable
@@ -106,7 +102,7 @@ pub fn spawn(config: &Config, receiver: Receiver) -> Result<ShipperHandle, ShipE
     let schemas = match (&config.ship.validation, &config.ship.schemas_dir) {
         (Validation::Off, _) => Source::None,
         (_, Some(dir)) => Source::from_dir(dir).map_err(|source| ShipError::Schemas { source })?,
-        (_, None) => Source::redis(SCHEMA_RELOAD),
+        (_, None) => Source::redis(Duration::from_millis(config.ship.schema_reload_ms)),
     };
     let (shutdown_tx, shutdown_rx) = watch::channel(None);
     let mut shippers = Vec::with_capacity(lanes.len());

@@ -10,8 +10,8 @@
 //! - [`Source::Redis`]: the registry `evstream schema push` stores in Redis
 //!   ([`REDIS_KEY`](super::REDIS_KEY)), followed by its revision
 //!   ([`REDIS_REVISION_KEY`](super::REDIS_REVISION_KEY)). The revision is read on every new
-//!   connection and then every reload interval (`consume.schema_reload_ms`, 5 s by default;
-//!   5 s for the shipper), and the registry is loaded again only when the revision moved, so
+//!   connection and then every reload interval (`consume.schema_reload_ms` and
+//!   `ship.schema_reload_ms`, 5 s by default), and the registry is loaded again only when the revision moved, so
 //!   a pushed version is learned within the interval, without a restart or a reconnect, for
 //!   the cost of one `GET` per interval. A load that fails keeps the previous registry (and
 //!   is tried again at the next check); while nothing is registered there is no registry

@@ -99,6 +99,10 @@ pub struct ShipConfig {
     /// Schema directory for validation; default: the registry in Redis
     /// (`evstream schema push`), re-read when its revision moves (`schema::Source`).
     pub schemas_dir: Option<PathBuf>,
+    /// How often, in milliseconds, a shipper validating against the registry in Redis checks
+    /// its revision and reloads it (as `consume.schema_reload_ms` does for consumers); at
+    /// least 100. Default 5000.
+    pub schema_reload_ms: u64,
 }
 
 /// How the shipper appends a batch exactly once; see [`ShipConfig::append`].
@@ -155,6 +159,7 @@ impl Default for ShipConfig {
             validation: Validation::Off,
             validation_sample_rate: 0.01,
             schemas_dir: None,
+            schema_reload_ms: 5000,
         }
     }
 }
@@ -162,7 +167,7 @@ impl Default for ShipConfig {
 impl ShipConfig {
     /// Checks every value's range.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let checks: [(&'static str, u64, bool, &'static str); 8] = [
+        let checks: [(&'static str, u64, bool, &'static str); 9] = [
             (
                 "ship.breaker_cool_down_ms",
                 self.breaker_cool_down_ms,
@@ -186,6 +191,12 @@ impl ShipConfig {
                 self.in_flight as u64,
                 (1..=64).contains(&self.in_flight),
                 "must be between 1 and 64",
+            ),
+            (
+                "ship.schema_reload_ms",
+                self.schema_reload_ms,
+                self.schema_reload_ms >= 100,
+                "must be at least 100 (each check is a GET on the server)",
             ),
             (
                 "ship.timeout_ms",

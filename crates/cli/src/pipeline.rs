@@ -95,9 +95,6 @@ pub(crate) fn write_percentiles_ns(
     )
 }
 
-/// The unit of the publish and pipeline latency histograms.
-pub(crate) const NANOSECOND: Duration = Duration::from_nanos(1);
-
 /// Reads the whole stream (every partition, each from the node holding it) back and checks
 /// it; `check` judges each payload.
 pub(crate) fn audit(

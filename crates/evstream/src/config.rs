@@ -25,8 +25,7 @@ pub use crate::consume::config::ConsumeConfig;
 pub use crate::ops::config::OpsConfig;
 pub use crate::publish::config::{ProducerConfig, RingConfig, WhenFull};
 pub use crate::redis::config::{RedisConfig, DEFAULT_REDIS_URL, DEFAULT_STREAM};
-pub use crate::ship::config::FsyncPolicy;
-pub use crate::ship::config::{AppendMode, ShipConfig, Validation};
+pub use crate::ship::config::{AppendMode, FsyncPolicy, ShipConfig, Validation};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -199,7 +199,8 @@ impl OpsLoop {
 /// `warn,evstream::alerts=info,evstream::ship=info,evstream::failover=info` by default.
 pub const ALERT_LOG_TARGET: &str = "evstream::alerts";
 
-fn unix_ms() -> u64 {
+/// Now, in Unix milliseconds (the clock of stream entry ids).
+pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

@@ -19,6 +19,10 @@ use crate::error::PartitionError;
 /// How long connecting to a partition's server may take.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The deadline of each Redis call of a command over the partitions (status, dead-letter
+/// listing and replay).
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A connection to the server holding `part`'s stream (a partition's configuration, see
 /// [`Config::partition_configs`]), made within [`CONNECT_TIMEOUT`] (plus the time Sentinel or
 /// the cluster may take to name the server), and the client that made it (it names the

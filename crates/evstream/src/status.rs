@@ -16,7 +16,6 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime};
 
 use redis::aio::MultiplexedConnection;
 use serde::Serialize;
@@ -26,13 +25,11 @@ use crate::error::{OpsError, PartitionError};
 use crate::ops::alerts::{self, Finding, Inputs};
 use crate::ops::observe::{self, EvictionRisk, Observation};
 use crate::ops::trim::{self, MemoryLevel, TrimPlan};
+use crate::partitions::CALL_TIMEOUT;
 
 /// Dead letters read to count them by reason; beyond, the counts are of the oldest this many
 /// ([`Status::dead_letters_all_counted`] is false).
 pub const DLQ_SCAN_LIMIT: u64 = 100_000;
-
-/// The deadline of each Redis call.
-const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The status of one stream key (the stream, or one partition of it).
 #[derive(Debug, Clone, Serialize)]
@@ -78,19 +75,17 @@ impl Status {
     ) -> Result<Self, OpsError> {
         let stream = &config.redis.stream;
         let count_above = Some(config.ops.max_len).filter(|&n| n > 0);
-        let observation = observe::observe(connection, stream, count_above, TIMEOUT).await?;
+        let observation = observe::observe(connection, stream, count_above, CALL_TIMEOUT).await?;
         let (counts, _) = observe::dead_letters_by_reason(
             connection,
             &crate::keys::dead_letters(stream),
             None,
             DLQ_SCAN_LIMIT,
-            TIMEOUT,
+            CALL_TIMEOUT,
         )
         .await?;
         let counted: u64 = counts.values().sum();
-        let now_ms = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now_ms = crate::ops::unix_ms();
         let age = |id: Option<observe::EntryId>| {
             id.map(|id| now_ms.saturating_sub(id.ms) as f64 / 1000.0)
         };

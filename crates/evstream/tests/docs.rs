@@ -37,7 +37,7 @@ fn every_alert_level_has_a_prometheus_rule_and_no_other() {
         if let Some(name) = line.strip_prefix("- alert: ") {
             current = Alert::ALL
                 .iter()
-                .any(|alert| *alert == name)
+                .any(|alert| alert.name() == name)
                 .then(|| name.to_owned());
         } else if let Some(severity) = line.strip_prefix("severity: ") {
             if let Some(name) = current.take() {

@@ -33,6 +33,11 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
+    /// The percentiles of a histogram of nanoseconds.
+    pub fn of_nanos(histogram: &Histogram<u64>) -> Self {
+        Self::of(histogram, Duration::from_nanos(1))
+    }
+
     /// The percentiles of `histogram`, whose values are numbers of `unit`
     /// (`Duration::from_nanos(1)` for a histogram of nanoseconds).
     pub fn of(histogram: &Histogram<u64>, unit: Duration) -> Self {

@@ -1,7 +1,6 @@
 //! `evstream report`: the results of IntelliSense, read back from Redis.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use redis::aio::ConnectionLike;
@@ -10,9 +9,6 @@ use serde::Serialize;
 
 use crate::percentiles::{self, Percentiles};
 use crate::AnalysisKeys;
-
-/// The unit of the latency histograms.
-const NANOSECOND: Duration = Duration::from_nanos(1);
 
 /// Latencies of one symbol.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -177,8 +173,8 @@ impl ReportBuilder {
                 (
                     symbol,
                     SymbolReport {
-                        creation_latency: Percentiles::of(&creation, NANOSECOND),
-                        fill_latency: Percentiles::of(&fill, NANOSECOND),
+                        creation_latency: Percentiles::of_nanos(&creation),
+                        fill_latency: Percentiles::of_nanos(&fill),
                     },
                 )
             })

@@ -537,7 +537,9 @@ fn issue_19_an_unreadable_version_is_dead_lettered_with_the_fix_and_alerts() {
     };
     let findings = evstream::ops::alerts::evaluate(&ops, &inputs);
     assert!(
-        findings.iter().any(|f| f.alert == "PoisonPillsHigh"),
+        findings
+            .iter()
+            .any(|f| f.alert == evstream::ops::alerts::Alert::PoisonPillsHigh),
         "{findings:?}"
     );
 }

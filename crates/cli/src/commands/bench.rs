@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::args::{BenchArgs, Rate};
 use crate::engine::new_histogram;
-use crate::pipeline::{self, Delivery, Target, NANOSECOND};
+use crate::pipeline::{self, Delivery, Target};
 use crate::report_html::{AppendLatency, Report as ReportPage, Sample, Sampler};
 
 /// How long shipping may make no progress before the bench gives up with the reason, at
@@ -311,7 +311,7 @@ pub(crate) fn run(
         ring_full_retries: retries,
         throughput_eps: published as f64 / elapsed.as_secs_f64(),
         elapsed_s: elapsed.as_secs_f64(),
-        publish_ns: Percentiles::of(&histogram, NANOSECOND),
+        publish_ns: Percentiles::of_nanos(&histogram),
         append_latency_ms: append_latency.summary(),
         soak,
     };

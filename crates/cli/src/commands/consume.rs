@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::args::{ConsumeArgs, HandlerKind};
 use crate::http::{self, Sources};
-use crate::pipeline::{self, NANOSECOND};
+use crate::pipeline::{self};
 
 #[derive(Debug, Serialize)]
 struct Summary {
@@ -174,7 +174,7 @@ fn drive<H: Handler + Sync + 'static>(
             report.processed as f64 / active.as_secs_f64()
         },
         counters: report,
-        pipeline_latency_ns: Percentiles::of(&analysis.pipeline, NANOSECOND),
+        pipeline_latency_ns: Percentiles::of_nanos(&analysis.pipeline),
         alerts: analysis.alerts,
         tracker_open: analysis.tracker_open,
         tracker_evicted: analysis.tracker_evicted,

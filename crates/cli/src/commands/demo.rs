@@ -24,7 +24,7 @@ use serde::Serialize;
 use crate::args::{DemoArgs, MetricsArgs};
 use crate::engine::{self, EngineSpec};
 use crate::http::{self, Sources};
-use crate::pipeline::{self, Delivery, Target, NANOSECOND};
+use crate::pipeline::{self, Delivery, Target};
 use crate::report_html::{AppendLatency, ProcessedProbe, Report as ReportPage, Sampler};
 
 #[derive(Debug, Serialize)]
@@ -332,7 +332,7 @@ pub(crate) fn run(
         refused: report.refused,
         shipped: delivery.delivered,
         delivery,
-        publish_ns: Percentiles::of(&report.latency_ns, NANOSECOND),
+        publish_ns: Percentiles::of_nanos(&report.latency_ns),
         dead_letters_by_reason,
         processed,
         analysis,

@@ -190,18 +190,6 @@ impl Serialize for Alert {
     }
 }
 
-impl PartialEq<str> for Alert {
-    fn eq(&self, name: &str) -> bool {
-        self.name() == name
-    }
-}
-
-impl PartialEq<&str> for Alert {
-    fn eq(&self, name: &&str) -> bool {
-        self.name() == *name
-    }
-}
-
 /// One rule's verdict: it fires, at this level, because of this.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Finding {

@@ -23,18 +23,13 @@
 //! # Ok(()) }
 //! ```
 
-use std::time::Duration;
-
 use serde::Serialize;
 
 use super::dlq::{self, Order, Replayed, Scan, Selection};
 use crate::config::Config;
 use crate::error::DlqError;
-use crate::partitions::connect;
+use crate::partitions::{connect, CALL_TIMEOUT};
 use crate::schema::Registry;
-
-/// The deadline of each Redis call.
-const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The dead letters of one partition (of the stream, without partitions).
 #[derive(Debug, Clone, Serialize)]
@@ -74,12 +69,19 @@ pub async fn list_dead_letters(
             continue; // the ids name other partitions' dead letters
         };
         let (mut connection, _) = connect(part, &redis::AsyncConnectionConfig::new()).await?;
-        let scan = dlq::scan(&mut connection, &dlq, &selection, order, count, TIMEOUT)
-            .await
-            .map_err(|source| DlqError::Read {
-                dlq: dlq.clone(),
-                source,
-            })?;
+        let scan = dlq::scan(
+            &mut connection,
+            &dlq,
+            &selection,
+            order,
+            count,
+            CALL_TIMEOUT,
+        )
+        .await
+        .map_err(|source| DlqError::Read {
+            dlq: dlq.clone(),
+            source,
+        })?;
         listed.push(DlqListing { dlq, scan });
     }
     Ok(listed)
@@ -247,7 +249,7 @@ impl Replay {
             selection,
             Order::OldestFirst,
             self.limit,
-            TIMEOUT,
+            CALL_TIMEOUT,
         )
         .await?;
         summary.truncated |= scan.truncated;
@@ -276,7 +278,7 @@ impl Replay {
             } else if self.dry_run {
                 None
             } else {
-                Some(dlq::replay(connection, stream, dlq, &letter.id, TIMEOUT).await?)
+                Some(dlq::replay(connection, stream, dlq, &letter.id, CALL_TIMEOUT).await?)
             };
             summary.outcomes.push(ReplayOutcome {
                 dlq: dlq.to_owned(),

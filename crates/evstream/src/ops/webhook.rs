@@ -83,6 +83,10 @@ impl Endpoint {
             .http_status_as_error(false)
             .max_redirects(0)
             .proxy(None)
+            // Notifications are minutes apart: a kept connection would mostly be one the
+            // receiver has closed meanwhile, and a POST on it fails (ureq does not retry a
+            // POST). One connection per notification, as before ureq.
+            .max_idle_connections(0)
             .user_agent(format!("evstream/{}", env!("CARGO_PKG_VERSION")));
         if let Some(roots) = roots {
             config = config.tls_config(
@@ -164,7 +168,7 @@ impl Endpoint {
         }
         match error {
             ureq::Error::Timeout(_) => format!("no answer within {timeout:?}"),
-            ureq::Error::Io(io) => format!("cannot connect to {authority}: {io}"),
+            ureq::Error::Io(io) => format!("talking to {authority} failed: {io}"),
             ureq::Error::HostNotFound => format!("cannot connect to {authority}: host not found"),
             ureq::Error::ConnectionFailed => {
                 format!("cannot connect to {authority}: connection failed")

@@ -51,6 +51,9 @@ pub(super) struct Lane {
     checks: Checks,
     /// Where `checks` gets its registry from, and when it is reloaded.
     schemas: Source,
+    /// Why the last reload failed, so that a failure that repeats (an ACL without read
+    /// access to the registry) is logged once, not at every `ship.schema_reload_ms`.
+    schema_error: Option<String>,
     receiver: Receiver,
     /// Events drained for the next batch, oldest first.
     forming: Vec<CapturedEvent>,
@@ -150,6 +153,7 @@ impl Lane {
                 ..Checks::default()
             },
             schemas,
+            schema_error: None,
             forming: Vec::with_capacity(config.batch_max),
             forming_since: None,
             queue: VecDeque::new(),
@@ -208,7 +212,9 @@ impl Lane {
                     self.send_ready(now);
                 }
             }
-            if self.schemas.due(now) {
+            // Not while the breaker is open: a server that fails batches would only stall the
+            // lane for the refresh's deadline.
+            if self.schemas.due(now) && self.breaker.state(now) == BreakerState::Closed {
                 if let Some(mut connection) = self.connection.clone() {
                     self.refresh_schemas(&mut connection).await;
                 }
@@ -400,12 +406,24 @@ impl Lane {
         }
         let refreshed =
             tokio::time::timeout(self.timeout() * 10, self.schemas.refresh(connection)).await;
-        match refreshed {
-            Ok(Ok(true)) => self.checks.registry = self.schemas.registry().cloned(),
-            Ok(Ok(false)) => {}
-            Ok(Err(error)) => tracing::warn!(%error, "cannot read the schema registry's revision; validation uses the registry it has, if any"),
-            Err(_) => tracing::warn!("reading the schema registry timed out; validation uses the registry it has, if any"),
+        let error = match refreshed {
+            Ok(Ok(reloaded)) => {
+                if reloaded {
+                    self.checks.registry = self.schemas.registry().cloned();
+                }
+                None
+            }
+            Ok(Err(error)) => Some(format!("cannot read the schema registry: {error}")),
+            Err(_) => Some("reading the schema registry timed out".to_owned()),
+        };
+        if error.is_some() && error != self.schema_error {
+            tracing::error!(
+                error = error.as_deref(),
+                "ship.validation: validation uses the registry it has, if any; \
+                 with an ACL, the publisher's user needs +hgetall +get %R~evstream:schemas* (docs/security.md)"
+            );
         }
+        self.schema_error = error;
     }
 
     async fn connect(&mut self) {

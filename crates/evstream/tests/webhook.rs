@@ -2,7 +2,7 @@
 //! signed gets the notifications; one the CA did not sign is refused with a reason that says
 //! what to check.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -66,25 +66,7 @@ fn serve(config: Arc<rustls::ServerConfig>, stream: TcpStream) -> std::io::Resul
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let connection = rustls::ServerConnection::new(config).map_err(std::io::Error::other)?;
     let mut tls = rustls::StreamOwned::new(connection, stream);
-    let mut reader = BufReader::new(&mut tls);
-    let mut length = 0;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.trim().parse().unwrap_or(0);
-            }
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body)?;
+    let body = evstream_testkit::read_request_body(&mut BufReader::new(&mut tls))?;
     tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
     tls.flush()?;
     tls.conn.send_close_notify();

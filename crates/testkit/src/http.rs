@@ -84,11 +84,20 @@ impl WebhookSink {
 fn read_post(stream: TcpStream) -> io::Result<String> {
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
+    let body = read_request_body(&mut reader)?;
+    let mut stream = stream;
+    stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Reads one HTTP/1.1 request's head and returns its body (`Content-Length` bytes), for a
+/// test's own server (over TLS, say). A connection closed before the head ends is an error.
+pub fn read_request_body(reader: &mut impl BufRead) -> io::Result<Vec<u8>> {
     let mut length = 0;
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 {
-            break;
+            return Err(io::ErrorKind::UnexpectedEof.into());
         }
         let line = line.trim_end();
         if line.is_empty() {
@@ -102,7 +111,5 @@ fn read_post(stream: TcpStream) -> io::Result<String> {
     }
     let mut body = vec![0; length];
     reader.read_exact(&mut body)?;
-    let mut stream = stream;
-    stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
-    Ok(String::from_utf8_lossy(&body).into_owned())
+    Ok(body)
 }

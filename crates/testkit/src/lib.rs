@@ -34,7 +34,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub use cluster::ClusterSet;
-pub use http::{http_get, http_get_with_token, WebhookSink};
+pub use http::{http_get, http_get_with_token, read_request_body, WebhookSink};
 pub use proxy::FaultProxy;
 pub use resp::Reply;
 pub use sentinel::{SentinelSet, MASTER_NAME};

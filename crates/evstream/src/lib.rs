@@ -54,7 +54,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod keys;
 pub mod ops;
-mod partitions;
+pub mod partitions;
 pub mod publish;
 pub mod redis;
 pub mod schema;

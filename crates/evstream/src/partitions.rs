@@ -6,7 +6,8 @@
 //! slot ([`Config::partition_configs`]). The shipper, [`status`](crate::status), the
 //! [dead-letter listing and replay](crate::ops::replay), the
 //! [consumers](crate::consume::PartitionedConsumer) and the
-//! [ops loops](crate::ops::PartitionedOpsLoop) go over every partition through here.
+//! [ops loops](crate::ops::PartitionedOpsLoop) go over every partition through here, and so
+//! does `evstream_intellisense::read_partitions` (the report), with [`connect`].
 
 use std::future::Future;
 use std::time::Duration;
@@ -17,7 +18,7 @@ use crate::config::Config;
 use crate::error::PartitionError;
 
 /// How long connecting to a partition's server may take.
-pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The deadline of each Redis call of a command over the partitions (status, dead-letter
 /// listing and replay).
@@ -27,7 +28,7 @@ pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// [`Config::partition_configs`]), made within [`CONNECT_TIMEOUT`] (plus the time Sentinel or
 /// the cluster may take to name the server), and the client that made it (it names the
 /// server).
-pub(crate) async fn connect(
+pub async fn connect(
     part: &Config,
     settings: &redis::AsyncConnectionConfig,
 ) -> Result<(MultiplexedConnection, redis::Client), PartitionError> {

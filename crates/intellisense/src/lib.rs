@@ -63,7 +63,7 @@ use redis::Value;
 use serde::{Deserialize, Serialize};
 
 pub use percentiles::Percentiles;
-pub use report::{read_report, Report, ReportBuilder, SymbolReport};
+pub use report::{read_partitions, read_report, Report, ReportBuilder, SymbolReport};
 pub use tracker::{OrderState, Tracker};
 
 /// Settings of the analysis.

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use evstream::{Config, OpsError, PartitionError};
 use hdrhistogram::Histogram;
 use redis::aio::ConnectionLike;
 use redis::{AsyncCommands, Value};
@@ -59,6 +60,29 @@ where
 {
     let mut builder = ReportBuilder::new(group);
     builder.add_partition(connection, stream).await?;
+    Ok(builder.finish())
+}
+
+/// What IntelliSense computed for `group` over every partition of `config`'s stream (one
+/// without partitions), each read from the server that holds it, and added up: what
+/// `evstream report` prints.
+pub async fn read_partitions(config: &Config, group: &str) -> Result<Report, PartitionError> {
+    let mut builder = ReportBuilder::new(group);
+    for part in config.partition_configs() {
+        let stream = &part.redis.stream;
+        let (mut connection, _) =
+            evstream::partitions::connect(&part, &redis::AsyncConnectionConfig::new()).await?;
+        builder
+            .add_partition(&mut connection, stream)
+            .await
+            .map_err(|source| PartitionError::Read {
+                stream: stream.clone(),
+                source: OpsError::Redis {
+                    what: format!("the results of group '{group}'"),
+                    source,
+                },
+            })?;
+    }
     Ok(builder.finish())
 }
 

@@ -543,3 +543,105 @@ fn issue_19_an_unreadable_version_is_dead_lettered_with_the_fix_and_alerts() {
         "{findings:?}"
     );
 }
+
+/// The report over a partitioned stream is read by the library (`read_partitions`), each
+/// partition from its server, and adds the partitions up: what `evstream report` prints.
+#[test]
+fn the_report_of_a_partitioned_stream_adds_every_partition_up() {
+    let redis = RedisServer::start().unwrap();
+    let mut config = config(&redis.url(), 64);
+    config.redis.partitions = Some(2);
+    let mut connection = redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let orders = 20u64;
+    for n in 0..orders {
+        let corr = format!("ord-{n}");
+        let key =
+            evstream::keys::partition("events", evstream::keys::partition_of(&corr, 2) as u16);
+        let data_created =
+            r#"{"orderId":"o","symbol":"AAPL","quantity":1.0,"price":1.0,"side":"BUY"}"#;
+        let data_filled = r#"{"orderId":"o","fillId":"f","quantity":1.0,"price":1.0}"#;
+        for (event_type, ts, data) in [
+            ("OrderCreated", T0 + n * MS, data_created),
+            ("OrderFilled", T0 + n * MS + 2 * MS, data_filled),
+        ] {
+            let fields = [
+                ("event_id", uuid::Uuid::now_v7().to_string()),
+                ("event_type", event_type.to_owned()),
+                ("version", "v1".to_owned()),
+                ("correlation_id", corr.clone()),
+                ("timestamp_ns", ts.to_string()),
+                ("producer_id", "engine:test".to_owned()),
+                ("sequence", "1".to_owned()),
+                ("data", data.to_owned()),
+            ];
+            let _: String = connection.xadd(&key, "*", &fields).unwrap();
+        }
+    }
+    let used: Vec<u64> = (0..2u16)
+        .map(|p| {
+            connection
+                .xlen(evstream::keys::partition("events", p))
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        used.iter().all(|&n| n > 0),
+        "both partitions hold events: {used:?}"
+    );
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let consumers = evstream::consume::PartitionedConsumer::new(&config, "c1", |part| {
+        IntelliSense::new(&part.redis.stream, IntelliSenseConfig::default())
+    })
+    .unwrap();
+    let stats = consumers.stats();
+    let consumed = runtime
+        .block_on(consumers.run(async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while stats.snapshot().processed < 2 * orders && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }))
+        .unwrap();
+    assert_eq!(consumed.processed, 2 * orders);
+
+    let report = runtime
+        .block_on(evstream_intellisense::read_partitions(
+            &config,
+            "intellisense_group",
+        ))
+        .unwrap();
+    assert_eq!(
+        (report.processed, report.orders, report.fills),
+        (2 * orders, orders, orders)
+    );
+    let fill = &report.symbols["AAPL"].fill_latency;
+    assert_eq!(fill.count, orders);
+    // 2 ms between every order and its fill, within the histogram's 3 significant digits.
+    assert!(
+        fill.p50.abs_diff(Duration::from_millis(2)) < Duration::from_micros(10),
+        "{fill:?}"
+    );
+
+    // A server that is not there: the error names the URL, without its password.
+    let mut gone = config.clone();
+    gone.redis.url = format!(
+        "redis://:s3cret@127.0.0.1:{}",
+        evstream_testkit::free_port().unwrap()
+    );
+    let error = runtime
+        .block_on(evstream_intellisense::read_partitions(
+            &gone,
+            "intellisense_group",
+        ))
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("cannot connect to Redis at"), "{message}");
+    assert!(!message.contains("s3cret"), "{message}");
+}

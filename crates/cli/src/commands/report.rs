@@ -3,35 +3,18 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use evstream::Config;
 use evstream_intellisense::percentiles::ms;
 
-use super::with_redis;
 use crate::args::ReportArgs;
 
-/// What IntelliSense computed for `group`, read from every partition of the stream (each
-/// from the node that holds it) and added up.
+/// What IntelliSense computed for `group`, over every partition of the stream.
 pub(crate) fn read_all(
     config: &Config,
     group: &str,
 ) -> anyhow::Result<evstream_intellisense::Report> {
-    let mut builder = evstream_intellisense::ReportBuilder::new(group);
-    for part in &config.partition_configs() {
-        let builder = &mut builder;
-        with_redis(part, |mut connection| async move {
-            builder
-                .add_partition(&mut connection, &part.redis.stream)
-                .await
-        })?
-        .with_context(|| {
-            format!(
-                "cannot read the results of group '{group}' on {}",
-                part.redis.stream
-            )
-        })?;
-    }
-    Ok(builder.finish())
+    super::block_on(evstream_intellisense::read_partitions(config, group))?
+        .map_err(super::partition_error)
 }
 
 pub(crate) fn run(config: &Config, args: &ReportArgs) -> anyhow::Result<ExitCode> {

@@ -20,18 +20,15 @@ use crate::error::ConfigError;
 /// that posts there.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
-    tls: bool,
-    host: String,
-    port: u16,
-    path: String,
+    /// The checked URL, taken apart.
+    target: WebhookUrl,
     /// The client; `None` from [`parse`](Self::parse), which checks the URL only.
     agent: Option<ureq::Agent>,
 }
 
 impl PartialEq for Endpoint {
     fn eq(&self, other: &Self) -> bool {
-        (self.tls, &self.host, self.port, &self.path)
-            == (other.tls, &other.host, other.port, &other.path)
+        self.target == other.target
     }
 }
 
@@ -40,17 +37,8 @@ impl Eq for Endpoint {}
 impl Endpoint {
     /// Parses `http://host[:port][/path]` or `https://…`; checks the URL only.
     pub fn parse(url: &str) -> Result<Self, &'static str> {
-        let WebhookUrl {
-            tls,
-            host,
-            port,
-            path,
-        } = WebhookUrl::parse(url)?;
         Ok(Self {
-            tls,
-            host,
-            port,
-            path,
+            target: WebhookUrl::parse(url)?,
             agent: None,
         })
     }
@@ -63,7 +51,7 @@ impl Endpoint {
             value: url.to_owned(),
             reason,
         })?;
-        let roots = match (endpoint.tls, ca_file) {
+        let roots = match (endpoint.target.tls, ca_file) {
             (false, None) => None,
             (false, Some(ca_file)) => {
                 return Err(ConfigError::Invalid {
@@ -105,16 +93,16 @@ impl Endpoint {
 
     /// `host:port`, for messages.
     fn authority(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
+        if self.target.host.contains(':') {
+            format!("[{}]:{}", self.target.host, self.target.port)
         } else {
-            format!("{}:{}", self.host, self.port)
+            format!("{}:{}", self.target.host, self.target.port)
         }
     }
 
     fn url(&self) -> String {
-        let scheme = if self.tls { "https" } else { "http" };
-        format!("{scheme}://{}{}", self.authority(), self.path)
+        let scheme = if self.target.tls { "https" } else { "http" };
+        format!("{scheme}://{}{}", self.authority(), self.target.path)
     }
 
     /// Posts `body` (JSON); `Ok` on a 2xx answer within `timeout`.
@@ -232,16 +220,20 @@ mod tests {
     fn urls_are_checked() {
         let ok = Endpoint::parse("http://alerts.internal:9000/hooks/evstream").unwrap();
         assert_eq!(
-            (ok.host.as_str(), ok.port, ok.path.as_str()),
+            (
+                ok.target.host.as_str(),
+                ok.target.port,
+                ok.target.path.as_str()
+            ),
             ("alerts.internal", 9000, "/hooks/evstream")
         );
         let bare = Endpoint::parse("http://127.0.0.1").unwrap();
-        assert_eq!((bare.port, bare.path.as_str()), (80, "/"));
+        assert_eq!((bare.target.port, bare.target.path.as_str()), (80, "/"));
         let v6 = Endpoint::parse("http://[::1]:81/x").unwrap();
-        assert_eq!((v6.host.as_str(), v6.port), ("::1", 81));
+        assert_eq!((v6.target.host.as_str(), v6.target.port), ("::1", 81));
         assert_eq!(v6.url(), "http://[::1]:81/x");
         let tls = Endpoint::parse("https://example.com/").unwrap();
-        assert_eq!((tls.tls, tls.port), (true, 443));
+        assert_eq!((tls.target.tls, tls.target.port), (true, 443));
         assert!(Endpoint::parse("ftp://example.com/").is_err());
         assert!(Endpoint::parse("http://user:pw@example.com/").is_err());
         assert!(Endpoint::parse("http://host:notaport/").is_err());

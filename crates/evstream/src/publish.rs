@@ -11,10 +11,12 @@
 //! accepted, so each thread's events keep their order, and because refused events never
 //! reach the receiver, sequences are consecutive over accepted events with no gaps.
 
+mod clock;
 pub(crate) mod config;
 mod events;
 mod json;
 mod slot;
+mod tape;
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,7 +31,7 @@ use crate::error::{ConfigError, PublishError};
 
 pub use events::{Event, MarketDataUpdate, OrderCreated, OrderFilled, Side};
 pub use slot::PayloadKind;
-use slot::{EventSlot, InlineStr};
+use slot::{Body, EventSlot, InlineStr};
 
 /// Longest accepted event type, in bytes.
 pub const MAX_EVENT_TYPE_LEN: usize = 64;
@@ -97,6 +99,7 @@ pub fn channel(config: &Config) -> Result<(Publisher, Receiver), ConfigError> {
         wait_timeout: ring.wait_timeout(),
         refused: RefusalCounters::default(),
         timing_mask: ring.publish_timing_sample().checked_sub(1),
+        clock: clock::Clock::new(),
     });
     let publisher = Publisher {
         producers: producers.into(),
@@ -123,6 +126,8 @@ struct Shared {
     refused: RefusalCounters,
     /// `ring.publish_timing_sample - 1`, or `None` when no call is timed.
     timing_mask: Option<u32>,
+    /// Stamps events in `publish`; converted to wall-clock time by the drain.
+    clock: clock::Clock,
 }
 
 /// Refusals by reason. Only touched on the refusal path, never for an accepted event.
@@ -346,18 +351,30 @@ impl Publisher {
             event_type,
             version,
             correlation_id,
-            kind: PayloadKind::Json,
+            body: Body::Tape,
+            checked: false,
         };
-        self.publish_with(head, |data| {
-            json::write_bounded(data, payload, max).map_err(|error| match error {
-                json::JsonError::TooLarge => PublishError::TooLarge {
+        self.publish_with(head, |slot| {
+            let recorder = tape::Recorder::new(&mut slot.data, &mut slot.names, max);
+            let mut serializer = json::Serializer(recorder);
+            let refused = match payload.serialize(&mut serializer) {
+                Ok(()) => match serializer.0.finish() {
+                    tape::Fit::Fits => return Ok(()),
+                    // Near the limit: measure exactly (only such events pay for it).
+                    tape::Fit::Unsure => match json::measure(payload) {
+                        size if size <= max => return Ok(()),
+                        size => PublishError::TooLarge { size, max },
+                    },
+                },
+                Err(json::JsonError::TooLarge) => PublishError::TooLarge {
                     size: json::measure(payload),
                     max,
                 },
-                json::JsonError::Custom(message) => PublishError::Serialize {
+                Err(json::JsonError::Custom(message)) => PublishError::Serialize {
                     source: serde::ser::Error::custom(*message),
                 },
-            })
+            };
+            Err(refused)
         })
     }
 
@@ -398,37 +415,75 @@ impl Publisher {
             event_type,
             version,
             correlation_id,
-            kind: PayloadKind::Raw,
+            body: Body::Raw,
+            checked: false,
         };
-        self.publish_with(head, |data| {
-            data.clear();
-            data.extend_from_slice(json);
+        self.publish_with(head, |slot| {
+            slot.data.clear();
+            slot.data.extend_from_slice(json);
             Ok(())
         })
     }
 
     /// Publishes a typed [`Event`] under its own type name and correlation id.
+    ///
+    /// The event type is checked when this compiles: an `EVENT_TYPE` outside the allowed
+    /// characters or a `VERSION` of 0 is a compile error, not a refusal.
     #[inline]
     pub fn publish_event<E: Event>(&self, event: &E) -> Result<(), PublishError> {
+        let () = ValidEvent::<E>::CHECKED;
         self.publish_versioned(E::EVENT_TYPE, E::VERSION, event, event.correlation_id())
     }
 
-    /// Integration facade: an order was created.
+    /// Integration facade: an order was created. The fastest way to publish one: its fields
+    /// are copied into the slot in a fixed binary layout, and the shipper writes the JSON.
     #[inline]
     pub fn on_order_created(&self, order: &OrderCreated<'_>) -> Result<(), PublishError> {
-        self.publish_event(order)
+        self.publish_binary(order)
     }
 
-    /// Integration facade: an order was filled.
+    /// Integration facade: an order was filled (copied in binary, as
+    /// [`on_order_created`](Self::on_order_created)).
     #[inline]
     pub fn on_order_filled(&self, fill: &OrderFilled<'_>) -> Result<(), PublishError> {
-        self.publish_event(fill)
+        self.publish_binary(fill)
     }
 
-    /// Integration facade: the market moved.
+    /// Integration facade: the market moved (copied in binary, as
+    /// [`on_order_created`](Self::on_order_created)).
     #[inline]
     pub fn on_market_data(&self, update: &MarketDataUpdate<'_>) -> Result<(), PublishError> {
-        self.publish_event(update)
+        self.publish_binary(update)
+    }
+
+    /// Publishes one of the typed events that have a binary layout of their own.
+    #[inline]
+    fn publish_binary<'a, E: Event + tape::Binary<'a>>(
+        &self,
+        event: &E,
+    ) -> Result<(), PublishError> {
+        let () = ValidEvent::<E>::CHECKED;
+        let max = self.shared.max_event_bytes;
+        if event.json_upper() > max {
+            // Near the limit: measure exactly (only such events pay for it).
+            let size = json::measure(event);
+            if size > max {
+                let error = PublishError::TooLarge { size, max };
+                self.shared.refused.count(&error);
+                return Err(error);
+            }
+        }
+        let head = Head {
+            event_type: E::EVENT_TYPE,
+            version: E::VERSION,
+            correlation_id: event.correlation_id(),
+            body: Body::Tape,
+            checked: true,
+        };
+        self.publish_with(head, |slot| {
+            event.record(&mut slot.data);
+            Ok(())
+        })
     }
 
     /// The `producer_id` stamped on this process's events.
@@ -454,25 +509,31 @@ impl Publisher {
     fn publish_with(
         &self,
         head: Head<'_>,
-        write_payload: impl FnOnce(&mut Vec<u8>) -> Result<(), PublishError>,
+        write_payload: impl FnOnce(&mut EventSlot) -> Result<(), PublishError>,
     ) -> Result<(), PublishError> {
         let Head {
             event_type,
             version,
             correlation_id,
-            kind,
+            body,
+            checked,
         } = head;
         let started = sample_timing(self.shared.timing_mask).then(Instant::now);
-        let result = check_ids(event_type, version, correlation_id).and_then(|()| {
-            let timestamp_ns = wall_clock_ns();
+        let ids = if checked {
+            check_correlation_id(correlation_id)
+        } else {
+            check_ids(event_type, version, correlation_id)
+        };
+        let result = ids.and_then(|()| {
+            let ticks = self.shared.clock.ticks();
             let write = |slot: &mut EventSlot| {
                 slot.event_type.set(event_type);
                 slot.correlation_id.set(correlation_id);
-                slot.timestamp_ns = timestamp_ns;
-                slot.kind = kind;
+                slot.ticks = ticks;
+                slot.body = body;
                 slot.version = version;
-                let written = write_payload(&mut slot.data);
-                // Up to here: checks, claim, serialization; only the commit's store is left.
+                let written = write_payload(slot);
+                // Up to here: checks, claim, the payload's copy; only the commit's store is left.
                 slot.publish_ns = started.map_or(0, |started| {
                     u32::try_from(started.elapsed().as_nanos()).map_or(u32::MAX, |ns| ns.max(1))
                 });
@@ -506,7 +567,41 @@ struct Head<'a> {
     event_type: &'a str,
     version: u32,
     correlation_id: &'a str,
-    kind: PayloadKind,
+    body: Body,
+    /// The type and version were checked at compile time ([`ValidEvent`]).
+    checked: bool,
+}
+
+/// Checks an [`Event`]'s type and version when the code that publishes it compiles.
+struct ValidEvent<E>(std::marker::PhantomData<E>);
+
+impl<E: Event> ValidEvent<E> {
+    const CHECKED: () = {
+        assert!(E::VERSION > 0, "an Event's VERSION must be at least 1");
+        assert!(
+            event_type_problem(E::EVENT_TYPE.as_bytes()).is_none(),
+            "an Event's EVENT_TYPE must be 1 to 64 of A-Z a-z 0-9 _ . : -"
+        );
+    };
+}
+
+/// Why `event_type` is not a valid event type, if it is not.
+const fn event_type_problem(event_type: &[u8]) -> Option<&'static str> {
+    if event_type.is_empty() {
+        return Some("it is empty");
+    }
+    if event_type.len() > MAX_EVENT_TYPE_LEN {
+        return Some("it is too long");
+    }
+    let mut at = 0;
+    while at < event_type.len() {
+        let b = event_type[at];
+        if !(b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-')) {
+            return Some("it contains a character outside the allowed set");
+        }
+        at += 1;
+    }
+    None
 }
 
 #[inline]
@@ -514,23 +609,18 @@ fn check_ids(event_type: &str, version: u32, correlation_id: &str) -> Result<(),
     if version == 0 {
         return Err(PublishError::InvalidVersion);
     }
-    let invalid = |reason| PublishError::InvalidEventType {
-        reason,
-        len: event_type.len(),
-        max: MAX_EVENT_TYPE_LEN,
-    };
-    if event_type.is_empty() {
-        return Err(invalid("it is empty"));
+    if let Some(reason) = event_type_problem(event_type.as_bytes()) {
+        return Err(PublishError::InvalidEventType {
+            reason,
+            len: event_type.len(),
+            max: MAX_EVENT_TYPE_LEN,
+        });
     }
-    if event_type.len() > MAX_EVENT_TYPE_LEN {
-        return Err(invalid("it is too long"));
-    }
-    if !event_type
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
-    {
-        return Err(invalid("it contains a character outside the allowed set"));
-    }
+    check_correlation_id(correlation_id)
+}
+
+#[inline]
+fn check_correlation_id(correlation_id: &str) -> Result<(), PublishError> {
     if correlation_id.len() > MAX_CORRELATION_ID_LEN {
         return Err(PublishError::CorrelationIdTooLong {
             len: correlation_id.len(),
@@ -716,12 +806,28 @@ impl Receiver {
                 let mut data = spare
                     .pop()
                     .unwrap_or_else(|| Vec::with_capacity(slot_bytes));
-                std::mem::swap(&mut data, &mut slot.data);
+                let kind = match slot.body {
+                    // The JSON is written here, on the shipper's thread, not in `publish`.
+                    Body::Tape => {
+                        data.clear();
+                        match tape::replay(&slot.data, &slot.names, &mut data) {
+                            Ok(()) => PayloadKind::Json,
+                            // Never expected (a bug): let the shipper's JSON check send the
+                            // event to the dead letters, where it can be seen, not lost.
+                            Err(tape::Corrupt) => PayloadKind::Raw,
+                        }
+                    }
+                    Body::Raw => {
+                        std::mem::swap(&mut data, &mut slot.data);
+                        PayloadKind::Raw
+                    }
+                };
                 out.push(CapturedEvent {
                     sequence: *next_sequence,
                     partition,
-                    timestamp_ns: slot.timestamp_ns,
-                    kind: slot.kind,
+                    // Ticks for now; converted below, once every event of the call is in.
+                    timestamp_ns: slot.ticks,
+                    kind,
                     version: slot.version,
                     event_type: slot.event_type,
                     correlation_id: slot.correlation_id,
@@ -729,6 +835,15 @@ impl Receiver {
                 });
                 *next_sequence += 1;
             });
+        }
+        let drained = &mut out[before..];
+        if !drained.is_empty() {
+            // Read after the events were published: each one's ticks are before the anchor.
+            let clock = &self.shared.clock;
+            let anchor = clock.anchor();
+            for event in drained {
+                event.timestamp_ns = clock.wall_ns(anchor, event.timestamp_ns);
+            }
         }
         out.len() - before
     }

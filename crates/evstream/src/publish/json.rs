@@ -1,10 +1,17 @@
-//! A compact JSON serializer for `publish`'s hot path, byte-identical to `serde_json`.
+//! A compact JSON serializer, byte-identical to `serde_json`, generic over where its output
+//! goes.
+//!
+//! [`Serializer`] is serde's side: it turns a `Serialize` value into a stream of JSON pieces
+//! (structural bytes, strings, numbers) and hands each to a [`Sink`]. Two sinks exist:
+//! [`JsonWriter`] writes the JSON text (on the shipper's thread), and the tape
+//! [`Recorder`](super::tape::Recorder) copies the pieces in binary on the engine's thread,
+//! to be replayed into a [`JsonWriter`] later. Both see the same calls, so the deferred JSON
+//! is the JSON that would have been written in the call.
 //!
 //! Why not `serde_json::to_writer`? It escapes strings one byte at a time and drives the
-//! output through many tiny `io::Write` calls; for a ~400-byte order event that is most of
-//! `publish`'s time. This serializer writes straight into the slot's `Vec<u8>`, scans
-//! strings eight bytes at a time for the three things JSON must escape, and stops as soon as
-//! the payload passes the size limit instead of growing the slot without bound.
+//! output through many tiny `io::Write` calls. [`JsonWriter`] appends straight to a
+//! `Vec<u8>`, scans strings eight bytes at a time for the three things JSON must escape, and
+//! stops as soon as the output passes a size limit.
 //!
 //! The output is the same bytes `serde_json::to_vec` produces (same float formatting via
 //! `zmij`, same integer formatting via `itoa`, same escapes, same map-key rules), which a
@@ -47,21 +54,21 @@ type Result<T = ()> = std::result::Result<T, JsonError>;
 
 /// Clears `out` and writes `value` as compact JSON, failing with [`JsonError::TooLarge`] as
 /// soon as more than `max` bytes would be needed.
-#[inline]
+#[cfg(test)]
 pub(crate) fn write_bounded<T: Serialize + ?Sized>(
     out: &mut Vec<u8>,
     value: &T,
     max: usize,
 ) -> Result {
     out.clear();
-    value.serialize(&mut Serializer { out, max })?;
+    value.serialize(&mut Serializer(JsonWriter { out, max }))?;
     if out.len() > max {
         return Err(JsonError::TooLarge);
     }
     Ok(())
 }
 
-/// Length of `value` as JSON, for the error of a refused oversized event (cold path).
+/// Length of `value` as JSON (cold paths: an event near or past the size limit).
 pub(crate) fn measure<T: Serialize + ?Sized>(value: &T) -> usize {
     struct Counter(usize);
     impl std::io::Write for Counter {
@@ -79,27 +86,72 @@ pub(crate) fn measure<T: Serialize + ?Sized>(value: &T) -> usize {
     counter.0
 }
 
-/// The ten integer methods of `serde::Serializer`, each with the same body.
-macro_rules! integers {
-    ($self:ident, $v:ident => $body:expr) => {
-        integers!(@each $self, $v => $body;
-            serialize_i8: i8, serialize_i16: i16, serialize_i32: i32, serialize_i64: i64,
-            serialize_i128: i128, serialize_u8: u8, serialize_u16: u16, serialize_u32: u32,
-            serialize_u64: u64, serialize_u128: u128);
-    };
-    (@each $self:ident, $v:ident => $body:expr; $($method:ident: $ty:ty),*) => {$(
-        fn $method($self, $v: $ty) -> Result {
-            $body
+/// Where a [`Serializer`] puts the pieces of the JSON it produces.
+///
+/// Structural bytes (`{ } [ ] , : "`) come through [`byte`](Self::byte); non-finite floats
+/// never reach the sink (the serializer writes `null`).
+pub(crate) trait Sink {
+    /// One structural byte: `{`, `}`, `[`, `]`, `,`, `:` or `"`.
+    fn byte(&mut self, byte: u8) -> Result;
+    /// `null`, `true` or `false`.
+    fn literal(&mut self, literal: Literal) -> Result;
+    /// A string, quoted and escaped.
+    fn string(&mut self, value: &str) -> Result;
+    /// A string that lives for the whole program (struct field names, enum variant names).
+    #[inline(always)]
+    fn static_string(&mut self, value: &'static str) -> Result {
+        self.string(value)
+    }
+    /// A struct field's name with its separators: `"key":`, preceded by `,` unless first.
+    #[inline(always)]
+    fn field(&mut self, first: bool, key: &'static str) -> Result {
+        if !first {
+            self.byte(b',')?;
         }
-    )*};
+        self.static_string(key)?;
+        self.byte(b':')
+    }
+    /// Integers; every narrower integer type arrives widened.
+    fn i64(&mut self, value: i64) -> Result;
+    /// See [`i64`](Self::i64).
+    fn u64(&mut self, value: u64) -> Result;
+    /// See [`i64`](Self::i64).
+    fn i128(&mut self, value: i128) -> Result;
+    /// See [`i64`](Self::i64).
+    fn u128(&mut self, value: u128) -> Result;
+    /// A finite `f64`.
+    fn f64(&mut self, value: f64) -> Result;
+    /// A finite `f32` (formatted as an `f32`: fewer digits than the same value as `f64`).
+    fn f32(&mut self, value: f32) -> Result;
+    /// `Display` output as a quoted, escaped string.
+    fn display<T: Display + ?Sized>(&mut self, value: &T) -> Result;
 }
 
-struct Serializer<'a> {
-    out: &'a mut Vec<u8>,
-    max: usize,
+/// The three JSON words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Literal {
+    Null,
+    True,
+    False,
 }
 
-impl<'b> Serializer<'b> {
+impl Literal {
+    pub(crate) fn text(self) -> &'static [u8] {
+        match self {
+            Self::Null => b"null",
+            Self::True => b"true",
+            Self::False => b"false",
+        }
+    }
+}
+
+/// The sink that writes JSON text into a `Vec<u8>`, stopping past `max` bytes.
+pub(crate) struct JsonWriter<'a> {
+    pub(crate) out: &'a mut Vec<u8>,
+    pub(crate) max: usize,
+}
+
+impl JsonWriter<'_> {
     /// Appends bytes unless that would pass the limit.
     #[inline(always)]
     fn push(&mut self, bytes: &[u8]) -> Result {
@@ -110,11 +162,30 @@ impl<'b> Serializer<'b> {
         Ok(())
     }
 
+    #[inline]
+    fn integer<I: itoa::Integer>(&mut self, value: I) -> Result {
+        let mut buffer = itoa::Buffer::new();
+        self.push(buffer.format(value).as_bytes())
+    }
+
+    #[inline]
+    fn float<F: zmij::Float>(&mut self, value: F) -> Result {
+        let mut buffer = zmij::Buffer::new();
+        self.push(buffer.format_finite(value).as_bytes())
+    }
+}
+
+impl Sink for JsonWriter<'_> {
     #[inline(always)]
     fn byte(&mut self, byte: u8) -> Result {
         // Limit checked at the next push or at the end: a few structural bytes of slack.
         self.out.push(byte);
         Ok(())
+    }
+
+    #[inline]
+    fn literal(&mut self, literal: Literal) -> Result {
+        self.push(literal.text())
     }
 
     #[inline]
@@ -132,29 +203,41 @@ impl<'b> Serializer<'b> {
         Ok(())
     }
 
-    #[inline]
-    fn integer<I: itoa::Integer>(&mut self, value: I) -> Result {
-        let mut buffer = itoa::Buffer::new();
-        self.push(buffer.format(value).as_bytes())
+    fn i64(&mut self, value: i64) -> Result {
+        self.integer(value)
+    }
+    fn u64(&mut self, value: u64) -> Result {
+        self.integer(value)
+    }
+    fn i128(&mut self, value: i128) -> Result {
+        self.integer(value)
+    }
+    fn u128(&mut self, value: u128) -> Result {
+        self.integer(value)
+    }
+    fn f64(&mut self, value: f64) -> Result {
+        self.float(value)
+    }
+    fn f32(&mut self, value: f32) -> Result {
+        self.float(value)
     }
 
-    /// Writes `{"variant":` plus `open`, and returns the compound that closes both.
-    fn open_variant<'a>(&'a mut self, variant: &str, open: u8) -> Result<Compound<'a, 'b>> {
-        self.byte(b'{')?;
-        self.string(variant)?;
-        self.push(&[b':', open])?;
-        let close = if open == b'[' { b']' } else { b'}' };
-        Ok(Compound::variant(self, close))
-    }
-
-    #[inline]
-    fn float<F: zmij::Float>(&mut self, value: F, finite: bool) -> Result {
-        if !finite {
-            return self.push(b"null");
+    fn display<T: Display + ?Sized>(&mut self, value: &T) -> Result {
+        use fmt::Write;
+        self.byte(b'"')?;
+        let mut writer = EscapingWriter {
+            sink: &mut *self,
+            error: None,
+        };
+        if write!(writer, "{value}").is_err() {
+            return Err(writer.error.unwrap_or_else(display_failed));
         }
-        let mut buffer = zmij::Buffer::new();
-        self.push(buffer.format_finite(value).as_bytes())
+        self.byte(b'"')
     }
+}
+
+pub(crate) fn display_failed() -> JsonError {
+    JsonError::Custom(Box::new("a Display implementation failed".into()))
 }
 
 /// Bytes with bit 7 set in each lane where `word` has a byte below 0x20, `"` or `\`.
@@ -219,7 +302,7 @@ fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
 /// `out.extend_from_slice(bytes)` without a `memcpy` call for short slices: one or two
 /// fixed-size (so inlined) copies that overlap, the second after truncating back.
 #[inline(always)]
-fn append(out: &mut Vec<u8>, bytes: &[u8]) {
+pub(crate) fn append(out: &mut Vec<u8>, bytes: &[u8]) {
     #[inline(always)]
     fn overlapping<const K: usize>(out: &mut Vec<u8>, bytes: &[u8]) {
         let start = out.len();
@@ -273,47 +356,99 @@ fn write_escaped_slow(out: &mut Vec<u8>, bytes: &[u8]) {
 
 /// Escapes `Display` output as it is produced, so `collect_str` needs no `String`.
 struct EscapingWriter<'a, 'b> {
-    serializer: &'a mut Serializer<'b>,
+    sink: &'a mut JsonWriter<'b>,
     error: Option<JsonError>,
 }
 
 impl fmt::Write for EscapingWriter<'_, '_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        if self.serializer.out.len() + s.len() > self.serializer.max {
+        if self.sink.out.len() + s.len() > self.sink.max {
             self.error = Some(JsonError::TooLarge);
             return Err(fmt::Error);
         }
-        write_escaped(self.serializer.out, s.as_bytes());
+        write_escaped(self.sink.out, s.as_bytes());
         Ok(())
     }
 }
 
-impl<'a, 'b> ser::Serializer for &'a mut Serializer<'b> {
+/// serde's side: drives a [`Sink`] with the pieces of a value's JSON.
+pub(crate) struct Serializer<S>(pub(crate) S);
+
+/// The ten integer methods of `serde::Serializer`, each widening into one sink call.
+macro_rules! integers {
+    ($self:ident, $v:ident => $body:ident) => {
+        integers!(@each $self, $v, $body;
+            serialize_i8: i8 => i64, serialize_i16: i16 => i64, serialize_i32: i32 => i64,
+            serialize_i64: i64 => i64, serialize_i128: i128 => i128,
+            serialize_u8: u8 => u64, serialize_u16: u16 => u64, serialize_u32: u32 => u64,
+            serialize_u64: u64 => u64, serialize_u128: u128 => u128);
+    };
+    (@each $self:ident, $v:ident, $body:ident; $($method:ident: $ty:ty => $wide:ident),*) => {$(
+        fn $method($self, $v: $ty) -> Result {
+            $self.$body(|sink| sink.$wide($v.into()))
+        }
+    )*};
+}
+
+impl<S: Sink> Serializer<S> {
+    #[inline(always)]
+    fn direct(&mut self, write: impl FnOnce(&mut S) -> Result) -> Result {
+        write(&mut self.0)
+    }
+
+    /// Writes `{"variant":` plus `open`, and returns the compound that closes both.
+    fn open_variant(&mut self, variant: &'static str, open: u8) -> Result<Compound<'_, S>> {
+        self.0.byte(b'{')?;
+        self.0.static_string(variant)?;
+        self.0.byte(b':')?;
+        self.0.byte(open)?;
+        let close = if open == b'[' { b']' } else { b'}' };
+        Ok(Compound::variant(self, close))
+    }
+
+    #[inline]
+    fn float64(&mut self, value: f64) -> Result {
+        if value.is_finite() {
+            self.0.f64(value)
+        } else {
+            self.0.literal(Literal::Null)
+        }
+    }
+}
+
+impl<'a, S: Sink> ser::Serializer for &'a mut Serializer<S> {
     type Ok = ();
     type Error = JsonError;
-    type SerializeSeq = Compound<'a, 'b>;
-    type SerializeTuple = Compound<'a, 'b>;
-    type SerializeTupleStruct = Compound<'a, 'b>;
-    type SerializeTupleVariant = Compound<'a, 'b>;
-    type SerializeMap = Compound<'a, 'b>;
-    type SerializeStruct = Compound<'a, 'b>;
-    type SerializeStructVariant = Compound<'a, 'b>;
+    type SerializeSeq = Compound<'a, S>;
+    type SerializeTuple = Compound<'a, S>;
+    type SerializeTupleStruct = Compound<'a, S>;
+    type SerializeTupleVariant = Compound<'a, S>;
+    type SerializeMap = Compound<'a, S>;
+    type SerializeStruct = Compound<'a, S>;
+    type SerializeStructVariant = Compound<'a, S>;
 
     fn serialize_bool(self, v: bool) -> Result {
-        self.push(if v { b"true" } else { b"false" })
+        self.0
+            .literal(if v { Literal::True } else { Literal::False })
     }
-    integers!(self, v => self.integer(v));
+    integers!(self, v => direct);
     fn serialize_f32(self, v: f32) -> Result {
-        self.float(v, v.is_finite())
+        if v.is_finite() {
+            self.0.f32(v)
+        } else {
+            self.0.literal(Literal::Null)
+        }
     }
+    #[inline]
     fn serialize_f64(self, v: f64) -> Result {
-        self.float(v, v.is_finite())
+        self.float64(v)
     }
     fn serialize_char(self, v: char) -> Result {
-        self.string(v.encode_utf8(&mut [0; 4]))
+        self.0.string(v.encode_utf8(&mut [0; 4]))
     }
+    #[inline]
     fn serialize_str(self, v: &str) -> Result {
-        self.string(v)
+        self.0.string(v)
     }
     fn serialize_bytes(self, v: &[u8]) -> Result {
         // As serde_json: an array of numbers.
@@ -325,20 +460,22 @@ impl<'a, 'b> ser::Serializer for &'a mut Serializer<'b> {
         seq.end()
     }
     fn serialize_none(self) -> Result {
-        self.push(b"null")
+        self.0.literal(Literal::Null)
     }
     fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result {
         value.serialize(self)
     }
     fn serialize_unit(self) -> Result {
-        self.push(b"null")
+        self.0.literal(Literal::Null)
     }
     fn serialize_unit_struct(self, _name: &'static str) -> Result {
-        self.push(b"null")
+        self.0.literal(Literal::Null)
     }
+    #[inline]
     fn serialize_unit_variant(self, _: &'static str, _: u32, variant: &'static str) -> Result {
-        self.string(variant)
+        self.0.static_string(variant)
     }
+    #[inline]
     fn serialize_newtype_struct<T: Serialize + ?Sized>(self, _: &'static str, value: &T) -> Result {
         value.serialize(self)
     }
@@ -349,20 +486,20 @@ impl<'a, 'b> ser::Serializer for &'a mut Serializer<'b> {
         variant: &'static str,
         value: &T,
     ) -> Result {
-        self.byte(b'{')?;
-        self.string(variant)?;
-        self.byte(b':')?;
+        self.0.byte(b'{')?;
+        self.0.static_string(variant)?;
+        self.0.byte(b':')?;
         value.serialize(&mut *self)?;
-        self.byte(b'}')
+        self.0.byte(b'}')
     }
-    fn serialize_seq(self, _len: Option<usize>) -> Result<Compound<'a, 'b>> {
-        self.byte(b'[')?;
+    fn serialize_seq(self, _len: Option<usize>) -> Result<Compound<'a, S>> {
+        self.0.byte(b'[')?;
         Ok(Compound::new(self, b']'))
     }
-    fn serialize_tuple(self, len: usize) -> Result<Compound<'a, 'b>> {
+    fn serialize_tuple(self, len: usize) -> Result<Compound<'a, S>> {
         self.serialize_seq(Some(len))
     }
-    fn serialize_tuple_struct(self, _: &'static str, len: usize) -> Result<Compound<'a, 'b>> {
+    fn serialize_tuple_struct(self, _: &'static str, len: usize) -> Result<Compound<'a, S>> {
         self.serialize_seq(Some(len))
     }
     fn serialize_tuple_variant(
@@ -371,14 +508,16 @@ impl<'a, 'b> ser::Serializer for &'a mut Serializer<'b> {
         _: u32,
         variant: &'static str,
         _len: usize,
-    ) -> Result<Compound<'a, 'b>> {
+    ) -> Result<Compound<'a, S>> {
         self.open_variant(variant, b'[')
     }
-    fn serialize_map(self, _len: Option<usize>) -> Result<Compound<'a, 'b>> {
-        self.byte(b'{')?;
+    #[inline]
+    fn serialize_map(self, _len: Option<usize>) -> Result<Compound<'a, S>> {
+        self.0.byte(b'{')?;
         Ok(Compound::new(self, b'}'))
     }
-    fn serialize_struct(self, _: &'static str, len: usize) -> Result<Compound<'a, 'b>> {
+    #[inline]
+    fn serialize_struct(self, _: &'static str, len: usize) -> Result<Compound<'a, S>> {
         self.serialize_map(Some(len))
     }
     fn serialize_struct_variant(
@@ -387,36 +526,25 @@ impl<'a, 'b> ser::Serializer for &'a mut Serializer<'b> {
         _: u32,
         variant: &'static str,
         _len: usize,
-    ) -> Result<Compound<'a, 'b>> {
+    ) -> Result<Compound<'a, S>> {
         self.open_variant(variant, b'{')
     }
     fn collect_str<T: Display + ?Sized>(self, value: &T) -> Result {
-        use fmt::Write;
-        self.byte(b'"')?;
-        let mut writer = EscapingWriter {
-            serializer: &mut *self,
-            error: None,
-        };
-        if write!(writer, "{value}").is_err() {
-            return Err(writer.error.unwrap_or_else(|| {
-                JsonError::Custom(Box::new("a Display implementation failed".into()))
-            }));
-        }
-        self.byte(b'"')
+        self.0.display(value)
     }
 }
 
 /// An open array or object: writes separators and the closing bracket(s).
-pub(crate) struct Compound<'a, 'b> {
-    serializer: &'a mut Serializer<'b>,
+pub(crate) struct Compound<'a, S> {
+    serializer: &'a mut Serializer<S>,
     first: bool,
     close: u8,
     /// Also close the `{"variant":` wrapper.
     close_variant: bool,
 }
 
-impl<'a, 'b> Compound<'a, 'b> {
-    fn new(serializer: &'a mut Serializer<'b>, close: u8) -> Self {
+impl<'a, S: Sink> Compound<'a, S> {
+    fn new(serializer: &'a mut Serializer<S>, close: u8) -> Self {
         Self {
             serializer,
             first: true,
@@ -425,7 +553,7 @@ impl<'a, 'b> Compound<'a, 'b> {
         }
     }
 
-    fn variant(serializer: &'a mut Serializer<'b>, close: u8) -> Self {
+    fn variant(serializer: &'a mut Serializer<S>, close: u8) -> Self {
         Self {
             close_variant: true,
             ..Self::new(serializer, close)
@@ -435,7 +563,7 @@ impl<'a, 'b> Compound<'a, 'b> {
     #[inline]
     fn separator(&mut self) -> Result {
         if !std::mem::take(&mut self.first) {
-            self.serializer.byte(b',')?;
+            self.serializer.0.byte(b',')?;
         }
         Ok(())
     }
@@ -448,16 +576,16 @@ impl<'a, 'b> Compound<'a, 'b> {
 
     #[inline]
     fn field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Result {
-        self.separator()?;
-        self.serializer.string(key)?;
-        self.serializer.byte(b':')?;
+        let first = std::mem::take(&mut self.first);
+        self.serializer.0.field(first, key)?;
         value.serialize(&mut *self.serializer)
     }
 
+    #[inline]
     fn finish(self) -> Result {
-        self.serializer.byte(self.close)?;
+        self.serializer.0.byte(self.close)?;
         if self.close_variant {
-            self.serializer.byte(b'}')?;
+            self.serializer.0.byte(b'}')?;
         }
         Ok(())
     }
@@ -466,12 +594,14 @@ impl<'a, 'b> Compound<'a, 'b> {
 /// serde's four sequence-like traits differ only in their names; one body serves them all.
 macro_rules! sequence_like {
     ($($name:ident :: $method:ident),*) => {$(
-        impl ser::$name for Compound<'_, '_> {
+        impl<S: Sink> ser::$name for Compound<'_, S> {
             type Ok = ();
             type Error = JsonError;
+            #[inline]
             fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result {
                 self.element(value)
             }
+            #[inline]
             fn end(self) -> Result {
                 self.finish()
             }
@@ -486,17 +616,17 @@ sequence_like!(
     SerializeTupleVariant::serialize_field
 );
 
-impl ser::SerializeMap for Compound<'_, '_> {
+impl<S: Sink> ser::SerializeMap for Compound<'_, S> {
     type Ok = ();
     type Error = JsonError;
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result {
         self.separator()?;
         key.serialize(MapKey {
-            serializer: &mut *self.serializer,
+            sink: &mut self.serializer.0,
         })
     }
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result {
-        self.serializer.byte(b':')?;
+        self.serializer.0.byte(b':')?;
         value.serialize(&mut *self.serializer)
     }
     fn end(self) -> Result {
@@ -504,47 +634,64 @@ impl ser::SerializeMap for Compound<'_, '_> {
     }
 }
 
-impl ser::SerializeStruct for Compound<'_, '_> {
-    type Ok = ();
-    type Error = JsonError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Result {
-        self.field(key, value)
-    }
-    fn end(self) -> Result {
-        self.finish()
-    }
+/// serde's two struct traits differ only in their names.
+macro_rules! struct_like {
+    ($($name:ident),*) => {$(
+        impl<S: Sink> ser::$name for Compound<'_, S> {
+            type Ok = ();
+            type Error = JsonError;
+            #[inline]
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                key: &'static str,
+                value: &T,
+            ) -> Result {
+                self.field(key, value)
+            }
+            #[inline]
+            fn end(self) -> Result {
+                self.finish()
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeStructVariant for Compound<'_, '_> {
-    type Ok = ();
-    type Error = JsonError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Result {
-        self.field(key, value)
-    }
-    fn end(self) -> Result {
-        self.finish()
-    }
-}
+struct_like!(SerializeStruct, SerializeStructVariant);
 
 /// Map keys, with serde_json's rules: strings as they are; integers, booleans and finite
 /// floats quoted; anything else is an error.
-struct MapKey<'a, 'b> {
-    serializer: &'a mut Serializer<'b>,
+struct MapKey<'a, S> {
+    sink: &'a mut S,
 }
 
 fn key_must_be_a_string() -> JsonError {
     JsonError::Custom(Box::new("key must be a string".into()))
 }
 
-impl MapKey<'_, '_> {
-    fn quoted(self, write: impl FnOnce(&mut Serializer<'_>) -> Result) -> Result {
-        self.serializer.byte(b'"')?;
-        write(&mut *self.serializer)?;
-        self.serializer.byte(b'"')
+fn float_key_must_be_finite() -> JsonError {
+    JsonError::Custom(Box::new(
+        "float key must be finite (got NaN or +/-inf)".into(),
+    ))
+}
+
+impl<S: Sink> MapKey<'_, S> {
+    fn quoted(self, write: impl FnOnce(&mut S) -> Result) -> Result {
+        self.sink.byte(b'"')?;
+        write(&mut *self.sink)?;
+        self.sink.byte(b'"')
     }
 }
 
-impl ser::Serializer for MapKey<'_, '_> {
+/// The integer methods of [`MapKey`]: quoted numbers.
+macro_rules! quoted_integers {
+    ($($method:ident: $ty:ty => $wide:ident),*) => {$(
+        fn $method(self, v: $ty) -> Result {
+            self.quoted(|sink| sink.$wide(v.into()))
+        }
+    )*};
+}
+
+impl<S: Sink> ser::Serializer for MapKey<'_, S> {
     type Ok = ();
     type Error = JsonError;
     type SerializeSeq = Impossible<(), JsonError>;
@@ -556,39 +703,40 @@ impl ser::Serializer for MapKey<'_, '_> {
     type SerializeStructVariant = Impossible<(), JsonError>;
 
     fn serialize_str(self, v: &str) -> Result {
-        self.serializer.string(v)
+        self.sink.string(v)
     }
     fn serialize_char(self, v: char) -> Result {
-        self.serializer.string(v.encode_utf8(&mut [0; 4]))
+        self.sink.string(v.encode_utf8(&mut [0; 4]))
     }
     fn serialize_bool(self, v: bool) -> Result {
-        self.quoted(|s| s.push(if v { b"true" } else { b"false" }))
+        self.quoted(|s| s.literal(if v { Literal::True } else { Literal::False }))
     }
-    integers!(self, v => self.quoted(|s| s.integer(v)));
+    quoted_integers!(
+        serialize_i8: i8 => i64, serialize_i16: i16 => i64, serialize_i32: i32 => i64,
+        serialize_i64: i64 => i64, serialize_i128: i128 => i128,
+        serialize_u8: u8 => u64, serialize_u16: u16 => u64, serialize_u32: u32 => u64,
+        serialize_u64: u64 => u64, serialize_u128: u128 => u128
+    );
     fn serialize_f32(self, v: f32) -> Result {
         if !v.is_finite() {
-            return Err(JsonError::Custom(Box::new(
-                "float key must be finite (got NaN or +/-inf)".into(),
-            )));
+            return Err(float_key_must_be_finite());
         }
-        self.quoted(|s| s.float(v, true))
+        self.quoted(|s| s.f32(v))
     }
     fn serialize_f64(self, v: f64) -> Result {
         if !v.is_finite() {
-            return Err(JsonError::Custom(Box::new(
-                "float key must be finite (got NaN or +/-inf)".into(),
-            )));
+            return Err(float_key_must_be_finite());
         }
-        self.quoted(|s| s.float(v, true))
+        self.quoted(|s| s.f64(v))
     }
     fn serialize_unit_variant(self, _: &'static str, _: u32, variant: &'static str) -> Result {
-        self.serializer.string(variant)
+        self.sink.static_string(variant)
     }
     fn serialize_newtype_struct<T: Serialize + ?Sized>(self, _: &'static str, value: &T) -> Result {
         value.serialize(self)
     }
     fn collect_str<T: Display + ?Sized>(self, value: &T) -> Result {
-        ser::Serializer::collect_str(&mut *self.serializer, value)
+        self.sink.display(value)
     }
     fn serialize_bytes(self, _: &[u8]) -> Result {
         Err(key_must_be_a_string())

@@ -34,10 +34,20 @@ impl<const N: usize> InlineStr<N> {
 /// How the payload bytes in a slot were produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PayloadKind {
-    /// Serialized by evstream from a `Serialize` value: valid JSON by construction.
+    /// Written by evstream from a `Serialize` value: valid JSON by construction.
     Json,
     /// Handed over pre-serialized by the caller: checked by the shipper, and sent to the dead
     /// letter queue if it is not valid JSON.
+    Raw,
+}
+
+/// What a slot's `data` holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Body {
+    /// A payload recorded in binary by `publish` (see [`super::tape`]): the drain writes
+    /// its JSON.
+    Tape,
+    /// Bytes handed over by `publish_raw`.
     Raw,
 }
 
@@ -45,14 +55,19 @@ pub enum PayloadKind {
 pub(crate) struct EventSlot {
     pub(crate) event_type: InlineStr<{ super::MAX_EVENT_TYPE_LEN }>,
     pub(crate) correlation_id: InlineStr<{ super::MAX_CORRELATION_ID_LEN }>,
-    pub(crate) timestamp_ns: u64,
-    pub(crate) kind: PayloadKind,
+    /// When `publish` was called, in the clock's ticks (see [`super::clock`]).
+    pub(crate) ticks: u64,
+    pub(crate) body: Body,
     /// Schema version of the payload (the envelope's `version`, `v<N>`).
     pub(crate) version: u32,
     /// Nanoseconds the `publish` call took, for sampled calls; 0 otherwise.
     pub(crate) publish_ns: u32,
-    /// Payload bytes; capacity `slot_bytes` from the start, swapped out whole by the drain.
+    /// The tape, or raw payload bytes; capacity `slot_bytes` from the start. The drain swaps
+    /// raw bytes out whole and writes a tape's JSON into a buffer of its own.
     pub(crate) data: Vec<u8>,
+    /// The `&'static str` names a tape refers to; capacity
+    /// [`NAMES_PER_SLOT`](super::tape::NAMES_PER_SLOT) from the start.
+    pub(crate) names: Vec<&'static str>,
 }
 
 impl EventSlot {
@@ -60,11 +75,12 @@ impl EventSlot {
         Self {
             event_type: InlineStr::new(),
             correlation_id: InlineStr::new(),
-            timestamp_ns: 0,
-            kind: PayloadKind::Json,
+            ticks: 0,
+            body: Body::Raw,
             version: 1,
             publish_ns: 0,
             data: Vec::with_capacity(slot_bytes),
+            names: Vec::with_capacity(super::tape::NAMES_PER_SLOT),
         }
     }
 }

@@ -1,0 +1,819 @@
+//! Deferred JSON: the engine's thread records what the serializer would write, in binary; the
+//! shipper's thread replays the record into JSON text.
+//!
+//! Formatting is what costs in a `publish` call (a float alone is tens of nanoseconds), so
+//! the call only copies: structural bytes as themselves, strings as length and bytes,
+//! numbers as their eight (or four, or sixteen) bytes, and struct field names, which serde
+//! hands over as `&'static str`, as an index into the slot's list of such names, not copied.
+//! This is how low-latency loggers (NanoLog, Quill, quicklog) keep formatting off the hot
+//! path. The replay drives the same [`JsonWriter`] the serializer would have, with the same
+//! calls, so the JSON is byte-identical to formatting in the call (a property test checks
+//! this against `serde_json`).
+//!
+//! The size limit is enforced at record time, exactly: the recorder keeps a lower and an
+//! upper bound of the JSON's length. An event whose lower bound passes the limit is refused
+//! at once (nothing big is copied); one whose upper bound passes it is measured exactly,
+//! which only events near the limit pay for.
+
+use std::fmt::{self, Display};
+
+use serde::Serialize;
+
+use super::events::{MarketDataUpdate, OrderCreated, OrderFilled, Side};
+use super::json::{display_failed, JsonError, JsonWriter, Literal, Serializer, Sink};
+
+type Result<T = ()> = std::result::Result<T, JsonError>;
+
+// Opcodes. The structural bytes `{ } [ ] , : "` are their own opcodes.
+const STR: u8 = 1;
+const NAME: u8 = 2;
+const FIELD: u8 = 3;
+const NEXT_FIELD: u8 = 4;
+const I64: u8 = 5;
+const U64: u8 = 6;
+const I128: u8 = 7;
+const U128: u8 = 8;
+const F64: u8 = 9;
+const F32: u8 = 10;
+const NULL: u8 = 11;
+const TRUE: u8 = 12;
+const FALSE: u8 = 13;
+// Typed events, each a whole tape of its own layout (see [`Binary`]).
+const ORDER_CREATED: u8 = 14;
+const ORDER_FILLED: u8 = 15;
+const MARKET_DATA: u8 = 16;
+
+/// Struct field and variant names one slot keeps by reference; more are copied into the tape.
+pub(crate) const NAMES_PER_SLOT: usize = 16;
+
+/// Longest JSON text of one number, by type.
+const I64_TEXT: usize = 20;
+const I128_TEXT: usize = 40;
+const F64_TEXT: usize = 24;
+const F32_TEXT: usize = 16;
+
+/// Whether a recorded payload is known to fit the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fit {
+    /// Its JSON is at most the limit.
+    Fits,
+    /// Its JSON may pass the limit: measure it.
+    Unsure,
+}
+
+/// The [`Sink`] of the engine's thread: records into a slot's tape and names.
+pub(crate) struct Recorder<'a> {
+    tape: &'a mut Vec<u8>,
+    names: &'a mut Vec<&'static str>,
+    /// Bounds of the JSON's length so far.
+    lower: usize,
+    upper: usize,
+    max: usize,
+}
+
+impl<'a> Recorder<'a> {
+    /// Starts a record in `tape` and `names`, clearing both.
+    #[inline]
+    pub(crate) fn new(tape: &'a mut Vec<u8>, names: &'a mut Vec<&'static str>, max: usize) -> Self {
+        tape.clear();
+        names.clear();
+        Self {
+            tape,
+            names,
+            lower: 0,
+            upper: 0,
+            max,
+        }
+    }
+
+    /// Whether the JSON is known to fit the limit (a lower bound past it failed earlier).
+    #[inline]
+    pub(crate) fn finish(&self) -> Fit {
+        if self.upper <= self.max {
+            Fit::Fits
+        } else {
+            Fit::Unsure
+        }
+    }
+
+    /// Accounts for `lower..=upper` more bytes of JSON; refuses once the JSON cannot fit.
+    #[inline(always)]
+    fn grow(&mut self, lower: usize, upper: usize) -> Result {
+        self.lower += lower;
+        self.upper += upper;
+        if self.lower > self.max {
+            return Err(JsonError::TooLarge);
+        }
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn op(&mut self, op: u8, bytes: &[u8]) {
+        self.tape.push(op);
+        super::json::append(self.tape, bytes);
+    }
+
+    /// The index of `name` in the slot's names, or `None` when they are full.
+    #[inline(always)]
+    fn name_index(&mut self, name: &'static str) -> Option<u8> {
+        let index = self.names.len();
+        // Never past the capacity allocated with the slot: that would allocate.
+        if index == self.names.capacity() || index > usize::from(u8::MAX) {
+            return None;
+        }
+        self.names.push(name);
+        Some(index as u8)
+    }
+}
+
+/// The JSON length of a string of `len` bytes: `len + 2` unescaped, six per byte at most.
+#[inline(always)]
+fn string_bounds(len: usize) -> (usize, usize) {
+    (len + 2, len.saturating_mul(6).saturating_add(2))
+}
+
+impl Sink for Recorder<'_> {
+    #[inline(always)]
+    fn byte(&mut self, byte: u8) -> Result {
+        self.grow(1, 1)?;
+        self.tape.push(byte);
+        Ok(())
+    }
+
+    #[inline]
+    fn literal(&mut self, literal: Literal) -> Result {
+        let len = literal.text().len();
+        self.grow(len, len)?;
+        self.tape.push(match literal {
+            Literal::Null => NULL,
+            Literal::True => TRUE,
+            Literal::False => FALSE,
+        });
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn string(&mut self, value: &str) -> Result {
+        let (lower, upper) = string_bounds(value.len());
+        self.grow(lower, upper)?;
+        let len = u32::try_from(value.len()).map_err(|_| JsonError::TooLarge)?;
+        self.op(STR, &len.to_le_bytes());
+        super::json::append(self.tape, value.as_bytes());
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn static_string(&mut self, value: &'static str) -> Result {
+        match self.name_index(value) {
+            Some(index) => {
+                let (lower, upper) = string_bounds(value.len());
+                self.grow(lower, upper)?;
+                self.op(NAME, &[index]);
+                Ok(())
+            }
+            None => self.string(value),
+        }
+    }
+
+    #[inline(always)]
+    fn field(&mut self, first: bool, key: &'static str) -> Result {
+        let Some(index) = self.name_index(key) else {
+            if !first {
+                self.byte(b',')?;
+            }
+            self.string(key)?;
+            return self.byte(b':');
+        };
+        let (lower, upper) = string_bounds(key.len());
+        let separators = if first { 1 } else { 2 };
+        self.grow(lower + separators, upper + separators)?;
+        self.op(if first { FIELD } else { NEXT_FIELD }, &[index]);
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn i64(&mut self, value: i64) -> Result {
+        self.grow(1, I64_TEXT)?;
+        self.op(I64, &value.to_le_bytes());
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn u64(&mut self, value: u64) -> Result {
+        self.grow(1, I64_TEXT)?;
+        self.op(U64, &value.to_le_bytes());
+        Ok(())
+    }
+
+    fn i128(&mut self, value: i128) -> Result {
+        self.grow(1, I128_TEXT)?;
+        self.op(I128, &value.to_le_bytes());
+        Ok(())
+    }
+
+    fn u128(&mut self, value: u128) -> Result {
+        self.grow(1, I128_TEXT)?;
+        self.op(U128, &value.to_le_bytes());
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn f64(&mut self, value: f64) -> Result {
+        self.grow(1, F64_TEXT)?;
+        self.op(F64, &value.to_le_bytes());
+        Ok(())
+    }
+
+    #[inline]
+    fn f32(&mut self, value: f32) -> Result {
+        self.grow(1, F32_TEXT)?;
+        self.op(F32, &value.to_le_bytes());
+        Ok(())
+    }
+
+    /// Formats now (the value is borrowed and gone after the call), into a string op.
+    fn display<T: Display + ?Sized>(&mut self, value: &T) -> Result {
+        use fmt::Write;
+        self.tape.push(STR);
+        let at = self.tape.len();
+        self.tape.extend_from_slice(&[0; 4]);
+        let mut writer = Bounded {
+            tape: &mut *self.tape,
+            room: self.max.saturating_sub(self.lower + 2),
+            too_large: false,
+        };
+        if write!(writer, "{value}").is_err() {
+            return Err(if writer.too_large {
+                JsonError::TooLarge
+            } else {
+                display_failed()
+            });
+        }
+        let len = self.tape.len() - at - 4;
+        let (lower, upper) = string_bounds(len);
+        self.grow(lower, upper)?;
+        let len = u32::try_from(len).map_err(|_| JsonError::TooLarge)?;
+        self.tape[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        Ok(())
+    }
+}
+
+/// Appends `Display` output to a tape, failing once it could not fit the limit unescaped.
+struct Bounded<'a> {
+    tape: &'a mut Vec<u8>,
+    room: usize,
+    too_large: bool,
+}
+
+impl fmt::Write for Bounded<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if s.len() > self.room {
+            self.too_large = true;
+            return Err(fmt::Error);
+        }
+        self.room -= s.len();
+        self.tape.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// A tape that does not read back as one the recorder wrote: a bug, never expected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Corrupt;
+
+/// Writes the JSON recorded in `tape` (with its `names`) to the end of `out`.
+pub(crate) fn replay(
+    tape: &[u8],
+    names: &[&'static str],
+    out: &mut Vec<u8>,
+) -> std::result::Result<(), Corrupt> {
+    let mut json = JsonWriter {
+        out,
+        max: usize::MAX,
+    };
+    let mut reader = Reader { tape };
+    while let Some(op) = reader.take::<1>() {
+        let written = match op[0] {
+            STR => {
+                let len = reader.len()?;
+                json.string(reader.text(len)?)
+            }
+            NAME => json.string(name(names, reader.array::<1>()?[0])?),
+            FIELD => json.field(true, name(names, reader.array::<1>()?[0])?),
+            NEXT_FIELD => json.field(false, name(names, reader.array::<1>()?[0])?),
+            I64 => json.i64(i64::from_le_bytes(reader.array()?)),
+            U64 => json.u64(u64::from_le_bytes(reader.array()?)),
+            I128 => json.i128(i128::from_le_bytes(reader.array()?)),
+            U128 => json.u128(u128::from_le_bytes(reader.array()?)),
+            F64 => json.f64(f64::from_le_bytes(reader.array()?)),
+            F32 => json.f32(f32::from_le_bytes(reader.array()?)),
+            NULL => json.literal(Literal::Null),
+            TRUE => json.literal(Literal::True),
+            FALSE => json.literal(Literal::False),
+            byte @ (b'{' | b'}' | b'[' | b']' | b',' | b':' | b'"') => json.byte(byte),
+            ORDER_CREATED => return OrderCreated::replay(&mut reader)?.write(json),
+            ORDER_FILLED => return OrderFilled::replay(&mut reader)?.write(json),
+            MARKET_DATA => return MarketDataUpdate::replay(&mut reader)?.write(json),
+            _ => return Err(Corrupt),
+        };
+        // The writer has no limit here, so it cannot fail.
+        written.map_err(|_| Corrupt)?;
+    }
+    Ok(())
+}
+
+/// A typed event with a fixed binary layout: recorded with a handful of copies, no serde
+/// calls, and replayed through its own `Serialize` (so its JSON is the derive's, exactly).
+///
+/// Layout: the opcode, the fixed-size fields, the strings' lengths (`u32`), the strings.
+pub(crate) trait Binary<'t>: Serialize + Sized + 't {
+    /// At least the length of the event's JSON, from the strings' lengths alone.
+    fn json_upper(&self) -> usize;
+    /// Clears `tape` and records the event.
+    fn record(&self, tape: &mut Vec<u8>);
+    /// Reads the event back (after its opcode); the strings borrow from the tape.
+    fn replay(reader: &mut Reader<'t>) -> std::result::Result<Self, Corrupt>;
+
+    /// Writes the event's JSON; the tape must hold nothing after it.
+    fn write(&self, mut json: JsonWriter<'_>) -> std::result::Result<(), Corrupt> {
+        self.serialize(&mut Serializer(&mut json))
+            .map_err(|_| Corrupt)
+    }
+}
+
+/// `JsonWriter` by reference, so a typed event can write into the caller's.
+impl<T: Sink> Sink for &mut T {
+    fn byte(&mut self, byte: u8) -> Result {
+        (**self).byte(byte)
+    }
+    fn literal(&mut self, literal: Literal) -> Result {
+        (**self).literal(literal)
+    }
+    fn string(&mut self, value: &str) -> Result {
+        (**self).string(value)
+    }
+    fn static_string(&mut self, value: &'static str) -> Result {
+        (**self).static_string(value)
+    }
+    fn field(&mut self, first: bool, key: &'static str) -> Result {
+        (**self).field(first, key)
+    }
+    fn i64(&mut self, value: i64) -> Result {
+        (**self).i64(value)
+    }
+    fn u64(&mut self, value: u64) -> Result {
+        (**self).u64(value)
+    }
+    fn i128(&mut self, value: i128) -> Result {
+        (**self).i128(value)
+    }
+    fn u128(&mut self, value: u128) -> Result {
+        (**self).u128(value)
+    }
+    fn f64(&mut self, value: f64) -> Result {
+        (**self).f64(value)
+    }
+    fn f32(&mut self, value: f32) -> Result {
+        (**self).f32(value)
+    }
+    fn display<T2: Display + ?Sized>(&mut self, value: &T2) -> Result {
+        (**self).display(value)
+    }
+}
+
+/// The JSON's length bound for `strings` and `numbers` of an event whose field names and
+/// punctuation take `fixed` bytes.
+fn typed_upper(fixed: usize, strings: &[&str], numbers: usize) -> usize {
+    strings
+        .iter()
+        .map(|s| string_bounds(s.len()).1)
+        .sum::<usize>()
+        + numbers * F64_TEXT
+        + fixed
+}
+
+/// A string's length as recorded; longer ones cannot fit any limit, so are never recorded.
+fn len32(s: &str) -> [u8; 4] {
+    u32::try_from(s.len()).unwrap_or(u32::MAX).to_le_bytes()
+}
+
+/// Copies the fixed part (built on the stack: one copy) and the strings.
+#[inline(always)]
+fn record_parts<const N: usize>(tape: &mut Vec<u8>, fixed: [u8; N], strings: &[&str]) {
+    tape.clear();
+    tape.extend_from_slice(&fixed);
+    for s in strings {
+        super::json::append(tape, s.as_bytes());
+    }
+}
+
+/// Concatenates byte arrays into one of the sum of their lengths, at compile time sizes.
+macro_rules! concat_bytes {
+    ($len:expr; $($part:expr),+ $(,)?) => {{
+        let mut out = [0u8; $len];
+        let mut at = 0;
+        $(
+            let part = $part;
+            out[at..at + part.len()].copy_from_slice(&part);
+            at += part.len();
+        )+
+        debug_assert_eq!(at, $len);
+        out
+    }};
+}
+
+impl<'t> Binary<'t> for OrderCreated<'t> {
+    fn json_upper(&self) -> usize {
+        // {"orderId":,"symbol":,"quantity":,"price":,"side":"SELL"}
+        typed_upper(64, &[self.order_id, self.symbol], 2)
+    }
+
+    #[inline]
+    fn record(&self, tape: &mut Vec<u8>) {
+        let side = match self.side {
+            Side::Buy => 0,
+            Side::Sell => 1,
+        };
+        let fixed = concat_bytes!(26;
+            [ORDER_CREATED, side],
+            self.quantity.to_le_bytes(),
+            self.price.to_le_bytes(),
+            len32(self.order_id),
+            len32(self.symbol),
+        );
+        record_parts(tape, fixed, &[self.order_id, self.symbol]);
+    }
+
+    fn replay(reader: &mut Reader<'t>) -> std::result::Result<Self, Corrupt> {
+        let [side] = reader.array()?;
+        let quantity = f64::from_le_bytes(reader.array()?);
+        let price = f64::from_le_bytes(reader.array()?);
+        let order_len = reader.len()?;
+        let symbol_len = reader.len()?;
+        Ok(OrderCreated {
+            correlation_id: "",
+            order_id: reader.text(order_len)?,
+            symbol: reader.text(symbol_len)?,
+            quantity,
+            price,
+            side: match side {
+                0 => Side::Buy,
+                1 => Side::Sell,
+                _ => return Err(Corrupt),
+            },
+        })
+    }
+}
+
+impl<'t> Binary<'t> for OrderFilled<'t> {
+    fn json_upper(&self) -> usize {
+        // {"orderId":,"fillId":,"quantity":,"price":}
+        typed_upper(48, &[self.order_id, self.fill_id], 2)
+    }
+
+    #[inline]
+    fn record(&self, tape: &mut Vec<u8>) {
+        let fixed = concat_bytes!(25;
+            [ORDER_FILLED],
+            self.quantity.to_le_bytes(),
+            self.price.to_le_bytes(),
+            len32(self.order_id),
+            len32(self.fill_id),
+        );
+        record_parts(tape, fixed, &[self.order_id, self.fill_id]);
+    }
+
+    fn replay(reader: &mut Reader<'t>) -> std::result::Result<Self, Corrupt> {
+        let quantity = f64::from_le_bytes(reader.array()?);
+        let price = f64::from_le_bytes(reader.array()?);
+        let order_len = reader.len()?;
+        let fill_len = reader.len()?;
+        Ok(OrderFilled {
+            correlation_id: "",
+            order_id: reader.text(order_len)?,
+            fill_id: reader.text(fill_len)?,
+            quantity,
+            price,
+        })
+    }
+}
+
+impl<'t> Binary<'t> for MarketDataUpdate<'t> {
+    fn json_upper(&self) -> usize {
+        // {"symbol":,"bid":,"ask":,"last":,"bidSize":,"askSize":,"exchangeTsNs":}
+        typed_upper(80, &[self.symbol], 6)
+    }
+
+    #[inline]
+    fn record(&self, tape: &mut Vec<u8>) {
+        let fixed = concat_bytes!(53;
+            [MARKET_DATA],
+            self.bid.to_le_bytes(),
+            self.ask.to_le_bytes(),
+            self.last.to_le_bytes(),
+            self.bid_size.to_le_bytes(),
+            self.ask_size.to_le_bytes(),
+            self.exchange_ts_ns.to_le_bytes(),
+            len32(self.symbol),
+        );
+        record_parts(tape, fixed, &[self.symbol]);
+    }
+
+    fn replay(reader: &mut Reader<'t>) -> std::result::Result<Self, Corrupt> {
+        let mut number = || reader.array().map(f64::from_le_bytes);
+        let (bid, ask, last, bid_size, ask_size) =
+            (number()?, number()?, number()?, number()?, number()?);
+        let exchange_ts_ns = u64::from_le_bytes(reader.array()?);
+        let symbol_len = reader.len()?;
+        Ok(MarketDataUpdate {
+            correlation_id: "",
+            symbol: reader.text(symbol_len)?,
+            bid,
+            ask,
+            last,
+            bid_size,
+            ask_size,
+            exchange_ts_ns,
+        })
+    }
+}
+
+fn name(names: &[&'static str], index: u8) -> std::result::Result<&'static str, Corrupt> {
+    names.get(usize::from(index)).copied().ok_or(Corrupt)
+}
+
+/// Reads a tape from the front.
+pub(crate) struct Reader<'a> {
+    tape: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn len(&mut self) -> std::result::Result<usize, Corrupt> {
+        Ok(u32::from_le_bytes(self.array()?) as usize)
+    }
+
+    fn text(&mut self, len: usize) -> std::result::Result<&'a str, Corrupt> {
+        std::str::from_utf8(self.slice(len)?).map_err(|_| Corrupt)
+    }
+
+    #[inline(always)]
+    fn take<const N: usize>(&mut self) -> Option<&'a [u8; N]> {
+        let (head, rest) = self.tape.split_first_chunk::<N>()?;
+        self.tape = rest;
+        Some(head)
+    }
+
+    #[inline(always)]
+    fn array<const N: usize>(&mut self) -> std::result::Result<[u8; N], Corrupt> {
+        self.take::<N>().copied().ok_or(Corrupt)
+    }
+
+    #[inline(always)]
+    fn slice(&mut self, len: usize) -> std::result::Result<&'a [u8], Corrupt> {
+        if len > self.tape.len() {
+            return Err(Corrupt);
+        }
+        let (head, rest) = self.tape.split_at(len);
+        self.tape = rest;
+        Ok(head)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::json::Serializer;
+    use super::*;
+    use proptest::prelude::*;
+    use serde::Serialize;
+
+    /// Records `value` and replays it, as `publish` and the drain do.
+    fn deferred<T: Serialize + ?Sized>(value: &T, max: usize) -> Result<Vec<u8>> {
+        let mut tape = Vec::new();
+        let mut names = Vec::with_capacity(NAMES_PER_SLOT);
+        let mut serializer = Serializer(Recorder::new(&mut tape, &mut names, max));
+        value.serialize(&mut serializer)?;
+        let mut out = Vec::new();
+        replay(&tape, &names, &mut out).expect("a recorded tape replays");
+        Ok(out)
+    }
+
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    enum Shape {
+        Unit,
+        Newtype(u8),
+        Tuple(i32, String),
+        Struct { a: Option<f64>, b: Vec<bool> },
+    }
+
+    /// More field names than a slot keeps by reference: the rest are copied.
+    #[derive(Serialize)]
+    struct Wide {
+        f01: u8,
+        f02: i16,
+        f03: u32,
+        f04: i64,
+        f05: u128,
+        f06: i128,
+        f07: f32,
+        f08: f64,
+        f09: char,
+        f10: bool,
+        f11: (),
+        f12: Option<u8>,
+        f13: &'static str,
+        f14: Shape,
+        f15: Shape,
+        f16: Shape,
+        f17: Shape,
+        f18: std::collections::BTreeMap<i32, f32>,
+        #[serde(rename = "quote\"d")]
+        f19: f64,
+        f20: f32,
+    }
+
+    #[test]
+    fn every_serde_shape_replays_as_serde_json_writes_it() {
+        let wide = Wide {
+            f01: 255,
+            f02: -3,
+            f03: u32::MAX,
+            f04: i64::MIN,
+            f05: u128::MAX,
+            f06: i128::MIN,
+            f07: 0.1,
+            f08: f64::NAN,
+            f09: 'é',
+            f10: true,
+            f11: (),
+            f12: None,
+            f13: "tab\tq\"",
+            f14: Shape::Unit,
+            f15: Shape::Newtype(7),
+            f16: Shape::Tuple(-1, "x".into()),
+            f17: Shape::Struct {
+                a: Some(1e300),
+                b: vec![false],
+            },
+            f18: [(-1, 2.5), (3, f32::INFINITY)].into_iter().collect(),
+            f19: -0.0,
+            f20: 1.0e-7,
+        };
+        assert_eq!(
+            String::from_utf8(deferred(&wide, usize::MAX).unwrap()).unwrap(),
+            serde_json::to_string(&wide).unwrap()
+        );
+    }
+
+    #[test]
+    fn display_values_are_recorded_formatted() {
+        struct Shown;
+        impl Serialize for Shown {
+            fn serialize<S: serde::Serializer>(
+                &self,
+                s: S,
+            ) -> std::result::Result<S::Ok, S::Error> {
+                s.collect_str(&format_args!("a\"b{}", 1))
+            }
+        }
+        assert_eq!(
+            deferred(&Shown, usize::MAX).unwrap(),
+            serde_json::to_vec(&Shown).unwrap()
+        );
+        assert!(matches!(deferred(&Shown, 4), Err(JsonError::TooLarge)));
+    }
+
+    #[test]
+    fn a_payload_past_the_limit_is_refused_before_it_is_copied() {
+        let long = "x".repeat(10_000);
+        let mut tape = Vec::with_capacity(64);
+        let mut names = Vec::new();
+        let mut serializer = Serializer(Recorder::new(&mut tape, &mut names, 100));
+        assert!(matches!(
+            long.serialize(&mut serializer),
+            Err(JsonError::TooLarge)
+        ));
+        assert_eq!(tape.capacity(), 64, "nothing big was copied");
+    }
+
+    #[test]
+    fn the_bounds_say_fits_only_when_it_does() {
+        // Exactly at the limit: 98 + 2 quotes; the upper bound (escapes) passes it.
+        let exact = "y".repeat(98);
+        let mut tape = Vec::new();
+        let mut names = Vec::new();
+        let mut serializer = Serializer(Recorder::new(&mut tape, &mut names, 100));
+        exact.serialize(&mut serializer).unwrap();
+        assert_eq!(serializer.0.finish(), Fit::Unsure);
+        let mut serializer = Serializer(Recorder::new(&mut tape, &mut names, 1000));
+        exact.serialize(&mut serializer).unwrap();
+        assert_eq!(serializer.0.finish(), Fit::Fits);
+    }
+
+    #[test]
+    fn a_truncated_tape_is_corrupt_not_a_panic() {
+        let mut tape = Vec::new();
+        let mut names = Vec::with_capacity(NAMES_PER_SLOT);
+        let mut serializer = Serializer(Recorder::new(&mut tape, &mut names, usize::MAX));
+        serde_json::json!({"a": [1.5, "b"]})
+            .serialize(&mut serializer)
+            .unwrap();
+        for len in 0..tape.len() {
+            let mut out = Vec::new();
+            let result = replay(&tape[..len], &names, &mut out);
+            // A cut between two ops replays what came before; a cut inside one is corrupt.
+            assert!(result.is_ok() || result == Err(Corrupt));
+        }
+        assert_eq!(replay(&[0xff], &names, &mut Vec::new()), Err(Corrupt));
+        assert_eq!(replay(&[NAME, 40], &names, &mut Vec::new()), Err(Corrupt));
+    }
+
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            any::<String>().prop_map(Value::String),
+            "[\\x00-\\x7f]{0,40}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(serde_json::Value::Array),
+                prop::collection::btree_map(any::<String>(), inner, 0..8)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    #[derive(Debug, Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Order {
+        order_id: String,
+        symbol: String,
+        quantity: f64,
+        price: f32,
+        filled: u64,
+        delta: i32,
+        tags: Vec<String>,
+        parent: Option<String>,
+    }
+
+    fn order() -> impl Strategy<Value = Order> {
+        (
+            any::<String>(),
+            "[ -~]{0,12}",
+            any::<f64>(),
+            any::<f32>(),
+            any::<u64>(),
+            any::<i32>(),
+            prop::collection::vec(any::<String>(), 0..4),
+            any::<Option<String>>(),
+        )
+            .prop_map(
+                |(order_id, symbol, quantity, price, filled, delta, tags, parent)| Order {
+                    order_id,
+                    symbol,
+                    quantity,
+                    price,
+                    filled,
+                    delta,
+                    tags,
+                    parent,
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn any_json_value_replays_byte_identical_to_serde_json(value in json_value()) {
+            prop_assert_eq!(deferred(&value, usize::MAX).unwrap(), serde_json::to_vec(&value).unwrap());
+        }
+
+        #[test]
+        fn any_struct_replays_byte_identical_to_serde_json(value in order()) {
+            prop_assert_eq!(deferred(&value, usize::MAX).unwrap(), serde_json::to_vec(&value).unwrap());
+        }
+
+        /// Refused exactly when serde_json's output is longer than the limit.
+        #[test]
+        fn the_limit_is_exact(value in json_value(), max in 0usize..400) {
+            let exact = serde_json::to_vec(&value).unwrap().len();
+            let mut tape = Vec::new();
+            let mut names = Vec::with_capacity(NAMES_PER_SLOT);
+            let mut serializer = Serializer(Recorder::new(&mut tape, &mut names, max));
+            let recorded = value.serialize(&mut serializer);
+            let fits = match recorded {
+                Err(JsonError::TooLarge) => false,
+                Err(other) => panic!("{other}"),
+                Ok(()) => match serializer.0.finish() {
+                    Fit::Fits => true,
+                    Fit::Unsure => super::super::json::measure(&value) <= max,
+                },
+            };
+            prop_assert_eq!(fits, exact <= max);
+        }
+    }
+}

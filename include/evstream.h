@@ -73,6 +73,26 @@ typedef struct {
   double price;
 } evstream_order_filled;
 
+// A `MarketDataUpdate` event: top of book.
+typedef struct {
+  // A correlation id (e.g. of the order this update triggers), or empty.
+  evstream_str correlation_id;
+  // Instrument symbol.
+  evstream_str symbol;
+  // Best bid.
+  double bid;
+  // Best ask.
+  double ask;
+  // Last trade price.
+  double last;
+  // Quantity at the best bid.
+  double bid_size;
+  // Quantity at the best ask.
+  double ask_size;
+  // Exchange time of the update, nanoseconds since the Unix epoch.
+  uint64_t exchange_ts_ns;
+} evstream_market_data;
+
 // A snapshot of the capture ring and the shipper.
 typedef struct {
   // Ring slots.
@@ -210,19 +230,29 @@ evstream_status evstream_publish_versioned(const evstream_handle *handle,
                                            const uint8_t *json,
                                            size_t json_len);
 
-// Publishes an `OrderCreated` (serialized into the ring slot; never blocks).
+// Publishes an `OrderCreated`: its fields are copied into the ring slot in binary and the
+// shipper writes the JSON. Never blocks. The fastest way to publish from C or C++.
 //
 // # Safety
 // `handle` as for [`evstream_publish`]; `order` null or valid, its strings valid.
 evstream_status evstream_on_order_created(const evstream_handle *handle,
                                           const evstream_order_created *order);
 
-// Publishes an `OrderFilled` (serialized into the ring slot; never blocks).
+// Publishes an `OrderFilled`: its fields are copied into the ring slot in binary and the
+// shipper writes the JSON. Never blocks.
 //
 // # Safety
 // `handle` as for [`evstream_publish`]; `fill` null or valid, its strings valid.
 evstream_status evstream_on_order_filled(const evstream_handle *handle,
                                          const evstream_order_filled *fill);
+
+// Publishes a `MarketDataUpdate`: its fields are copied into the ring slot in binary and the
+// shipper writes the JSON. Never blocks.
+//
+// # Safety
+// `handle` as for [`evstream_publish`]; `update` null or valid, its strings valid.
+evstream_status evstream_on_market_data(const evstream_handle *handle,
+                                        const evstream_market_data *update);
 
 // Fills `*out` with a snapshot of the ring and the shipper.
 //

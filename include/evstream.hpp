@@ -71,6 +71,18 @@ struct OrderFilled {
     double price = 0;
 };
 
+// A top-of-book update.
+struct MarketData {
+    std::string_view correlation_id;  // may be empty
+    std::string_view symbol;
+    double bid = 0;
+    double ask = 0;
+    double last = 0;
+    double bid_size = 0;
+    double ask_size = 0;
+    std::uint64_t exchange_ts_ns = 0;
+};
+
 class Publisher;
 
 // Either a Publisher or the Error that prevented it.
@@ -122,6 +134,13 @@ public:
         evstream_order_filled f{view(fill.correlation_id), view(fill.order_id),
                                 view(fill.fill_id), fill.quantity, fill.price};
         return evstream_on_order_filled(handle_, &f);
+    }
+
+    Status on_market_data(const MarketData& update) const noexcept {
+        evstream_market_data m{view(update.correlation_id), view(update.symbol), update.bid,
+                               update.ask,  update.last, update.bid_size, update.ask_size,
+                               update.exchange_ts_ns};
+        return evstream_on_market_data(handle_, &m);
     }
 
     Status health(evstream_health& out) const noexcept { return evstream_health_snapshot(handle_, &out); }

@@ -33,7 +33,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use evstream::config::{Config, RingConfig};
-use evstream::publish::{self, OrderCreated, OrderFilled, Publisher, Side};
+use evstream::publish::{self, MarketDataUpdate, OrderCreated, OrderFilled, Publisher, Side};
 use evstream::ship::{self, BreakerState, ShipperHandle};
 use evstream::{PublishError, ShipError};
 
@@ -113,6 +113,28 @@ pub struct evstream_order_filled {
     pub quantity: f64,
     /// Fill price.
     pub price: f64,
+}
+
+/// A `MarketDataUpdate` event: top of book.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct evstream_market_data {
+    /// A correlation id (e.g. of the order this update triggers), or empty.
+    pub correlation_id: evstream_str,
+    /// Instrument symbol.
+    pub symbol: evstream_str,
+    /// Best bid.
+    pub bid: f64,
+    /// Best ask.
+    pub ask: f64,
+    /// Last trade price.
+    pub last: f64,
+    /// Quantity at the best bid.
+    pub bid_size: f64,
+    /// Quantity at the best ask.
+    pub ask_size: f64,
+    /// Exchange time of the update, nanoseconds since the Unix epoch.
+    pub exchange_ts_ns: u64,
 }
 
 /// Options of [`evstream_create`]; zero or null fields take evstream's defaults.
@@ -449,7 +471,8 @@ pub unsafe extern "C" fn evstream_publish_versioned(
     })
 }
 
-/// Publishes an `OrderCreated` (serialized into the ring slot; never blocks).
+/// Publishes an `OrderCreated`: its fields are copied into the ring slot in binary and the
+/// shipper writes the JSON. Never blocks. The fastest way to publish from C or C++.
 ///
 /// # Safety
 /// `handle` as for [`evstream_publish`]; `order` null or valid, its strings valid.
@@ -500,7 +523,8 @@ pub unsafe extern "C" fn evstream_on_order_created(
     })
 }
 
-/// Publishes an `OrderFilled` (serialized into the ring slot; never blocks).
+/// Publishes an `OrderFilled`: its fields are copied into the ring slot in binary and the
+/// shipper writes the JSON. Never blocks.
 ///
 /// # Safety
 /// `handle` as for [`evstream_publish`]; `fill` null or valid, its strings valid.
@@ -534,6 +558,47 @@ pub unsafe extern "C" fn evstream_on_order_filled(
             fill_id,
             quantity: fill.quantity,
             price: fill.price,
+        }))
+    })
+}
+
+/// Publishes a `MarketDataUpdate`: its fields are copied into the ring slot in binary and the
+/// shipper writes the JSON. Never blocks.
+///
+/// # Safety
+/// `handle` as for [`evstream_publish`]; `update` null or valid, its strings valid.
+#[no_mangle]
+pub unsafe extern "C" fn evstream_on_market_data(
+    handle: *const evstream_handle,
+    update: *const evstream_market_data,
+) -> evstream_status {
+    guarded(|| {
+        // SAFETY: the caller's contract above.
+        let (handle, update) = match unsafe { (live(handle), update.as_ref()) } {
+            (Ok(handle), Some(update)) => (handle, update),
+            (Err(code), _) => return code,
+            (_, None) => return fail(EVSTREAM_NULL_ARGUMENT, format_args!("update is null")),
+        };
+        // SAFETY: the caller guarantees the strings' validity.
+        let fields = unsafe {
+            (
+                text(update.correlation_id, "correlation_id"),
+                text(update.symbol, "symbol"),
+            )
+        };
+        let (correlation_id, symbol) = match fields {
+            (Ok(c), Ok(s)) => (c, s),
+            (Err(code), _) | (_, Err(code)) => return code,
+        };
+        outcome(handle.publisher.on_market_data(&MarketDataUpdate {
+            correlation_id,
+            symbol,
+            bid: update.bid,
+            ask: update.ask,
+            last: update.last,
+            bid_size: update.bid_size,
+            ask_size: update.ask_size,
+            exchange_ts_ns: update.exchange_ts_ns,
         }))
     })
 }

@@ -273,6 +273,24 @@ fn the_boundary_refuses_bad_arguments_with_a_code_and_a_message() {
             price: 1.5,
         };
         assert_eq!(evstream_on_order_filled(handle, &fill), EVSTREAM_OK);
+        let mut update = evstream_market_data {
+            correlation_id: s(""),
+            symbol: not_utf8,
+            bid: 1.5,
+            ask: 1.6,
+            last: 1.55,
+            bid_size: 100.0,
+            ask_size: 200.0,
+            exchange_ts_ns: 1_764_000_000_000_000_000,
+        };
+        assert_eq!(evstream_on_market_data(handle, &update), EVSTREAM_INVALID);
+        assert_eq!(last_error(), "symbol is not UTF-8");
+        update.symbol = s("AAPL");
+        assert_eq!(evstream_on_market_data(handle, &update), EVSTREAM_OK);
+        assert_eq!(
+            evstream_on_market_data(handle, ptr::null()),
+            EVSTREAM_NULL_ARGUMENT
+        );
         assert_eq!(
             evstream_publish_versioned(
                 handle,
@@ -312,7 +330,7 @@ fn the_boundary_refuses_bad_arguments_with_a_code_and_a_message() {
 
         let mut health = evstream_health::default();
         assert_eq!(evstream_health_snapshot(handle, &mut health), EVSTREAM_OK);
-        assert_eq!(health.published, 4);
+        assert_eq!(health.published, 5);
         assert_eq!(health.refused, 3); // the invalid type and version, the too large payload
         assert_eq!(health.ring_capacity, 1024);
         assert_eq!(
@@ -322,15 +340,15 @@ fn the_boundary_refuses_bad_arguments_with_a_code_and_a_message() {
 
         let mut report = evstream_shutdown_report::default();
         assert_eq!(evstream_shutdown(handle, 5000, &mut report), EVSTREAM_OK);
-        assert_eq!((report.shipped, report.undelivered), (4, 0));
+        assert_eq!((report.shipped, report.undelivered), (5, 0));
         assert_eq!(
             evstream_publish(handle, s("T"), s(""), json.as_ptr(), json.len()),
             EVSTREAM_CLOSED
         );
         assert_eq!(evstream_shutdown(handle, 0, &mut report), EVSTREAM_OK);
-        assert_eq!(report.shipped, 4, "a second shutdown reports the first");
+        assert_eq!(report.shipped, 5, "a second shutdown reports the first");
         assert_eq!(evstream_health_snapshot(handle, &mut health), EVSTREAM_OK);
-        assert_eq!((health.shut_down, health.shipped), (1, 4));
+        assert_eq!((health.shut_down, health.shipped), (1, 5));
         evstream_destroy(handle);
 
         let mut status = -1;
@@ -364,7 +382,7 @@ fn the_boundary_refuses_bad_arguments_with_a_code_and_a_message() {
             c"ring full"
         );
     }
-    let versions: Vec<String> = redis::cmd("XRANGE")
+    let entries = redis::cmd("XRANGE")
         .arg("ffi-events")
         .arg("-")
         .arg("+")
@@ -374,11 +392,25 @@ fn the_boundary_refuses_bad_arguments_with_a_code_and_a_message() {
                 .get_connection()
                 .unwrap(),
         )
-        .unwrap()
-        .into_iter()
-        .map(|(_, fields)| fields["version"].clone())
+        .unwrap();
+    let versions: Vec<&str> = entries
+        .iter()
+        .map(|(_, fields)| fields["version"].as_str())
         .collect();
-    assert_eq!(versions, ["v1", "v1", "v1", "v2"]);
+    assert_eq!(versions, ["v1", "v1", "v1", "v1", "v2"]);
+    // The typed calls' JSON, written by the shipper from the binary copy.
+    let data: Vec<&str> = entries[1..4]
+        .iter()
+        .map(|(_, fields)| fields["data"].as_str())
+        .collect();
+    assert_eq!(
+        data,
+        [
+            r#"{"orderId":"2","symbol":"AAPL","quantity":10.0,"price":1.5,"side":"SELL"}"#,
+            r#"{"orderId":"2","fillId":"2-1","quantity":10.0,"price":1.5}"#,
+            r#"{"symbol":"AAPL","bid":1.5,"ask":1.6,"last":1.55,"bidSize":100.0,"askSize":200.0,"exchangeTsNs":1764000000000000000}"#,
+        ]
+    );
 }
 
 #[test]

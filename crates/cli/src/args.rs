@@ -367,7 +367,12 @@ pub(crate) struct BenchArgs {
     /// Events per second, all producers together, or `max`.
     #[arg(long, default_value = "max")]
     pub(crate) rate: Rate,
-    /// Size of each event's JSON payload in bytes.
+    /// What to publish: `payload` (a `Serialize` struct of `--payload-bytes`, through
+    /// `publish`) or `orders` (`OrderCreated`/`OrderFilled` pairs through the typed facade,
+    /// `on_order_created`/`on_order_filled`, the path engines use).
+    #[arg(long, value_enum, default_value_t = EventKind::Payload)]
+    pub(crate) event_kind: EventKind,
+    /// Size of each event's JSON payload in bytes (with `--event-kind payload`).
     #[arg(long, default_value_t = 400)]
     pub(crate) payload_bytes: usize,
     /// Publishing threads.
@@ -385,6 +390,16 @@ pub(crate) struct BenchArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+/// What `evstream bench` publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum EventKind {
+    /// A `Serialize` struct padded to `--payload-bytes`.
+    Payload,
+    /// Typed `OrderCreated`/`OrderFilled` pairs.
+    Orders,
 }
 
 /// A publishing rate.

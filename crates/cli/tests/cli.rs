@@ -190,6 +190,43 @@ fn bench_reads_back_and_checks_every_event() {
 }
 
 #[test]
+fn bench_publishes_typed_orders_and_checks_each_one_byte_for_byte() {
+    let output = evstream()
+        .args([
+            "bench",
+            "--event-kind",
+            "orders",
+            "--events",
+            "20000",
+            "--producers",
+            "2",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    for (field, expected) in [
+        ("published", 20_000),
+        ("delivered", 20_000),
+        ("lost", 0),
+        ("duplicates", 0),
+        ("corrupt", 0),
+    ] {
+        assert_eq!(
+            summary[field].as_u64(),
+            Some(expected),
+            "{field}: {summary}"
+        );
+    }
+    assert_eq!(summary["event_kind"], "orders", "{summary}");
+}
+
+#[test]
 fn unreachable_redis_is_a_clear_error_not_a_hang_and_hides_the_password() {
     let port = evstream_testkit::free_port().unwrap();
     let started = std::time::Instant::now();

@@ -12,7 +12,7 @@ use evstream::{publish, ship, Config, PublishError};
 use evstream_intellisense::percentiles::{self, ms, Percentiles};
 use serde::Serialize;
 
-use crate::args::{BenchArgs, Rate};
+use crate::args::{BenchArgs, EventKind, Rate};
 use crate::engine::new_histogram;
 use crate::pipeline::{self, Delivery, Target};
 use crate::report_html::{AppendLatency, Report as ReportPage, Sample, Sampler};
@@ -41,6 +41,8 @@ struct Summary {
     redis: String,
     events: u64,
     producers: usize,
+    event_kind: EventKind,
+    /// The JSON payload's size; with `--event-kind orders`, the mean of an order's two events.
     payload_bytes: usize,
     #[serde(flatten)]
     delivery: Delivery,
@@ -145,9 +147,12 @@ pub(crate) fn run(
             Some(duration) => format!("for {duration:?}"),
             None => format!("{events} events"),
         };
+        let kind = match args.event_kind {
+            EventKind::Payload => format!("{} bytes", args.payload_bytes),
+            EventKind::Orders => "OrderCreated/OrderFilled pairs (typed)".to_owned(),
+        };
         eprintln!(
-            "evstream bench: {what} of {} bytes from {} producer(s) at {} into {} ({})",
-            args.payload_bytes,
+            "evstream bench: {what} of {kind} from {} producer(s) at {} into {} ({})",
             args.producers,
             args.rate,
             super::stream_name(&config),
@@ -186,6 +191,7 @@ pub(crate) fn run(
             let pad = pad.clone();
             let correlations = Arc::clone(&correlations);
             let payload_bytes = args.payload_bytes;
+            let event_kind = args.event_kind;
             let count = per_producer.min(events.saturating_sub(producer * per_producer));
             let interval = match args.rate {
                 Rate::Max => None,
@@ -213,11 +219,26 @@ pub(crate) fn run(
                         n,
                         pad: &pad[..pad_len(payload_bytes, producer, n)],
                     };
+                    // An order's two events share its correlation id (so its partition).
+                    let mut order_id = OrderId::new(producer, n / 2);
                     let mut full_since = None;
                     loop {
                         let start = Instant::now();
-                        let correlation = &correlations[(n % CORRELATIONS) as usize];
-                        let result = publisher.publish("BenchEvent", &payload, correlation);
+                        let result = match event_kind {
+                            EventKind::Payload => {
+                                let correlation = &correlations[(n % CORRELATIONS) as usize];
+                                publisher.publish("BenchEvent", &payload, correlation)
+                            }
+                            EventKind::Orders => {
+                                let correlation = &correlations[(n / 2 % CORRELATIONS) as usize];
+                                let order = Order::new(order_id.text(), n / 2);
+                                if n.is_multiple_of(2) {
+                                    publisher.on_order_created(&order.created(correlation))
+                                } else {
+                                    publisher.on_order_filled(&order.filled(correlation))
+                                }
+                            }
+                        };
                         let took = start.elapsed().as_nanos() as u64;
                         match result {
                             Ok(()) => {
@@ -267,19 +288,10 @@ pub(crate) fn run(
         if let Some(timestamp_ns) = entry.get::<u64>("timestamp_ns") {
             append_latency.record(&entry.id, timestamp_ns);
         }
-        let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else {
-            return false;
-        };
-        let (Some(producer), Some(n)) = (value["producer"].as_u64(), value["n"].as_u64()) else {
-            return false;
-        };
-        // Byte for byte what was published.
-        let expected = Payload {
-            producer,
-            n,
-            pad: &pad[..pad_len(args.payload_bytes, producer, n)],
-        };
-        serde_json::to_vec(&expected).is_ok_and(|bytes| bytes == data)
+        match args.event_kind {
+            EventKind::Payload => is_bench_payload(data, &pad, args.payload_bytes),
+            EventKind::Orders => is_bench_order(entry.get::<String>("event_type").as_deref(), data),
+        }
     })?;
     let (delivery, soak) = match args.duration {
         None => (
@@ -306,7 +318,11 @@ pub(crate) fn run(
         redis: target.describe(),
         events: published,
         producers: args.producers,
-        payload_bytes: args.payload_bytes,
+        event_kind: args.event_kind,
+        payload_bytes: match args.event_kind {
+            EventKind::Payload => args.payload_bytes,
+            EventKind::Orders => Order::mean_json_bytes(),
+        },
         delivery,
         ring_full_retries: retries,
         throughput_eps: published as f64 / elapsed.as_secs_f64(),
@@ -381,6 +397,124 @@ fn entries_added(config: &Config) -> anyhow::Result<u64> {
     super::block_on(evstream::audit::entries_added(config))?.map_err(super::partition_error)
 }
 
+/// Whether `data` is, byte for byte, the payload the bench published.
+fn is_bench_payload(data: &[u8], pad: &str, payload_bytes: usize) -> bool {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return false;
+    };
+    let (Some(producer), Some(n)) = (value["producer"].as_u64(), value["n"].as_u64()) else {
+        return false;
+    };
+    let expected = Payload {
+        producer,
+        n,
+        pad: &pad[..pad_len(payload_bytes, producer, n)],
+    };
+    serde_json::to_vec(&expected).is_ok_and(|bytes| bytes == data)
+}
+
+/// Whether `data` is, byte for byte, the `OrderCreated` or `OrderFilled` the bench published
+/// for the order its `orderId` names.
+fn is_bench_order(event_type: Option<&str>, data: &[u8]) -> bool {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return false;
+    };
+    let Some((producer, k)) = value["orderId"]
+        .as_str()
+        .and_then(|id| id.split_once('-'))
+        .and_then(|(p, k)| Some((p.parse().ok()?, k.parse().ok()?)))
+    else {
+        return false;
+    };
+    let mut id = OrderId::new(producer, k);
+    let order = Order::new(id.text(), k);
+    let expected = match event_type {
+        Some("OrderCreated") => serde_json::to_vec(&order.created("")),
+        Some("OrderFilled") => serde_json::to_vec(&order.filled("")),
+        _ => return false,
+    };
+    expected.is_ok_and(|bytes| bytes == data)
+}
+
+/// `<producer>-<k>` formatted on the stack: no allocation in the timed loop.
+struct OrderId {
+    buffer: [u8; 48],
+    len: usize,
+}
+
+impl OrderId {
+    fn new(producer: u64, k: u64) -> Self {
+        let mut buffer = [0u8; 48];
+        let mut cursor = std::io::Cursor::new(&mut buffer[..]);
+        // Two u64s and a dash always fit in 48 bytes.
+        let _ = write!(cursor, "{producer}-{k}");
+        let len = cursor.position() as usize;
+        Self { buffer, len }
+    }
+
+    fn text(&mut self) -> &str {
+        std::str::from_utf8(&self.buffer[..self.len]).unwrap_or_default()
+    }
+}
+
+/// The fields of the bench's `k`-th order of a producer, derived from `k` alone so the
+/// read-back can rebuild each event.
+struct Order<'a> {
+    id: &'a str,
+    symbol: &'static str,
+    quantity: f64,
+    price: f64,
+    buy: bool,
+}
+
+const SYMBOLS: [&str; 4] = ["AAPL", "MSFT", "NVDA", "TSLA"];
+
+impl<'a> Order<'a> {
+    fn new(id: &'a str, k: u64) -> Self {
+        Self {
+            id,
+            symbol: SYMBOLS[(k % 4) as usize],
+            quantity: 100.0 + (k % 7) as f64,
+            price: 100.0 + (k % 400) as f64 * 0.25,
+            buy: k.is_multiple_of(2),
+        }
+    }
+
+    fn created(&self, correlation_id: &'a str) -> publish::OrderCreated<'a> {
+        publish::OrderCreated {
+            correlation_id,
+            order_id: self.id,
+            symbol: self.symbol,
+            quantity: self.quantity,
+            price: self.price,
+            side: if self.buy {
+                publish::Side::Buy
+            } else {
+                publish::Side::Sell
+            },
+        }
+    }
+
+    fn filled(&self, correlation_id: &'a str) -> publish::OrderFilled<'a> {
+        publish::OrderFilled {
+            correlation_id,
+            order_id: self.id,
+            fill_id: self.id,
+            quantity: self.quantity,
+            price: self.price,
+        }
+    }
+
+    /// The mean JSON size of an order's two events, for the summary.
+    fn mean_json_bytes() -> usize {
+        let mut id = OrderId::new(0, 12_345);
+        let order = Order::new(id.text(), 12_345);
+        let created = serde_json::to_vec(&order.created("")).map_or(0, |b| b.len());
+        let filled = serde_json::to_vec(&order.filled("")).map_or(0, |b| b.len());
+        (created + filled) / 2
+    }
+}
+
 /// Padding that makes the payload of event `n` of `producer` exactly `bytes` long (or as
 /// short as it gets, if `bytes` is below the unpadded size).
 fn pad_len(bytes: usize, producer: u64, n: u64) -> usize {
@@ -392,6 +526,21 @@ fn pad_len(bytes: usize, producer: u64, n: u64) -> usize {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_order_check_accepts_the_published_bytes_only() {
+        let mut id = OrderId::new(3, 41);
+        let order = Order::new(id.text(), 41);
+        let created = serde_json::to_vec(&order.created("c")).unwrap();
+        assert!(is_bench_order(Some("OrderCreated"), &created));
+        assert!(!is_bench_order(Some("OrderFilled"), &created));
+        let filled = serde_json::to_vec(&order.filled("c")).unwrap();
+        assert!(is_bench_order(Some("OrderFilled"), &filled));
+        let changed = String::from_utf8(created)
+            .unwrap()
+            .replace("\"price\":110.25", "\"price\":110.5");
+        assert!(!is_bench_order(Some("OrderCreated"), changed.as_bytes()));
+    }
     use super::*;
 
     #[test]

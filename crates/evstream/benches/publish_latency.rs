@@ -413,12 +413,18 @@ fn main() {
             ("typed OrderCreated", Path::Typed),
             ("Serialize struct, same fields", Path::Serialize),
             ("16-field struct", Path::Wide),
-            ("pre-serialized (publish_raw): no JSON to write", Path::InCall),
+            (
+                "pre-serialized (publish_raw): no JSON to write",
+                Path::InCall,
+            ),
         ] {
             let ns: Vec<f64> = (0..5).map(|_| drain_cost(path, 1 << 20)).collect();
             let mut sorted = ns.clone();
             sorted.sort_by(f64::total_cmp);
-            println!("drain + JSON, {name}: median {:.0} ns/event (runs {ns:.0?})", sorted[2]);
+            println!(
+                "drain + JSON, {name}: median {:.0} ns/event (runs {ns:.0?})",
+                sorted[2]
+            );
         }
         return;
     }

@@ -61,10 +61,20 @@ pub(crate) enum Fit {
     Unsure,
 }
 
+/// Bytes a [`Recorder`] stages on the stack before copying them into the slot.
+const STAGE: usize = 256;
+
 /// The [`Sink`] of the engine's thread: records into a slot's tape and names.
+///
+/// The recording is staged in a buffer on the stack and copied into the slot's tape in one
+/// go (when the stage is full, and when the recorder is dropped): the slot's buffer was last
+/// touched a lap of the ring ago and is in no cache, and tens of small writes to it cost far
+/// more than one copy.
 pub(crate) struct Recorder<'a> {
     tape: &'a mut Vec<u8>,
     names: &'a mut Vec<&'static str>,
+    staged: [u8; STAGE],
+    staged_len: usize,
     /// Bounds of the JSON's length so far.
     lower: usize,
     upper: usize,
@@ -80,6 +90,8 @@ impl<'a> Recorder<'a> {
         Self {
             tape,
             names,
+            staged: [0; STAGE],
+            staged_len: 0,
             lower: 0,
             upper: 0,
             max,
@@ -107,10 +119,52 @@ impl<'a> Recorder<'a> {
         Ok(())
     }
 
+    /// Appends `bytes` to the record.
     #[inline(always)]
-    fn op(&mut self, op: u8, bytes: &[u8]) {
-        self.tape.push(op);
-        super::json::append(self.tape, bytes);
+    fn put(&mut self, bytes: &[u8]) {
+        let at = self.staged_len;
+        match self.staged.get_mut(at..at + bytes.len()) {
+            Some(room) => {
+                room.copy_from_slice(bytes);
+                self.staged_len = at + bytes.len();
+            }
+            None => self.put_past_the_stage(bytes),
+        }
+    }
+
+    #[cold]
+    fn put_past_the_stage(&mut self, bytes: &[u8]) {
+        self.unstage();
+        if bytes.len() <= STAGE {
+            self.staged[..bytes.len()].copy_from_slice(bytes);
+            self.staged_len = bytes.len();
+        } else {
+            self.tape.extend_from_slice(bytes);
+        }
+    }
+
+    /// Copies the staged bytes into the slot's tape.
+    #[inline]
+    fn unstage(&mut self) {
+        self.tape.extend_from_slice(&self.staged[..self.staged_len]);
+        self.staged_len = 0;
+    }
+
+    /// Appends an opcode and its `N` bytes of operand.
+    #[inline(always)]
+    fn op<const N: usize>(&mut self, op: u8, operand: [u8; N]) {
+        let at = self.staged_len;
+        match self.staged.get_mut(at..at + 1 + N) {
+            Some(room) => {
+                room[0] = op;
+                room[1..].copy_from_slice(&operand);
+                self.staged_len = at + 1 + N;
+            }
+            None => {
+                self.put_past_the_stage(&[op]);
+                self.put_past_the_stage(&operand);
+            }
+        }
     }
 
     /// The index of `name` in the slot's names, or `None` when they are full.
@@ -126,6 +180,12 @@ impl<'a> Recorder<'a> {
     }
 }
 
+impl Drop for Recorder<'_> {
+    fn drop(&mut self) {
+        self.unstage();
+    }
+}
+
 /// The JSON length of a string of `len` bytes: `len + 2` unescaped, six per byte at most.
 #[inline(always)]
 fn string_bounds(len: usize) -> (usize, usize) {
@@ -136,7 +196,7 @@ impl Sink for Recorder<'_> {
     #[inline(always)]
     fn byte(&mut self, byte: u8) -> Result {
         self.grow(1, 1)?;
-        self.tape.push(byte);
+        self.put(&[byte]);
         Ok(())
     }
 
@@ -144,11 +204,11 @@ impl Sink for Recorder<'_> {
     fn literal(&mut self, literal: Literal) -> Result {
         let len = literal.text().len();
         self.grow(len, len)?;
-        self.tape.push(match literal {
+        self.put(&[match literal {
             Literal::Null => NULL,
             Literal::True => TRUE,
             Literal::False => FALSE,
-        });
+        }]);
         Ok(())
     }
 
@@ -157,8 +217,8 @@ impl Sink for Recorder<'_> {
         let (lower, upper) = string_bounds(value.len());
         self.grow(lower, upper)?;
         let len = u32::try_from(value.len()).map_err(|_| JsonError::TooLarge)?;
-        self.op(STR, &len.to_le_bytes());
-        super::json::append(self.tape, value.as_bytes());
+        self.op(STR, len.to_le_bytes());
+        self.put(value.as_bytes());
         Ok(())
     }
 
@@ -168,7 +228,7 @@ impl Sink for Recorder<'_> {
             Some(index) => {
                 let (lower, upper) = string_bounds(value.len());
                 self.grow(lower, upper)?;
-                self.op(NAME, &[index]);
+                self.op(NAME, [index]);
                 Ok(())
             }
             None => self.string(value),
@@ -187,53 +247,54 @@ impl Sink for Recorder<'_> {
         let (lower, upper) = string_bounds(key.len());
         let separators = if first { 1 } else { 2 };
         self.grow(lower + separators, upper + separators)?;
-        self.op(if first { FIELD } else { NEXT_FIELD }, &[index]);
+        self.op(if first { FIELD } else { NEXT_FIELD }, [index]);
         Ok(())
     }
 
     #[inline(always)]
     fn i64(&mut self, value: i64) -> Result {
         self.grow(1, I64_TEXT)?;
-        self.op(I64, &value.to_le_bytes());
+        self.op(I64, value.to_le_bytes());
         Ok(())
     }
 
     #[inline(always)]
     fn u64(&mut self, value: u64) -> Result {
         self.grow(1, I64_TEXT)?;
-        self.op(U64, &value.to_le_bytes());
+        self.op(U64, value.to_le_bytes());
         Ok(())
     }
 
     fn i128(&mut self, value: i128) -> Result {
         self.grow(1, I128_TEXT)?;
-        self.op(I128, &value.to_le_bytes());
+        self.op(I128, value.to_le_bytes());
         Ok(())
     }
 
     fn u128(&mut self, value: u128) -> Result {
         self.grow(1, I128_TEXT)?;
-        self.op(U128, &value.to_le_bytes());
+        self.op(U128, value.to_le_bytes());
         Ok(())
     }
 
     #[inline(always)]
     fn f64(&mut self, value: f64) -> Result {
         self.grow(1, F64_TEXT)?;
-        self.op(F64, &value.to_le_bytes());
+        self.op(F64, value.to_le_bytes());
         Ok(())
     }
 
     #[inline]
     fn f32(&mut self, value: f32) -> Result {
         self.grow(1, F32_TEXT)?;
-        self.op(F32, &value.to_le_bytes());
+        self.op(F32, value.to_le_bytes());
         Ok(())
     }
 
     /// Formats now (the value is borrowed and gone after the call), into a string op.
     fn display<T: Display + ?Sized>(&mut self, value: &T) -> Result {
         use fmt::Write;
+        self.unstage();
         self.tape.push(STR);
         let at = self.tape.len();
         self.tape.extend_from_slice(&[0; 4]);
@@ -592,6 +653,7 @@ mod tests {
         let mut names = Vec::with_capacity(NAMES_PER_SLOT);
         let mut serializer = Serializer(Recorder::new(&mut tape, &mut names, max));
         value.serialize(&mut serializer)?;
+        drop(serializer);
         let mut out = Vec::new();
         replay(&tape, &names, &mut out).expect("a recorded tape replays");
         Ok(out)
@@ -666,6 +728,20 @@ mod tests {
     }
 
     #[test]
+    fn records_longer_than_the_stage_replay_whole() {
+        let long = "x\"y".repeat(200);
+        let value = serde_json::json!({
+            "a": long,
+            "b": (0..100).map(|n| n as f64 * 0.5).collect::<Vec<_>>(),
+            "c": ["s".repeat(STAGE - 3), "t".repeat(STAGE + 1)],
+        });
+        assert_eq!(
+            deferred(&value, usize::MAX).unwrap(),
+            serde_json::to_vec(&value).unwrap()
+        );
+    }
+
+    #[test]
     fn display_values_are_recorded_formatted() {
         struct Shown;
         impl Serialize for Shown {
@@ -693,6 +769,7 @@ mod tests {
             long.serialize(&mut serializer),
             Err(JsonError::TooLarge)
         ));
+        drop(serializer);
         assert_eq!(tape.capacity(), 64, "nothing big was copied");
     }
 
@@ -705,6 +782,7 @@ mod tests {
         let mut serializer = Serializer(Recorder::new(&mut tape, &mut names, 100));
         exact.serialize(&mut serializer).unwrap();
         assert_eq!(serializer.0.finish(), Fit::Unsure);
+        drop(serializer);
         let mut serializer = Serializer(Recorder::new(&mut tape, &mut names, 1000));
         exact.serialize(&mut serializer).unwrap();
         assert_eq!(serializer.0.finish(), Fit::Fits);
@@ -718,6 +796,7 @@ mod tests {
         serde_json::json!({"a": [1.5, "b"]})
             .serialize(&mut serializer)
             .unwrap();
+        drop(serializer);
         for len in 0..tape.len() {
             let mut out = Vec::new();
             let result = replay(&tape[..len], &names, &mut out);

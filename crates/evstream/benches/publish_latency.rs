@@ -149,8 +149,8 @@ where
                 let warm_up = events / 10;
                 let begin = Instant::now();
                 for n in 0..warm_up + events {
-                    if rate > 0 {
-                        let due = begin + Duration::from_nanos(n * 1_000_000_000 / rate);
+                    if let Some(gap) = 1_000_000_000u64.checked_div(rate) {
+                        let due = begin + Duration::from_nanos(n * gap);
                         while Instant::now() < due {
                             std::hint::spin_loop();
                         }

@@ -22,5 +22,7 @@ g++ -std=c++17 -O2 -Iinclude examples/cpp/latency.cpp target/release/libevstream
     -lpthread -ldl -lm -lrt -lutil -o "$work/latency"
 echo "{\"row\":\"c++ evstream::Publisher::publish (C ABI)\",$("$work/latency" "redis://127.0.0.1:$port" "$calls" | cut -c2-)"
 redis-cli -p "$port" flushall >/dev/null
+echo "{\"row\":\"c++ evstream::Publisher::on_order_created (typed, C ABI)\",$("$work/latency" "redis://127.0.0.1:$port" "$calls" typed | cut -c2-)"
+redis-cli -p "$port" flushall >/dev/null
 cargo bench --locked -p evstream-ffi --bench ffi_latency -- \
     --redis-url "redis://127.0.0.1:$port" --calls "$calls"

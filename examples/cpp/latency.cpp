@@ -1,10 +1,13 @@
-// Latency of evstream_publish from C++ (through include/evstream.hpp): a ~400-byte
-// OrderCreated JSON, each call timed with steady_clock, while the shipper ships into Redis.
+// Latency of publishing from C++ (through include/evstream.hpp), each call timed with
+// steady_clock while the shipper ships into Redis: a ~400-byte OrderCreated JSON through
+// evstream_publish, or with `typed` an OrderCreated through evstream_on_order_created (its
+// fields copied in binary; the shipper writes the JSON).
 // Calls are made in bursts of 50,000 and the harness waits for the ring to drain between
 // bursts, so a full ring (a shipping limit, not a publish latency) is never timed.
 //
 // Build and run: scripts/bench-cpp.sh (it starts a private redis-server). By hand:
-//   ./latency <redis-url> [calls]   -> {"calls":..,"p50_ns":..,"p99_ns":..,"p999_ns":..,"max_ns":..}
+//   ./latency <redis-url> [calls] [typed]
+//       -> {"calls":..,"p50_ns":..,"p99_ns":..,"p999_ns":..,"max_ns":..}
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -18,10 +21,11 @@
 
 int main(int argc, char** argv) {
     if (argc < 2) {
-        std::fprintf(stderr, "usage: latency <redis-url> [calls]\n");
+        std::fprintf(stderr, "usage: latency <redis-url> [calls] [typed]\n");
         return 2;
     }
     long calls = argc > 2 ? std::atol(argv[2]) : 1000000;
+    const bool typed = argc > 3 && std::string(argv[3]) == "typed";
     if (calls <= 0) {
         std::fprintf(stderr, "calls must be positive\n");
         return 2;
@@ -45,6 +49,13 @@ int main(int argc, char** argv) {
         R"("venue":"XNAS","trader":"algo-engine-7","createdTsNs":1764000000000000000,"riskCheckNs":850,)"
         R"("parentOrderId":"PARENT-2026-11-26-000000000042","notes":"risk checks passed"})";
     const std::string correlation = "corr-7f3a9c2e-5b1d-4e8f-a6c0-123456789abc";
+    // The typed event of the Rust harness's typed rows (crates/ffi/benches/ffi_latency.rs).
+    const evstream::OrderCreated order{"ord-000012345", "ORD-2026-12-04-000012345", "AAPL",
+                                       100.0, 189.25, true};
+    auto publish = [&] {
+        return typed ? events.on_order_created(order)
+                     : events.publish("OrderCreated", correlation, json);
+    };
 
     std::vector<std::uint64_t> samples;
     samples.reserve(static_cast<std::size_t>(calls));
@@ -57,7 +68,7 @@ int main(int argc, char** argv) {
     };
     // Warm-up: one burst, not timed.
     for (long i = 0; i < burst; ++i) {
-        while (events.publish("OrderCreated", correlation, json).code() == EVSTREAM_FULL) {
+        while (publish().code() == EVSTREAM_FULL) {
         }
     }
     drain();
@@ -65,7 +76,7 @@ int main(int argc, char** argv) {
         long end = std::min(calls, done + burst);
         for (; done < end; ++done) {
             auto start = std::chrono::steady_clock::now();
-            evstream::Status status = events.publish("OrderCreated", correlation, json);
+            evstream::Status status = publish();
             auto elapsed = std::chrono::steady_clock::now() - start;
             if (!status.ok()) {
                 std::fprintf(stderr, "publish refused: %s\n", status.name());

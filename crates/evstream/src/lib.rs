@@ -10,11 +10,11 @@
 //!    [`Publisher`] (clone it into every engine thread) and the [`publish::Receiver`] (the
 //!    shipper's end).
 //! 2. **Publish**: [`Publisher::publish`] or the typed facade
-//!    ([`Publisher::on_order_created`], …) serializes the event into a pre-allocated slot and
-//!    returns at once. It never blocks, never allocates for events up to `ring.slot_bytes`,
+//!    ([`Publisher::on_order_created`], …) copies the event into a pre-allocated slot in
+//!    binary and returns at once; the drain writes its JSON. It never blocks, never allocates for events up to `ring.slot_bytes`,
 //!    and never truncates: an event is accepted whole or refused with a [`PublishError`].
-//! 3. **Drain**: the receiver takes events out in batches, stamping each producer's
-//!    consecutive `sequence`.
+//! 3. **Drain**: the receiver takes events out in batches, writes their JSON and stamps each
+//!    producer's consecutive `sequence`.
 //! 4. **Shutdown**: drop every `Publisher`; [`publish::Receiver::is_finished`] turns true once
 //!    the ring is empty.
 //!

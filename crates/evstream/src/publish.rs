@@ -2,9 +2,14 @@
 //! [`Receiver`], the one end that drains the ring (the shipper).
 //!
 //! `publish` claims a pre-allocated ring slot, copies the event type and correlation id into
-//! it, stamps the wall-clock time, serializes the payload straight into the slot's buffer and
-//! commits. It never blocks (unless `ring.when_full = "wait"`, and then only for a bounded
-//! time), never allocates for payloads up to `ring.slot_bytes`, and never truncates.
+//! it, stamps the time (the CPU's counter, [`clock`]), copies the payload into the slot in
+//! binary and commits: the typed events (`on_order_created`, …) in a fixed layout, any
+//! `Serialize` value as a record of what the serializer would write ([`tape`]). The
+//! [`Receiver`] writes the JSON when it drains the slot, on the shipper's thread, byte for
+//! byte what formatting in the call would have written. So the engine's thread pays for a
+//! copy, not for formatting numbers and escaping strings. `publish` never blocks (unless
+//! `ring.when_full = "wait"`, and then only for a bounded time), never allocates for payloads
+//! up to `ring.slot_bytes`, and never truncates: the size limit applies to the JSON, exactly.
 //!
 //! The per-producer `sequence` of the envelope is stamped when the event leaves the ring, by
 //! the single [`Receiver`], in ring order. Ring order is the order in which events were

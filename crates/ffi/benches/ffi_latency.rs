@@ -2,12 +2,14 @@
 //! `scripts/bench-cpp.sh` compare the same thing: a ~400-byte `OrderCreated` JSON published
 //! in bursts of 50,000 timed calls while the shipper ships into Redis, waiting for the ring
 //! to drain between bursts. Rows: the Rust `Publisher::publish_raw` and `evstream_publish`
-//! through the C ABI.
+//! through the C ABI; then the typed `OrderCreated` (~100 bytes of JSON, copied in binary):
+//! `Publisher::on_order_created` and `evstream_on_order_created` through the C ABI.
 //!
 //! Run: `cargo bench -p evstream-ffi --bench ffi_latency -- --redis-url URL [--calls N]`.
 use std::time::{Duration, Instant};
 
 use evstream::config::{Config, RingConfig};
+use evstream::publish::{OrderCreated, Side};
 use evstream::{publish, ship};
 use evstream_ffi::*;
 
@@ -95,6 +97,20 @@ fn main() {
         || publisher.health().depth,
     );
     row("rust Publisher::publish_raw", &samples);
+    let order = OrderCreated {
+        correlation_id: "ord-000012345",
+        order_id: "ORD-2026-12-04-000012345",
+        symbol: "AAPL",
+        quantity: 100.0,
+        price: 189.25,
+        side: Side::Buy,
+    };
+    let samples = harness(
+        calls,
+        || publisher.on_order_created(&order).is_ok(),
+        || publisher.health().depth,
+    );
+    row("rust Publisher::on_order_created (typed)", &samples);
     drop(publisher);
     shipper.shutdown(Duration::from_secs(30));
 
@@ -135,6 +151,26 @@ fn main() {
         },
     );
     row("rust → C ABI evstream_publish", &samples);
+    let order = evstream_order_created {
+        correlation_id: text("ord-000012345"),
+        order_id: text("ORD-2026-12-04-000012345"),
+        symbol: text("AAPL"),
+        quantity: 100.0,
+        price: 189.25,
+        side: EVSTREAM_SIDE_BUY,
+    };
+    let samples = harness(
+        calls,
+        // SAFETY: a live handle and a valid order.
+        || unsafe { evstream_on_order_created(handle, &order) == EVSTREAM_OK },
+        || {
+            let mut health = evstream_health::default();
+            // SAFETY: a live handle and a writable struct.
+            unsafe { evstream_health_snapshot(handle, &mut health) };
+            health.ring_depth
+        },
+    );
+    row("rust → C ABI evstream_on_order_created (typed)", &samples);
     // SAFETY: no other call uses the handle any more.
     unsafe { evstream_destroy(handle) };
 }

@@ -89,6 +89,13 @@ impl EventSlot {
 mod tests {
     use super::*;
 
+    /// The memory the configuration docs announce per slot: `slot_bytes` plus at most 520.
+    #[test]
+    fn a_slot_costs_its_payload_buffer_plus_at_most_520_bytes() {
+        let names = super::super::tape::NAMES_PER_SLOT * std::mem::size_of::<&'static str>();
+        assert!(std::mem::size_of::<EventSlot>() + names <= 520);
+    }
+
     #[test]
     fn inline_str_round_trips() {
         let mut s = InlineStr::<8>::new();

@@ -351,7 +351,6 @@ impl Publisher {
         payload: &T,
         correlation_id: &str,
     ) -> Result<(), PublishError> {
-        let max = self.shared.max_event_bytes;
         let head = Head {
             event_type,
             version,
@@ -359,6 +358,17 @@ impl Publisher {
             body: Body::Tape,
             checked: false,
         };
+        self.publish_serialize(head, payload)
+    }
+
+    /// Records `payload` into a slot (see [`tape`]) under `head`.
+    #[inline]
+    fn publish_serialize<T: Serialize + ?Sized>(
+        &self,
+        head: Head<'_>,
+        payload: &T,
+    ) -> Result<(), PublishError> {
+        let max = self.shared.max_event_bytes;
         self.publish_with(head, |slot| {
             let recorder = tape::Recorder::new(&mut slot.data, &mut slot.names, max);
             let mut serializer = json::Serializer(recorder);
@@ -437,7 +447,14 @@ impl Publisher {
     #[inline]
     pub fn publish_event<E: Event>(&self, event: &E) -> Result<(), PublishError> {
         let () = ValidEvent::<E>::CHECKED;
-        self.publish_versioned(E::EVENT_TYPE, E::VERSION, event, event.correlation_id())
+        let head = Head {
+            event_type: E::EVENT_TYPE,
+            version: E::VERSION,
+            correlation_id: event.correlation_id(),
+            body: Body::Tape,
+            checked: true,
+        };
+        self.publish_serialize(head, event)
     }
 
     /// Integration facade: an order was created. The fastest way to publish one: its fields
@@ -1058,6 +1075,56 @@ mod tests {
         assert_eq!(publisher.health().refused.too_large, 2);
         receiver.recycle(events);
         assert!(receiver.spare.iter().all(|b| b.capacity() <= 16));
+    }
+
+    /// The limit applies to the JSON the drain writes, exactly, on every path: typed, any
+    /// `Serialize`, raw.
+    #[test]
+    fn the_size_limit_is_the_json_length_exactly_on_every_path() {
+        let (publisher, mut receiver) = small(8, 64, 100);
+        let order = |order_id| OrderCreated {
+            correlation_id: "c",
+            order_id,
+            symbol: "AAPL",
+            quantity: 1.5,
+            price: 2.0,
+            side: Side::Sell,
+        };
+        // {"orderId":"…","symbol":"AAPL","quantity":1.5,"price":2.0,"side":"SELL"} is 71
+        // bytes plus the id: an id of 29 makes exactly 100.
+        let at_limit = "i".repeat(29);
+        let past_limit = "i".repeat(30);
+        assert_eq!(serde_json::to_vec(&order(&at_limit)).unwrap().len(), 100);
+        publisher.on_order_created(&order(&at_limit)).unwrap();
+        publisher.publish_event(&order(&at_limit)).unwrap();
+        for refused in [
+            publisher.on_order_created(&order(&past_limit)),
+            publisher.publish_event(&order(&past_limit)),
+        ] {
+            assert!(
+                matches!(
+                    refused,
+                    Err(PublishError::TooLarge {
+                        size: 101,
+                        max: 100
+                    })
+                ),
+                "{refused:?}"
+            );
+        }
+        // Escapes count: a quote is two bytes of JSON.
+        let quoted = format!("{}\"", "i".repeat(27));
+        assert!(matches!(
+            publisher.on_order_created(&order(&quoted)),
+            Ok(())
+        ));
+        let events = drain(&mut receiver);
+        assert_eq!(events.len(), 3);
+        for event in &events {
+            assert_eq!(event.kind(), PayloadKind::Json);
+            assert_eq!(event.data().len(), 100, "{event:?}");
+        }
+        assert_eq!(publisher.health().refused.too_large, 2);
     }
 
     #[test]

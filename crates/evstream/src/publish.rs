@@ -370,7 +370,7 @@ impl Publisher {
     ) -> Result<(), PublishError> {
         let max = self.shared.max_event_bytes;
         self.publish_with(head, |slot| {
-            let recorder = tape::Recorder::new(&mut slot.data, &mut slot.names, max);
+            let recorder = tape::Recorder::new(&mut slot.data, max);
             let mut serializer = json::Serializer(recorder);
             let refused = match payload.serialize(&mut serializer) {
                 Ok(()) => match serializer.0.finish() {
@@ -832,7 +832,7 @@ impl Receiver {
                     // The JSON is written here, on the shipper's thread, not in `publish`.
                     Body::Tape => {
                         data.clear();
-                        match tape::replay(&slot.data, &slot.names, &mut data) {
+                        match tape::replay(&slot.data, &mut data) {
                             Ok(()) => PayloadKind::Json,
                             // Never expected (a bug): let the shipper's JSON check send the
                             // event to the dead letters, where it can be seen, not lost.

@@ -65,9 +65,6 @@ pub(crate) struct EventSlot {
     /// The tape, or raw payload bytes; capacity `slot_bytes` from the start. The drain swaps
     /// raw bytes out whole and writes a tape's JSON into a buffer of its own.
     pub(crate) data: Vec<u8>,
-    /// The `&'static str` names a tape refers to; capacity
-    /// [`NAMES_PER_SLOT`](super::tape::NAMES_PER_SLOT) from the start.
-    pub(crate) names: Vec<&'static str>,
 }
 
 impl EventSlot {
@@ -80,7 +77,6 @@ impl EventSlot {
             version: 1,
             publish_ns: 0,
             data: Vec::with_capacity(slot_bytes),
-            names: Vec::with_capacity(super::tape::NAMES_PER_SLOT),
         }
     }
 }
@@ -89,11 +85,10 @@ impl EventSlot {
 mod tests {
     use super::*;
 
-    /// The memory the configuration docs announce per slot: `slot_bytes` plus at most 520.
+    /// The memory the configuration docs announce per slot: `slot_bytes` plus about 256.
     #[test]
-    fn a_slot_costs_its_payload_buffer_plus_at_most_520_bytes() {
-        let names = super::super::tape::NAMES_PER_SLOT * std::mem::size_of::<&'static str>();
-        assert!(std::mem::size_of::<EventSlot>() + names <= 520);
+    fn a_slot_costs_its_payload_buffer_plus_at_most_256_bytes() {
+        assert!(std::mem::size_of::<EventSlot>() <= 256);
     }
 
     #[test]

@@ -13,9 +13,9 @@
 //! - through `tracing` with `tracing-appender`'s non-blocking writer (formats in the call).
 //!
 //! The consumer drains as evstream's shipper does: up to 256 events per call, and when the ring
-//! is empty it sleeps 1 ms (the shipper's idle poll). Producers publish at `--rate` events per
-//! second each (default 1,000,000: the ring is never full, as in an engine that the shipper
-//! keeps up with); `--rate 0` publishes flat out and `--spin` makes the consumer spin on an
+//! is empty it sleeps 1 ms (the shipper's idle poll). The producers publish `--rate` events per
+//! second together (default 1,000,000, shared by the producers: the ring is never full, as in
+//! an engine that the shipper keeps up with); `--rate 0` publishes flat out and `--spin` makes the consumer spin on an
 //! empty ring instead (both worst cases, reported in BENCHMARKS.md).
 //!
 //! `--drain-only` measures the other side: the consumer's cost per event (taking it out of the
@@ -116,7 +116,7 @@ fn wide(n: u64) -> WideOrder<'static> {
 
 struct Options {
     events: u64,
-    /// Events per second per producer; 0: flat out.
+    /// Events per second, all producers together; 0: flat out.
     rate: u64,
     spin: bool,
 }
@@ -139,7 +139,7 @@ where
     F: Fn(u64) -> bool + Send + Sync + 'static,
 {
     let publish_one = Arc::new(publish_one);
-    let (events, rate) = (options.events, options.rate);
+    let (events, rate) = (options.events, options.rate / producers as u64);
     let handles: Vec<_> = (0..producers)
         .map(|_| {
             let publish_one = Arc::clone(&publish_one);
@@ -459,7 +459,7 @@ fn main() {
         let report = serde_json::json!({
             "payload_bytes": payload_bytes,
             "events_per_producer": options.events,
-            "rate_per_producer": options.rate,
+            "rate_all_producers": options.rate,
             "consumer": if options.spin { "spins" } else { "polls every 1 ms when idle" },
             "timer_overhead_ns": {"p50": overhead.value_at_quantile(0.5), "p99": overhead.value_at_quantile(0.99)},
             "rows": rows,
@@ -475,7 +475,7 @@ fn main() {
         options.events,
         match options.rate {
             0 => "max rate".to_owned(),
-            rate => format!("{rate}/s per producer"),
+            rate => format!("{rate}/s (all producers)"),
         },
         if options.spin {
             "spinning"

@@ -787,6 +787,13 @@ unsafe fn live<'a>(handle: *const evstream_handle) -> Result<&'a evstream_handle
 unsafe fn text<'a>(s: evstream_str, what: &str) -> Result<&'a str, evstream_status> {
     // SAFETY: forwarded contract.
     let raw = unsafe { bytes(s.ptr.cast::<u8>(), s.len, what) }?;
+    // Ids and symbols are ASCII nearly always: `is_ascii` checks a word at a time, where
+    // `from_utf8` checks a short string byte by byte (callgrind: 128 instructions per string
+    // of a typed call, 3 strings per `evstream_on_order_created`).
+    if raw.is_ascii() {
+        // SAFETY: ASCII is valid UTF-8.
+        return Ok(unsafe { std::str::from_utf8_unchecked(raw) });
+    }
     std::str::from_utf8(raw)
         .map_err(|_| fail(EVSTREAM_INVALID, format_args!("{what} is not UTF-8")))
 }

@@ -446,15 +446,7 @@ impl Publisher {
     /// characters or a `VERSION` of 0 is a compile error, not a refusal.
     #[inline]
     pub fn publish_event<E: Event>(&self, event: &E) -> Result<(), PublishError> {
-        let () = ValidEvent::<E>::CHECKED;
-        let head = Head {
-            event_type: E::EVENT_TYPE,
-            version: E::VERSION,
-            correlation_id: event.correlation_id(),
-            body: Body::Tape,
-            checked: true,
-        };
-        self.publish_serialize(head, event)
+        self.publish_serialize(Head::of(event), event)
     }
 
     /// Integration facade: an order was created. The fastest way to publish one: its fields
@@ -484,7 +476,6 @@ impl Publisher {
         &self,
         event: &E,
     ) -> Result<(), PublishError> {
-        let () = ValidEvent::<E>::CHECKED;
         let max = self.shared.max_event_bytes;
         if event.json_upper() > max {
             // Near the limit: measure exactly (only such events pay for it).
@@ -495,14 +486,7 @@ impl Publisher {
                 return Err(error);
             }
         }
-        let head = Head {
-            event_type: E::EVENT_TYPE,
-            version: E::VERSION,
-            correlation_id: event.correlation_id(),
-            body: Body::Tape,
-            checked: true,
-        };
-        self.publish_with(head, |slot| {
+        self.publish_with(Head::of(event), |slot| {
             event.record(&mut slot.data);
             Ok(())
         })
@@ -592,6 +576,21 @@ struct Head<'a> {
     body: Body,
     /// The type and version were checked at compile time ([`ValidEvent`]).
     checked: bool,
+}
+
+impl<'a> Head<'a> {
+    /// The head of a typed event, its type and version checked when this compiles.
+    #[inline]
+    fn of<E: Event>(event: &'a E) -> Self {
+        let () = ValidEvent::<E>::CHECKED;
+        Self {
+            event_type: E::EVENT_TYPE,
+            version: E::VERSION,
+            correlation_id: event.correlation_id(),
+            body: Body::Tape,
+            checked: true,
+        }
+    }
 }
 
 /// Checks an [`Event`]'s type and version when the code that publishes it compiles.

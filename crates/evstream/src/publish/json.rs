@@ -802,7 +802,7 @@ impl<S: Sink> ser::Serializer for MapKey<'_, S> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde::Serialize;
@@ -953,7 +953,8 @@ mod tests {
         }
     }
 
-    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+    /// Any JSON value: every kind, nested, with strings that need escapes.
+    pub(in crate::publish) fn json_value() -> impl Strategy<Value = serde_json::Value> {
         use serde_json::Value;
         let leaf = prop_oneof![
             Just(Value::Null),

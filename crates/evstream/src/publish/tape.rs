@@ -606,6 +606,7 @@ impl<'a> Reader<'a> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::json::tests::json_value;
     use super::super::json::Serializer;
     use super::*;
     use proptest::prelude::*;
@@ -765,26 +766,6 @@ mod tests {
         }
         assert_eq!(replay(&[0xff], &mut Vec::new()), Err(Corrupt));
         assert_eq!(replay(&[FIELD, 40, 0, 0, 0], &mut Vec::new()), Err(Corrupt));
-    }
-
-    fn json_value() -> impl Strategy<Value = serde_json::Value> {
-        use serde_json::Value;
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::Bool),
-            any::<i64>().prop_map(Value::from),
-            any::<u64>().prop_map(Value::from),
-            any::<f64>().prop_map(Value::from),
-            any::<String>().prop_map(Value::String),
-            "[\\x00-\\x7f]{0,40}".prop_map(Value::String),
-        ];
-        leaf.prop_recursive(4, 64, 8, |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..8).prop_map(serde_json::Value::Array),
-                prop::collection::btree_map(any::<String>(), inner, 0..8)
-                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
-            ]
-        })
     }
 
     #[derive(Debug, Serialize)]

@@ -2,9 +2,9 @@
 //! [`Receiver`], the one end that drains the ring (the shipper).
 //!
 //! `publish` claims a pre-allocated ring slot, copies the event type and correlation id into
-//! it, stamps the time (the CPU's counter, [`clock`]), copies the payload into the slot in
+//! it, stamps the time (the CPU's counter, `publish/clock.rs`), copies the payload into the slot in
 //! binary and commits: the typed events (`on_order_created`, …) in a fixed layout, any
-//! `Serialize` value as a record of what the serializer would write ([`tape`]). The
+//! `Serialize` value as a record of what the serializer would write (`publish/tape.rs`). The
 //! [`Receiver`] writes the JSON when it drains the slot, on the shipper's thread, byte for
 //! byte what formatting in the call would have written. So the engine's thread pays for a
 //! copy, not for formatting numbers and escaping strings. `publish` never blocks (unless

@@ -126,6 +126,13 @@ pub(crate) enum Command {
     Ops(OpsArgs),
     /// Show the stream, Redis memory, every group and consumer, dead letters and alerts.
     Status(StatusArgs),
+    /// Archive the stream and its dead letters into Parquet files, following it until
+    /// SIGINT or SIGTERM (or --once: what is there now).
+    ///
+    /// Every entry lands in exactly one file, even across kill -9 and restarts; retention
+    /// waits for the archive (see docs/history.md). `evstream ops` does the same when
+    /// archive.dir is set.
+    Archive(ArchiveArgs),
     /// Check, store, list and apply event schemas (see docs/schemas.md).
     Schema {
         #[command(subcommand)]
@@ -467,6 +474,22 @@ pub(crate) struct MetricsArgs {
     /// this file (keep it out of the command line).
     #[arg(long, value_name = "FILE")]
     pub(crate) metrics_token_file: Option<PathBuf>,
+}
+
+/// `evstream archive`
+#[derive(Debug, Args)]
+pub(crate) struct ArchiveArgs {
+    /// The archive's directory [default: archive.dir].
+    #[arg(long, value_name = "DIR")]
+    pub(crate) dir: Option<PathBuf>,
+    /// Archive what the stream holds now, close every file and exit.
+    #[arg(long)]
+    pub(crate) once: bool,
+    /// Print what was archived as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) metrics: MetricsArgs,
 }
 
 /// `evstream ops`

@@ -1,5 +1,6 @@
 //! One module per subcommand, and the dispatch to them.
 
+mod archive;
 mod bench;
 mod consume;
 mod demo;
@@ -26,6 +27,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Report(args) => report::run(&config, &args),
         Command::Ops(args) => ops::run(config, &args),
         Command::Status(args) => status::run(&config, &args),
+        Command::Archive(args) => archive::run(config, &args),
         Command::Schema { command } => schema::run(&config, command),
         Command::Dlq { command } => dlq::run(&config, command),
     }

@@ -10,7 +10,7 @@
 //! The root holds [`Config`], its loading and the checks across sections; each section's
 //! types live beside the code they configure (`[redis]` in `redis/config.rs`, `[ring]` and
 //! `[producer]` in `publish/config.rs`, `[ship]` in `ship/config.rs`, `[consume]` in
-//! `consume/config.rs`, `[ops]` in `ops/config.rs`) and are re-exported here. Every section
+//! `consume/config.rs`, `[ops]` in `ops/config.rs`, `[archive]` in `archive/config.rs`) and are re-exported here. Every section
 //! is a serde struct with public fields, each documented with its default.
 //!
 #![doc = include_str!("../../../docs/configuration.md")]
@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
 
+pub use crate::archive::config::ArchiveConfig;
 pub use crate::consume::config::ConsumeConfig;
 pub use crate::ops::config::OpsConfig;
 pub use crate::publish::config::{ProducerConfig, RingConfig, WhenFull};
@@ -43,6 +44,8 @@ pub struct Config {
     pub consume: ConsumeConfig,
     /// The ops loop: retention, Redis memory, group hygiene, alerts.
     pub ops: OpsConfig,
+    /// The Parquet archive of the stream (off unless `archive.dir` is set).
+    pub archive: ArchiveConfig,
 }
 
 impl Config {
@@ -64,6 +67,7 @@ impl Config {
         self.ship.validate()?;
         self.consume.validate()?;
         self.ops.validate()?;
+        self.archive.validate()?;
         self.redis.validate()?;
         self.producer.validate()
     }

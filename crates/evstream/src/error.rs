@@ -366,3 +366,77 @@ pub enum DlqError {
         source: OpsError,
     },
 }
+
+/// The archive could not be written or read ([`crate::archive`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ArchiveError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// `archive.dir` is not set.
+    #[error("no archive directory: give --dir DIR or set archive.dir in the configuration")]
+    NoDirectory,
+    /// A partition's server could not be reached.
+    #[error(transparent)]
+    Partition(#[from] PartitionError),
+    /// A file or directory of the archive could not be used.
+    #[error("{what} {path}: {source} (check the archive directory's permissions and free space)")]
+    Io {
+        /// What was being done: `creating`, `writing`, `renaming`, …
+        what: &'static str,
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A Parquet file could not be written or read.
+    #[error("Parquet file {path}: {source}")]
+    Parquet {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The library's error.
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    /// Another archiver holds the archive directory.
+    #[error(
+        "the archive {dir} is in use by another archiver (its lock file {dir}/.lock is held); \
+         run one archiver per archive"
+    )]
+    Locked {
+        /// The archive directory.
+        dir: std::path::PathBuf,
+    },
+    /// The manifest holds a line that is not a manifest record (not a torn last line, which
+    /// is repaired).
+    #[error(
+        "the manifest {path} is corrupt at line {line}: {reason}; restore it from a backup \
+         (every file's footer names its stream and last entry id)"
+    )]
+    Manifest {
+        /// The manifest file.
+        path: std::path::PathBuf,
+        /// Its line number.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The archive belongs to another stream.
+    #[error(
+        "the archive {dir} holds the stream {theirs}, not {ours}; give each stream its own \
+         archive directory"
+    )]
+    OtherStream {
+        /// The archive directory.
+        dir: std::path::PathBuf,
+        /// The stream of its manifest.
+        theirs: String,
+        /// The configured stream.
+        ours: String,
+    },
+    /// A Redis call failed.
+    #[error(transparent)]
+    Redis(#[from] OpsError),
+}

@@ -16,6 +16,7 @@
 //! | `<stream>:analysis` | stream | intellisense | [`analysis`] |
 //! | `<stream>:alerts` | stream | intellisense | [`alerts`] |
 //! | `<stream>:pairing:<correlation_id>` | hash | intellisense | [`pairing_prefix`] |
+//! | group `evstream-archive` on `<stream>` and `<stream>:dlq` | consumer group | archiver | [`ARCHIVE_GROUP`] |
 //! | `evstream:schemas` | hash | `evstream schema push` | [`SCHEMAS`] |
 //! | `evstream:schemas:revision` | counter | `evstream schema push` | [`SCHEMAS_REVISION`] |
 //!
@@ -95,6 +96,12 @@ pub fn alerts(stream: &str) -> String {
 pub fn pairing_prefix(stream: &str) -> String {
     format!("{stream}:pairing:")
 }
+
+/// The consumer group whose position on a stream (and on its dead letters) is the archive's
+/// (`crate::archive`): every entry up to its last delivered one is archived, so retention,
+/// which never trims what a group has not read, waits for the archive. No consumer reads
+/// through it.
+pub const ARCHIVE_GROUP: &str = "evstream-archive";
 
 /// The Redis hash holding the schema registry's files.
 pub const SCHEMAS: &str = "evstream:schemas";

@@ -16,6 +16,7 @@
 //! - `tls`: a `rediss://` client with the configured CA and client certificate.
 //! - `connection`: what is done on an open connection: naming it, calls with a deadline.
 //! - `backoff`: the retry delays of the shipper and the consumer.
+//! - `entry`: stream entries as Redis returns them ([`EntryId`], [`StreamEntry`]).
 //!
 //! The key names live in [`crate::keys`].
 //!
@@ -30,6 +31,7 @@ mod cluster;
 pub(crate) mod config;
 mod connection;
 mod connector;
+mod entry;
 mod failover;
 mod sentinel;
 mod tls;
@@ -39,6 +41,7 @@ pub(crate) use backoff::Backoff;
 pub use cluster::{key_slot, ClusterTarget};
 pub(crate) use connection::{call, name_connection};
 pub use connector::Connector;
+pub use entry::{parse_entries, EntryId, StreamEntry};
 pub(crate) use failover::FailoverWatch;
 pub use sentinel::SentinelTarget;
 pub use url::redact_url;

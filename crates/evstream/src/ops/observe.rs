@@ -2,8 +2,6 @@
 //! ops loop every tick and by `evstream status` once.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use metrics::{counter, gauge};
@@ -13,56 +11,7 @@ use serde::Serialize;
 
 use crate::error::OpsError;
 
-/// A stream entry id, `<ms>-<seq>`, ordered as Redis orders them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct EntryId {
-    /// Milliseconds part (the Unix time of the append for ids Redis generated).
-    pub ms: u64,
-    /// Sequence within the millisecond.
-    pub seq: u64,
-}
-
-impl EntryId {
-    /// The smallest id of millisecond `ms`.
-    pub fn from_ms(ms: u64) -> Self {
-        Self { ms, seq: 0 }
-    }
-
-    /// The id right after this one.
-    pub fn successor(self) -> Self {
-        match self.seq.checked_add(1) {
-            Some(seq) => Self { ms: self.ms, seq },
-            None => Self {
-                ms: self.ms.saturating_add(1),
-                seq: 0,
-            },
-        }
-    }
-}
-
-impl fmt::Display for EntryId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.ms, self.seq)
-    }
-}
-
-impl FromStr for EntryId {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (ms, seq) = s.split_once('-').unwrap_or((s, "0"));
-        match (ms.parse(), seq.parse()) {
-            (Ok(ms), Ok(seq)) => Ok(Self { ms, seq }),
-            _ => Err(format!("{s:?} is not a stream entry id")),
-        }
-    }
-}
-
-impl Serialize for EntryId {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
+pub use crate::redis::EntryId;
 
 /// Redis server facts that decide how safe the stream is.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]

@@ -6,6 +6,7 @@
 //!
 //! - **retention** ([`trim`]): the last `ops.max_len` entries or the last `ops.max_age_s`,
 //!   whichever is fewer, never deleting entries a consumer group has not read or has pending,
+//!   nor, with `archive.dir` set, entries the [archive](crate::archive) does not hold yet,
 //!   unless memory is critical (then down to `ops.aggressive_len`, losses counted per group);
 //! - **group hygiene**: consumers idle for `ops.consumer_idle_s` with nothing pending are
 //!   removed, atomically checked in a script; groups are never destroyed;
@@ -80,6 +81,8 @@ pub struct OpsLoop {
     observe_only: bool,
     /// Where notifications are posted (`ops.webhook_url`), if anywhere.
     webhook: Option<webhook::Endpoint>,
+    /// `archive.dir` is set: retention waits for the archive's group.
+    archive: bool,
 }
 
 /// What the loop knows, shared with `/health`, metrics and `status`.
@@ -165,6 +168,7 @@ impl OpsLoop {
             state: Arc::default(),
             observe_only: false,
             webhook,
+            archive: config.archive.dir.is_some(),
         })
     }
 

@@ -22,8 +22,9 @@ const LAYERS: &[&[&str]] = &[
     &["publish"],
     &["ship"],
     &["consume"],
+    &["archive"],
     &["ops"],
-    &["status", "audit"],
+    &["status", "audit", "history"],
     &["fuzzing"],
 ];
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use evstream::ops::alerts::Severity;
+use evstream::archive::Archiver;
 use evstream::ops::{OpsSnapshot, PartitionedOpsLoop};
 use evstream::Config;
 
@@ -24,7 +25,21 @@ pub(crate) fn run(mut config: Config, args: &OpsArgs) -> anyhow::Result<ExitCode
     let loops = PartitionedOpsLoop::new(&config).context("cannot start the ops loop")?;
     let streams: Vec<String> = loops.streams().map(str::to_owned).collect();
     let states = loops.states();
+    // With archive.dir set, the archiver runs beside the loops: retention waits for it.
+    let archiver = match config.archive.dir {
+        Some(_) => Some(Archiver::new(&config).map_err(super::archive::archive_error)?),
+        None => None,
+    };
     if args.once {
+        if let Some(archiver) = archiver {
+            let report = runtime
+                .block_on(archiver.run_once())
+                .map_err(super::archive::archive_error)?;
+            eprintln!(
+                "archived {} events and {} dead letters in {} files",
+                report.events, report.dead_letters, report.files
+            );
+        }
         let snapshots = runtime.block_on(loops.run_once());
         let critical = snapshots
             .iter()
@@ -69,10 +84,28 @@ pub(crate) fn run(mut config: Config, args: &OpsArgs) -> anyhow::Result<ExitCode
                 "; http://{addr}/metrics and /health"
             )),
         );
-        loops
-            .run(super::termination())
-            .await
-            .map_err(super::partition_error)?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        let archiving = archiver.map(|archiver| {
+            tokio::spawn(archiver.run(until_stopped(stopped.clone())))
+        });
+        let ops = loops.run(async {
+            super::termination().await;
+            let _ = stop.send(true);
+        });
+        ops.await.map_err(super::partition_error)?;
+        if let Some(archiving) = archiving {
+            let report = archiving
+                .await
+                .context("the archiver failed")?
+                .map_err(super::archive::archive_error)?;
+            eprintln!(
+                "archived {} events and {} dead letters in {} files",
+                report.events, report.dead_letters, report.files
+            );
+        }
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)

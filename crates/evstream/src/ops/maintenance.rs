@@ -7,10 +7,11 @@ use std::time::Instant;
 use redis::aio::MultiplexedConnection;
 use redis::Cmd;
 
-use super::observe::{self, Observation};
+use super::observe::{self, EntryId, Observation};
 use super::run::Memory;
 use super::trim::{self, MemoryLevel};
 use super::{unix_ms, OpsLoop, CALL_TIMEOUT};
+use crate::archive;
 use crate::error::OpsError;
 use crate::redis::call;
 
@@ -29,7 +30,20 @@ impl OpsLoop {
         memory: &mut Memory,
     ) -> Result<(), OpsError> {
         let level = MemoryLevel::of(observation.redis.used_ratio(), &self.config);
-        let plan = trim::plan(&self.config, observation, level, unix_ms());
+        let mut plan = trim::plan(&self.config, observation, level, unix_ms());
+        let archive_missing = self.archive
+            && observation.stream.is_some()
+            && !observation.groups.iter().any(|g| g.name == archive::GROUP);
+        if archive_missing {
+            // Retention waits for the archive: its group, created at the beginning, keeps
+            // everything until the archiver moves it. This pass did not see it: no trim.
+            archive::ensure_group(conn, &self.stream).await?;
+            if !plan.aggressive {
+                plan.min_id = None;
+                plan.max_len = None;
+                plan.held_back_by = vec![archive::GROUP.to_owned()];
+            }
+        }
         let (trimmed, result) =
             trim::execute(conn, &self.stream, &plan, observation, CALL_TIMEOUT).await;
         self.record_trim(&plan, &trimmed, memory);
@@ -80,8 +94,30 @@ impl OpsLoop {
         // After counting: what is trimmed was counted first (unless more than a pass's
         // count arrived since the last pass).
         let dlq = crate::keys::dead_letters(&self.stream);
-        let deleted = match trim::dead_letters(conn, &dlq, &self.config, unix_ms(), CALL_TIMEOUT)
-            .await
+        let archived = if self.archive {
+            let mark = match archive::mark(conn, &dlq).await? {
+                Some(mark) => mark,
+                None => {
+                    archive::ensure_group(conn, &dlq).await?;
+                    archive::ArchiveMark {
+                        archived: EntryId::default(),
+                        unarchived: None,
+                    }
+                }
+            };
+            Some((mark, observation.dlq.entries_added))
+        } else {
+            None
+        };
+        let deleted = match trim::dead_letters(
+            conn,
+            &dlq,
+            &self.config,
+            archived,
+            unix_ms(),
+            CALL_TIMEOUT,
+        )
+        .await
         {
             Ok(deleted) => deleted,
             // An ACL from before dead-letter retention (read-only on the dead letters):

@@ -23,6 +23,7 @@ use redis::Cmd;
 use serde::Serialize;
 
 use super::observe::{EntryId, GroupInfo, Observation};
+use crate::archive::ArchiveMark;
 use crate::config::OpsConfig;
 use crate::error::OpsError;
 use crate::redis::call;
@@ -228,37 +229,61 @@ async fn trim_calls(
 }
 
 /// Dead-letter retention: `dlq` cut to `ops.dlq_max_len` entries and to `ops.dlq_max_age_s`
-/// (approximately, whole macro nodes, like every trim here). Nothing reads dead letters as a
-/// group, so there is nothing to wait for. Returns how many were deleted.
+/// (approximately, whole macro nodes, like every trim here). No consumer group reads dead
+/// letters; with an archive, `archived` is its mark on `dlq` and the number of dead letters
+/// ever added when the loop observed them: nothing it does not hold is trimmed (by age, not
+/// past its mark; by length, keeping at least what it has not archived plus what arrived
+/// since, and not at all while Redis cannot count that). Returns how many were deleted.
 pub async fn dead_letters(
     connection: &mut MultiplexedConnection,
     dlq: &str,
     config: &OpsConfig,
+    archived: Option<(ArchiveMark, u64)>,
     now_ms: u64,
     timeout: Duration,
 ) -> Result<u64, OpsError> {
     let mut calls = Vec::new();
     if config.dlq_max_age_s > 0 {
-        let cutoff = now_ms.saturating_sub(config.dlq_max_age_s.saturating_mul(1000));
+        let mut cutoff =
+            EntryId::from_ms(now_ms.saturating_sub(config.dlq_max_age_s.saturating_mul(1000)));
+        if let Some((mark, _)) = archived {
+            cutoff = cutoff.min(mark.next());
+        }
         let cmd = Cmd::new()
             .arg("XTRIM")
             .arg(dlq)
             .arg("MINID")
             .arg("~")
-            .arg(cutoff)
+            .arg(cutoff.to_string())
             .clone();
         calls.push((format!("XTRIM {dlq} MINID ~ {cutoff}"), cmd));
     }
-    if config.dlq_max_len > 0 {
-        let keep = config.dlq_max_len;
-        let cmd = Cmd::new()
-            .arg("XTRIM")
-            .arg(dlq)
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(keep)
-            .clone();
-        calls.push((format!("XTRIM {dlq} MAXLEN ~ {keep}"), cmd));
+    match (config.dlq_max_len, archived) {
+        (0, _) => {}
+        (keep, None) => {
+            let cmd = Cmd::new()
+                .arg("XTRIM")
+                .arg(dlq)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(keep)
+                .clone();
+            calls.push((format!("XTRIM {dlq} MAXLEN ~ {keep}"), cmd));
+        }
+        (keep, Some((mark, added_then))) => {
+            if let Some(unarchived) = mark.unarchived {
+                let keep = keep.max(unarchived);
+                let cmd = Cmd::new()
+                    .arg("EVAL")
+                    .arg(MAXLEN_SCRIPT)
+                    .arg(1)
+                    .arg(dlq)
+                    .arg(keep)
+                    .arg(added_then)
+                    .clone();
+                calls.push((format!("XTRIM {dlq} MAXLEN ~ {keep} (+ appends)"), cmd));
+            }
+        }
     }
     let mut deleted = 0;
     for (what, cmd) in calls {

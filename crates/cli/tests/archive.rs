@@ -1,0 +1,241 @@
+//! `evstream archive` as an operator runs it, against real `redis-server`s: exact across
+//! `kill -9`, while events are published, and read back through the archive's reader.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use evstream::archive::read::ArchiveReader;
+use evstream::archive::Kind;
+use evstream_testkit::{RedisServer, Reply};
+
+fn evstream() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_evstream"));
+    command.env_remove("EVSTREAM_REDIS_URL");
+    command
+}
+
+/// Kills the child when the test ends, passing or not.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn integer(reply: Reply) -> i64 {
+    match reply {
+        Reply::Int(n) => n,
+        other => panic!("expected an integer, got {other:?}"),
+    }
+}
+
+/// The archive group's `last-delivered-id` and `lag` on `key`.
+fn archive_group(redis: &RedisServer, key: &str) -> (String, String) {
+    let Reply::Array(Some(groups)) = redis.command(&["XINFO", "GROUPS", key]).unwrap() else {
+        panic!("XINFO GROUPS {key}");
+    };
+    for group in groups {
+        let Reply::Array(Some(fields)) = group else {
+            continue;
+        };
+        let text = |r: &Reply| match r {
+            Reply::Bulk(Some(b)) => String::from_utf8_lossy(b).into_owned(),
+            Reply::Int(n) => n.to_string(),
+            other => format!("{other:?}"),
+        };
+        let map: HashMap<String, String> = fields
+            .chunks(2)
+            .map(|pair| (text(&pair[0]), text(&pair[1])))
+            .collect();
+        if map.get("name").map(String::as_str) == Some("evstream-archive") {
+            return (map["last-delivered-id"].clone(), map["lag"].clone());
+        }
+    }
+    panic!("no evstream-archive group on {key}");
+}
+
+/// The last entry id of `key`.
+fn last_id(redis: &RedisServer, key: &str) -> String {
+    let Reply::Array(Some(entries)) = redis
+        .command(&["XREVRANGE", key, "+", "-", "COUNT", "1"])
+        .unwrap()
+    else {
+        panic!("XREVRANGE");
+    };
+    let Some(Reply::Array(Some(entry))) = entries.first() else {
+        panic!("{key} is empty");
+    };
+    let Reply::Bulk(Some(id)) = &entry[0] else {
+        panic!("entry id");
+    };
+    String::from_utf8_lossy(id).into_owned()
+}
+
+fn archiver(url: &str, config: &Path, dir: &Path) -> Running {
+    Running(
+        evstream()
+            .args(["archive", "--redis-url", url, "--config"])
+            .arg(config)
+            .arg("--dir")
+            .arg(dir)
+            .args(["--metrics-addr", "off"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn issue_22_a_million_events_archived_while_published_each_in_exactly_one_file_across_three_kill_9s(
+) {
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("archive");
+    let config = work.path().join("evstream.toml");
+    // Small files, closed every second: many files, many moments for a kill to hit.
+    std::fs::write(
+        &config,
+        "[archive]\nmax_file_bytes = 65536\nmax_file_age_s = 1\nbatch = 2000\n",
+    )
+    .unwrap();
+    // A few dead letters too: they are archived beside the events.
+    for i in 0..50 {
+        let n = i.to_string();
+        redis
+            .command(&[
+                "XADD", "events:dlq", "*", "event_type", "Bad", "data", "{", "dlq_reason",
+                "invalid_json", "n", &n,
+            ])
+            .unwrap();
+    }
+    let events = 1_000_000;
+    let mut publisher = Running(
+        evstream()
+            .args(["bench", "--redis-url", &url, "--event-kind", "orders"])
+            .args(["--events", &events.to_string(), "--rate", "150000", "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    for round in 0..3u64 {
+        let mut running = archiver(&url, &config, &dir);
+        std::thread::sleep(Duration::from_millis(1_300 + 700 * round));
+        running.0.kill().unwrap(); // SIGKILL
+        running.0.wait().unwrap();
+    }
+    let publishing = publisher.0.wait().unwrap();
+    assert!(publishing.success(), "the bench failed");
+    let mut bench = String::new();
+    std::io::Read::read_to_string(publisher.0.stdout.as_mut().unwrap(), &mut bench).unwrap();
+    let bench: serde_json::Value = serde_json::from_str(&bench).unwrap();
+    assert_eq!(bench["lost"], 0, "{bench}");
+    assert_eq!(integer(redis.command(&["XLEN", "events"]).unwrap()), events);
+
+    let before = ArchiveReader::open(&dir).unwrap().files().len();
+    assert!(before > 3, "the killed archivers recorded {before} files");
+    let started = Instant::now();
+    let output = evstream()
+        .args(["archive", "--redis-url", &url, "--config"])
+        .arg(&config)
+        .arg("--dir")
+        .arg(&dir)
+        .args(["--once", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    eprintln!("the last run took {:?}", started.elapsed());
+
+    let reader = ArchiveReader::open(&dir).unwrap();
+    let mut seen: HashMap<(Kind, String), u32> = HashMap::new();
+    let mut event_ids = std::collections::HashSet::new();
+    let mut on_disk: Vec<String> = Vec::new();
+    for file in reader.files() {
+        on_disk.push(file.file.clone());
+        let records = reader.read(file).unwrap();
+        assert_eq!(records.len() as u64, file.rows, "{}", file.file);
+        assert_eq!(records.first().unwrap().entry_id, file.first_id);
+        assert_eq!(records.last().unwrap().entry_id, file.last_id);
+        for record in records {
+            *seen
+                .entry((record.kind, record.entry_id.to_string()))
+                .or_default() += 1;
+            if record.kind == Kind::Events {
+                event_ids.insert(record.event_id.unwrap());
+            }
+        }
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, &n)| n > 1).take(5).collect();
+    assert!(twice.is_empty(), "archived more than once: {twice:?}");
+    let archived_events = seen.keys().filter(|(k, _)| *k == Kind::Events).count();
+    let archived_dead = seen.keys().filter(|(k, _)| *k == Kind::DeadLetters).count();
+    assert_eq!(archived_events as i64, events, "every event once");
+    assert_eq!(event_ids.len() as i64, events, "distinct event ids");
+    assert_eq!(archived_dead, 50, "every dead letter once");
+    // The files on disk are exactly the recorded ones: what a kill left was cleaned up.
+    let mut files: Vec<String> = Vec::new();
+    for kind in ["events", "dlq"] {
+        let root = dir.join(kind);
+        let mut stack = vec![root];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    let relative = path.strip_prefix(&dir).unwrap();
+                    files.push(relative.to_string_lossy().replace('\\', "/"));
+                }
+            }
+        }
+    }
+    files.sort();
+    on_disk.sort();
+    assert_eq!(files, on_disk);
+    // Retention's view: the group holds everything, nothing left to archive.
+    assert_eq!(
+        archive_group(&redis, "events"),
+        (last_id(&redis, "events"), "0".to_owned())
+    );
+    assert_eq!(
+        archive_group(&redis, "events:dlq").0,
+        last_id(&redis, "events:dlq")
+    );
+}
+
+#[test]
+fn issue_22_one_archiver_per_directory_and_a_missing_directory_is_named() {
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let work = tempfile::tempdir().unwrap();
+    let output = evstream()
+        .args(["archive", "--redis-url", &url, "--once"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--dir DIR or set archive.dir"), "{stderr}");
+
+    let config = work.path().join("evstream.toml");
+    std::fs::write(&config, "").unwrap();
+    let _first = archiver(&url, &config, work.path());
+    std::thread::sleep(Duration::from_millis(500));
+    let output = evstream()
+        .args(["archive", "--redis-url", &url, "--once", "--dir"])
+        .arg(work.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("in use by another archiver"), "{stderr}");
+}

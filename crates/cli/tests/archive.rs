@@ -109,8 +109,17 @@ fn issue_22_a_million_events_archived_while_published_each_in_exactly_one_file_a
         let n = i.to_string();
         redis
             .command(&[
-                "XADD", "events:dlq", "*", "event_type", "Bad", "data", "{", "dlq_reason",
-                "invalid_json", "n", &n,
+                "XADD",
+                "events:dlq",
+                "*",
+                "event_type",
+                "Bad",
+                "data",
+                "{",
+                "dlq_reason",
+                "invalid_json",
+                "n",
+                &n,
             ])
             .unwrap();
     }
@@ -118,7 +127,13 @@ fn issue_22_a_million_events_archived_while_published_each_in_exactly_one_file_a
     let mut publisher = Running(
         evstream()
             .args(["bench", "--redis-url", &url, "--event-kind", "orders"])
-            .args(["--events", &events.to_string(), "--rate", "150000", "--json"])
+            .args([
+                "--events",
+                &events.to_string(),
+                "--rate",
+                "150000",
+                "--json",
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -678,7 +678,8 @@ pub async fn mark(
                 .find(|(k, _)| redis::from_redis_value_ref::<String>(k).is_ok_and(|k| k == name))
                 .map(|(_, v)| *v)
         };
-        let text = |name: &str| get(name).and_then(|v| redis::from_redis_value_ref::<String>(v).ok());
+        let text =
+            |name: &str| get(name).and_then(|v| redis::from_redis_value_ref::<String>(v).ok());
         if text("name").as_deref() != Some(GROUP) {
             continue;
         }
@@ -712,11 +713,7 @@ pub async fn ensure_group(conn: &mut MultiplexedConnection, key: &str) -> Result
     match call::<()>(conn, &what, &create, CALL_TIMEOUT).await {
         Ok(()) => Ok(true),
         Err(OpsError::Redis { source, .. }) if source.code() == Some("BUSYGROUP") => Ok(true),
-        Err(OpsError::Redis { source, .. })
-            if source.to_string().contains("requires the key to exist") =>
-        {
-            Ok(false)
-        }
+        Err(OpsError::Redis { source, .. }) if no_such_key(&source) => Ok(false),
         Err(error) => Err(error),
     }
 }
@@ -725,10 +722,7 @@ pub async fn ensure_group(conn: &mut MultiplexedConnection, key: &str) -> Result
 /// there if it is elsewhere (behind: killed between the record and the move; ahead: an
 /// archive directory replaced). Returns whether the key
 /// exists (a missing key is checked again next time).
-async fn check_group(
-    conn: &mut MultiplexedConnection,
-    source: &Source,
-) -> Result<bool, OpsError> {
+async fn check_group(conn: &mut MultiplexedConnection, source: &Source) -> Result<bool, OpsError> {
     match mark(conn, &source.key).await? {
         Some(mark) if mark.archived == source.recorded => Ok(true),
         Some(mark) => {
@@ -768,6 +762,7 @@ async fn place_group(
     match call::<()>(conn, &what, &setid, CALL_TIMEOUT).await {
         Ok(()) => return Ok(true),
         Err(OpsError::Redis { source, .. }) if source.code() == Some("NOGROUP") => {}
+        Err(OpsError::Redis { source, .. }) if no_such_key(&source) => return Ok(false),
         Err(error) => return Err(error),
     }
     let create = with_counter(
@@ -782,11 +777,7 @@ async fn place_group(
     let what = format!("XGROUP CREATE {key} {GROUP} {id}");
     match call::<()>(conn, &what, &create, CALL_TIMEOUT).await {
         Ok(()) => Ok(true),
-        Err(OpsError::Redis { source, .. })
-            if source.to_string().contains("requires the key to exist") =>
-        {
-            Ok(false)
-        }
+        Err(OpsError::Redis { source, .. }) if no_such_key(&source) => Ok(false),
         Err(OpsError::Redis { source, .. }) if source.code() == Some("BUSYGROUP") => {
             // Created meanwhile (by an ops loop): move it.
             call::<()>(
@@ -800,6 +791,11 @@ async fn place_group(
         }
         Err(error) => Err(error),
     }
+}
+
+/// Whether Redis refused an `XGROUP` call because the key does not exist.
+fn no_such_key(error: &redis::RedisError) -> bool {
+    error.to_string().contains("requires the key to exist")
 }
 
 /// The UTC date (`2026-12-05`) and hour (`07`) of Unix millisecond `ms`.

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use evstream::ops::alerts::Severity;
 use evstream::archive::Archiver;
+use evstream::ops::alerts::Severity;
 use evstream::ops::{OpsSnapshot, PartitionedOpsLoop};
 use evstream::Config;
 
@@ -88,9 +88,8 @@ pub(crate) fn run(mut config: Config, args: &OpsArgs) -> anyhow::Result<ExitCode
         let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
             let _ = stopped.wait_for(|stop| *stop).await;
         };
-        let archiving = archiver.map(|archiver| {
-            tokio::spawn(archiver.run(until_stopped(stopped.clone())))
-        });
+        let archiving =
+            archiver.map(|archiver| tokio::spawn(archiver.run(until_stopped(stopped.clone()))));
         let ops = loops.run(async {
             super::termination().await;
             let _ = stop.send(true);

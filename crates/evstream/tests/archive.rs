@@ -1,0 +1,212 @@
+//! The archive against real `redis-server`s: retention waits for it (stream and dead
+//! letters, by length and by age), and a restart cleans up what a crash left.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use evstream::archive::read::ArchiveReader;
+use evstream::archive::{Archiver, Kind};
+use evstream::config::Config;
+use evstream::ops::{OpsLoop, OpsSnapshot, OpsState};
+use evstream_testkit::RedisServer;
+use redis::Connection;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn connect(redis: &RedisServer) -> Connection {
+    redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
+/// Appends `n` envelope-like entries to `key`; with `ms`, explicit ids in that millisecond.
+fn append(connection: &mut Connection, key: &str, n: usize, ms: Option<u64>) {
+    let mut pipe = redis::pipe();
+    for i in 0..n {
+        let id = ms.map_or_else(|| "*".to_owned(), |ms| format!("{ms}-{}", i + 1));
+        pipe.cmd("XADD")
+            .arg(key)
+            .arg(id)
+            .arg("event_type")
+            .arg("OrderCreated")
+            .arg("correlation_id")
+            .arg(format!("o{i}"))
+            .arg("data")
+            .arg(format!("{{\"n\":{i}}}"))
+            .ignore();
+    }
+    pipe.exec(connection).unwrap();
+}
+
+fn length(connection: &mut Connection, key: &str) -> u64 {
+    redis::cmd("XLEN").arg(key).query(connection).unwrap()
+}
+
+/// The ids of `key`, oldest first.
+fn ids(connection: &mut Connection, key: &str) -> Vec<String> {
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(key)
+        .arg("-")
+        .arg("+")
+        .query(connection)
+        .unwrap();
+    reply.ids.into_iter().map(|e| e.id).collect()
+}
+
+async fn evaluations(state: Arc<OpsState>, n: u64) {
+    while state.snapshot().evaluations < n {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// One pass of a fresh ops loop.
+fn one_pass(config: &Config) -> OpsSnapshot {
+    let ops = OpsLoop::new(config).unwrap();
+    let state = ops.state();
+    runtime().block_on(ops.run(evaluations(Arc::clone(&state), 1)));
+    state.snapshot()
+}
+
+fn archive_once(config: &Config) -> evstream::archive::ArchiveReport {
+    runtime()
+        .block_on(Archiver::new(config).unwrap().run_once())
+        .unwrap()
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Every entry id the archive holds for `kind`.
+fn archived(dir: &std::path::Path, kind: Kind) -> Vec<String> {
+    let reader = ArchiveReader::open(dir).unwrap();
+    reader
+        .read_where(|f| f.kind == kind)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.entry_id.to_string())
+        .collect()
+}
+
+#[test]
+fn issue_22_retention_with_archiving_on_never_trims_an_unarchived_entry() {
+    let redis = RedisServer::start().unwrap();
+    let mut connection = connect(&redis);
+    let archive = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.redis.url = redis.url();
+    config.ops.max_len = 100;
+    config.ops.max_age_s = 3600;
+    config.ops.dlq_max_len = 10;
+    config.ops.dlq_max_age_s = 3600;
+    config.archive.dir = Some(archive.path().to_owned());
+    let two_hours_ago = unix_ms() - 2 * 3600 * 1000;
+    append(&mut connection, "events", 1000, Some(two_hours_ago));
+    append(&mut connection, "events", 1000, None);
+    append(&mut connection, "events:dlq", 300, Some(two_hours_ago));
+
+    // Nothing archived yet: by length (2,000 > 100) and by age (1,000 are two hours old)
+    // retention would trim; it keeps everything, the dead letters too.
+    for _ in 0..2 {
+        let snapshot = one_pass(&config);
+        assert_eq!(snapshot.retention_held_back_by, ["evstream-archive"]);
+        assert_eq!(length(&mut connection, "events"), 2000);
+        assert_eq!(length(&mut connection, "events:dlq"), 300);
+    }
+
+    let report = archive_once(&config);
+    assert_eq!((report.events, report.dead_letters), (2000, 300));
+    append(&mut connection, "events", 500, None);
+    append(&mut connection, "events:dlq", 20, None);
+    let unarchived = ids(&mut connection, "events")[2000..].to_vec();
+    let unarchived_dlq = ids(&mut connection, "events:dlq")[300..].to_vec();
+
+    let snapshot = one_pass(&config);
+    let left = ids(&mut connection, "events");
+    // Trimmed the archived entries (whole macro nodes of 100), kept the 500 new ones.
+    assert!(left.len() < 700, "{} entries left", left.len());
+    assert!(snapshot.trimmed_retention >= 1300, "{snapshot:?}");
+    assert!(
+        unarchived.iter().all(|id| left.contains(id)),
+        "an unarchived entry was trimmed"
+    );
+    let left_dlq = ids(&mut connection, "events:dlq");
+    assert!(left_dlq.len() < 120, "{} dead letters left", left_dlq.len());
+    assert!(unarchived_dlq.iter().all(|id| left_dlq.contains(id)));
+
+    // What was trimmed is in the archive, once.
+    let mut all = archived(archive.path(), Kind::Events);
+    archive_once(&config);
+    all = [all, archived(archive.path(), Kind::Events)].concat();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 2500);
+}
+
+#[test]
+fn issue_22_without_archiving_retention_does_not_wait_for_an_archive() {
+    let redis = RedisServer::start().unwrap();
+    let mut connection = connect(&redis);
+    let mut config = Config::default();
+    config.redis.url = redis.url();
+    config.ops.max_len = 100;
+    append(&mut connection, "events", 1000, None);
+    let snapshot = one_pass(&config);
+    assert!(snapshot.retention_held_back_by.is_empty());
+    assert!(length(&mut connection, "events") < 300);
+}
+
+#[test]
+fn issue_22_a_restart_removes_what_a_crash_left_and_resumes_after_the_last_record() {
+    let redis = RedisServer::start().unwrap();
+    let mut connection = connect(&redis);
+    let archive = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.redis.url = redis.url();
+    config.archive.dir = Some(archive.path().to_owned());
+    append(&mut connection, "events", 100, None);
+    archive_once(&config);
+    append(&mut connection, "events", 50, None);
+    archive_once(&config);
+    let manifest = archive.path().join("manifest.jsonl");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2);
+    // A crash after the second file's rename, its record half written: the file is in
+    // place, the manifest ends in a torn line.
+    std::fs::write(&manifest, format!("{}\n{}", lines[0], &lines[1][..20])).unwrap();
+    let second: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+    let orphan = archive.path().join(second["file"].as_str().unwrap());
+    assert!(orphan.exists());
+    std::fs::write(archive.path().join(".staging/x.parquet.tmp"), b"half").unwrap();
+
+    let report = archive_once(&config);
+    assert_eq!(report.unrecorded_removed, 1);
+    assert_eq!(
+        report.events, 50,
+        "the second file's entries, archived again"
+    );
+    assert!(!archive.path().join(".staging/x.parquet.tmp").exists());
+    let mut all = archived(archive.path(), Kind::Events);
+    assert_eq!(all.len(), 150);
+    all.dedup();
+    assert_eq!(all.len(), 150);
+    assert_eq!(all, ids(&mut connection, "events"));
+
+    // Another stream's archive is refused, not mixed.
+    config.redis.stream = "other".to_owned();
+    let error = Archiver::new(&config).unwrap_err().to_string();
+    assert!(
+        error.contains("holds the stream events, not other"),
+        "{error}"
+    );
+}

@@ -126,6 +126,18 @@ pub(crate) enum Command {
     Ops(OpsArgs),
     /// Show the stream, Redis memory, every group and consumer, dead letters and alerts.
     Status(StatusArgs),
+    /// Follow the stream live, like `tail -f` or `kcat -C`: one line per event, or --json.
+    ///
+    /// Starts at the end (only new events) or, with --since, that far back in the stream;
+    /// filters by type, correlation id and producer; runs until SIGINT, --count events or,
+    /// with --no-follow, the end of what the stream held.
+    Tail(TailArgs),
+    /// Every event of one order's life, from the stream and the archive, in time order, with
+    /// the time between steps.
+    Trace(TraceArgs),
+    /// Export the events appended between two times, from the archive and the stream
+    /// together, as Parquet or JSON lines (one object per line).
+    Export(ExportArgs),
     /// Archive the stream and its dead letters into Parquet files, following it until
     /// SIGINT or SIGTERM (or --once: what is there now).
     ///
@@ -476,6 +488,77 @@ pub(crate) struct MetricsArgs {
     pub(crate) metrics_token_file: Option<PathBuf>,
 }
 
+/// `evstream tail`
+#[derive(Debug, Args)]
+pub(crate) struct TailArgs {
+    /// Only events of this type (repeatable).
+    #[arg(long = "type", value_name = "TYPE")]
+    pub(crate) event_type: Vec<String>,
+    /// Only events of this order (correlation id).
+    #[arg(long, value_name = "ID")]
+    pub(crate) correlation_id: Option<String>,
+    /// Only events of this producer.
+    #[arg(long, value_name = "PRODUCER_ID")]
+    pub(crate) producer: Option<String>,
+    /// Start this far back in the stream (e.g. 5m, 2h) instead of at its end.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub(crate) since: Option<Duration>,
+    /// Stop after this many events.
+    #[arg(long, value_name = "N")]
+    pub(crate) count: Option<u64>,
+    /// Stop at the end of what the stream holds now instead of following it.
+    #[arg(long)]
+    pub(crate) no_follow: bool,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `evstream trace`
+#[derive(Debug, Args)]
+pub(crate) struct TraceArgs {
+    /// The order's correlation id.
+    pub(crate) correlation_id: String,
+    /// Read the archive in this directory too [default: archive.dir].
+    #[arg(long, value_name = "DIR")]
+    pub(crate) archive: Option<PathBuf>,
+    /// Print {"events": [...]} with the envelope fields.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `--format` of `evstream export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ExportFormat {
+    /// One Parquet file with the archive's columns (needs --output).
+    Parquet,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+/// `evstream export`
+#[derive(Debug, Args)]
+pub(crate) struct ExportArgs {
+    /// From this time: RFC 3339 (2026-12-05T08:00:00Z), or a duration ago (2h).
+    #[arg(long, value_name = "TIME")]
+    pub(crate) from: String,
+    /// Up to this time, excluded [default: now].
+    #[arg(long, value_name = "TIME", default_value = "now")]
+    pub(crate) to: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "jsonl")]
+    pub(crate) format: ExportFormat,
+    /// Write here instead of standard output (required for parquet).
+    #[arg(long, short, value_name = "FILE")]
+    pub(crate) output: Option<PathBuf>,
+    /// Read the archive in this directory too [default: archive.dir].
+    #[arg(long, value_name = "DIR")]
+    pub(crate) archive: Option<PathBuf>,
+    /// Export the dead letters instead of the events.
+    #[arg(long)]
+    pub(crate) dead_letters: bool,
+}
+
 /// `evstream archive`
 #[derive(Debug, Args)]
 pub(crate) struct ArchiveArgs {
@@ -556,9 +639,10 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
         "" | "s" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
+        "d" => value * 86_400.0,
         _ => {
             return Err(format!(
-                "unknown unit '{unit}' in '{text}'; use ms, s, m or h"
+                "unknown unit '{unit}' in '{text}'; use ms, s, m, h or d"
             ))
         }
     };

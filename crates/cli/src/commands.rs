@@ -5,6 +5,7 @@ mod bench;
 mod consume;
 mod demo;
 mod dlq;
+mod history;
 mod ops;
 mod report;
 mod schema;
@@ -28,6 +29,9 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ops(args) => ops::run(config, &args),
         Command::Status(args) => status::run(&config, &args),
         Command::Archive(args) => archive::run(config, &args),
+        Command::Tail(args) => history::tail(&config, &args),
+        Command::Trace(args) => history::trace(&config, &args),
+        Command::Export(args) => history::export(&config, &args),
         Command::Schema { command } => schema::run(&config, command),
         Command::Dlq { command } => dlq::run(&config, command),
     }

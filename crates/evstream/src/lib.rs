@@ -53,6 +53,7 @@ pub mod envelope;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod history;
 pub mod keys;
 pub mod ops;
 pub mod partitions;

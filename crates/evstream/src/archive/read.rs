@@ -50,23 +50,7 @@ impl ArchiveReader {
 
     /// The records of one file, in stream order.
     pub fn read(&self, file: &ManifestRecord) -> Result<Vec<Record>, ArchiveError> {
-        let path = self.store.local_path(&file.file);
-        let error = |source| ArchiveError::Parquet {
-            path: path.clone(),
-            source,
-        };
-        let opened = std::fs::File::open(&path).map_err(|source| ArchiveError::Io {
-            what: "opening",
-            path: path.clone(),
-            source,
-        })?;
-        let reader = SerializedFileReader::new(opened).map_err(error)?;
-        let mut records = Vec::with_capacity(usize::try_from(file.rows).unwrap_or(0));
-        for row in reader.get_row_iter(None).map_err(error)? {
-            let row = row.map_err(error)?;
-            records.push(from_row(&row, file.kind).map_err(error)?);
-        }
-        Ok(records)
+        read_file(&self.store.local_path(&file.file), file.kind)
     }
 
     /// Every record of every file `wanted` selects (by what the manifest says it holds).
@@ -80,6 +64,28 @@ impl ArchiveReader {
         }
         Ok(records)
     }
+}
+
+/// The records of the Parquet file `path` (an archive file, or one `evstream export`
+/// wrote), read as entries of `kind`.
+pub fn read_file(path: &Path, kind: Kind) -> Result<Vec<Record>, ArchiveError> {
+    let error = |source| ArchiveError::Parquet {
+        path: path.to_owned(),
+        source,
+    };
+    let opened = std::fs::File::open(path).map_err(|source| ArchiveError::Io {
+        what: "opening",
+        path: path.to_owned(),
+        source,
+    })?;
+    let reader = SerializedFileReader::new(opened).map_err(error)?;
+    let rows = reader.metadata().file_metadata().num_rows();
+    let mut records = Vec::with_capacity(usize::try_from(rows).unwrap_or(0));
+    for row in reader.get_row_iter(None).map_err(error)? {
+        let row = row.map_err(error)?;
+        records.push(from_row(&row, kind).map_err(error)?);
+    }
+    Ok(records)
 }
 
 /// A row of the schema ([`super::file::SCHEMA`]) as a record.

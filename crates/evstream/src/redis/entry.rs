@@ -21,6 +21,11 @@ impl EntryId {
         Self { ms, seq: 0 }
     }
 
+    /// The largest id of millisecond `ms`.
+    pub fn last_of_ms(ms: u64) -> Self {
+        Self { ms, seq: u64::MAX }
+    }
+
     /// The id right after this one.
     pub fn successor(self) -> Self {
         match self.seq.checked_add(1) {

@@ -254,3 +254,236 @@ fn issue_22_one_archiver_per_directory_and_a_missing_directory_is_named() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("in use by another archiver"), "{stderr}");
 }
+
+/// `evstream <args…>` against `url`; its stdout, after checking it succeeded.
+fn run(url: &str, args: &[&str]) -> String {
+    let output = evstream()
+        .args(args)
+        .args(["--redis-url", url])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "evstream {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// 20,000 typed orders (10,000 created/filled pairs over 1,024 correlation ids) into `url`.
+fn publish_orders(url: &str) {
+    run(
+        url,
+        &[
+            "bench",
+            "--event-kind",
+            "orders",
+            "--events",
+            "20000",
+            "--json",
+        ],
+    );
+}
+
+#[test]
+fn issue_22_trace_finds_an_order_after_the_stream_was_trimmed() {
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let archive = tempfile::tempdir().unwrap();
+    let dir = archive.path().to_str().unwrap();
+    publish_orders(&url);
+    let before: serde_json::Value =
+        serde_json::from_str(&run(&url, &["trace", "b17", "--json"])).unwrap();
+    let steps = before["events"].as_array().unwrap().clone();
+    assert!(steps.len() >= 4, "{before}");
+    assert!(steps.iter().all(|s| s["correlation_id"] == "b17"));
+    let times: Vec<i64> = steps
+        .iter()
+        .map(|s| s["timestamp_ns"].as_i64().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "in time order");
+    assert_eq!(steps[0]["since_previous_ns"], serde_json::Value::Null);
+    assert_eq!(
+        steps[1]["since_previous_ns"].as_i64().unwrap(),
+        times[1] - times[0]
+    );
+
+    run(&url, &["archive", "--dir", dir, "--once"]);
+    redis.command(&["XTRIM", "events", "MAXLEN", "0"]).unwrap();
+    let from_stream: serde_json::Value =
+        serde_json::from_str(&run(&url, &["trace", "b17", "--json"])).unwrap();
+    assert_eq!(from_stream["events"].as_array().unwrap().len(), 0);
+    let after: serde_json::Value =
+        serde_json::from_str(&run(&url, &["trace", "b17", "--archive", dir, "--json"])).unwrap();
+    let found = after["events"].as_array().unwrap();
+    let ids = |steps: &[serde_json::Value]| -> Vec<String> {
+        steps.iter().map(|s| s["event_id"].to_string()).collect()
+    };
+    assert_eq!(ids(found), ids(&steps), "the same events, from the archive");
+    assert!(found.iter().all(|s| s["source"] == "archive"));
+    assert_eq!(found[0]["data"], steps[0]["data"]);
+
+    // Readable lines: one per step, then the span.
+    let text = run(&url, &["trace", "b17", "--archive", dir]);
+    assert_eq!(text.lines().count(), steps.len() + 1, "{text}");
+    assert!(
+        text.contains("[archive]") && text.contains("OrderFilled"),
+        "{text}"
+    );
+    // An unknown order is said so, with exit status 1.
+    let output = evstream()
+        .args(["trace", "nope", "--redis-url", &url])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("no event with correlation id nope"));
+}
+
+#[test]
+fn issue_22_export_takes_the_archive_and_the_stream_together_each_event_once() {
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let archive = tempfile::tempdir().unwrap();
+    let dir = archive.path().to_str().unwrap();
+    publish_orders(&url);
+    run(&url, &["archive", "--dir", dir, "--once"]);
+    // Half the stream trimmed (archived), and new events not archived yet.
+    redis
+        .command(&["XTRIM", "events", "MAXLEN", "10000"])
+        .unwrap();
+    publish_orders(&url);
+    let jsonl = run(&url, &["export", "--from", "1h", "--archive", dir]);
+    let lines: Vec<serde_json::Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 40_000);
+    let distinct: std::collections::HashSet<&str> = lines
+        .iter()
+        .map(|l| l["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(distinct.len(), 40_000);
+    // Nothing before --from, nothing from --to on.
+    let none = run(
+        &url,
+        &["export", "--from", "3h", "--to", "2h", "--archive", dir],
+    );
+    assert_eq!(none, "");
+
+    let out = archive.path().join("handover.parquet");
+    run(
+        &url,
+        &[
+            "export",
+            "--from",
+            "1h",
+            "--archive",
+            dir,
+            "--format",
+            "parquet",
+            "--output",
+            out.to_str().unwrap(),
+        ],
+    );
+    let records = evstream::archive::read::read_file(&out, Kind::Events).unwrap();
+    assert_eq!(records.len(), 40_000);
+    assert_eq!(
+        records[123].event_id.as_deref(),
+        lines[123]["event_id"].as_str()
+    );
+    // Parquet needs a file.
+    let output = evstream()
+        .args([
+            "export",
+            "--from",
+            "1h",
+            "--format",
+            "parquet",
+            "--redis-url",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--output FILE"));
+}
+
+#[test]
+fn issue_22_tail_filters_history_and_follows_new_events() {
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    publish_orders(&url);
+    let filled = run(
+        &url,
+        &[
+            "tail",
+            "--since",
+            "10m",
+            "--no-follow",
+            "--type",
+            "OrderFilled",
+            "--json",
+        ],
+    );
+    assert_eq!(filled.lines().count(), 10_000);
+    assert!(filled
+        .lines()
+        .all(|l| l.contains("\"event_type\":\"OrderFilled\"")));
+    let one_order = run(
+        &url,
+        &[
+            "tail",
+            "--since",
+            "10m",
+            "--no-follow",
+            "--correlation-id",
+            "b3",
+        ],
+    );
+    assert!(one_order.lines().count() >= 4);
+    assert!(
+        one_order.lines().all(|l| l.contains("  b3  ")),
+        "{one_order}"
+    );
+
+    // Live: only what is appended after it started.
+    let mut follower = Running(
+        evstream()
+            .args(["tail", "--count", "2", "--json", "--redis-url", &url])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    for n in ["1", "2"] {
+        redis
+            .command(&[
+                "XADD",
+                "events",
+                "*",
+                "event_type",
+                "Live",
+                "correlation_id",
+                n,
+                "data",
+                "{}",
+            ])
+            .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while follower.0.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "tail did not stop after --count 2"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut out = String::new();
+    std::io::Read::read_to_string(follower.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+    let live: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(live.len(), 2, "{out}");
+    assert!(live.iter().all(|l| l["event_type"] == "Live"));
+}

@@ -346,7 +346,7 @@ async fn last_entry(conn: &mut MultiplexedConnection, key: &str) -> Result<Entry
         .clone();
     let what = format!("XREVRANGE {key} + - COUNT 1");
     let reply: redis::Value = call(conn, &what, &cmd, CALL_TIMEOUT).await?;
-    let entries = parse_entries(&reply)
-        .map_err(|detail| crate::error::OpsError::Reply { what, detail })?;
+    let entries =
+        parse_entries(&reply).map_err(|detail| crate::error::OpsError::Reply { what, detail })?;
     Ok(entries.first().map(|e| e.id).unwrap_or_default())
 }

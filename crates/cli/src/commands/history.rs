@@ -99,7 +99,10 @@ pub(crate) fn trace(config: &Config, args: &TraceArgs) -> anyhow::Result<ExitCod
     for step in &steps {
         writeln!(out, "{}", step_line(step))?;
     }
-    let (first, last) = (steps[0].record.time_ns(), steps[steps.len() - 1].record.time_ns());
+    let (first, last) = (
+        steps[0].record.time_ns(),
+        steps[steps.len() - 1].record.time_ns(),
+    );
     writeln!(
         out,
         "{} events over {}",
@@ -208,8 +211,7 @@ fn unix_ms() -> u64 {
 /// `2026-12-05T08:02:06.123456789Z` of a record's time.
 fn time(record: &Record) -> String {
     let ns = u64::try_from(record.time_ns()).unwrap_or(0);
-    humantime::format_rfc3339_nanos(SystemTime::UNIX_EPOCH + Duration::from_nanos(ns))
-        .to_string()
+    humantime::format_rfc3339_nanos(SystemTime::UNIX_EPOCH + Duration::from_nanos(ns)).to_string()
 }
 
 fn or_dash(value: Option<&str>) -> &str {

@@ -41,6 +41,9 @@ diff -u include/evstream.h target/evstream.h.generated ||
 echo "==> cargo test"
 cargo test --workspace --locked
 
+echo "==> the archive read by DuckDB, pandas and Polars (docs/history.md)"
+scripts/check-archive.sh
+
 echo "==> promtool check rules"
 # promtool comes with Debian's prometheus package; on a host running systemd, Debian also
 # starts the server (:9090): `systemctl disable --now prometheus` if it is not wanted there.

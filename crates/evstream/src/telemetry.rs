@@ -145,6 +145,11 @@ pub fn describe() {
         "Entries delivered to a group and not acknowledged."
     );
     describe_gauge!("evstream_group_lag", "Entries a group has not read yet.");
+    describe_gauge!(
+        "evstream_archive_behind_seconds",
+        Unit::Seconds,
+        "With an archive: how long ago the oldest entry it does not hold yet was appended (0: it holds everything)."
+    );
     describe_gauge!("evstream_group_consumers", "Consumers of a group.");
     describe_gauge!(
         "evstream_consumer_idle_seconds",
@@ -171,6 +176,23 @@ pub fn describe() {
     describe_counter!(
         "evstream_dlq_trimmed_entries_total",
         "Dead letters deleted by the ops loop's dead-letter retention (ops.dlq_max_len, ops.dlq_max_age_s)."
+    );
+    describe_counter!(
+        "evstream_archive_entries_total",
+        "Entries archived (in files recorded in the manifest), by kind: events, dlq."
+    );
+    describe_counter!(
+        "evstream_archive_files_total",
+        "Archive files written and recorded, by kind."
+    );
+    describe_counter!(
+        "evstream_archive_bytes_total",
+        Unit::Bytes,
+        "Bytes of the archive files written and recorded, by kind."
+    );
+    describe_counter!(
+        "evstream_archive_errors_total",
+        "Archiver passes that failed (Redis, disk); each is retried."
     );
     describe_counter!(
         "evstream_trim_lost_entries_total",

@@ -210,3 +210,41 @@ fn issue_22_a_restart_removes_what_a_crash_left_and_resumes_after_the_last_recor
         "{error}"
     );
 }
+
+#[test]
+fn issue_22_an_archive_that_falls_behind_raises_archive_behind_not_group_lag() {
+    let redis = RedisServer::builder().maxmemory("1gb").start().unwrap();
+    let mut connection = connect(&redis);
+    let archive = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.redis.url = redis.url();
+    config.archive.dir = Some(archive.path().to_owned());
+    // 200,000 entries appended ten minutes ago, none archived.
+    append(
+        &mut connection,
+        "events",
+        200_000,
+        Some(unix_ms() - 600_000),
+    );
+    one_pass(&config); // creates the archive's group
+    let snapshot = one_pass(&config);
+    let behind = snapshot.observation.as_ref().unwrap().archive_behind_ms;
+    assert!(behind.is_some_and(|ms| ms >= 600_000), "{behind:?}");
+    let firing: Vec<(String, String)> = snapshot
+        .firing
+        .iter()
+        .map(|a| (a.alert.to_string(), a.severity.as_str().to_owned()))
+        .collect();
+    assert_eq!(
+        firing,
+        [("ArchiveBehind".to_owned(), "warning".to_owned())],
+        "no GroupLagHigh for the archive's 200,000 entries"
+    );
+    archive_once(&config);
+    let snapshot = one_pass(&config);
+    assert_eq!(
+        snapshot.observation.as_ref().unwrap().archive_behind_ms,
+        Some(0)
+    );
+    assert!(snapshot.firing.is_empty(), "{:?}", snapshot.firing);
+}

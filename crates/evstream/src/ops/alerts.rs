@@ -70,6 +70,8 @@ pub enum Alert {
     BreakerOpen,
     /// The spill journal's disk budget is used up.
     JournalFull,
+    /// The archive holds back retention: its oldest unarchived entry is old.
+    ArchiveBehind,
 }
 
 /// A rule: adds its findings (none while all is well) through `fire`.
@@ -78,7 +80,7 @@ type Rule = fn(&OpsConfig, &Inputs<'_>, &mut Fire<'_>);
 impl Alert {
     /// Every rule, in the order [`evaluate`] runs them (and so the order of the
     /// notifications of one evaluation).
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 14] = [
         Self::RedisUnreachable,
         Self::RedisMemoryHigh,
         Self::RedisMaxmemoryUnset,
@@ -92,6 +94,7 @@ impl Alert {
         Self::EventsRefused,
         Self::BreakerOpen,
         Self::JournalFull,
+        Self::ArchiveBehind,
     ];
 
     /// The rule's name, e.g. `GroupLagHigh`.
@@ -110,6 +113,7 @@ impl Alert {
             Self::EventsRefused => "EventsRefused",
             Self::BreakerOpen => "BreakerOpen",
             Self::JournalFull => "JournalFull",
+            Self::ArchiveBehind => "ArchiveBehind",
         }
     }
 
@@ -124,7 +128,8 @@ impl Alert {
             | Self::EvictionPolicyUnsafe
             | Self::GroupLagHigh
             | Self::PoisonPillsHigh
-            | Self::RingDepthHigh => BOTH,
+            | Self::RingDepthHigh
+            | Self::ArchiveBehind => BOTH,
             Self::RedisUnreachable
             | Self::TrimLostEntries
             | Self::EventsUnreadable
@@ -145,6 +150,7 @@ impl Alert {
                 | Self::RedisFragmentationHigh
                 | Self::GroupLagHigh
                 | Self::PoisonPillsHigh
+                | Self::ArchiveBehind
         )
     }
 
@@ -164,6 +170,7 @@ impl Alert {
             Self::EventsRefused => events_refused,
             Self::BreakerOpen => breaker_open,
             Self::JournalFull => journal_full,
+            Self::ArchiveBehind => archive_behind,
         }
     }
 
@@ -417,6 +424,30 @@ fn group_lag_high(config: &OpsConfig, inputs: &Inputs<'_>, fire: &mut Fire<'_>) 
                 threshold as f64,
             );
         }
+    }
+}
+
+fn archive_behind(config: &OpsConfig, inputs: &Inputs<'_>, fire: &mut Fire<'_>) {
+    let Some(behind_ms) = inputs.observation.and_then(|o| o.archive_behind_ms) else {
+        return;
+    };
+    let seconds = behind_ms / 1000;
+    let level = above(
+        seconds,
+        config.archive_behind_warning_s,
+        config.archive_behind_critical_s,
+    );
+    if let Some((severity, threshold)) = level {
+        fire.fire(
+            "",
+            severity,
+            format!(
+                "the archive is {seconds} s behind: the oldest entry it does not hold was \
+                 appended {seconds} s ago, and retention keeps everything from there in Redis"
+            ),
+            seconds as f64,
+            threshold as f64,
+        );
     }
 }
 
@@ -828,6 +859,25 @@ mod tests {
             ]
         );
         assert_eq!(fired(None), vec![("RedisUnreachable", Severity::Critical)]);
+    }
+
+    #[test]
+    fn issue_22_the_archive_alerts_by_age_not_by_its_groups_lag() {
+        let mut archived = observation(50, 100, "noeviction", 0);
+        archived.groups[0].name = crate::keys::ARCHIVE_GROUP.to_owned();
+        archived.groups[0].lag = Some(5_000_000);
+        archived.archive_behind_ms = Some(60_000);
+        assert_eq!(fired(Some(&archived)), vec![], "an open file's minute");
+        archived.archive_behind_ms = Some(300_001);
+        assert_eq!(
+            fired(Some(&archived)),
+            vec![("ArchiveBehind", Severity::Warning)]
+        );
+        archived.archive_behind_ms = Some(1_800_001);
+        assert_eq!(
+            fired(Some(&archived)),
+            vec![("ArchiveBehind", Severity::Critical)]
+        );
     }
 
     #[test]

@@ -62,6 +62,11 @@ pub struct OpsConfig {
     pub poison_rate_warning: f64,
     /// ... and a CRITICAL alert. Default 100.
     pub poison_rate_critical: f64,
+    /// With an archive, seconds since the oldest entry it does not hold was appended that
+    /// raise a WARNING (`ArchiveBehind`). Default 300.
+    pub archive_behind_warning_s: u64,
+    /// ... and a CRITICAL alert. Default 1800.
+    pub archive_behind_critical_s: u64,
 }
 
 impl Default for OpsConfig {
@@ -87,6 +92,8 @@ impl Default for OpsConfig {
             group_lag_critical: 100_000,
             poison_rate_warning: 10.0,
             poison_rate_critical: 100.0,
+            archive_behind_warning_s: 300,
+            archive_behind_critical_s: 1800,
         }
     }
 }
@@ -156,6 +163,13 @@ impl OpsConfig {
                 "ops.poison_rate_critical",
                 &self.poison_rate_critical,
                 "must not be below ops.poison_rate_warning, which must not be negative",
+            );
+        }
+        if self.archive_behind_critical_s < self.archive_behind_warning_s {
+            return invalid(
+                "ops.archive_behind_critical_s",
+                &self.archive_behind_critical_s,
+                "must not be below ops.archive_behind_warning_s",
             );
         }
         if self.frag_ratio.is_nan() || self.frag_ratio < 1.0 {

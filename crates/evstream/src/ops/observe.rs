@@ -142,6 +142,10 @@ pub struct Observation {
     pub groups: Vec<GroupInfo>,
     /// The dead letter stream.
     pub dlq: DlqInfo,
+    /// With an archive (its group `evstream-archive` on the stream): how long ago the
+    /// oldest entry it does not hold yet was appended, in milliseconds; 0 when it holds
+    /// everything. `None` without an archive.
+    pub archive_behind_ms: Option<u64>,
 }
 
 impl Observation {
@@ -187,6 +191,10 @@ impl Observation {
                     .set(consumer.idle_ms as f64 / 1000.0);
                 gauge!("evstream_consumer_pending", &labels).set(consumer.pending as f64);
             }
+        }
+        if let Some(behind) = self.archive_behind_ms {
+            gauge!("evstream_archive_behind_seconds", "stream" => label.clone())
+                .set(behind as f64 / 1000.0);
         }
         gauge!("evstream_dlq_length", "stream" => label.clone()).set(self.dlq.length as f64);
         counter!("evstream_dlq_entries_added_total", "stream" => label)
@@ -241,11 +249,21 @@ pub async fn observe(
             last_id: info.last_id,
         })
         .unwrap_or_default();
+    let archive = groups.iter().find(|g| g.name == crate::keys::ARCHIVE_GROUP);
+    let archive_behind_ms = match (archive, &stream_info) {
+        (Some(group), Some(info)) => Some(
+            call.oldest_after(stream, group.last_delivered, info.last_id)
+                .await?
+                .map_or(0, |ms| super::unix_ms().saturating_sub(ms)),
+        ),
+        _ => None,
+    };
     Ok(Observation {
         redis,
         stream: stream_info,
         groups,
         dlq,
+        archive_behind_ms,
     })
 }
 
@@ -398,6 +416,31 @@ impl Caller<'_> {
     }
 
     /// An array of field maps (`XINFO GROUPS`, `XINFO CONSUMERS`).
+    /// The millisecond of the first entry of `stream` after `after`, when `last` (the
+    /// stream's last entry) is past it; `None` when there is none.
+    async fn oldest_after(
+        &mut self,
+        stream: &str,
+        after: EntryId,
+        last: Option<EntryId>,
+    ) -> Result<Option<u64>, OpsError> {
+        if last.is_none_or(|last| last <= after) {
+            return Ok(None);
+        }
+        let what = format!("XRANGE {stream} ({after} + COUNT 1");
+        let cmd = Cmd::new()
+            .arg("XRANGE")
+            .arg(stream)
+            .arg(format!("({after}"))
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .clone();
+        let entries = crate::redis::parse_entries(&self.query(&what, &cmd).await?)
+            .map_err(|e| reply(&what, &e))?;
+        Ok(entries.first().map(|e| e.id.ms))
+    }
+
     async fn list(&mut self, args: &[&str]) -> Result<Vec<Vec<(String, Value)>>, OpsError> {
         let what = args.join(" ");
         let mut cmd = Cmd::new();

@@ -868,12 +868,12 @@ mod tests {
         archived.groups[0].lag = Some(5_000_000);
         archived.archive_behind_ms = Some(60_000);
         assert_eq!(fired(Some(&archived)), vec![], "an open file's minute");
-        archived.archive_behind_ms = Some(300_001);
+        archived.archive_behind_ms = Some(301_000);
         assert_eq!(
             fired(Some(&archived)),
             vec![("ArchiveBehind", Severity::Warning)]
         );
-        archived.archive_behind_ms = Some(1_800_001);
+        archived.archive_behind_ms = Some(1_801_000);
         assert_eq!(
             fired(Some(&archived)),
             vec![("ArchiveBehind", Severity::Critical)]

@@ -61,21 +61,6 @@ pub const GROUP: &str = crate::keys::ARCHIVE_GROUP;
 /// Deadline of each Redis call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The next `ARGV[2]` entries after `ARGV[1]`, with the stream's `entries-added` and
-/// `last-generated-id` read in the same atomic step: when the batch ends at the last
-/// generated id, the entries-read counter of its last entry is `entries-added`.
-const READ_SCRIPT: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return {0, '0-0', {}} end
-local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])
-local info = redis.call('XINFO', 'STREAM', KEYS[1])
-local added, last = 0, '0-0'
-for i = 1, #info, 2 do
-  if info[i] == 'entries-added' then added = info[i + 1] end
-  if info[i] == 'last-generated-id' then last = info[i + 1] end
-end
-return {added, last, entries}
-";
-
 /// What an archiver did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ArchiveReport {
@@ -358,22 +343,13 @@ impl Archiver {
                 continue;
             }
             let batch = self.config.batch;
-            let cmd = Cmd::new()
-                .arg("EVAL")
-                .arg(READ_SCRIPT)
-                .arg(1)
-                .arg(&source.key)
-                .arg(source.position.to_string())
-                .arg(batch)
-                .clone();
-            let what = format!("XRANGE {} ({} + COUNT {batch}", source.key, source.position);
-            let reply: Value = call(conn, &what, &cmd, CALL_TIMEOUT).await?;
-            let (added, last, entries) = parse_read(&what, &reply)?;
+            let (added, last, entries) =
+                read_batch(conn, &source.key, source.position, batch).await?;
             if once {
                 source.target.get_or_insert(last);
             }
             more |= entries.len() == batch;
-            self.append(index, s, &entries, added, last)?;
+            self.append(index, s, entries, added, last)?;
         }
         let due: Vec<usize> = self.parts[index]
             .sources
@@ -397,12 +373,12 @@ impl Archiver {
         &mut self,
         index: usize,
         s: usize,
-        entries: &[crate::redis::StreamEntry],
+        entries: Vec<crate::redis::StreamEntry>,
         added: u64,
         last: EntryId,
     ) -> Result<(), ArchiveError> {
         let n = entries.len();
-        for (i, entry) in entries.iter().enumerate() {
+        for (i, entry) in entries.into_iter().enumerate() {
             let source = &self.parts[index].sources[s];
             // The counter of the batch's last entry is exact when it is the last generated;
             // otherwise one more than the previous entry's (short of entries deleted in
@@ -420,13 +396,14 @@ impl Archiver {
                 self.open(index, s, hour)?;
             }
             let source = &mut self.parts[index].sources[s];
+            let id = entry.id;
             let record = Record::from_entry(source.kind, source.partition, entry);
             let Some(open) = source.open.as_mut() else {
                 unreachable!("opened above")
             };
-            open.file.push(&record)?;
+            open.file.push(record)?;
             open.last_counter = counter;
-            source.position = entry.id;
+            source.position = id;
             source.counter = counter;
         }
         let source = &mut self.parts[index].sources[s];
@@ -626,7 +603,7 @@ impl ParquetWriter {
     }
 
     /// Adds one record.
-    pub fn push(&mut self, record: &Record) -> Result<(), ArchiveError> {
+    pub fn push(&mut self, record: Record) -> Result<(), ArchiveError> {
         self.file.push(record)
     }
 
@@ -642,29 +619,78 @@ impl ParquetWriter {
     }
 }
 
-/// `(added, last generated id, entries)` of the read script's reply.
-fn parse_read(
-    what: &str,
-    reply: &Value,
+/// The next `count` entries of `key` after `after`, with the stream's `entries-added` and
+/// `last-generated-id` read in the same atomic step (`MULTI`: `XRANGE`, `XINFO STREAM`):
+/// when the batch ends at the last generated id, the entries-read counter of its last entry
+/// is `entries-added`. A missing key reads as empty.
+async fn read_batch(
+    conn: &mut MultiplexedConnection,
+    key: &str,
+    after: EntryId,
+    count: usize,
 ) -> Result<(u64, EntryId, Vec<crate::redis::StreamEntry>), OpsError> {
+    let what = format!("XRANGE {key} ({after} + COUNT {count}; XINFO STREAM {key}");
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .cmd("XRANGE")
+        .arg(key)
+        .arg(format!("({after}"))
+        .arg("+")
+        .arg("COUNT")
+        .arg(count)
+        .cmd("XINFO")
+        .arg("STREAM")
+        .arg(key);
+    let reply = match tokio::time::timeout(CALL_TIMEOUT, pipe.query_async::<Value>(conn)).await {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(source)) if source.to_string().contains("no such key") => {
+            return Ok((0, EntryId::default(), Vec::new()))
+        }
+        Ok(Err(source)) => return Err(OpsError::Redis { what, source }),
+        Err(_) => {
+            return Err(OpsError::Timeout {
+                what,
+                timeout: CALL_TIMEOUT,
+            })
+        }
+    };
     let bad = |detail: String| OpsError::Reply {
-        what: what.to_owned(),
+        what: what.clone(),
         detail,
     };
     let Value::Array(parts) = reply else {
         return Err(bad(format!("{reply:?}")));
     };
-    let [Value::Int(added), last, entries] = parts.as_slice() else {
-        return Err(bad(format!("{parts:?}")));
+    let Ok([entries, info]) = <[Value; 2]>::try_from(parts) else {
+        return Err(bad("not two replies".to_owned()));
     };
-    let last = match last {
-        Value::BulkString(b) => std::str::from_utf8(b).unwrap_or_default().parse(),
-        Value::SimpleString(s) => s.parse(),
-        other => Err(format!("{other:?}")),
+    if matches!(info, Value::ServerError(_)) {
+        return Ok((0, EntryId::default(), Vec::new()));
     }
-    .map_err(bad)?;
+    let pairs: Vec<(Value, Value)> = match info {
+        Value::Array(flat) => {
+            let mut flat = flat.into_iter();
+            std::iter::from_fn(|| Some((flat.next()?, flat.next()?))).collect()
+        }
+        Value::Map(map) => map,
+        other => return Err(bad(format!("{other:?}"))),
+    };
+    let mut added = 0;
+    let mut last = EntryId::default();
+    for (name, value) in pairs {
+        match redis::from_redis_value_ref::<String>(&name).as_deref() {
+            Ok("entries-added") => added = redis::from_redis_value_ref(&value).unwrap_or(0),
+            Ok("last-generated-id") => {
+                last = redis::from_redis_value_ref::<String>(&value)
+                    .map_err(|e| bad(e.to_string()))?
+                    .parse()
+                    .map_err(bad)?;
+            }
+            _ => {}
+        }
+    }
     let entries = parse_entries(entries).map_err(bad)?;
-    Ok((u64::try_from(*added).unwrap_or(0), last, entries))
+    Ok((added, last, entries))
 }
 
 /// Where the archive stands on a key, from its group [`GROUP`].

@@ -119,7 +119,7 @@ async fn scan(
             .clone();
         let what = format!("XRANGE {key} ({after} {to}");
         let reply: redis::Value = call(conn, &what, &cmd, CALL_TIMEOUT).await?;
-        let entries = parse_entries(&reply).map_err(|detail| crate::error::OpsError::Reply {
+        let entries = parse_entries(reply).map_err(|detail| crate::error::OpsError::Reply {
             what: what.clone(),
             detail,
         })?;
@@ -187,7 +187,7 @@ pub async fn trace(
             .unwrap_or_default();
         let key = kind.key(&part.redis.stream);
         scan(&mut conn, &key, after, "+", |entry| {
-            let record = Record::from_entry(kind, partition_u16, &entry);
+            let record = Record::from_entry(kind, partition_u16, entry);
             if filter.accepts(&record) {
                 steps.push((record, Source::Stream));
             }
@@ -222,7 +222,7 @@ pub async fn export(
     from_ms: u64,
     to_ms: u64,
     dead_letters: bool,
-    mut each: impl FnMut(&Record) -> Result<(), ArchiveError>,
+    mut each: impl FnMut(Record) -> Result<(), ArchiveError>,
 ) -> Result<u64, ArchiveError> {
     let kind = if dead_letters {
         Kind::DeadLetters
@@ -246,7 +246,7 @@ pub async fn export(
             for file in files {
                 for record in reader.read(file)? {
                     if in_range(record.entry_id) {
-                        each(&record)?;
+                        each(record)?;
                         given += 1;
                     }
                 }
@@ -261,8 +261,8 @@ pub async fn export(
         let to = format!("{}-{}", to_ms.saturating_sub(1), u64::MAX);
         let mut failed = None;
         scan(&mut conn, &key, after, &to, |entry| {
-            let record = Record::from_entry(kind, partition, &entry);
-            match each(&record) {
+            let record = Record::from_entry(kind, partition, entry);
+            match each(record) {
                 Ok(()) => {
                     given += 1;
                     ControlFlow::Continue(())
@@ -312,7 +312,7 @@ pub async fn tail(
             let mut stop = false;
             let before = *position;
             *position = scan(conn, key, *position, "+", |entry| {
-                let record = Record::from_entry(Kind::Events, *partition, &entry);
+                let record = Record::from_entry(Kind::Events, *partition, entry);
                 if filter.accepts(&record) && each(&record).is_break() {
                     stop = true;
                     return ControlFlow::Break(());
@@ -347,6 +347,6 @@ async fn last_entry(conn: &mut MultiplexedConnection, key: &str) -> Result<Entry
     let what = format!("XREVRANGE {key} + - COUNT 1");
     let reply: redis::Value = call(conn, &what, &cmd, CALL_TIMEOUT).await?;
     let entries =
-        parse_entries(&reply).map_err(|detail| crate::error::OpsError::Reply { what, detail })?;
+        parse_entries(reply).map_err(|detail| crate::error::OpsError::Reply { what, detail })?;
     Ok(entries.first().map(|e| e.id).unwrap_or_default())
 }

@@ -156,7 +156,7 @@ pub(crate) fn export(config: &Config, args: &ExportArgs) -> anyhow::Result<ExitC
                 to_ms,
                 args.dead_letters,
                 |record| {
-                    serde_json::to_writer(&mut out, record)
+                    serde_json::to_writer(&mut out, &record)
                         .map_err(std::io::Error::from)
                         .and_then(|()| writeln!(out))
                         .map_err(|source| evstream::error::ArchiveError::Io {

@@ -13,7 +13,7 @@ use parquet::data_type::{ByteArray, ByteArrayType, Int32Type, Int64Type};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
-use parquet::schema::types::Type;
+use parquet::schema::types::{ColumnPath, Type};
 
 use super::record::Record;
 use crate::error::ArchiveError;
@@ -79,30 +79,30 @@ impl Columns {
         self.partition.len()
     }
 
-    fn push(&mut self, record: &Record) {
-        let text = |value: &Option<String>| value.as_ref().map(|v| ByteArray::from(v.as_str()));
+    fn push(&mut self, record: Record) {
+        let bytes = |value: Option<String>| value.map(|v| ByteArray::from(v.into_bytes()));
         self.partition.push(i32::from(record.partition));
         self.entry_id
-            .push(ByteArray::from(record.entry_id.to_string().as_str()));
+            .push(ByteArray::from(record.entry_id.to_string().into_bytes()));
         let strings = [
-            &record.event_id,
-            &record.event_type,
-            &record.version,
-            &record.correlation_id,
-            &record.producer_id,
+            record.event_id,
+            record.event_type,
+            record.version,
+            record.correlation_id,
+            record.producer_id,
         ];
         for (column, value) in self.text.iter_mut().zip(strings) {
             self.bytes += value.as_ref().map_or(0, String::len);
-            column.push(text(value));
+            column.push(bytes(value));
         }
         self.timestamp_ns.push(record.timestamp_ns);
         self.sequence.push(record.sequence);
         for (column, value) in [
-            (&mut self.data, &record.data),
-            (&mut self.extra, &record.extra),
+            (&mut self.data, record.data),
+            (&mut self.extra, record.extra),
         ] {
             self.bytes += value.as_ref().map_or(0, String::len);
-            column.push(text(value));
+            column.push(bytes(value));
         }
         self.bytes += 48;
     }
@@ -172,6 +172,12 @@ impl OpenFile {
         let level = ZstdLevel::try_new(zstd_level).map_err(|e| parquet_error(staged, e))?;
         let properties = WriterProperties::builder()
             .set_compression(Compression::ZSTD(level))
+            // Unique per entry: a dictionary only costs time before it is given up.
+            .set_column_dictionary_enabled(ColumnPath::from("entry_id"), false)
+            .set_column_dictionary_enabled(ColumnPath::from("event_id"), false)
+            .set_column_dictionary_enabled(ColumnPath::from("timestamp_ns"), false)
+            .set_column_dictionary_enabled(ColumnPath::from("sequence"), false)
+            .set_column_dictionary_enabled(ColumnPath::from("data"), false)
             .set_created_by(format!("evstream {}", env!("CARGO_PKG_VERSION")))
             .set_key_value_metadata(Some(vec![
                 KeyValue::new(
@@ -196,12 +202,13 @@ impl OpenFile {
     }
 
     /// Adds one record (records come in stream order).
-    pub(crate) fn push(&mut self, record: &Record) -> Result<(), ArchiveError> {
-        self.columns.push(record);
+    pub(crate) fn push(&mut self, record: Record) -> Result<(), ArchiveError> {
         self.first_id.get_or_insert(record.entry_id);
         self.last_id = record.entry_id;
         self.rows += 1;
-        if let Some(t) = record.timestamp_ns {
+        let timestamp = record.timestamp_ns;
+        self.columns.push(record);
+        if let Some(t) = timestamp {
             self.min_timestamp_ns = Some(self.min_timestamp_ns.map_or(t, |m| m.min(t)));
             self.max_timestamp_ns = Some(self.max_timestamp_ns.map_or(t, |m| m.max(t)));
         }

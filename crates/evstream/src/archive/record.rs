@@ -72,8 +72,9 @@ pub struct Record {
 }
 
 impl Record {
-    /// The record of `entry`, read from partition `partition`'s stream of `kind`.
-    pub fn from_entry(kind: Kind, partition: u16, entry: &StreamEntry) -> Self {
+    /// The record of `entry`, read from partition `partition`'s stream of `kind` (its
+    /// values are moved, not copied).
+    pub fn from_entry(kind: Kind, partition: u16, entry: StreamEntry) -> Self {
         let mut record = Self {
             kind,
             partition,
@@ -89,20 +90,30 @@ impl Record {
             extra: None,
         };
         let mut extra = serde_json::Map::new();
-        for (name, value) in &entry.fields {
-            let Ok(text) = std::str::from_utf8(value) else {
-                let hex: String = value.iter().map(|b| format!("{b:02x}")).collect();
-                extra.insert(name.clone(), serde_json::json!({ "hex": hex }));
-                continue;
-            };
-            let number = text.parse::<i64>().ok();
-            let slot = match name.as_str() {
-                envelope::FIELD_TIMESTAMP_NS if number.is_some() => {
-                    record.timestamp_ns = number;
+        for (name, value) in entry.fields {
+            let text = match String::from_utf8(value) {
+                Ok(text) => text,
+                Err(error) => {
+                    let hex: String = error
+                        .as_bytes()
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect();
+                    extra.insert(name, serde_json::json!({ "hex": hex }));
                     continue;
                 }
-                envelope::FIELD_SEQUENCE if number.is_some() => {
-                    record.sequence = number;
+            };
+            let slot = match name.as_str() {
+                envelope::FIELD_TIMESTAMP_NS | envelope::FIELD_SEQUENCE => {
+                    match text.parse::<i64>() {
+                        Ok(n) if name == envelope::FIELD_TIMESTAMP_NS => {
+                            record.timestamp_ns = Some(n)
+                        }
+                        Ok(n) => record.sequence = Some(n),
+                        Err(_) => {
+                            extra.insert(name, text.into());
+                        }
+                    }
                     continue;
                 }
                 envelope::FIELD_EVENT_ID => &mut record.event_id,
@@ -112,11 +123,11 @@ impl Record {
                 envelope::FIELD_PRODUCER_ID => &mut record.producer_id,
                 envelope::FIELD_DATA => &mut record.data,
                 _ => {
-                    extra.insert(name.clone(), text.into());
+                    extra.insert(name, text.into());
                     continue;
                 }
             };
-            *slot = Some(text.to_owned());
+            *slot = Some(text);
         }
         if !extra.is_empty() {
             record.extra = Some(serde_json::Value::Object(extra).to_string());
@@ -150,7 +161,7 @@ mod tests {
                 ("correlation_id".into(), vec![0xff, 0x00]),
             ],
         };
-        let record = Record::from_entry(Kind::DeadLetters, 2, &entry);
+        let record = Record::from_entry(Kind::DeadLetters, 2, entry);
         assert_eq!(record.event_id.as_deref(), Some("e1"));
         assert_eq!(record.timestamp_ns, Some(17));
         assert_eq!(record.sequence, None);

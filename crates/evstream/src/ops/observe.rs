@@ -436,7 +436,7 @@ impl Caller<'_> {
             .arg("COUNT")
             .arg(1)
             .clone();
-        let entries = crate::redis::parse_entries(&self.query(&what, &cmd).await?)
+        let entries = crate::redis::parse_entries(self.query(&what, &cmd).await?)
             .map_err(|e| reply(&what, &e))?;
         Ok(entries.first().map(|e| e.id.ms))
     }

@@ -88,39 +88,48 @@ impl StreamEntry {
     }
 }
 
-/// The entries of an `XRANGE` / `XREVRANGE` reply (an array of `[id, [field, value, …]]`);
-/// `Err` says what was not as expected. An entry deleted while pending (`[id, nil]`) has no
-/// fields.
-pub fn parse_entries(reply: &Value) -> Result<Vec<StreamEntry>, String> {
+/// The entries of an `XRANGE` / `XREVRANGE` reply (an array of `[id, [field, value, …]]`),
+/// taking the reply's bytes without copying them; `Err` says what was not as expected. An
+/// entry deleted while pending (`[id, nil]`) has no fields.
+pub fn parse_entries(reply: Value) -> Result<Vec<StreamEntry>, String> {
     let Value::Array(items) = reply else {
         return Err(format!("expected an array of entries, got {reply:?}"));
     };
-    items.iter().map(parse_entry).collect()
+    items.into_iter().map(parse_entry).collect()
 }
 
-fn parse_entry(item: &Value) -> Result<StreamEntry, String> {
+fn parse_entry(item: Value) -> Result<StreamEntry, String> {
     let Value::Array(parts) = item else {
         return Err(format!("expected an entry, got {item:?}"));
     };
-    let [id, fields] = parts.as_slice() else {
-        return Err(format!("expected [id, fields], got {parts:?}"));
+    let Ok([id, fields]) = <[Value; 2]>::try_from(parts) else {
+        return Err("expected [id, fields]".to_owned());
     };
-    let id = text(id).ok_or("entry id is not a string")?.parse()?;
+    let id = text(&id).ok_or("entry id is not a string")?.parse()?;
     let fields = match fields {
-        Value::Array(flat) => flat
-            .chunks(2)
-            .map(|pair| match pair {
-                [name, value] => Ok((
-                    text(name).ok_or("field name is not a string")?.to_owned(),
-                    bytes(value).ok_or("field value is not a string")?.to_vec(),
-                )),
-                _ => Err("odd number of field names and values".to_owned()),
-            })
-            .collect::<Result<_, String>>()?,
+        Value::Array(flat) => {
+            let mut fields = Vec::with_capacity(flat.len() / 2);
+            let mut flat = flat.into_iter();
+            while let Some(name) = flat.next() {
+                let value = flat.next().ok_or("odd number of field names and values")?;
+                let name = String::from_utf8(owned(name).ok_or("field name is not a string")?)
+                    .map_err(|_| "field name is not UTF-8")?;
+                fields.push((name, owned(value).ok_or("field value is not a string")?));
+            }
+            fields
+        }
         Value::Nil => Vec::new(),
         other => return Err(format!("expected fields, got {other:?}")),
     };
     Ok(StreamEntry { id, fields })
+}
+
+fn owned(value: Value) -> Option<Vec<u8>> {
+    match value {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.into_bytes()),
+        _ => None,
+    }
 }
 
 fn bytes(value: &Value) -> Option<&[u8]> {

@@ -5,13 +5,15 @@
 #      events (its end-to-end ingest rate), `MEMORY USAGE` of the stream, then
 #      `evstream archive --once` archives them (events/s into Parquet, bytes on disk);
 #   2. keeping up: the archiver follows the stream while `evstream bench` publishes N orders
-#      flat out; how long after the last append the archive holds everything.
-# Usage: scripts/bench-archive.sh [EVENTS]   (default 1000000)
+#      at RATE events/s (default 100000, the soak's rate); how long after the last append the
+#      archive holds everything.
+# Usage: scripts/bench-archive.sh [EVENTS] [RATE]   (defaults 1000000 and 100000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 need redis-server redis-server
 events=${1:-1000000}
+rate=${2:-100000}
 bin=target/release/evstream
 
 cargo build --release --locked -p evstream-cli >&2
@@ -43,7 +45,7 @@ print(f"{kind:8} ingest {float(ingest):>9,.0f} ev/s | archive {length / seconds:
 PY
 done
 
-# Keeping up: archive while publishing flat out, files closed every 2 s (so that the time to
+# Keeping up: archive while publishing at $rate events/s, files closed every 2 s (so that the time to
 # hold everything measures the archiver, not archive.max_file_age_s).
 redis-cli -p "$port" flushall >/dev/null
 printf '[archive]\nmax_file_age_s = 2\n' > "$work/live.toml"
@@ -51,9 +53,9 @@ printf '[archive]\nmax_file_age_s = 2\n' > "$work/live.toml"
     --metrics-addr off >/dev/null 2>&1 &
 archiver=$!
 published_at=$( { "$bin" --redis-url "$url" bench --events "$events" --event-kind orders \
-    --json 2>/dev/null | field '["throughput_eps"]'; } )
-done_publishing=$(now)
+    --rate "$rate" --json 2>/dev/null | field '["throughput_eps"]'; } )
 last=$(redis-cli -p "$port" XREVRANGE events + - COUNT 1 | head -1)
+done_publishing=$(python3 -c "print(int('$last'.split('-')[0]) / 1000)")
 until [ "$(redis-cli -p "$port" XINFO GROUPS events | grep -A1 -x last-delivered-id | tail -1)" = "$last" ]; do
     sleep 0.05
 done
@@ -63,6 +65,6 @@ python3 - "$published_at" "$done_publishing" "$caught_up" "$events" <<'PY'
 import sys
 ingest, done, caught, events = float(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
 print(f"live     ingest {ingest:>9,.0f} ev/s with the archiver following: the archive held all "
-      f"{events:,} events {caught - done:.2f} s after the last append "
+      f"{events:,} events {caught - done:.2f} s after the last one was appended "
       f"(archive.max_file_age_s = 2)")
 PY

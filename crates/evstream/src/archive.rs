@@ -103,9 +103,35 @@ struct Source {
     group_checked: bool,
     /// `run_once`: the last entry to archive (the last generated when first read).
     target: Option<EntryId>,
+    /// The next batch, already asked for (after a full one) while this one is written: the
+    /// reply is decoded by the connection's task, on the other core of a multi-threaded
+    /// runtime, while this task encodes. Used only if it starts where the source stands.
+    prefetch: Option<(EntryId, Prefetch)>,
+}
+
+/// A batch read in the background.
+type Prefetch = tokio::task::JoinHandle<Result<Batch, OpsError>>;
+
+/// What a read returns: `entries-added`, `last-generated-id` and the entries' records.
+type Batch = (u64, EntryId, Vec<Record>);
+
+/// What a read needs to know of its source (owned: a prefetch runs on a task of its own).
+#[derive(Debug, Clone)]
+struct ReadOf {
+    key: String,
+    kind: Kind,
+    partition: u16,
 }
 
 impl Source {
+    fn read(&self) -> ReadOf {
+        ReadOf {
+            key: self.key.clone(),
+            kind: self.kind,
+            partition: self.partition,
+        }
+    }
+
     fn done(&self) -> bool {
         self.target.is_some_and(|t| self.position >= t)
     }
@@ -206,6 +232,7 @@ impl Archiver {
                             unplaced: None,
                             group_checked: false,
                             target: None,
+                            prefetch: None,
                         }
                     })
                     .collect();
@@ -343,13 +370,33 @@ impl Archiver {
                 continue;
             }
             let batch = self.config.batch;
-            let (added, last, entries) =
-                read_batch(conn, &source.key, source.position, batch).await?;
+            let (added, last, entries) = match source.prefetch.take() {
+                Some((from, read)) if from == source.position => match read.await {
+                    Ok(batch) => batch?,
+                    Err(_) => read_batch(conn, source.read(), source.position, batch).await?,
+                },
+                _ => read_batch(conn, source.read(), source.position, batch).await?,
+            };
+            if let Some(next) = entries.last().filter(|_| entries.len() == batch) {
+                let (from, what, mut conn) = (next.entry_id, source.read(), conn.clone());
+                let read =
+                    tokio::spawn(async move { read_batch(&mut conn, what, from, batch).await });
+                source.prefetch = Some((from, read));
+            }
             if once {
                 source.target.get_or_insert(last);
             }
             more |= entries.len() == batch;
-            self.append(index, s, entries, added, last)?;
+            // Encoding is CPU work: on a multi-threaded runtime, give this worker's other
+            // tasks (the next batch's read, the connection's decoding) to another thread
+            // meanwhile.
+            let multi_threaded = tokio::runtime::Handle::current().runtime_flavor()
+                == tokio::runtime::RuntimeFlavor::MultiThread;
+            if multi_threaded {
+                tokio::task::block_in_place(|| self.append(index, s, entries, added, last))?;
+            } else {
+                self.append(index, s, entries, added, last)?;
+            }
         }
         let due: Vec<usize> = self.parts[index]
             .sources
@@ -373,7 +420,7 @@ impl Archiver {
         &mut self,
         index: usize,
         s: usize,
-        entries: Vec<crate::redis::StreamEntry>,
+        entries: Vec<Record>,
         added: u64,
         last: EntryId,
     ) -> Result<(), ArchiveError> {
@@ -383,12 +430,12 @@ impl Archiver {
             // The counter of the batch's last entry is exact when it is the last generated;
             // otherwise one more than the previous entry's (short of entries deleted in
             // between, which only makes the reported lag larger: retention keeps more).
-            let counter = if i + 1 == n && entry.id == last {
+            let counter = if i + 1 == n && entry.entry_id == last {
                 Some(added)
             } else {
                 source.counter.map(|c| c + 1)
             };
-            let hour = entry.id.ms / 3_600_000;
+            let hour = entry.entry_id.ms / 3_600_000;
             if source.open.as_ref().is_some_and(|o| o.hour != hour) {
                 self.close(index, s)?;
             }
@@ -396,12 +443,11 @@ impl Archiver {
                 self.open(index, s, hour)?;
             }
             let source = &mut self.parts[index].sources[s];
-            let id = entry.id;
-            let record = Record::from_entry(source.kind, source.partition, entry);
+            let id = entry.entry_id;
             let Some(open) = source.open.as_mut() else {
                 unreachable!("opened above")
             };
-            open.file.push(record)?;
+            open.file.push(entry)?;
             open.last_counter = counter;
             source.position = id;
             source.counter = counter;
@@ -619,16 +665,18 @@ impl ParquetWriter {
     }
 }
 
-/// The next `count` entries of `key` after `after`, with the stream's `entries-added` and
+/// The next `count` entries of the source after `after`, as records (converted here, so on
+/// the reading task), with the stream's `entries-added` and
 /// `last-generated-id` read in the same atomic step (`MULTI`: `XRANGE`, `XINFO STREAM`):
 /// when the batch ends at the last generated id, the entries-read counter of its last entry
 /// is `entries-added`. A missing key reads as empty.
 async fn read_batch(
     conn: &mut MultiplexedConnection,
-    key: &str,
+    of: ReadOf,
     after: EntryId,
     count: usize,
-) -> Result<(u64, EntryId, Vec<crate::redis::StreamEntry>), OpsError> {
+) -> Result<Batch, OpsError> {
+    let key = of.key.as_str();
     let what = format!("XRANGE {key} ({after} + COUNT {count}; XINFO STREAM {key}");
     let mut pipe = redis::pipe();
     pipe.atomic()
@@ -689,8 +737,12 @@ async fn read_batch(
             _ => {}
         }
     }
-    let entries = parse_entries(entries).map_err(bad)?;
-    Ok((added, last, entries))
+    let records = parse_entries(entries)
+        .map_err(bad)?
+        .into_iter()
+        .map(|entry| Record::from_entry(of.kind, of.partition, entry))
+        .collect();
+    Ok((added, last, records))
 }
 
 /// Where the archive stands on a key, from its group [`GROUP`].

@@ -17,9 +17,19 @@ pub(crate) fn run(mut config: Config, args: &ArchiveArgs) -> anyhow::Result<Exit
     }
     let archiver = Archiver::new(&config).map_err(archive_error)?;
     let dir = config.archive.dir.clone().unwrap_or_default();
-    let report = super::block_on(async {
+    // Two workers: the connection's task decodes the next batch while this one is encoded.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let report = runtime.block_on(async {
         if args.once {
-            return archiver.run_once().await.map_err(archive_error);
+            // On a worker, not this thread, so that its encoding can hand the rest over.
+            return tokio::spawn(archiver.run_once())
+                .await
+                .context("the archiver failed")?
+                .map_err(archive_error);
         }
         let served = http::start(&args.metrics, Sources::default()).await?;
         eprintln!(
@@ -29,11 +39,11 @@ pub(crate) fn run(mut config: Config, args: &ArchiveArgs) -> anyhow::Result<Exit
             dir.display(),
             served.map_or_else(String::new, |addr| format!("; http://{addr}/metrics")),
         );
-        archiver
-            .run(super::termination())
+        tokio::spawn(archiver.run(super::termination()))
             .await
+            .context("the archiver failed")?
             .map_err(archive_error)
-    })??;
+    })?;
     print(&report, args.json).context("cannot write to stdout")?;
     Ok(ExitCode::SUCCESS)
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::data_type::{ByteArray, ByteArrayType, Int32Type, Int64Type};
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::{ColumnPath, Type};
 
@@ -178,6 +178,12 @@ impl OpenFile {
             .set_column_dictionary_enabled(ColumnPath::from("timestamp_ns"), false)
             .set_column_dictionary_enabled(ColumnPath::from("sequence"), false)
             .set_column_dictionary_enabled(ColumnPath::from("data"), false)
+            // Min/max per row group where readers filter (ids, times, types, orders);
+            // none for the payloads, whose comparisons cost more than they save.
+            .set_statistics_enabled(EnabledStatistics::Chunk)
+            .set_column_statistics_enabled(ColumnPath::from("data"), EnabledStatistics::None)
+            .set_column_statistics_enabled(ColumnPath::from("extra"), EnabledStatistics::None)
+            .set_column_statistics_enabled(ColumnPath::from("event_id"), EnabledStatistics::None)
             .set_created_by(format!("evstream {}", env!("CARGO_PKG_VERSION")))
             .set_key_value_metadata(Some(vec![
                 KeyValue::new(

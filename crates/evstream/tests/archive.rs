@@ -248,3 +248,48 @@ fn issue_22_an_archive_that_falls_behind_raises_archive_behind_not_group_lag() {
     );
     assert!(snapshot.firing.is_empty(), "{:?}", snapshot.firing);
 }
+
+#[test]
+fn issue_22_files_roll_at_the_hour_and_at_their_size_and_say_what_they_hold() {
+    let redis = RedisServer::start().unwrap();
+    let mut connection = connect(&redis);
+    let archive = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.redis.url = redis.url();
+    config.archive.dir = Some(archive.path().to_owned());
+    config.archive.max_file_bytes = 65_536;
+    // 07:59:59.999 and 08:00:00.000 UTC of one day: two hours, two directories.
+    let eight = 1_764_921_600_000; // 2025-12-05T08:00:00Z
+    append(&mut connection, "events", 10, Some(eight - 1));
+    append(&mut connection, "events", 10, Some(eight));
+    let report = archive_once(&config);
+    assert_eq!((report.events, report.files), (20, 2));
+    let reader = ArchiveReader::open(archive.path()).unwrap();
+    let files: Vec<&str> = reader.files().iter().map(|f| f.file.as_str()).collect();
+    assert_eq!(
+        files,
+        [
+            format!(
+                "events/date=2025-12-05/hour=07/p0_{}-1_{}-10.parquet",
+                eight - 1,
+                eight - 1
+            ),
+            format!("events/date=2025-12-05/hour=08/p0_{eight}-1_{eight}-10.parquet"),
+        ]
+    );
+    assert_eq!(reader.files()[1].rows, 10);
+    // By size: 60,000 entries of ~40 bytes do not fit one 64 KiB file.
+    append(&mut connection, "events", 60_000, None);
+    let report = archive_once(&config);
+    assert_eq!(report.events, 60_000);
+    assert!(report.files >= 2, "{report:?}");
+    let reader = ArchiveReader::open(archive.path()).unwrap();
+    let recent = &reader.files()[2..];
+    assert_eq!(recent.iter().map(|f| f.rows).sum::<u64>(), 60_000);
+    for pair in recent.windows(2) {
+        assert!(
+            pair[0].last_id < pair[1].first_id,
+            "files in order, not overlapping"
+        );
+    }
+}

@@ -335,3 +335,40 @@ fn parquet_error(path: &Path, source: parquet::errors::ParquetError) -> ArchiveE
         source,
     }
 }
+/// Writes records to one Parquet file with the archive's columns: what
+/// `evstream export --format parquet` writes. The file appears under its name only once
+/// complete (written beside it as `<name>.tmp`, synced, renamed).
+#[derive(Debug)]
+pub struct ParquetWriter {
+    file: OpenFile,
+    target: std::path::PathBuf,
+}
+
+impl ParquetWriter {
+    /// Starts the file `path`, whose entries come from `stream` (named in its footer).
+    pub fn create(path: &std::path::Path, stream: &str) -> Result<Self, ArchiveError> {
+        let mut staged = path.as_os_str().to_owned();
+        staged.push(".tmp");
+        let file = OpenFile::create(std::path::Path::new(&staged), stream, 3)?;
+        Ok(Self {
+            file,
+            target: path.to_owned(),
+        })
+    }
+
+    /// Adds one record.
+    pub fn push(&mut self, record: Record) -> Result<(), ArchiveError> {
+        self.file.push(record)
+    }
+
+    /// Completes the file; returns how many records it holds.
+    pub fn finish(self) -> Result<u64, ArchiveError> {
+        let written = self.file.finish()?;
+        std::fs::rename(&written.staged, &self.target).map_err(|source| ArchiveError::Io {
+            what: "renaming",
+            path: self.target.clone(),
+            source,
+        })?;
+        Ok(written.rows)
+    }
+}

@@ -45,9 +45,7 @@ impl TlsSink {
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 // A client that refuses the certificate ends the handshake: nothing recorded.
-                if let Ok(body) = serve(Arc::clone(&config), stream) {
-                    recorded.lock().unwrap().push(body);
-                }
+                let _ = serve(Arc::clone(&config), stream, &recorded);
             }
         });
         Self { port, bodies }
@@ -62,16 +60,26 @@ impl TlsSink {
     }
 }
 
-fn serve(config: Arc<rustls::ServerConfig>, stream: TcpStream) -> std::io::Result<String> {
+/// Reads one request, records its body, then answers: recorded before the client can see
+/// the answer (recording after it raced the test's check, under load).
+fn serve(
+    config: Arc<rustls::ServerConfig>,
+    stream: TcpStream,
+    recorded: &Mutex<Vec<String>>,
+) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let connection = rustls::ServerConnection::new(config).map_err(std::io::Error::other)?;
     let mut tls = rustls::StreamOwned::new(connection, stream);
     let body = evstream_testkit::read_request_body(&mut BufReader::new(&mut tls))?;
+    recorded
+        .lock()
+        .unwrap()
+        .push(String::from_utf8_lossy(&body).into_owned());
     tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
     tls.flush()?;
     tls.conn.send_close_notify();
     let _ = tls.flush();
-    Ok(String::from_utf8_lossy(&body).into_owned())
+    Ok(())
 }
 
 fn runtime() -> tokio::runtime::Runtime {

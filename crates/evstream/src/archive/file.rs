@@ -37,8 +37,11 @@ pub(crate) const SCHEMA: &str = "message evstream_entry {
 /// The version of the files' layout, in each file's footer (`evstream.archive.format`).
 pub(crate) const FORMAT_VERSION: &str = "1";
 
-/// Rows buffered before they are written as a row group.
+/// Rows buffered before they are written as a row group...
 const ROW_GROUP_ROWS: usize = 65_536;
+
+/// ... or bytes of values, whichever comes first: what an open file holds in memory.
+const ROW_GROUP_BYTES: usize = 16 << 20;
 
 /// A nullable column: its values and one definition level per row (1 present, 0 null).
 #[derive(Debug, Default)]
@@ -218,7 +221,7 @@ impl OpenFile {
             self.min_timestamp_ns = Some(self.min_timestamp_ns.map_or(t, |m| m.min(t)));
             self.max_timestamp_ns = Some(self.max_timestamp_ns.map_or(t, |m| m.max(t)));
         }
-        if self.columns.rows() >= ROW_GROUP_ROWS {
+        if self.columns.rows() >= ROW_GROUP_ROWS || self.columns.bytes >= ROW_GROUP_BYTES {
             self.flush()?;
         }
         Ok(())

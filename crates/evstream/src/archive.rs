@@ -45,6 +45,8 @@ mod pass;
 pub mod read;
 /// A record: one entry, its envelope fields taken apart.
 mod record;
+/// A lean reader of `XRANGE` replies (why: its docs).
+mod resp;
 /// What is archived (a partition's stream or dead letters) and how it is read.
 mod source;
 /// Where files and the manifest live.
@@ -174,6 +176,7 @@ impl Archiver {
                             unplaced: None,
                             group_checked: false,
                             target: None,
+                            via: None,
                             prefetch: None,
                         }
                     })

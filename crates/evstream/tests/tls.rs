@@ -162,3 +162,30 @@ fn a_password_file_authenticates_and_never_shows() {
         "{error}"
     );
 }
+
+#[test]
+fn issue_22_the_archive_reads_over_tls_through_redis_rs() {
+    // Over rediss:// the archiver's lean reader (plain TCP only) steps aside: the entries are
+    // read through redis-rs, and arrive the same.
+    let redis = RedisServer::builder().tls(false).start().unwrap();
+    let mut config = tls_config(&redis, &redis, false);
+    ship_over(&config, 12_345);
+    let archive = tempfile::tempdir().unwrap();
+    config.archive.dir = Some(archive.path().to_owned());
+    config.archive.batch = 1_000;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let archiver = evstream::archive::Archiver::new(&config).unwrap();
+    let report = runtime
+        .block_on(async { tokio::spawn(archiver.run_once()).await })
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.events, 12_345);
+    let reader = evstream::archive::read::ArchiveReader::open(archive.path()).unwrap();
+    let records = reader.read_where(|_| true).unwrap();
+    let sequences: Vec<i64> = records.iter().map(|r| r.sequence.unwrap()).collect();
+    assert_eq!(sequences, (1..=12_345).collect::<Vec<i64>>());
+}

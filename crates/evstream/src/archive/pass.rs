@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::group::{check_group, place_group};
 use super::manifest::ManifestRecord;
 use super::record::{Kind, Record};
-use super::source::{read_batch, Open};
+use super::source::{read_batch, Open, Via};
 use super::store::ArchiveStore;
 use super::{file, Archiver, CALL_TIMEOUT, GROUP};
 use crate::error::ArchiveError;
@@ -23,7 +23,11 @@ impl Archiver {
             match self.pass_part(index, once).await {
                 Ok(full) => more |= full,
                 Err(error) => {
-                    self.parts[index].connection = None;
+                    let part = &mut self.parts[index];
+                    part.connection = None;
+                    for source in &mut part.sources {
+                        source.via = None;
+                    }
                     first_error.get_or_insert(error);
                 }
             }
@@ -39,16 +43,19 @@ impl Archiver {
         if self.parts[index].connection.is_none() {
             let settings =
                 redis::AsyncConnectionConfig::new().set_response_timeout(Some(CALL_TIMEOUT));
-            let (connection, _) =
+            let connected =
                 crate::partitions::connect(&self.parts[index].config, &settings).await?;
-            self.parts[index].connection = Some(connection);
+            self.parts[index].connection = Some(connected);
         }
         for s in 0..self.parts[index].sources.len() {
             let part = &mut self.parts[index];
-            let Some(conn) = part.connection.as_mut() else {
+            let Some((conn, client)) = part.connection.as_mut() else {
                 unreachable!("connected above")
             };
             let source = &mut part.sources[s];
+            if source.via.is_none() && source.prefetch.is_none() {
+                source.via = Some(Via::open(client, conn).await);
+            }
             if !source.group_checked {
                 source.group_checked = check_group(conn, source).await?;
             }
@@ -61,18 +68,34 @@ impl Archiver {
                 continue;
             }
             let batch = self.config.batch;
-            let (added, last, entries) = match source.prefetch.take() {
-                Some((from, read)) if from == source.position => match read.await {
-                    Ok(batch) => batch?,
-                    Err(_) => read_batch(conn, source.read(), source.position, batch).await?,
+            let prefetched = match source.prefetch.take() {
+                Some((from, read)) => match read.await {
+                    Ok((via, result)) => {
+                        source.via = Some(via);
+                        (from == source.position).then_some(result)
+                    }
+                    Err(_) => None,
                 },
-                _ => read_batch(conn, source.read(), source.position, batch).await?,
+                None => None,
+            };
+            let (of, position) = (source.read(), source.position);
+            let via = match source.via.as_mut() {
+                Some(via) => via,
+                None => source.via.insert(Via::open(client, conn).await),
+            };
+            let (added, last, entries) = match prefetched {
+                Some(result) => result?,
+                None => read_batch(via, of, position, batch).await?,
             };
             if let Some(next) = entries.last().filter(|_| entries.len() == batch) {
-                let (from, what, mut conn) = (next.entry_id, source.read(), conn.clone());
-                let read =
-                    tokio::spawn(async move { read_batch(&mut conn, what, from, batch).await });
-                source.prefetch = Some((from, read));
+                let (from, what) = (next.entry_id, source.read());
+                if let Some(mut via) = source.via.take() {
+                    let read = tokio::spawn(async move {
+                        let result = read_batch(&mut via, what, from, batch).await;
+                        (via, result)
+                    });
+                    source.prefetch = Some((from, read));
+                }
             }
             if once {
                 source.target.get_or_insert(last);
@@ -297,7 +320,7 @@ impl Archiver {
             }
         }
         for part in &mut self.parts {
-            let Some(conn) = part.connection.as_mut() else {
+            let Some((conn, _)) = part.connection.as_mut() else {
                 continue;
             };
             for source in &mut part.sources {

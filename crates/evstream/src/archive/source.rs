@@ -7,7 +7,7 @@ use redis::aio::MultiplexedConnection;
 use redis::Value;
 
 use super::record::{Kind, Record};
-use super::{file, CALL_TIMEOUT};
+use super::{file, resp, CALL_TIMEOUT};
 use crate::config::Config;
 use crate::error::OpsError;
 use crate::redis::{parse_entries, EntryId};
@@ -39,14 +39,40 @@ pub(super) struct Source {
     pub(super) group_checked: bool,
     /// `run_once`: the last entry to archive (the last generated when first read).
     pub(super) target: Option<EntryId>,
+    /// How its batches are read; `None` until connected, and after an error.
+    pub(super) via: Option<Via>,
     /// The next batch, already asked for (after a full one) while this one is written: the
-    /// reply is decoded by the connection's task, on the other core of a multi-threaded
+    /// reply is read and decoded on a task of its own, on the other core of a multi-threaded
     /// runtime, while this task encodes. Used only if it starts where the source stands.
     pub(super) prefetch: Option<(EntryId, Prefetch)>,
 }
 
-/// A batch read in the background.
-pub(super) type Prefetch = tokio::task::JoinHandle<Result<Batch, OpsError>>;
+/// A batch read in the background, and the connection it was read on, given back.
+pub(super) type Prefetch = tokio::task::JoinHandle<(Via, Result<Batch, OpsError>)>;
+
+/// How a source's batches are read.
+#[derive(Debug)]
+pub(super) enum Via {
+    /// This module's lean reader, on a connection of its own (plain TCP).
+    Lean(resp::Reader),
+    /// redis-rs, on the partition's connection (TLS, or where the lean reader failed).
+    Redis(MultiplexedConnection),
+}
+
+impl Via {
+    /// The lean reader for the server `client` names when it can be used, else redis-rs on
+    /// `conn`.
+    pub(super) async fn open(client: &redis::Client, conn: &MultiplexedConnection) -> Self {
+        match resp::Reader::connect(client).await {
+            Some(Ok(reader)) => Self::Lean(reader),
+            Some(Err(error)) => {
+                tracing::warn!(%error, "archive: the lean reader cannot connect; reading through redis-rs");
+                Self::Redis(conn.clone())
+            }
+            None => Self::Redis(conn.clone()),
+        }
+    }
+}
 
 /// What a read returns: `entries-added`, `last-generated-id` and the entries' records.
 pub(super) type Batch = (u64, EntryId, Vec<Record>);
@@ -76,7 +102,8 @@ impl Source {
 /// One partition: its configuration, connection and two sources.
 pub(super) struct Part {
     pub(super) config: Config,
-    pub(super) connection: Option<MultiplexedConnection>,
+    /// The partition's connection, and the client of the server it reached.
+    pub(super) connection: Option<(MultiplexedConnection, redis::Client)>,
     pub(super) sources: Vec<Source>,
 }
 
@@ -86,11 +113,41 @@ pub(super) struct Part {
 /// when the batch ends at the last generated id, the entries-read counter of its last entry
 /// is `entries-added`. A missing key reads as empty.
 pub(super) async fn read_batch(
-    conn: &mut MultiplexedConnection,
+    via: &mut Via,
     of: ReadOf,
     after: EntryId,
     count: usize,
 ) -> Result<Batch, OpsError> {
+    let conn = match via {
+        Via::Redis(conn) => conn,
+        Via::Lean(reader) => {
+            let what = format!("XRANGE {} ({after} + COUNT {count}; XINFO STREAM", of.key);
+            let read = reader.read_batch(&of.key, after, count);
+            let (added, last, entries) = match tokio::time::timeout(CALL_TIMEOUT, read).await {
+                Ok(Ok(batch)) => batch,
+                Ok(Err(resp::ReadError::Io(error))) => {
+                    return Err(OpsError::Redis {
+                        what,
+                        source: error.into(),
+                    })
+                }
+                Ok(Err(resp::ReadError::Protocol(detail))) => {
+                    return Err(OpsError::Reply { what, detail })
+                }
+                Err(_) => {
+                    return Err(OpsError::Timeout {
+                        what,
+                        timeout: CALL_TIMEOUT,
+                    })
+                }
+            };
+            let records = entries
+                .into_iter()
+                .map(|entry| Record::from_entry(of.kind, of.partition, entry))
+                .collect();
+            return Ok((added, last, records));
+        }
+    };
     let key = of.key.as_str();
     let what = format!("XRANGE {key} ({after} + COUNT {count}; XINFO STREAM {key}");
     let mut pipe = redis::pipe();

@@ -52,19 +52,40 @@ printf '[archive]\nmax_file_age_s = 2\n' > "$work/live.toml"
 "$bin" --redis-url "$url" --config "$work/live.toml" archive --dir "$work/live" \
     --metrics-addr off >/dev/null 2>&1 &
 archiver=$!
-published_at=$( { "$bin" --redis-url "$url" bench --events "$events" --event-kind orders \
-    --rate "$rate" --json 2>/dev/null | field '["throughput_eps"]'; } )
+"$bin" --redis-url "$url" bench --events "$events" --event-kind orders --rate "$rate" --json \
+    > "$work/bench.json" 2>/dev/null &
+bench=$!
+# Every 0.2 s while it runs (its read-back audit included): the time, the newest entry and
+# the newest archived one.
+while kill -0 "$bench" 2>/dev/null; do
+    echo "$(date +%s.%N)" \
+         "$(redis-cli -p "$port" XREVRANGE events + - COUNT 1 | head -1)" \
+         "$(redis-cli -p "$port" XINFO GROUPS events 2>/dev/null | grep -A1 -x last-delivered-id | tail -1)"
+    sleep 0.2
+done > "$work/samples"
+wait "$bench"
+published_at=$(field '["throughput_eps"]' < "$work/bench.json")
 last=$(redis-cli -p "$port" XREVRANGE events + - COUNT 1 | head -1)
 done_publishing=$(python3 -c "print(int('$last'.split('-')[0]) / 1000)")
-until [ "$(redis-cli -p "$port" XINFO GROUPS events | grep -A1 -x last-delivered-id | tail -1)" = "$last" ]; do
-    sleep 0.05
-done
-caught_up=$(now)
 kill -TERM "$archiver"; wait "$archiver" || true
-python3 - "$published_at" "$done_publishing" "$caught_up" "$events" <<'PY'
+python3 - "$published_at" "$done_publishing" "$last" "$events" "$work/samples" <<'PY'
 import sys
-ingest, done, caught, events = float(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
-print(f"live     ingest {ingest:>9,.0f} ev/s with the archiver following: the archive held all "
-      f"{events:,} events {caught - done:.2f} s after the last one was appended "
+ingest, done, last, events = float(sys.argv[1]), float(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+ms = lambda entry_id: int(entry_id.split("-")[0])
+behind, caught = [], None
+for line in open(sys.argv[5]):
+    parts = line.split()
+    if len(parts) != 3:
+        continue
+    at, newest, archived = float(parts[0]), parts[1], parts[2]
+    if ms(newest) / 1000 <= done:
+        behind.append((ms(newest) - ms(archived)) / 1000)
+    if archived == last and caught is None:
+        caught = at
+assert caught is not None, "the archive never held the last entry while the bench ran"
+worst = max(behind[len(behind) // 4:] or [0])  # after the first quarter (start-up)
+print(f"live     ingest {ingest:>9,.0f} ev/s with the archiver following: while publishing, the "
+      f"archive was at most {worst:.1f} s behind the newest entry (after the first quarter); it "
+      f"held all {events:,} events {caught - done:.2f} s after the last one was appended "
       f"(archive.max_file_age_s = 2)")
 PY

@@ -86,6 +86,14 @@ fn unix_ms() -> u64 {
         .as_millis() as u64
 }
 
+/// The default configuration on `redis`, archiving into `dir`.
+fn archive_config(redis: &RedisServer, dir: &std::path::Path) -> Config {
+    let mut config = Config::default();
+    config.redis.url = redis.url();
+    config.archive.dir = Some(dir.to_owned());
+    config
+}
+
 /// Every entry id the archive holds for `kind`.
 fn archived(dir: &std::path::Path, kind: Kind) -> Vec<String> {
     let reader = ArchiveReader::open(dir).unwrap();
@@ -170,9 +178,7 @@ fn issue_22_a_restart_removes_what_a_crash_left_and_resumes_after_the_last_recor
     let redis = RedisServer::start().unwrap();
     let mut connection = connect(&redis);
     let archive = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.redis.url = redis.url();
-    config.archive.dir = Some(archive.path().to_owned());
+    let mut config = archive_config(&redis, archive.path());
     append(&mut connection, "events", 100, None);
     archive_once(&config);
     append(&mut connection, "events", 50, None);
@@ -216,9 +222,7 @@ fn issue_22_an_archive_that_falls_behind_raises_archive_behind_not_group_lag() {
     let redis = RedisServer::builder().maxmemory("1gb").start().unwrap();
     let mut connection = connect(&redis);
     let archive = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.redis.url = redis.url();
-    config.archive.dir = Some(archive.path().to_owned());
+    let config = archive_config(&redis, archive.path());
     // 200,000 entries appended ten minutes ago, none archived.
     append(
         &mut connection,
@@ -254,9 +258,7 @@ fn issue_22_files_roll_at_the_hour_and_at_their_size_and_say_what_they_hold() {
     let redis = RedisServer::start().unwrap();
     let mut connection = connect(&redis);
     let archive = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.redis.url = redis.url();
-    config.archive.dir = Some(archive.path().to_owned());
+    let mut config = archive_config(&redis, archive.path());
     config.archive.max_file_bytes = 65_536;
     // 07:59:59.999 and 08:00:00.000 UTC of one day: two hours, two directories.
     let eight = 1_764_921_600_000; // 2025-12-05T08:00:00Z
@@ -292,4 +294,77 @@ fn issue_22_files_roll_at_the_hour_and_at_their_size_and_say_what_they_hold() {
             "files in order, not overlapping"
         );
     }
+}
+
+#[test]
+fn issue_22_a_partitioned_stream_is_archived_partition_by_partition_and_traced() {
+    let redis = RedisServer::start().unwrap();
+    let mut connection = connect(&redis);
+    let archive = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.redis.url = redis.url();
+    config.redis.partitions = Some(3);
+    config.archive.dir = Some(archive.path().to_owned());
+    let key_of = |id: &str| {
+        let p = evstream::keys::partition_of(id, 3);
+        (p, evstream::keys::partition("events", p as u16))
+    };
+    // Each order's events in the partition its correlation id hashes to, as shippers put them.
+    let mut time = 1_000_000_000_000_000_000_i64;
+    for order in 0..300 {
+        let id = format!("o{order}");
+        for step in ["OrderCreated", "OrderFilled"] {
+            time += 1_000;
+            let _: String = redis::cmd("XADD")
+                .arg(key_of(&id).1)
+                .arg("*")
+                .arg("event_type")
+                .arg(step)
+                .arg("correlation_id")
+                .arg(&id)
+                .arg("timestamp_ns")
+                .arg(time)
+                .arg("data")
+                .arg("{}")
+                .query(&mut connection)
+                .unwrap();
+        }
+    }
+    let report = archive_once(&config);
+    assert_eq!(report.events, 600);
+    let reader = ArchiveReader::open(archive.path()).unwrap();
+    let partitions: std::collections::BTreeSet<u16> =
+        reader.files().iter().map(|f| f.partition).collect();
+    assert_eq!(partitions, [0, 1, 2].into());
+    for file in reader.files() {
+        assert_eq!(
+            file.key,
+            evstream::keys::partition("events", file.partition)
+        );
+        for record in reader.read(file).unwrap() {
+            let id = record.correlation_id.unwrap();
+            assert_eq!(key_of(&id).0, usize::from(file.partition), "{id}");
+        }
+    }
+    for p in 0..3 {
+        let _: u64 = redis::cmd("XTRIM")
+            .arg(evstream::keys::partition("events", p))
+            .arg("MAXLEN")
+            .arg(0)
+            .query(&mut connection)
+            .unwrap();
+    }
+    let steps = runtime()
+        .block_on(evstream::history::trace(
+            &config,
+            "o42",
+            Some(archive.path()),
+        ))
+        .unwrap();
+    let types: Vec<&str> = steps
+        .iter()
+        .map(|s| s.record.event_type.as_deref().unwrap())
+        .collect();
+    assert_eq!(types, ["OrderCreated", "OrderFilled"]);
+    assert_eq!(steps[1].since_previous_ns, Some(1_000));
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use evstream::archive::{ParquetWriter, Record};
+use evstream::error::ArchiveError;
 use evstream::history::{self, Filter, Source, Step};
 use evstream::Config;
 
@@ -117,6 +118,17 @@ pub(crate) fn export(config: &Config, args: &ExportArgs) -> anyhow::Result<ExitC
     let to_ms = parse_time(&args.to).context("--to")?;
     anyhow::ensure!(from_ms < to_ms, "--from must be before --to");
     let archive = args.archive.clone().or_else(|| config.archive.dir.clone());
+    let export = |each: &mut dyn FnMut(Record) -> Result<(), ArchiveError>| {
+        super::block_on(history::export(
+            config,
+            archive.as_deref(),
+            from_ms,
+            to_ms,
+            args.dead_letters,
+            each,
+        ))?
+        .map_err(archive_error)
+    };
     let exported = match args.format {
         ExportFormat::Parquet => {
             let path = args
@@ -125,15 +137,7 @@ pub(crate) fn export(config: &Config, args: &ExportArgs) -> anyhow::Result<ExitC
                 .context("--format parquet writes a file: give --output FILE")?;
             let mut writer =
                 ParquetWriter::create(path, &config.redis.stream).map_err(archive_error)?;
-            let count = super::block_on(history::export(
-                config,
-                archive.as_deref(),
-                from_ms,
-                to_ms,
-                args.dead_letters,
-                |record| writer.push(record),
-            ))?
-            .map_err(archive_error)?;
+            let count = export(&mut |record| writer.push(record))?;
             writer.finish().map_err(archive_error)?;
             count
         }
@@ -149,24 +153,16 @@ pub(crate) fn export(config: &Config, args: &ExportArgs) -> anyhow::Result<ExitC
                 .output
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("stdout"));
-            let count = super::block_on(history::export(
-                config,
-                archive.as_deref(),
-                from_ms,
-                to_ms,
-                args.dead_letters,
-                |record| {
-                    serde_json::to_writer(&mut out, &record)
-                        .map_err(std::io::Error::from)
-                        .and_then(|()| writeln!(out))
-                        .map_err(|source| evstream::error::ArchiveError::Io {
-                            what: "writing",
-                            path: target.clone(),
-                            source,
-                        })
-                },
-            ))?
-            .map_err(archive_error)?;
+            let count = export(&mut |record| {
+                serde_json::to_writer(&mut out, &record)
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| writeln!(out))
+                    .map_err(|source| ArchiveError::Io {
+                        what: "writing",
+                        path: target.clone(),
+                        source,
+                    })
+            })?;
             out.flush().context("cannot write the export")?;
             count
         }

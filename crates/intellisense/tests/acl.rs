@@ -119,6 +119,24 @@ const OPS: &[&str] = &[
     "(+set ~events:ops)",
 ];
 
+const ARCHIVER: &[&str] = &[
+    "archiver",
+    "on",
+    ">archiver-secret-1",
+    "resetkeys",
+    "resetchannels",
+    "-@all",
+    "+ping",
+    "+multi",
+    "+exec",
+    "+xrange",
+    "+xinfo",
+    "+xgroup|create",
+    "+xgroup|setid",
+    "~events",
+    "~events:dlq",
+];
+
 fn url(redis: &RedisServer, user: &str, password: &str) -> String {
     format!("redis://{user}:{password}@127.0.0.1:{}", redis.port())
 }
@@ -400,6 +418,55 @@ fn the_script_mode_publisher_ships_and_cannot_delete_the_stream() {
                 .as_deref()
                 .is_some_and(|e| e.to_ascii_lowercase().contains("noperm")),
             "publisher {forbidden:?}: {error:?}"
+        );
+    }
+}
+
+/// The archiver's role (docs/security.md): it archives the stream and its dead letters and
+/// moves its group, and may not append, trim or delete.
+#[test]
+fn issue_22_the_archiver_role_archives_and_cannot_append_trim_or_delete() {
+    let redis = RedisServer::start().unwrap();
+    let mut command = vec!["ACL", "SETUSER"];
+    command.extend_from_slice(ARCHIVER);
+    assert_eq!(
+        redis.command(&command).unwrap().as_text().as_deref(),
+        Some("OK")
+    );
+    for n in 0..500 {
+        let n = n.to_string();
+        redis
+            .command(&["XADD", "events", "*", "event_type", "T", "data", &n])
+            .unwrap();
+    }
+    redis
+        .command(&["XADD", "events:dlq", "*", "dlq_reason", "invalid_json"])
+        .unwrap();
+    let archive = tempfile::tempdir().unwrap();
+    let mut config = config(url(&redis, "archiver", "archiver-secret-1"));
+    config.archive.dir = Some(archive.path().to_owned());
+    let archiver = evstream::archive::Archiver::new(&config).unwrap();
+    let report = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async { tokio::spawn(archiver.run_once()).await })
+        .unwrap()
+        .unwrap();
+    assert_eq!((report.events, report.dead_letters), (500, 1));
+    for forbidden in [
+        &["XADD", "events", "*", "a", "b"][..],
+        &["XTRIM", "events", "MAXLEN", "0"],
+        &["DEL", "events"],
+        &["XGROUP", "DESTROY", "events", "evstream-archive"],
+    ] {
+        let error = refused(&redis, "archiver", "archiver-secret-1", forbidden);
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|e| e.to_ascii_lowercase().contains("noperm")),
+            "archiver {forbidden:?}: {error:?}"
         );
     }
 }

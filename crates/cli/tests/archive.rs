@@ -487,3 +487,79 @@ fn issue_22_tail_filters_history_and_follows_new_events() {
     assert_eq!(live.len(), 2, "{out}");
     assert!(live.iter().all(|l| l["event_type"] == "Live"));
 }
+
+#[test]
+fn issue_22_evstream_ops_archives_when_archive_dir_is_set_and_closes_its_files_on_sigterm() {
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("archive");
+    let config = work.path().join("evstream.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[ops]\nalert_interval_ms = 200\ninterval_ms = 200\n[archive]\ndir = {:?}\n",
+            dir.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    publish_orders(&url);
+    // One pass: archives what is there, then observes and trims as usual.
+    let output = evstream()
+        .args(["ops", "--once", "--redis-url", &url, "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("archived 20000 events"), "{stderr}");
+    assert_eq!(
+        archive_group(&redis, "events"),
+        (last_id(&redis, "events"), "0".to_owned())
+    );
+
+    // Following: new events are archived, the open file closed and recorded on SIGTERM.
+    let mut ops = Running(
+        evstream()
+            .args([
+                "ops",
+                "--redis-url",
+                &url,
+                "--metrics-addr",
+                "off",
+                "--config",
+            ])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    publish_orders(&url);
+    std::thread::sleep(Duration::from_secs(2));
+    let pid = ops.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while ops.0.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "evstream ops did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(ops.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("archived 20000 events"), "{stderr}");
+    let reader = ArchiveReader::open(&dir).unwrap();
+    let rows: u64 = reader
+        .files()
+        .iter()
+        .filter(|f| f.kind == Kind::Events)
+        .map(|f| f.rows)
+        .sum();
+    assert_eq!(rows, 40_000);
+    assert_eq!(archive_group(&redis, "events").0, last_id(&redis, "events"));
+}

@@ -16,10 +16,18 @@ use crate::http::{self, Sources};
 
 pub(crate) fn run(mut config: Config, args: &OpsArgs) -> anyhow::Result<ExitCode> {
     args.apply(&mut config)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    // With an archive, two workers: the archiver encodes on one while its next batch is read
+    // on the other, and the loops are never held up behind it.
+    let runtime = match config.archive.dir {
+        Some(_) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build(),
+        None => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    }
+    .context("cannot start the async runtime")?;
     // One loop per partition of the stream (one without partitions): each watches, trims
     // and alerts on its own key, on the node that holds it.
     let loops = PartitionedOpsLoop::new(&config).context("cannot start the ops loop")?;
@@ -33,7 +41,8 @@ pub(crate) fn run(mut config: Config, args: &OpsArgs) -> anyhow::Result<ExitCode
     if args.once {
         if let Some(archiver) = archiver {
             let report = runtime
-                .block_on(archiver.run_once())
+                .block_on(async { tokio::spawn(archiver.run_once()).await })
+                .context("the archiver failed")?
                 .map_err(super::archive::archive_error)?;
             eprintln!(
                 "archived {} events and {} dead letters in {} files",

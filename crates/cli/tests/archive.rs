@@ -19,6 +19,26 @@ fn evstream() -> Command {
 /// Kills the child when the test ends, passing or not.
 struct Running(Child);
 
+impl Running {
+    /// Waits until the child exits, `what` failing the test past `limit`; returns what it
+    /// wrote to its piped `stdout` or `stderr`.
+    fn output_within(&mut self, limit: Duration, what: &str) -> String {
+        let deadline = Instant::now() + limit;
+        while self.0.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut text = String::new();
+        if let Some(out) = self.0.stdout.as_mut() {
+            std::io::Read::read_to_string(out, &mut text).unwrap();
+        }
+        if let Some(err) = self.0.stderr.as_mut() {
+            std::io::Read::read_to_string(err, &mut text).unwrap();
+        }
+        text
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -470,16 +490,7 @@ fn issue_22_tail_filters_history_and_follows_new_events() {
             ])
             .unwrap();
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while follower.0.try_wait().unwrap().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "tail did not stop after --count 2"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let mut out = String::new();
-    std::io::Read::read_to_string(follower.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+    let out = follower.output_within(Duration::from_secs(10), "tail did not stop after --count 2");
     let live: Vec<serde_json::Value> = out
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -542,16 +553,10 @@ fn issue_22_evstream_ops_archives_when_archive_dir_is_set_and_closes_its_files_o
         .status()
         .unwrap()
         .success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while ops.0.try_wait().unwrap().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "evstream ops did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(ops.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    let stderr = ops.output_within(
+        Duration::from_secs(15),
+        "evstream ops did not stop on SIGTERM",
+    );
     assert!(stderr.contains("archived 20000 events"), "{stderr}");
     let reader = ArchiveReader::open(&dir).unwrap();
     let rows: u64 = reader

@@ -75,64 +75,11 @@ impl Record {
     /// The record of `entry`, read from partition `partition`'s stream of `kind` (its
     /// values are moved, not copied).
     pub fn from_entry(kind: Kind, partition: u16, entry: StreamEntry) -> Self {
-        let mut record = Self {
-            kind,
-            partition,
-            entry_id: entry.id,
-            event_id: None,
-            event_type: None,
-            version: None,
-            correlation_id: None,
-            timestamp_ns: None,
-            producer_id: None,
-            sequence: None,
-            data: None,
-            extra: None,
-        };
-        let mut extra = serde_json::Map::new();
+        let mut builder = Builder::new(kind, partition, entry.id);
         for (name, value) in entry.fields {
-            let text = match String::from_utf8(value) {
-                Ok(text) => text,
-                Err(error) => {
-                    let hex: String = error
-                        .as_bytes()
-                        .iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect();
-                    extra.insert(name, serde_json::json!({ "hex": hex }));
-                    continue;
-                }
-            };
-            let slot = match name.as_str() {
-                envelope::FIELD_TIMESTAMP_NS | envelope::FIELD_SEQUENCE => {
-                    match text.parse::<i64>() {
-                        Ok(n) if name == envelope::FIELD_TIMESTAMP_NS => {
-                            record.timestamp_ns = Some(n)
-                        }
-                        Ok(n) => record.sequence = Some(n),
-                        Err(_) => {
-                            extra.insert(name, text.into());
-                        }
-                    }
-                    continue;
-                }
-                envelope::FIELD_EVENT_ID => &mut record.event_id,
-                envelope::FIELD_EVENT_TYPE => &mut record.event_type,
-                envelope::FIELD_VERSION => &mut record.version,
-                envelope::FIELD_CORRELATION_ID => &mut record.correlation_id,
-                envelope::FIELD_PRODUCER_ID => &mut record.producer_id,
-                envelope::FIELD_DATA => &mut record.data,
-                _ => {
-                    extra.insert(name, text.into());
-                    continue;
-                }
-            };
-            *slot = Some(text);
+            builder.field(&name, value);
         }
-        if !extra.is_empty() {
-            record.extra = Some(serde_json::Value::Object(extra).to_string());
-        }
-        record
+        builder.finish()
     }
 
     /// The event time in nanoseconds, or, without one, the entry id's millisecond: what
@@ -141,6 +88,88 @@ impl Record {
         self.timestamp_ns.unwrap_or_else(|| {
             i64::try_from(self.entry_id.ms.saturating_mul(1_000_000)).unwrap_or(i64::MAX)
         })
+    }
+}
+
+/// Builds a [`Record`] field by field, as an entry is read: what [`Record::from_entry`]
+/// does, and what the archive's lean reader does straight from the reply's bytes.
+#[derive(Debug)]
+pub(crate) struct Builder {
+    record: Record,
+    extra: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl Builder {
+    pub(crate) fn new(kind: Kind, partition: u16, entry_id: EntryId) -> Self {
+        Self {
+            record: Record {
+                kind,
+                partition,
+                entry_id,
+                event_id: None,
+                event_type: None,
+                version: None,
+                correlation_id: None,
+                timestamp_ns: None,
+                producer_id: None,
+                sequence: None,
+                data: None,
+                extra: None,
+            },
+            extra: None,
+        }
+    }
+
+    /// The field `name` with `value`: an envelope field to its column, anything else (and a
+    /// value that is not UTF-8, or not a number where one is expected) to `extra`.
+    pub(crate) fn field(&mut self, name: &str, value: Vec<u8>) {
+        let text = match String::from_utf8(value) {
+            Ok(text) => text,
+            Err(error) => {
+                let hex: String = error
+                    .as_bytes()
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                self.other(name, serde_json::json!({ "hex": hex }));
+                return;
+            }
+        };
+        let record = &mut self.record;
+        let slot = match name {
+            envelope::FIELD_TIMESTAMP_NS | envelope::FIELD_SEQUENCE => {
+                match text.parse::<i64>() {
+                    Ok(n) if name == envelope::FIELD_TIMESTAMP_NS => record.timestamp_ns = Some(n),
+                    Ok(n) => record.sequence = Some(n),
+                    Err(_) => self.other(name, text.into()),
+                }
+                return;
+            }
+            envelope::FIELD_EVENT_ID => &mut record.event_id,
+            envelope::FIELD_EVENT_TYPE => &mut record.event_type,
+            envelope::FIELD_VERSION => &mut record.version,
+            envelope::FIELD_CORRELATION_ID => &mut record.correlation_id,
+            envelope::FIELD_PRODUCER_ID => &mut record.producer_id,
+            envelope::FIELD_DATA => &mut record.data,
+            _ => {
+                self.other(name, text.into());
+                return;
+            }
+        };
+        *slot = Some(text);
+    }
+
+    fn other(&mut self, name: &str, value: serde_json::Value) {
+        self.extra
+            .get_or_insert_with(serde_json::Map::new)
+            .insert(name.to_owned(), value);
+    }
+
+    pub(crate) fn finish(mut self) -> Record {
+        if let Some(extra) = self.extra {
+            self.record.extra = Some(serde_json::Value::Object(extra).to_string());
+        }
+        self.record
     }
 }
 

@@ -13,9 +13,10 @@ use redis::ConnectionAddr;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::redis::{EntryId, StreamEntry};
+use super::record::{Builder, Kind, Record};
+use crate::redis::EntryId;
 
-/// A RESP2 reply other than the entries (those are read into [`StreamEntry`] directly).
+/// A RESP2 reply other than the entries (those are read into records directly).
 #[derive(Debug)]
 enum Reply {
     Status(String),
@@ -57,6 +58,8 @@ fn protocol(what: impl Into<String>) -> ReadError {
 pub(super) struct Reader {
     io: BufReader<TcpStream>,
     line: Vec<u8>,
+    /// A field name being read (names are matched, not kept).
+    name: Vec<u8>,
 }
 
 impl Reader {
@@ -74,6 +77,7 @@ impl Reader {
             let mut reader = Self {
                 io: BufReader::with_capacity(1 << 16, stream),
                 line: Vec::new(),
+                name: Vec::new(),
             };
             if let Some(password) = settings.password() {
                 let mut auth: Vec<&[u8]> = vec![b"AUTH"];
@@ -102,15 +106,16 @@ impl Reader {
         }
     }
 
-    /// The next `count` entries of `key` after `after`, with the stream's `entries-added`
-    /// and `last-generated-id`, in one `MULTI` (see the archiver's `read_batch`). A missing
-    /// key reads as empty.
+    /// The next `count` entries of `key` after `after`, as records of `kind` and
+    /// `partition`, with the stream's `entries-added` and `last-generated-id`, in one
+    /// `MULTI` (see the archiver's `read_batch`). A missing key reads as empty.
     pub(super) async fn read_batch(
         &mut self,
         key: &str,
         after: EntryId,
         count: usize,
-    ) -> Result<(u64, EntryId, Vec<StreamEntry>), ReadError> {
+        (kind, partition): (Kind, u16),
+    ) -> Result<(u64, EntryId, Vec<Record>), ReadError> {
         let from = format!("({after}");
         let count = count.to_string();
         let mut out = Vec::with_capacity(256);
@@ -138,7 +143,7 @@ impl Reader {
         if self.header(b'*').await? != Some(2) {
             return Err(protocol("EXEC did not return two replies"));
         }
-        let entries = self.entries().await?;
+        let entries = self.entries(kind, partition).await?;
         let (added, last) = match self.reply().await? {
             Reply::Error(e) if e.contains("no such key") => (0, EntryId::default()),
             Reply::Array(Some(info)) => stream_info(info)?,
@@ -147,37 +152,37 @@ impl Reader {
         Ok((added, last, entries))
     }
 
-    /// An `XRANGE` reply, straight into entries.
-    async fn entries(&mut self) -> Result<Vec<StreamEntry>, ReadError> {
+    /// An `XRANGE` reply, straight into records.
+    async fn entries(&mut self, kind: Kind, partition: u16) -> Result<Vec<Record>, ReadError> {
         let n = self
             .header(b'*')
             .await?
             .ok_or_else(|| protocol("XRANGE: null"))?;
-        let mut entries = Vec::with_capacity(n);
+        let mut records = Vec::with_capacity(n);
+        let mut name = std::mem::take(&mut self.name);
         for _ in 0..n {
             if self.header(b'*').await? != Some(2) {
                 return Err(protocol("XRANGE: an entry is not [id, fields]"));
             }
-            let id = self.bulk().await?;
-            let id = std::str::from_utf8(&id)
+            self.bulk_into(&mut name).await?;
+            let id = std::str::from_utf8(&name)
                 .ok()
                 .and_then(|id| id.parse().ok())
                 .ok_or_else(|| protocol("XRANGE: an entry id"))?;
-            let fields = match self.header(b'*').await? {
-                None => Vec::new(),
-                Some(n) => {
-                    let mut fields = Vec::with_capacity(n / 2);
-                    for _ in 0..n / 2 {
-                        let name = String::from_utf8(self.bulk().await?)
-                            .map_err(|_| protocol("XRANGE: a field name is not UTF-8"))?;
-                        fields.push((name, self.bulk().await?));
-                    }
-                    fields
-                }
-            };
-            entries.push(StreamEntry { id, fields });
+            let mut record = Builder::new(kind, partition, id);
+            let fields = self.header(b'*').await?.unwrap_or(0);
+            for _ in 0..fields / 2 {
+                self.bulk_into(&mut name).await?;
+                let mut value = Vec::new();
+                self.bulk_into(&mut value).await?;
+                let name = std::str::from_utf8(&name)
+                    .map_err(|_| protocol("XRANGE: a field name is not UTF-8"))?;
+                record.field(name, value);
+            }
+            records.push(record.finish());
         }
-        Ok(entries)
+        self.name = name;
+        Ok(records)
     }
 
     /// A line, without its `\r\n`.
@@ -209,15 +214,27 @@ impl Reader {
         }
     }
 
-    /// A bulk string's bytes (a null one is empty).
-    async fn bulk(&mut self) -> Result<Vec<u8>, ReadError> {
+    /// A bulk string's bytes into `out` (cleared first; a null one is empty), copied from the
+    /// read buffer as it fills, without zeroing `out` first.
+    async fn bulk_into(&mut self, out: &mut Vec<u8>) -> Result<(), ReadError> {
+        out.clear();
         let Some(len) = self.header(b'$').await? else {
-            return Ok(Vec::new());
+            return Ok(());
         };
-        let mut bytes = vec![0; len + 2];
-        self.io.read_exact(&mut bytes).await?;
-        bytes.truncate(len);
-        Ok(bytes)
+        out.reserve_exact(len);
+        let mut left = len + 2;
+        while left > 0 {
+            let buffered = self.io.fill_buf().await?;
+            if buffered.is_empty() {
+                return Err(ReadError::Io(io::ErrorKind::UnexpectedEof.into()));
+            }
+            let take = buffered.len().min(left);
+            let data = take.min(left.saturating_sub(2));
+            out.extend_from_slice(&buffered[..data]);
+            self.io.consume(take);
+            left -= take;
+        }
+        Ok(())
     }
 
     /// Any reply, as a tree (the small ones).

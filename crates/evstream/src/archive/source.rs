@@ -122,8 +122,8 @@ pub(super) async fn read_batch(
         Via::Redis(conn) => conn,
         Via::Lean(reader) => {
             let what = format!("XRANGE {} ({after} + COUNT {count}; XINFO STREAM", of.key);
-            let read = reader.read_batch(&of.key, after, count);
-            let (added, last, entries) = match tokio::time::timeout(CALL_TIMEOUT, read).await {
+            let read = reader.read_batch(&of.key, after, count, (of.kind, of.partition));
+            let (added, last, records) = match tokio::time::timeout(CALL_TIMEOUT, read).await {
                 Ok(Ok(batch)) => batch,
                 Ok(Err(resp::ReadError::Io(error))) => {
                     return Err(OpsError::Redis {
@@ -141,10 +141,6 @@ pub(super) async fn read_batch(
                     })
                 }
             };
-            let records = entries
-                .into_iter()
-                .map(|entry| Record::from_entry(of.kind, of.partition, entry))
-                .collect();
             return Ok((added, last, records));
         }
     };

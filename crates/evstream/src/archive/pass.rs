@@ -53,9 +53,6 @@ impl Archiver {
                 unreachable!("connected above")
             };
             let source = &mut part.sources[s];
-            if source.via.is_none() && source.prefetch.is_none() {
-                source.via = Some(Via::open(client, conn).await);
-            }
             if !source.group_checked {
                 source.group_checked = check_group(conn, source).await?;
             }
@@ -79,6 +76,7 @@ impl Archiver {
                 None => None,
             };
             let (of, position) = (source.read(), source.position);
+            // Opened on first use, and again after an error (or a read task that died).
             let via = match source.via.as_mut() {
                 Some(via) => via,
                 None => source.via.insert(Via::open(client, conn).await),

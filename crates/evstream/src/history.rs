@@ -158,8 +158,8 @@ pub async fn trace(
         correlation_id: Some(correlation_id.to_owned()),
         ..Filter::default()
     };
-    let count = config.partition_configs().len();
-    let partition = crate::keys::partition_of(correlation_id, count);
+    let parts = config.partition_configs();
+    let partition = crate::keys::partition_of(correlation_id, parts.len());
     let partition_u16 = u16::try_from(partition).unwrap_or(u16::MAX);
     let mut steps = Vec::new();
     let mut archived = BTreeMap::new();
@@ -173,8 +173,7 @@ pub async fn trace(
             }
         }
     }
-    let part = config
-        .partition_configs()
+    let part = parts
         .into_iter()
         .nth(partition)
         .expect("partition_of is below the partition count");

@@ -52,7 +52,7 @@ pub use partitions::PartitionedOpsLoop;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -203,9 +203,4 @@ impl OpsLoop {
 /// `warn,evstream::alerts=info,evstream::ship=info,evstream::failover=info` by default.
 pub const ALERT_LOG_TARGET: &str = "evstream::alerts";
 
-/// Now, in Unix milliseconds (the clock of stream entry ids).
-pub(crate) fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub(crate) use crate::redis::unix_ms;

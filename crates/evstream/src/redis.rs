@@ -41,6 +41,7 @@ pub(crate) use backoff::Backoff;
 pub use cluster::{key_slot, ClusterTarget};
 pub(crate) use connection::{call, name_connection};
 pub use connector::Connector;
+pub(crate) use entry::unix_ms;
 pub use entry::{parse_entries, EntryId, StreamEntry};
 pub(crate) use failover::FailoverWatch;
 pub use sentinel::SentinelTarget;

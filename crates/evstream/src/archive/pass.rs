@@ -10,7 +10,7 @@ use super::source::{read_batch, Open, Via};
 use super::store::ArchiveStore;
 use super::{file, Archiver, CALL_TIMEOUT, GROUP};
 use crate::error::ArchiveError;
-use crate::redis::EntryId;
+use crate::redis::{unix_ms, EntryId};
 
 impl Archiver {
     /// One read of every key; closes the files that are due. Returns whether any read was
@@ -344,12 +344,6 @@ fn date_and_hour(ms: u64) -> (String, String) {
     let time = SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
     let text = humantime::format_rfc3339_seconds(time).to_string();
     (text[..10].to_owned(), text[11..13].to_owned())
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]

@@ -69,6 +69,13 @@ impl<'de> Deserialize<'de> for EntryId {
     }
 }
 
+/// Now, in Unix milliseconds: the clock of the ids Redis generates.
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// One stream entry: its id and its fields, in the order Redis returned them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamEntry {

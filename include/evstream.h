@@ -121,6 +121,84 @@ typedef struct {
   uint8_t shut_down;
 } evstream_health;
 
+// Every figure of the capture ring and the shipper that `/metrics` shows, for an engine with
+// a metrics system of its own. Read with [`evstream_metrics_snapshot`]. Fields may be added
+// at the end in later versions, never reordered: the snapshot writes only the `out_size`
+// bytes the caller's header knows.
+typedef struct {
+  // Ring slots (all partitions).
+  uint64_t ring_capacity;
+  // Events waiting in the ring for the shipper.
+  uint64_t ring_depth;
+  // Positions claimed in the ring since start.
+  uint64_t ring_cursor;
+  // Events accepted by publish.
+  uint64_t published;
+  // Events refused because the ring was full.
+  uint64_t refused_ring_full;
+  // Events refused as larger than `ring.max_event_bytes`.
+  uint64_t refused_too_large;
+  // Events refused for an invalid event type, correlation id or version.
+  uint64_t refused_invalid;
+  // Events refused after shutdown.
+  uint64_t refused_closed;
+  // Events appended to the stream.
+  uint64_t shipped;
+  // Events of retried batches found already appended and skipped (duplicates prevented).
+  uint64_t duplicates_prevented;
+  // Batches confirmed.
+  uint64_t batches_ok;
+  // Batch attempts that failed (and were retried).
+  uint64_t batches_failed;
+  // Batches sent and not answered yet.
+  uint64_t batches_in_flight;
+  // Events taken from the ring and not confirmed yet.
+  uint64_t unconfirmed_events;
+  // Events sent to the dead letter stream by the shipper.
+  uint64_t dead_lettered;
+  // Events written to the spill journal since start.
+  uint64_t spilled;
+  // Events waiting in the spill journal.
+  uint64_t journal_events;
+  // Bytes of the spill journal.
+  uint64_t journal_bytes;
+  // Events lost to torn or corrupt journal records.
+  uint64_t journal_lost;
+  // Journals of earlier processes not replayed (see `docs/operations.md`).
+  uint64_t journals_refused;
+  // `publish` calls timed (one in `ring.publish_timing_sample`).
+  uint64_t publish_timed;
+  // Median duration of the timed calls, in nanoseconds.
+  uint64_t publish_p50_ns;
+  // 99th percentile, in nanoseconds.
+  uint64_t publish_p99_ns;
+  // 99.9th percentile, in nanoseconds.
+  uint64_t publish_p999_ns;
+  // Longest timed call, in nanoseconds.
+  uint64_t publish_max_ns;
+  // 1 when the shipper's last Redis call succeeded.
+  uint8_t redis_connected;
+  // Circuit breaker: 0 closed, 1 half-open, 2 open.
+  uint8_t breaker_state;
+  // 1 when the journal's disk budget is used up.
+  uint8_t journal_full;
+  // 1 once the handle was shut down.
+  uint8_t shut_down;
+} evstream_metrics;
+
+// Options of [`evstream_serve_metrics`]; zero or null fields take the defaults.
+typedef struct {
+  // Address to bind, `host:port` (NUL-terminated); null: `127.0.0.1:9464`, or a free
+  // loopback port when that one is taken. Port 0 picks a free port.
+  const char *addr;
+  // 1 to allow an address that is not loopback (reachable from the network); otherwise
+  // such an address is refused. Think of `token_file` then.
+  uint8_t public_;
+  // A file holding a bearer token (NUL-terminated path; at least 16 characters): every
+  // request then needs `Authorization: Bearer <token>`. Null: no token.
+  const char *token_file;
+} evstream_metrics_options;
+
 // What a shutdown achieved.
 typedef struct {
   // Events appended to the stream over the handle's life.
@@ -259,6 +337,37 @@ evstream_status evstream_on_market_data(const evstream_handle *handle,
 // # Safety
 // `handle` as for [`evstream_publish`]; `out` null or writable.
 evstream_status evstream_health_snapshot(const evstream_handle *handle, evstream_health *out);
+
+// Fills `*out` with every figure `/metrics` shows of the ring and the shipper (see
+// [`evstream_metrics`]), for an engine that feeds its own metrics system. Pass
+// `sizeof(evstream_metrics)` as `out_size`: only that many bytes are written, so a program
+// built against an older header, with a shorter struct, keeps working. Cheap enough to
+// call every second; it takes a lock the shipper also takes, so not on the hot path.
+//
+// # Safety
+// `handle` as for [`evstream_publish`]; `out` null or valid for `out_size` writable bytes.
+evstream_status evstream_metrics_snapshot(const evstream_handle *handle,
+                                          evstream_metrics *out,
+                                          size_t out_size);
+
+// Serves `/metrics` (Prometheus text) and `/health` (JSON) of this handle's ring and shipper
+// from the engine's process, on a thread of its own, until [`evstream_destroy`]; the same
+// endpoints, metric names and token rule as the `evstream` command's `--metrics-addr`
+// (`docs/operations.md`). `options` null: loopback port 9464, or a free loopback port when
+// that one is taken. The address served is copied into `address` (NUL-terminated, cut to
+// `capacity - 1` bytes) when `address` is not null.
+//
+// Returns `EVSTREAM_CONFIG` when the address cannot be bound or is not loopback without
+// `public`, the token file is unreadable or short, or this process installed another
+// metrics recorder; `EVSTREAM_INVALID` when this handle serves already.
+//
+// # Safety
+// `handle` as for [`evstream_publish`]; `options` null or valid, its strings null or
+// NUL-terminated; `address` null or valid for `capacity` writable bytes.
+evstream_status evstream_serve_metrics(const evstream_handle *handle,
+                                       const evstream_metrics_options *options,
+                                       char *address,
+                                       size_t capacity);
 
 // Flushes the ring and every unconfirmed batch to Redis within `timeout_ms`, leaves what it
 // could not deliver in the spill journal (if configured), and stops the shipper; publish

@@ -145,6 +145,25 @@ public:
 
     Status health(evstream_health& out) const noexcept { return evstream_health_snapshot(handle_, &out); }
 
+    // Every figure /metrics shows, for an engine with a metrics system of its own.
+    Status metrics(evstream_metrics& out) const noexcept {
+        return evstream_metrics_snapshot(handle_, &out, sizeof out);
+    }
+
+    // Serves /metrics and /health from this process until the Publisher is destroyed.
+    // addr empty: 127.0.0.1:9464, or a free loopback port when taken; port 0: a free port.
+    // On success *served (if not null) is the address served.
+    Status serve_metrics(const std::string& addr = {}, std::string* served = nullptr,
+                         const std::string& token_file = {}, bool is_public = false) const {
+        evstream_metrics_options options{addr.empty() ? nullptr : addr.c_str(),
+                                         static_cast<std::uint8_t>(is_public ? 1 : 0),
+                                         token_file.empty() ? nullptr : token_file.c_str()};
+        char buffer[128] = {};
+        Status status = evstream_serve_metrics(handle_, &options, buffer, sizeof buffer);
+        if (status.ok() && served != nullptr) *served = buffer;
+        return status;
+    }
+
     // Flushes and stops the shipper; publish returns EVSTREAM_CLOSED afterwards.
     Status shutdown(std::uint32_t timeout_ms, evstream_shutdown_report* report = nullptr) noexcept {
         return evstream_shutdown(handle_, timeout_ms, report);

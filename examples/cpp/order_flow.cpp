@@ -7,9 +7,14 @@
 //   g++ -std=c++17 -O2 -Iinclude examples/cpp/order_flow.cpp
 //       target/release/libevstream_ffi.a -lpthread -ldl -lm -o order_flow
 // Run:
-//   ./order_flow [redis-url] [orders-per-thread] [threads]
+//   ./order_flow [redis-url] [orders-per-thread] [threads] [--metrics ADDR] [--rate N]
+// --metrics serves /metrics and /health from this process (ADDR e.g. 127.0.0.1:9464, or
+// 127.0.0.1:0 for a free port; the address served is printed on stderr); --rate paces each
+// thread at N orders per second (default: as fast as the ring takes them).
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
@@ -61,9 +66,21 @@ bool accepted(evstream::Status status, const char* what) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    std::string url = argc > 1 ? argv[1] : "redis://127.0.0.1:6379";
-    long orders = argc > 2 ? std::atol(argv[2]) : 1000;
-    int threads = argc > 3 ? std::atoi(argv[3]) : 2;
+    std::vector<const char*> positional;
+    std::string metrics_addr;
+    long rate = 0;
+    for (int i = 1; i < argc; ++i) {
+        if (std::strcmp(argv[i], "--metrics") == 0 && i + 1 < argc) {
+            metrics_addr = argv[++i];
+        } else if (std::strcmp(argv[i], "--rate") == 0 && i + 1 < argc) {
+            rate = std::atol(argv[++i]);
+        } else {
+            positional.push_back(argv[i]);
+        }
+    }
+    std::string url = positional.size() > 0 ? positional[0] : "redis://127.0.0.1:6379";
+    long orders = positional.size() > 1 ? std::atol(positional[1]) : 1000;
+    int threads = positional.size() > 2 ? std::atoi(positional[2]) : 2;
 
     evstream_options options{};
     options.producer_name = "cpp-engine";
@@ -74,12 +91,28 @@ int main(int argc, char** argv) {
         return 1;
     }
     evstream::Publisher& events = created.value();
+    if (!metrics_addr.empty()) {
+        // The capture side's figures, scraped from the engine itself (docs/cpp.md).
+        std::string served;
+        evstream::Status status = events.serve_metrics(metrics_addr, &served);
+        if (!status.ok()) {
+            std::fprintf(stderr, "cannot serve metrics: %s\n",
+                         evstream::Error::last(status).message.c_str());
+            return 1;
+        }
+        std::fprintf(stderr, "metrics on http://%s/metrics\n", served.c_str());
+    }
     EventIntegration integration(events);
 
     std::vector<std::thread> engine;
     for (int t = 0; t < threads; ++t) {
-        engine.emplace_back([&integration, t, orders] {
+        engine.emplace_back([&integration, t, orders, rate] {
+            const auto started = std::chrono::steady_clock::now();
             for (long i = 0; i < orders; ++i) {
+                if (rate > 0) {
+                    std::this_thread::sleep_until(started + std::chrono::microseconds(
+                                                                i * 1000000 / rate));
+                }
                 std::string correlation = "cpp-" + std::to_string(t) + "-" + std::to_string(i);
                 std::string order_id = "O" + std::to_string(t) + "-" + std::to_string(i);
                 std::string fill_id = order_id + "-F1";
@@ -102,16 +135,21 @@ int main(int argc, char** argv) {
 
     evstream_shutdown_report report{};
     evstream::Status status = events.shutdown(10000, &report);
-    evstream_health health{};
-    events.health(health);
+    evstream_metrics metrics{};
+    events.metrics(metrics);
+    const unsigned long long refused = metrics.refused_ring_full + metrics.refused_too_large +
+                                       metrics.refused_invalid + metrics.refused_closed;
     std::printf(
         "{\"published\":%llu,\"refused\":%llu,\"shipped\":%llu,\"dead_lettered\":%llu,"
-        "\"undelivered\":%llu}\n",
-        static_cast<unsigned long long>(health.published),
-        static_cast<unsigned long long>(health.refused),
+        "\"undelivered\":%llu,\"publish_timed\":%llu,\"publish_p50_ns\":%llu,"
+        "\"publish_p99_ns\":%llu}\n",
+        static_cast<unsigned long long>(metrics.published), refused,
         static_cast<unsigned long long>(report.shipped),
         static_cast<unsigned long long>(report.dead_lettered),
-        static_cast<unsigned long long>(report.undelivered));
+        static_cast<unsigned long long>(report.undelivered),
+        static_cast<unsigned long long>(metrics.publish_timed),
+        static_cast<unsigned long long>(metrics.publish_p50_ns),
+        static_cast<unsigned long long>(metrics.publish_p99_ns));
     if (!status.ok()) {
         std::fprintf(stderr, "shutdown: %s\n", evstream::Error::last(status).message.c_str());
         return 1;

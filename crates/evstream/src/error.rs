@@ -440,3 +440,60 @@ pub enum ArchiveError {
     #[error(transparent)]
     Redis(#[from] OpsError),
 }
+
+/// `/metrics` and `/health` could not be served ([`crate::exporter`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExporterError {
+    /// The address could not be bound.
+    #[error(
+        "cannot serve /metrics on {addr}: {source} (is another process using it? choose \
+         another metrics address, or port 0 for a free one)"
+    )]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The address is reachable from the network and that was not asked for.
+    #[error(
+        "the metrics address {addr} is reachable from the network; /metrics and /health show \
+         stream, group and consumer names. Allow it explicitly (--metrics-public, or `public` \
+         in the C ABI's options), best with a bearer token, or bind 127.0.0.1"
+    )]
+    NotLoopback {
+        /// The address.
+        addr: String,
+    },
+    /// The token file could not be read.
+    #[error("cannot read the metrics token file {path}: {source}")]
+    TokenFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The token is too short to be a secret.
+    #[error(
+        "the token in {path} is shorter than 16 characters; use a long random one (e.g. \
+         `openssl rand -hex 32`)"
+    )]
+    TokenTooShort {
+        /// The file.
+        path: std::path::PathBuf,
+    },
+    /// The Prometheus recorder could not be installed: most often another metrics recorder
+    /// was installed in this process first.
+    #[error(
+        "cannot install the Prometheus metrics recorder: {0}. If this process installed a \
+         metrics recorder of its own, evstream's metrics go to it: serve them with its \
+         exporter, or read the capture and shipper health as values"
+    )]
+    Recorder(String),
+    /// The server's thread or runtime could not start.
+    #[error("cannot start the metrics server's thread: {0}")]
+    Runtime(#[source] std::io::Error),
+}

@@ -51,6 +51,7 @@ pub mod config;
 pub mod consume;
 pub mod envelope;
 pub mod error;
+pub mod exporter;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod history;
@@ -66,8 +67,8 @@ pub mod telemetry;
 
 pub use config::Config;
 pub use error::{
-    ConfigError, ConsumeError, DlqError, OpsError, PartitionError, PublishError, SchemaError,
-    ShipError,
+    ConfigError, ConsumeError, DlqError, ExporterError, OpsError, PartitionError, PublishError,
+    SchemaError, ShipError,
 };
 pub use publish::Publisher;
 

@@ -33,6 +33,7 @@
 //! ```
 
 pub mod alerts;
+pub mod analysis;
 pub(crate) mod config;
 pub mod dlq;
 /// The `/health` document.

@@ -22,10 +22,11 @@ mod events;
 mod json;
 mod slot;
 mod tape;
+mod timing;
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use metrics::{counter, gauge};
@@ -37,6 +38,7 @@ use crate::error::{ConfigError, PublishError};
 pub use events::{Event, MarketDataUpdate, OrderCreated, OrderFilled, Side};
 pub use slot::PayloadKind;
 use slot::{Body, EventSlot, InlineStr};
+pub use timing::PublishDurations;
 
 /// Longest accepted event type, in bytes.
 pub const MAX_EVENT_TYPE_LEN: usize = 64;
@@ -104,6 +106,7 @@ pub fn channel(config: &Config) -> Result<(Publisher, Receiver), ConfigError> {
         wait_timeout: ring.wait_timeout(),
         refused: RefusalCounters::default(),
         timing_mask: ring.publish_timing_sample().checked_sub(1),
+        timings: Mutex::new(timing::histogram()),
         clock: clock::Clock::new(),
     });
     let publisher = Publisher {
@@ -131,6 +134,9 @@ struct Shared {
     refused: RefusalCounters,
     /// `ring.publish_timing_sample - 1`, or `None` when no call is timed.
     timing_mask: Option<u32>,
+    /// The timed calls' durations, for [`CaptureHealth::publish_duration`]; written by the
+    /// drain (one sampled call in `publish_timing_sample`), never by `publish`.
+    timings: Mutex<hdrhistogram::Histogram<u64>>,
     /// Stamps events in `publish`; converted to wall-clock time by the drain.
     clock: clock::Clock,
 }
@@ -207,6 +213,8 @@ pub struct CaptureHealth {
     pub published: u64,
     /// Events refused, by reason.
     pub refused: RefusedCounts,
+    /// How long the timed `publish` calls took (one in `ring.publish_timing_sample`).
+    pub publish_duration: PublishDurations,
 }
 
 impl CaptureHealth {
@@ -248,6 +256,7 @@ impl CaptureHealth {
             cursor: stats.claimed,
             published: stats.claimed - stats.abandoned,
             refused: shared.refused.snapshot(),
+            publish_duration: timing::durations(&shared.timings),
         }
     }
 }
@@ -819,10 +828,12 @@ impl Receiver {
             let spare = &mut self.spare;
             let part = &mut self.parts[index];
             let next_sequence = &mut part.next_sequence;
+            let shared = &self.shared;
             part.consumer.drain(room, |slot| {
                 if slot.publish_ns != 0 {
                     metrics::histogram!("evstream_publish_duration_seconds")
                         .record(f64::from(slot.publish_ns) * 1e-9);
+                    timing::record(&shared.timings, slot.publish_ns);
                 }
                 let mut data = spare
                     .pop()

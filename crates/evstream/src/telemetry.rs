@@ -203,4 +203,29 @@ pub fn describe() {
         "Idle consumers with nothing pending removed from a group."
     );
     describe_gauge!("evstream_alert_firing", "1 while an alert fires.");
+    describe_histogram!(
+        "evstream_intellisense_latency_seconds",
+        Unit::Seconds,
+        "IntelliSense: order latencies by kind (creation: signal to order; fill: order to first fill) and symbol."
+    );
+    describe_histogram!(
+        "evstream_intellisense_risk_score",
+        "IntelliSense: each order's notional over its symbol's limit (its alert fires above 1)."
+    );
+    describe_counter!(
+        "evstream_intellisense_alerts_total",
+        "IntelliSense: alerts raised, by kind (creation_latency, fill_latency, risk) and level."
+    );
+    describe_counter!(
+        "evstream_intellisense_events_total",
+        "IntelliSense: events analysed, by kind (signal, order, fill)."
+    );
+    describe_gauge!(
+        "evstream_intellisense_orders_open",
+        "IntelliSense: orders this process holds waiting for their fill (or fills waiting for their order)."
+    );
+    describe_counter!(
+        "evstream_intellisense_orders_unmatched_total",
+        "IntelliSense: orders or fills dropped without their other half (never filled within tracker_ttl_s, or pushed out by tracker_capacity)."
+    );
 }

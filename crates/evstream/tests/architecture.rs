@@ -24,7 +24,7 @@ const LAYERS: &[&[&str]] = &[
     &["consume"],
     &["archive"],
     &["ops"],
-    &["status", "audit", "history"],
+    &["status", "audit", "history", "exporter"],
     &["fuzzing"],
 ];
 

@@ -58,3 +58,38 @@ fn every_alert_level_has_a_prometheus_rule_and_no_other() {
     levels.sort();
     assert_eq!(levels, expected, "deploy/prometheus/alerts.yml");
 }
+
+/// Issue 23: every metric of the tables in `docs/operations.md`'s IntelliSense section is
+/// charted by a panel of the shipped Grafana dashboard.
+#[test]
+fn every_intellisense_metric_has_a_dashboard_panel() {
+    let operations = read("docs/operations.md");
+    let section = operations
+        .split("### IntelliSense (")
+        .nth(1)
+        .and_then(|rest| rest.split("\n### ").next())
+        .expect("docs/operations.md has an IntelliSense metrics section");
+    let metrics: Vec<&str> = section
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `evstream_"))
+        .filter_map(|rest| rest.split('`').next())
+        .collect();
+    assert!(metrics.len() >= 6, "{metrics:?}");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read("deploy/grafana/evstream.json")).unwrap();
+    let panels = dashboard["panels"].as_array().unwrap();
+    for metric in metrics {
+        let name = format!("evstream_{metric}");
+        let charted = panels.iter().any(|panel| {
+            panel["targets"].as_array().is_some_and(|targets| {
+                targets
+                    .iter()
+                    .any(|t| t["expr"].as_str().is_some_and(|e| e.contains(&name)))
+            })
+        });
+        assert!(
+            charted,
+            "no panel of deploy/grafana/evstream.json charts {name}"
+        );
+    }
+}

@@ -33,8 +33,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use evstream::config::{Config, RingConfig};
+use evstream::exporter::{Exporter, ExporterOptions, Sources};
 use evstream::publish::{self, MarketDataUpdate, OrderCreated, OrderFilled, Publisher, Side};
-use evstream::ship::{self, BreakerState, ShipperHandle};
+use evstream::ship::{self, BreakerState, ShipperHandle, ShipperMonitor};
 use evstream::{PublishError, ShipError};
 
 /// A status code; `EVSTREAM_OK` is 0, every failure is positive.
@@ -185,6 +186,88 @@ pub struct evstream_health {
     pub shut_down: u8,
 }
 
+/// Every figure of the capture ring and the shipper that `/metrics` shows, for an engine with
+/// a metrics system of its own. Read with [`evstream_metrics_snapshot`]. Fields may be added
+/// at the end in later versions, never reordered: the snapshot writes only the `out_size`
+/// bytes the caller's header knows.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct evstream_metrics {
+    /// Ring slots (all partitions).
+    pub ring_capacity: u64,
+    /// Events waiting in the ring for the shipper.
+    pub ring_depth: u64,
+    /// Positions claimed in the ring since start.
+    pub ring_cursor: u64,
+    /// Events accepted by publish.
+    pub published: u64,
+    /// Events refused because the ring was full.
+    pub refused_ring_full: u64,
+    /// Events refused as larger than `ring.max_event_bytes`.
+    pub refused_too_large: u64,
+    /// Events refused for an invalid event type, correlation id or version.
+    pub refused_invalid: u64,
+    /// Events refused after shutdown.
+    pub refused_closed: u64,
+    /// Events appended to the stream.
+    pub shipped: u64,
+    /// Events of retried batches found already appended and skipped (duplicates prevented).
+    pub duplicates_prevented: u64,
+    /// Batches confirmed.
+    pub batches_ok: u64,
+    /// Batch attempts that failed (and were retried).
+    pub batches_failed: u64,
+    /// Batches sent and not answered yet.
+    pub batches_in_flight: u64,
+    /// Events taken from the ring and not confirmed yet.
+    pub unconfirmed_events: u64,
+    /// Events sent to the dead letter stream by the shipper.
+    pub dead_lettered: u64,
+    /// Events written to the spill journal since start.
+    pub spilled: u64,
+    /// Events waiting in the spill journal.
+    pub journal_events: u64,
+    /// Bytes of the spill journal.
+    pub journal_bytes: u64,
+    /// Events lost to torn or corrupt journal records.
+    pub journal_lost: u64,
+    /// Journals of earlier processes not replayed (see `docs/operations.md`).
+    pub journals_refused: u64,
+    /// `publish` calls timed (one in `ring.publish_timing_sample`).
+    pub publish_timed: u64,
+    /// Median duration of the timed calls, in nanoseconds.
+    pub publish_p50_ns: u64,
+    /// 99th percentile, in nanoseconds.
+    pub publish_p99_ns: u64,
+    /// 99.9th percentile, in nanoseconds.
+    pub publish_p999_ns: u64,
+    /// Longest timed call, in nanoseconds.
+    pub publish_max_ns: u64,
+    /// 1 when the shipper's last Redis call succeeded.
+    pub redis_connected: u8,
+    /// Circuit breaker: 0 closed, 1 half-open, 2 open.
+    pub breaker_state: u8,
+    /// 1 when the journal's disk budget is used up.
+    pub journal_full: u8,
+    /// 1 once the handle was shut down.
+    pub shut_down: u8,
+}
+
+/// Options of [`evstream_serve_metrics`]; zero or null fields take the defaults.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct evstream_metrics_options {
+    /// Address to bind, `host:port` (NUL-terminated); null: `127.0.0.1:9464`, or a free
+    /// loopback port when that one is taken. Port 0 picks a free port.
+    pub addr: *const c_char,
+    /// 1 to allow an address that is not loopback (reachable from the network); otherwise
+    /// such an address is refused. Think of `token_file` then.
+    pub public: u8,
+    /// A file holding a bearer token (NUL-terminated path; at least 16 characters): every
+    /// request then needs `Authorization: Bearer <token>`. Null: no token.
+    pub token_file: *const c_char,
+}
+
 /// What a shutdown achieved.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
@@ -207,7 +290,11 @@ pub struct evstream_handle {
     tag: u64,
     publisher: Publisher,
     shipper: Mutex<Option<ShipperHandle>>,
+    /// The shipper's figures, readable after its shutdown too.
+    shipper_monitor: ShipperMonitor,
     last_report: Mutex<Option<ship::ShutdownReport>>,
+    /// `/metrics` and `/health`, once `evstream_serve_metrics` started them.
+    exporter: Mutex<Option<Exporter>>,
 }
 
 /// Marks a live handle; cleared by `evstream_destroy`.
@@ -259,15 +346,8 @@ fn guarded(body: impl FnOnce() -> evstream_status) -> evstream_status {
 pub unsafe extern "C" fn evstream_last_error(buffer: *mut c_char, capacity: usize) -> usize {
     LAST_ERROR.with(|cell| {
         let (message, len) = &*cell.borrow();
-        if !buffer.is_null() && capacity > 0 {
-            let n = (*len).min(capacity - 1);
-            // SAFETY: the caller guarantees `capacity` writable bytes at `buffer`; we write
-            // `n + 1 <= capacity` of them, from our own buffer, which cannot overlap it.
-            unsafe {
-                std::ptr::copy_nonoverlapping(message.as_ptr().cast::<c_char>(), buffer, n);
-                *buffer.add(n) = 0;
-            }
-        }
+        // SAFETY: the caller guarantees `buffer` is null or has `capacity` writable bytes.
+        unsafe { copy_out(&message[..*len], buffer, capacity) };
         *len
     })
 }
@@ -409,8 +489,10 @@ fn start(config: Config, out: &mut *mut evstream_handle) -> evstream_status {
     *out = Box::into_raw(Box::new(evstream_handle {
         tag: LIVE,
         publisher,
+        shipper_monitor: shipper.monitor(),
         shipper: Mutex::new(Some(shipper)),
         last_report: Mutex::new(None),
+        exporter: Mutex::new(None),
     }));
     EVSTREAM_OK
 }
@@ -649,6 +731,150 @@ pub unsafe extern "C" fn evstream_health_snapshot(
     })
 }
 
+/// Fills `*out` with every figure `/metrics` shows of the ring and the shipper (see
+/// [`evstream_metrics`]), for an engine that feeds its own metrics system. Pass
+/// `sizeof(evstream_metrics)` as `out_size`: only that many bytes are written, so a program
+/// built against an older header, with a shorter struct, keeps working. Cheap enough to
+/// call every second; it takes a lock the shipper also takes, so not on the hot path.
+///
+/// # Safety
+/// `handle` as for [`evstream_publish`]; `out` null or valid for `out_size` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn evstream_metrics_snapshot(
+    handle: *const evstream_handle,
+    out: *mut evstream_metrics,
+    out_size: usize,
+) -> evstream_status {
+    guarded(|| {
+        // SAFETY: the caller's contract above.
+        let handle = match unsafe { live(handle) } {
+            Ok(handle) => handle,
+            Err(code) => return code,
+        };
+        if out.is_null() {
+            return fail(EVSTREAM_NULL_ARGUMENT, format_args!("out is null"));
+        }
+        let capture = handle.publisher.health();
+        let shipper = handle.shipper_monitor.health();
+        let timing = capture.publish_duration;
+        let metrics = evstream_metrics {
+            ring_capacity: capture.capacity,
+            ring_depth: capture.depth,
+            ring_cursor: capture.cursor,
+            published: capture.published,
+            refused_ring_full: capture.refused.ring_full,
+            refused_too_large: capture.refused.too_large,
+            refused_invalid: capture.refused.invalid,
+            refused_closed: capture.refused.closed,
+            shipped: shipper.shipped,
+            duplicates_prevented: shipper.duplicates_skipped,
+            batches_ok: shipper.batches_ok,
+            batches_failed: shipper.batches_failed,
+            batches_in_flight: shipper.batches_in_flight,
+            unconfirmed_events: shipper.unconfirmed_events,
+            dead_lettered: shipper.dead_letters.values().sum(),
+            spilled: shipper.spilled,
+            journal_events: shipper.journal_events,
+            journal_bytes: shipper.journal_bytes,
+            journal_lost: shipper.journal_lost,
+            journals_refused: shipper.journals_refused,
+            publish_timed: timing.timed,
+            publish_p50_ns: timing.p50_ns,
+            publish_p99_ns: timing.p99_ns,
+            publish_p999_ns: timing.p999_ns,
+            publish_max_ns: timing.max_ns,
+            redis_connected: u8::from(shipper.redis_connected),
+            breaker_state: match shipper.breaker {
+                BreakerState::Closed => 0,
+                BreakerState::HalfOpen => 1,
+                BreakerState::Open => 2,
+            },
+            journal_full: u8::from(shipper.journal_full),
+            shut_down: u8::from(lock(&handle.shipper).is_none()),
+        };
+        let n = out_size.min(std::mem::size_of::<evstream_metrics>());
+        // SAFETY: the caller guarantees `out_size` writable bytes at `out`; `n` is at most
+        // that and at most the size of `metrics`, a local that cannot overlap `out`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                std::ptr::addr_of!(metrics).cast::<u8>(),
+                out.cast::<u8>(),
+                n,
+            );
+        }
+        EVSTREAM_OK
+    })
+}
+
+/// Serves `/metrics` (Prometheus text) and `/health` (JSON) of this handle's ring and shipper
+/// from the engine's process, on a thread of its own, until [`evstream_destroy`]; the same
+/// endpoints, metric names and token rule as the `evstream` command's `--metrics-addr`
+/// (`docs/operations.md`). `options` null: loopback port 9464, or a free loopback port when
+/// that one is taken. The address served is copied into `address` (NUL-terminated, cut to
+/// `capacity - 1` bytes) when `address` is not null.
+///
+/// Returns `EVSTREAM_CONFIG` when the address cannot be bound or is not loopback without
+/// `public`, the token file is unreadable or short, or this process installed another
+/// metrics recorder; `EVSTREAM_INVALID` when this handle serves already.
+///
+/// # Safety
+/// `handle` as for [`evstream_publish`]; `options` null or valid, its strings null or
+/// NUL-terminated; `address` null or valid for `capacity` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn evstream_serve_metrics(
+    handle: *const evstream_handle,
+    options: *const evstream_metrics_options,
+    address: *mut c_char,
+    capacity: usize,
+) -> evstream_status {
+    guarded(|| {
+        // SAFETY: the caller's contract above.
+        let handle = match unsafe { live(handle) } {
+            Ok(handle) => handle,
+            Err(code) => return code,
+        };
+        let mut exporter_options = ExporterOptions::default();
+        // SAFETY: the caller guarantees `options` is null or valid.
+        if let Some(options) = unsafe { options.as_ref() } {
+            // SAFETY: the caller guarantees the strings are null or NUL-terminated.
+            let (addr, token_file) = match unsafe {
+                (
+                    c_string(options.addr, "options.addr"),
+                    c_string(options.token_file, "options.token_file"),
+                )
+            } {
+                (Ok(addr), Ok(token_file)) => (addr, token_file),
+                (Err(code), _) | (_, Err(code)) => return code,
+            };
+            exporter_options.addr = addr.map(str::to_owned);
+            exporter_options.public = options.public != 0;
+            if let Some(path) = token_file {
+                exporter_options =
+                    match exporter_options.with_token_file(std::path::Path::new(path)) {
+                        Ok(options) => options,
+                        Err(error) => return fail(EVSTREAM_CONFIG, format_args!("{error}")),
+                    };
+            }
+        }
+        let mut exporter = lock(&handle.exporter);
+        if let Some(running) = &*exporter {
+            return fail(
+                EVSTREAM_INVALID,
+                format_args!("this handle serves /metrics on {} already", running.addr()),
+            );
+        }
+        let sources = Sources::engine(handle.publisher.monitor(), handle.shipper_monitor.clone());
+        let running = match Exporter::spawn(&exporter_options, sources) {
+            Ok(running) => running,
+            Err(error) => return fail(EVSTREAM_CONFIG, format_args!("{error}")),
+        };
+        // SAFETY: the caller guarantees `address` is null or has `capacity` writable bytes.
+        unsafe { copy_out(running.addr().to_string().as_bytes(), address, capacity) };
+        *exporter = Some(running);
+        EVSTREAM_OK
+    })
+}
+
 /// Flushes the ring and every unconfirmed batch to Redis within `timeout_ms`, leaves what it
 /// could not deliver in the spill journal (if configured), and stops the shipper; publish
 /// returns `EVSTREAM_CLOSED` afterwards. Fills `*report` if not null. Returns
@@ -832,6 +1058,24 @@ unsafe fn c_string<'a>(ptr: *const c_char, what: &str) -> Result<Option<&'a str>
     c.to_str()
         .map(Some)
         .map_err(|_| fail(EVSTREAM_INVALID, format_args!("{what} is not UTF-8")))
+}
+
+/// Copies `text` into `buffer` as a NUL-terminated string, cut to `capacity - 1` bytes;
+/// nothing when `buffer` is null or `capacity` is 0.
+///
+/// # Safety
+/// `buffer` must be null or valid for `capacity` writable bytes, not overlapping `text`.
+unsafe fn copy_out(text: &[u8], buffer: *mut c_char, capacity: usize) {
+    if buffer.is_null() || capacity == 0 {
+        return;
+    }
+    let n = text.len().min(capacity - 1);
+    // SAFETY: `n + 1 <= capacity` bytes are written, which the caller guarantees writable;
+    // `text` is our own memory, which cannot overlap the caller's buffer.
+    unsafe {
+        std::ptr::copy_nonoverlapping(text.as_ptr().cast::<c_char>(), buffer, n);
+        *buffer.add(n) = 0;
+    }
 }
 
 /// # Safety

@@ -90,6 +90,9 @@ pub struct IntelliSenseConfig {
     pub analysis_max_len: u64,
     /// `MAXLEN ~` of `<stream>:alerts`. Default 100,000.
     pub alerts_max_len: u64,
+    /// Symbols with series of their own in the metrics; later ones share `symbol="other"`,
+    /// so a venue with thousands of instruments cannot flood Prometheus. Default 100.
+    pub metrics_max_symbols: usize,
 }
 
 impl Default for IntelliSenseConfig {
@@ -104,6 +107,7 @@ impl Default for IntelliSenseConfig {
             tracker_ttl_s: 600,
             analysis_max_len: 100_000,
             alerts_max_len: 100_000,
+            metrics_max_symbols: 100,
         }
     }
 }
@@ -153,6 +157,8 @@ pub struct Analysis {
     pub tracker_evicted: u64,
     /// Orders the tracker holds now.
     pub tracker_open: usize,
+    /// Symbols labelled by name in the metrics (at most `metrics_max_symbols`).
+    pub labelled_symbols: std::collections::BTreeSet<String>,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -168,6 +174,7 @@ impl Default for Analysis {
             alerts: 0,
             tracker_evicted: 0,
             tracker_open: 0,
+            labelled_symbols: std::collections::BTreeSet::new(),
         }
     }
 }
@@ -188,13 +195,22 @@ impl Pair {
             Pair::Fill => "fill_latency",
         }
     }
+
+    /// The `kind` label of `evstream_intellisense_latency_seconds`.
+    fn label(self) -> &'static str {
+        match self {
+            Pair::Creation => "creation",
+            Pair::Fill => "fill",
+        }
+    }
 }
 
+/// The kinds of event IntelliSense reads; the discriminant indexes per-kind counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    Signal,
-    Created,
-    Filled,
+    Signal = 0,
+    Created = 1,
+    Filled = 2,
 }
 
 /// A latency computed for an event, confirmed when its commit applies it.
@@ -220,6 +236,8 @@ struct Handled {
     open: Vec<Pair>,
     /// Pairs sent to Redis for pairing (their other half was still missing at batch end).
     remote: Vec<Pair>,
+    /// An order's risk score, for the metrics once its commit applies it.
+    risk: Option<f64>,
 }
 
 /// A result computed from a commit, written by [`Handler::flush`].
@@ -285,6 +303,8 @@ pub struct IntelliSense {
     /// The tracker's size and evictions last added to `shared`.
     reported: (usize, u64),
     pairing_ttl_ms: u64,
+    /// Whether the alert series were created (at the first commit).
+    alert_series: bool,
 }
 
 impl IntelliSense {
@@ -302,7 +322,27 @@ impl IntelliSense {
             shared: Arc::default(),
             reported: (0, 0),
             pairing_ttl_ms: config.pairing_ttl_s.saturating_mul(1000),
+            alert_series: false,
             config,
+        }
+    }
+
+    /// Creates every alert series at 0, so that Prometheus's `increase()` sees the first
+    /// alert as an increase rather than as a series appearing. Done at the first commit, not
+    /// in [`IntelliSense::new`]: the process installs its metrics recorder before it consumes,
+    /// not necessarily before it builds its handlers.
+    fn create_alert_series(&mut self) {
+        if std::mem::replace(&mut self.alert_series, true) {
+            return;
+        }
+        for (kind, level) in [
+            ("creation_latency", "WARNING"),
+            ("fill_latency", "WARNING"),
+            ("risk", "WARNING"),
+            ("risk", "CRITICAL"),
+        ] {
+            metrics::counter!("evstream_intellisense_alerts_total", "kind" => kind, "level" => level)
+                .increment(0);
         }
     }
 
@@ -330,6 +370,20 @@ impl IntelliSense {
             .unwrap_or(self.config.default_notional_limit)
     }
 
+    /// The `symbol` label of a symbol's series: its name for the first
+    /// `metrics_max_symbols` symbols seen, `other` after.
+    fn symbol_label(&self, symbol: &str) -> String {
+        let mut shared = self.shared();
+        if shared.labelled_symbols.contains(symbol) {
+            return symbol.to_owned();
+        }
+        if shared.labelled_symbols.len() < self.config.metrics_max_symbols {
+            shared.labelled_symbols.insert(symbol.to_owned());
+            return symbol.to_owned();
+        }
+        "other".to_owned()
+    }
+
     fn ms_to_ns(ms: f64) -> u64 {
         (ms * 1e6).max(0.0) as u64
     }
@@ -344,6 +398,21 @@ impl IntelliSense {
             Pair::Creation => self.config.creation_alert_ms,
         });
         let alert = latency_ns > threshold;
+        let symbol_label = self.symbol_label(&latency.symbol);
+        metrics::histogram!(
+            "evstream_intellisense_latency_seconds",
+            "kind" => latency.pair.label(),
+            "symbol" => symbol_label
+        )
+        .record(latency_ns as f64 * 1e-9);
+        if alert {
+            metrics::counter!(
+                "evstream_intellisense_alerts_total",
+                "kind" => latency.pair.name(),
+                "level" => "WARNING"
+            )
+            .increment(1);
+        }
         {
             let mut shared = self.shared();
             if !shared.symbols.contains_key(&latency.symbol) {
@@ -423,6 +492,15 @@ impl IntelliSense {
     }
 }
 
+/// The level of a risk alert: `CRITICAL` above twice the limit.
+fn risk_level(risk: f64) -> &'static str {
+    if risk > 2.0 {
+        "CRITICAL"
+    } else {
+        "WARNING"
+    }
+}
+
 /// The `n`-th value of an `HMGET` reply as a number.
 fn reply_u64(reply: Option<&Value>, n: usize) -> Option<u64> {
     reply_text(reply, n).and_then(|t| t.parse().ok())
@@ -460,6 +538,7 @@ impl Handler for IntelliSense {
             _ => Kind::Signal,
         };
         let mut symbol = None;
+        let mut risk_score = None;
         match kind {
             Kind::Created => {
                 let order: CreatedData<'_> = serde_json::from_str(&event.data)?;
@@ -468,6 +547,7 @@ impl Handler for IntelliSense {
                 if risk > 1.0 {
                     self.risk_alert(effects, event, &order.symbol, notional, risk);
                 }
+                risk_score = Some(risk);
                 effects.count("orders", 1);
                 symbol = Some(order.symbol.into_owned());
             }
@@ -488,7 +568,19 @@ impl Handler for IntelliSense {
             .pipeline
             .saturating_record(wall_clock_ns().saturating_sub(ts).max(1));
         if event.correlation_id.is_empty() {
-            return Ok(()); // not part of an order's life: nothing to pair
+            // Not part of an order's life: nothing to pair; counted once committed.
+            self.batch.push(Handled {
+                event_id: event.event_id,
+                correlation_id: String::new(),
+                kind,
+                timestamp_ns: ts,
+                symbol,
+                local: Vec::new(),
+                open: Vec::new(),
+                remote: Vec::new(),
+                risk: risk_score,
+            });
+            return Ok(());
         }
 
         // Pair with what this consumer already holds; what is missing stays open.
@@ -553,6 +645,7 @@ impl Handler for IntelliSense {
             local,
             open,
             remote: Vec::new(),
+            risk: risk_score,
         });
         Ok(())
     }
@@ -592,8 +685,11 @@ impl Handler for IntelliSense {
     fn on_commit(&mut self, outcomes: &[Outcome]) {
         // Outcomes come in the order the events were handled; the batch holds a subset of
         // them (events with a correlation id), in the same order.
+        self.create_alert_series();
         let handled = self.committing.pop_front().unwrap_or_default();
         let mut handled = handled.into_iter().peekable();
+        // Applied events by kind, added to the metrics once per commit.
+        let mut applied = [0u64; 3];
         for outcome in outcomes {
             let Some(mut event) = handled.next_if(|e| e.event_id == outcome.event_id) else {
                 continue;
@@ -601,18 +697,32 @@ impl Handler for IntelliSense {
             if !outcome.applied {
                 continue;
             }
+            applied[event.kind as usize] += 1;
+            self.record_risk(&event);
+            if event.correlation_id.is_empty() {
+                continue;
+            }
             for latency in std::mem::take(&mut event.local) {
                 self.completed(latency, &event.correlation_id);
             }
-            if !event.remote.is_empty() {
-                self.paired_in_redis(&event, &outcome.replies);
-            }
-            let complete = self
-                .tracker
-                .get(&event.correlation_id)
-                .is_some_and(|state| state.created_ns.is_some() && state.filled_ns.is_some());
+            // An order whose fill another consumer handled is complete too: the pair was
+            // completed through Redis, and the tracker would otherwise keep the order until
+            // its TTL and count it unmatched.
+            let filled_remotely =
+                !event.remote.is_empty() && self.paired_in_redis(&event, &outcome.replies);
+            let complete = filled_remotely
+                || self
+                    .tracker
+                    .get(&event.correlation_id)
+                    .is_some_and(|state| state.created_ns.is_some() && state.filled_ns.is_some());
             if complete {
                 self.tracker.remove(&event.correlation_id);
+            }
+        }
+        for (kind, n) in ["signal", "order", "fill"].into_iter().zip(applied) {
+            if n > 0 {
+                metrics::counter!("evstream_intellisense_events_total", "kind" => kind)
+                    .increment(n);
             }
         }
         // Added as changes, so handlers sharing one analysis (one per partition) sum up.
@@ -621,6 +731,9 @@ impl Handler for IntelliSense {
         let mut shared = self.shared();
         shared.tracker_open = (shared.tracker_open + open).saturating_sub(was_open);
         shared.tracker_evicted += evicted - was_evicted;
+        metrics::gauge!("evstream_intellisense_orders_open").set(shared.tracker_open as f64);
+        metrics::counter!("evstream_intellisense_orders_unmatched_total")
+            .absolute(shared.tracker_evicted);
     }
 
     fn flush(&mut self, effects: &mut Effects) {
@@ -681,8 +794,10 @@ impl Handler for IntelliSense {
 impl IntelliSense {
     /// Completes the pairs an event sent to Redis, from its `HMGET` reply: the commit that
     /// finds the other half there is the one that completes the pair.
-    fn paired_in_redis(&mut self, event: &Handled, replies: &[Value]) {
+    /// Returns whether it completed the order's fill pair (the order is then complete).
+    fn paired_in_redis(&mut self, event: &Handled, replies: &[Value]) -> bool {
         let hmget = replies.last();
+        let mut filled = false;
         let symbol = || {
             reply_text(hmget, 1)
                 .filter(|s| !s.is_empty())
@@ -722,8 +837,27 @@ impl IntelliSense {
                 }
             };
             if let Some(latency) = latency {
+                filled |= latency.pair == Pair::Fill;
                 self.completed(latency, &event.correlation_id);
             }
+        }
+        filled
+    }
+
+    /// The metrics of one applied order: its risk score, and its alert.
+    fn record_risk(&self, event: &Handled) {
+        let Some(risk) = event.risk else {
+            return;
+        };
+        let symbol = self.symbol_label(event.symbol.as_deref().unwrap_or("unknown"));
+        metrics::histogram!("evstream_intellisense_risk_score", "symbol" => symbol).record(risk);
+        if risk > 1.0 {
+            metrics::counter!(
+                "evstream_intellisense_alerts_total",
+                "kind" => "risk",
+                "level" => risk_level(risk)
+            )
+            .increment(1);
         }
     }
 
@@ -742,7 +876,7 @@ impl IntelliSense {
         effects
             .apply(&mut self.alert_command(Alert {
                 kind: "risk",
-                level: if risk > 2.0 { "CRITICAL" } else { "WARNING" },
+                level: risk_level(risk),
                 correlation_id: &event.correlation_id,
                 symbol,
                 value: risk,

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use evstream::config::Config;
 use evstream::consume::{ConsumeStats, Consumer};
+use evstream::ops::alerts::Alert;
 use evstream::ops::OpsLoop;
 use evstream::publish::{self, OrderCreated, OrderFilled, Side};
 use evstream::ship;
@@ -116,6 +117,7 @@ const OPS: &[&str] = &[
     "+xgroup|delconsumer",
     "~events",
     "~events:dlq",
+    "%R~events:alerts",
     "(+set ~events:ops)",
 ];
 
@@ -207,7 +209,9 @@ fn every_role_works_with_exactly_its_rules() {
                 correlation_id: &correlation,
                 order_id: &order,
                 symbol: "AAPL",
-                quantity: 10.0,
+                // The first order is 1.5 times the notional limit: a risk alert, which the
+                // ops loop reads back from events:alerts.
+                quantity: if n == 0 { 15_000.0 } else { 10.0 },
                 price: 100.0,
                 side: Side::Buy,
             })
@@ -282,6 +286,15 @@ fn every_role_works_with_exactly_its_rules() {
     assert!(snapshot.redis_up, "{:?}", snapshot.last_error);
     assert_eq!(snapshot.maintenance_error, None);
     assert!(snapshot.trimmed_retention > 0, "{snapshot:?}");
+    // It reads IntelliSense's alerts (issue 23): the risky order fires OrderRiskHigh.
+    assert!(
+        snapshot
+            .firing
+            .iter()
+            .any(|f| f.alert == Alert::OrderRiskHigh),
+        "{:?}",
+        snapshot.firing
+    );
     // Its heartbeat, which the publishers may read (issue 18: no ops loop is said aloud).
     assert!(
         matches!(

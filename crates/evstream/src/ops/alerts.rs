@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Serialize, Serializer};
 
+use super::analysis::AnalysisAlerts;
 use super::observe::{EvictionRisk, Observation};
 use crate::config::OpsConfig;
 use crate::publish::CaptureHealth;
@@ -72,6 +73,11 @@ pub enum Alert {
     JournalFull,
     /// The archive holds back retention: its oldest unarchived entry is old.
     ArchiveBehind,
+    /// IntelliSense measured orders created or filled slower than its thresholds (once per
+    /// kind: `creation_latency`, `fill_latency`).
+    OrderLatencyHigh,
+    /// IntelliSense saw orders above their symbol's notional limit.
+    OrderRiskHigh,
 }
 
 /// A rule: adds its findings (none while all is well) through `fire`.
@@ -80,7 +86,7 @@ type Rule = fn(&OpsConfig, &Inputs<'_>, &mut Fire<'_>);
 impl Alert {
     /// Every rule, in the order [`evaluate`] runs them (and so the order of the
     /// notifications of one evaluation).
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 16] = [
         Self::RedisUnreachable,
         Self::RedisMemoryHigh,
         Self::RedisMaxmemoryUnset,
@@ -95,6 +101,8 @@ impl Alert {
         Self::BreakerOpen,
         Self::JournalFull,
         Self::ArchiveBehind,
+        Self::OrderLatencyHigh,
+        Self::OrderRiskHigh,
     ];
 
     /// The rule's name, e.g. `GroupLagHigh`.
@@ -114,6 +122,8 @@ impl Alert {
             Self::BreakerOpen => "BreakerOpen",
             Self::JournalFull => "JournalFull",
             Self::ArchiveBehind => "ArchiveBehind",
+            Self::OrderLatencyHigh => "OrderLatencyHigh",
+            Self::OrderRiskHigh => "OrderRiskHigh",
         }
     }
 
@@ -129,7 +139,9 @@ impl Alert {
             | Self::GroupLagHigh
             | Self::PoisonPillsHigh
             | Self::RingDepthHigh
-            | Self::ArchiveBehind => BOTH,
+            | Self::ArchiveBehind
+            | Self::OrderLatencyHigh
+            | Self::OrderRiskHigh => BOTH,
             Self::RedisUnreachable
             | Self::TrimLostEntries
             | Self::EventsUnreadable
@@ -151,6 +163,8 @@ impl Alert {
                 | Self::GroupLagHigh
                 | Self::PoisonPillsHigh
                 | Self::ArchiveBehind
+                | Self::OrderLatencyHigh
+                | Self::OrderRiskHigh
         )
     }
 
@@ -171,6 +185,8 @@ impl Alert {
             Self::BreakerOpen => breaker_open,
             Self::JournalFull => journal_full,
             Self::ArchiveBehind => archive_behind,
+            Self::OrderLatencyHigh => order_latency_high,
+            Self::OrderRiskHigh => order_risk_high,
         }
     }
 
@@ -244,6 +260,9 @@ pub struct Inputs<'a> {
     /// Events a consumer could not read as any version its handler reads
     /// (`unreadable_version` dead letters) in the last 10 minutes.
     pub recent_unreadable: u64,
+    /// The analysis services' alerts of the last `ops.analysis_alert_window_s`, by kind
+    /// (`fill_latency`, `creation_latency`, `risk`).
+    pub analysis_alerts: BTreeMap<String, AnalysisAlerts>,
 }
 
 /// Evaluates every rule, in the order of [`Alert::ALL`].
@@ -449,6 +468,55 @@ fn archive_behind(config: &OpsConfig, inputs: &Inputs<'_>, fire: &mut Fire<'_>) 
             threshold as f64,
         );
     }
+}
+
+fn order_latency_high(config: &OpsConfig, inputs: &Inputs<'_>, fire: &mut Fire<'_>) {
+    for kind in ["creation_latency", "fill_latency"] {
+        let Some(alerts) = inputs.analysis_alerts.get(kind) else {
+            continue;
+        };
+        let level = above(alerts.count, 0, config.order_latency_alerts_critical - 1);
+        if let Some((severity, threshold)) = level {
+            fire.fire(
+                kind,
+                severity,
+                format!(
+                    "{} {} alerts in the last {} s (latest: {})",
+                    alerts.count,
+                    kind.replace('_', " "),
+                    config.analysis_alert_window_s,
+                    alerts.latest
+                ),
+                alerts.count as f64,
+                (threshold + 1) as f64,
+            );
+        }
+    }
+}
+
+fn order_risk_high(config: &OpsConfig, inputs: &Inputs<'_>, fire: &mut Fire<'_>) {
+    let Some(alerts) = inputs.analysis_alerts.get("risk") else {
+        return;
+    };
+    if alerts.count == 0 {
+        return;
+    }
+    let severity = if alerts.critical > 0 {
+        Severity::Critical
+    } else {
+        Severity::Warning
+    };
+    fire.fire(
+        "",
+        severity,
+        format!(
+            "{} orders above their notional limit in the last {} s, {} of them above twice \
+             the limit (latest: {})",
+            alerts.count, config.analysis_alert_window_s, alerts.critical, alerts.latest
+        ),
+        alerts.count as f64,
+        1.0,
+    );
 }
 
 fn poison_pills_high(config: &OpsConfig, inputs: &Inputs<'_>, fire: &mut Fire<'_>) {

@@ -67,6 +67,13 @@ pub struct OpsConfig {
     pub archive_behind_warning_s: u64,
     /// ... and a CRITICAL alert. Default 1800.
     pub archive_behind_critical_s: u64,
+    /// The analysis services' alerts (`<stream>:alerts`, written by IntelliSense) of the
+    /// last this many seconds fire `OrderLatencyHigh` and `OrderRiskHigh`; 0: not read.
+    /// Default 300.
+    pub analysis_alert_window_s: u64,
+    /// Latency alerts of one kind within the window that make `OrderLatencyHigh` CRITICAL
+    /// (one makes it a WARNING). Default 50.
+    pub order_latency_alerts_critical: u64,
 }
 
 impl Default for OpsConfig {
@@ -94,6 +101,8 @@ impl Default for OpsConfig {
             poison_rate_critical: 100.0,
             archive_behind_warning_s: 300,
             archive_behind_critical_s: 1800,
+            analysis_alert_window_s: 300,
+            order_latency_alerts_critical: 50,
         }
     }
 }
@@ -123,6 +132,13 @@ impl OpsConfig {
                 "ops.aggressive_len",
                 &self.aggressive_len,
                 "must be at least 1 (0 would empty the stream at critical memory)",
+            );
+        }
+        if self.order_latency_alerts_critical == 0 {
+            return invalid(
+                "ops.order_latency_alerts_critical",
+                &self.order_latency_alerts_critical,
+                "must be at least 1 (one latency alert is a WARNING)",
             );
         }
         if self.reminder_interval_s == 0 {

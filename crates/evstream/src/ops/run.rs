@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use redis::aio::MultiplexedConnection;
 
 use super::alerts::{self, Alert, AlertState, Inputs, Notification, Severity, Transition};
+use super::analysis::RecentAnalysisAlerts;
 use super::observe::{self, EntryId, Observation};
 use super::trim::MemoryLevel;
 use super::{unix_ms, webhook, OpsLoop, ALERT_LOG_TARGET, CALL_TIMEOUT};
@@ -38,6 +39,9 @@ pub(super) struct Memory {
     pub(super) dlq_trim_refused: bool,
     /// The ACL refused the heartbeat (said once).
     pub(super) heartbeat_refused: bool,
+    /// The analysis services' alerts of the window, for `OrderLatencyHigh` and
+    /// `OrderRiskHigh`.
+    pub(super) analysis_alerts: RecentAnalysisAlerts,
 }
 
 impl OpsLoop {
@@ -58,6 +62,7 @@ impl OpsLoop {
             defrag_refused: false,
             dlq_trim_refused: false,
             heartbeat_refused: false,
+            analysis_alerts: RecentAnalysisAlerts::default(),
             webhook: self
                 .webhook
                 .clone()
@@ -89,6 +94,9 @@ impl OpsLoop {
             if let (Ok(_), Some(conn), false) = (&observed, connection.as_mut(), self.observe_only)
             {
                 self.heartbeat(conn, &mut memory).await;
+            }
+            if let (Ok(_), Some(conn)) = (&observed, connection.as_mut()) {
+                self.read_analysis_alerts(conn, &mut memory).await;
             }
             if let (Ok(observation), Some(conn)) = (&observed, connection.as_mut()) {
                 if act && !self.observe_only {
@@ -147,6 +155,29 @@ impl OpsLoop {
             *connection = None;
         }
         result
+    }
+
+    /// Reads the analysis services' new alerts (`<stream>:alerts`). A failure is logged and
+    /// leaves the window as it was: the next tick reads from the same place.
+    async fn read_analysis_alerts(&self, conn: &mut MultiplexedConnection, memory: &mut Memory) {
+        let window = self.config.analysis_alert_window_s;
+        if window == 0 {
+            return;
+        }
+        let key = crate::keys::alerts(&self.stream);
+        let read = memory
+            .analysis_alerts
+            .read(
+                conn,
+                &key,
+                Duration::from_secs(window),
+                unix_ms(),
+                CALL_TIMEOUT,
+            )
+            .await;
+        if let Err(error) = read {
+            tracing::warn!(%error, key = %key, "ops: cannot read the analysis alerts; OrderLatencyHigh and OrderRiskHigh keep their last state (the ops user needs XRANGE on this key: docs/security.md)");
+        }
     }
 
     /// Tells shippers that an ops loop looks after the stream: `<stream>:ops`, refreshed
@@ -283,6 +314,7 @@ impl OpsLoop {
                 poison_rate,
                 recent_trim_losses: recent_losses,
                 recent_unreadable,
+                analysis_alerts: memory.analysis_alerts.by_kind(),
             },
         );
         if observation.is_none() {

@@ -606,13 +606,18 @@ impl Frame {
     /// The frame as text, every line at most [`WIDTH`] columns.
     fn text(&self) -> String {
         let mut lines = Vec::new();
-        lines.push(format!(
-            "evstream top   stream {}   redis {}   {}   every {}",
-            self.stream,
-            self.redis,
-            self.at,
-            seconds(self.interval_s)
-        ));
+        let head = format!(
+            "evstream top   stream {}   redis {}",
+            self.stream, self.redis
+        );
+        let when = format!("{}   every {}", self.at, seconds(self.interval_s));
+        if head.chars().count() + 3 + when.chars().count() <= WIDTH {
+            lines.push(format!("{head}   {when}"));
+        } else {
+            // A long stream name or URL: the time goes on a line of its own.
+            lines.push(head);
+            lines.push(format!("{:13}{when}", ""));
+        }
         for u in &self.unreachable {
             let error = if self.partitioned {
                 format!("Redis unreachable ({}): {}", u.stream, u.error)
@@ -764,7 +769,7 @@ impl Frame {
 fn frame_text(lines: Vec<String>) -> String {
     let mut text = String::new();
     for line in lines {
-        text.push_str(&cut(&line, WIDTH));
+        text.push_str(&cut(line.trim_end(), WIDTH));
         text.push('\n');
     }
     text

@@ -3,7 +3,12 @@
 //! consumers, pending entries and lag, dead letters, Redis memory and the alerts firing.
 //!
 //! Each reading observes every partition as `evstream status` does ([`observe::observe`],
-//! then the alert rules), over a connection kept from one reading to the next. Rates come
+//! then the alert rules), over a connection kept from one reading to the next. It does not
+//! call [`evstream::status::StreamStatus::read`]: that connects anew and counts the dead
+//! letters by reason (up to 100,000 entries read) every time, too much once a second; the
+//! frame shows how many there are and how fast they come, `evstream status` the reasons. The
+//! alert rules get this frame's dead letters per second, so `PoisonPillsHigh` is evaluated
+//! too, and an unreachable partition fires `RedisUnreachable`. Rates come
 //! from the difference between two readings: `entries-added` of the stream and of its dead
 //! letters. The split by event type reads the entries appended in between (`XRANGE` from the
 //! previous reading's last id to this one's, at most [`SAMPLE_CAP`] per partition) and, when

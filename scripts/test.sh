@@ -12,6 +12,8 @@ need python3 python3
 # The C ABI's tests build the C++ examples with the system compiler, directly and with CMake.
 need g++ g++
 need cmake cmake --no-install-recommends
+# `evstream top` is tested in a real terminal: a tmux pane, driven and read back.
+need tmux tmux
 # The interop test reads the stream with Python's redis client, as a consumer in another
 # language would.
 if ! python3 -c "import redis" >/dev/null 2>&1; then

@@ -126,6 +126,13 @@ pub(crate) enum Command {
     Ops(OpsArgs),
     /// Show the stream, Redis memory, every group and consumer, dead letters and alerts.
     Status(StatusArgs),
+    /// A live view refreshed every --interval, like `redis-cli --stat`: events/s by type,
+    /// each group's consumers, pending and lag, dead letters, Redis memory, alerts firing.
+    ///
+    /// Redraws in place on a terminal until Ctrl-C (or SIGTERM); prints one frame after the
+    /// other when stdout is not a terminal; --once prints a single frame (two readings
+    /// --interval apart, for the rates) and exits.
+    Top(TopArgs),
     /// Follow the stream live, like `tail -f` or `kcat -C`: one line per event, or --json.
     ///
     /// Starts at the end (only new events) or, with --since, that far back in the stream;
@@ -621,6 +628,20 @@ impl OpsArgs {
 pub(crate) struct StatusArgs {
     /// Print as JSON.
     #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `evstream top`
+#[derive(Debug, Args)]
+pub(crate) struct TopArgs {
+    /// Time between two readings (e.g. 500ms, 2s).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", default_value = "1s")]
+    pub(crate) interval: Duration,
+    /// Print one frame without escape codes and exit (0, or 1 if Redis cannot be read).
+    #[arg(long)]
+    pub(crate) once: bool,
+    /// Print the frame as JSON (with --once).
+    #[arg(long, requires = "once")]
     pub(crate) json: bool,
 }
 

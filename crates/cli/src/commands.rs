@@ -10,6 +10,7 @@ mod ops;
 mod report;
 mod schema;
 mod status;
+mod top;
 
 use std::process::ExitCode;
 
@@ -28,6 +29,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Report(args) => report::run(&config, &args),
         Command::Ops(args) => ops::run(config, &args),
         Command::Status(args) => status::run(&config, &args),
+        Command::Top(args) => top::run(&config, &args),
         Command::Archive(args) => archive::run(config, &args),
         Command::Tail(args) => history::tail(&config, &args),
         Command::Trace(args) => history::trace(&config, &args),

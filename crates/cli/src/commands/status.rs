@@ -186,7 +186,7 @@ fn write_text(status: &Status, out: &mut impl Write) -> std::io::Result<()> {
 }
 
 /// `1.5 GiB`.
-fn bytes(n: u64) -> String {
+pub(super) fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = n as f64;
     let mut unit = 0;

@@ -555,8 +555,8 @@ fn fill_latency_chart(market: &MarketView<'_>) -> anyhow::Result<String> {
             .configure_mesh()
             .x_desc("fill latency, ms")
             .y_desc("% of the symbol's fills")
-            .x_label_formatter(&|v| compact(*v))
-            .y_label_formatter(&|v| compact(*v))
+            .x_label_formatter(&|v| format!("{v}"))
+            .y_label_formatter(&|v| format!("{v:.0}"))
             .draw()?;
         for (label, points, color) in series {
             chart

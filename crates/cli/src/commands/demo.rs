@@ -345,7 +345,7 @@ pub(crate) fn run(
     let samples = sampler.stop();
     waited?;
     let analysis = super::report::read_all(&config, &config.consume.group)?;
-    let findings = Findings::read(&config)?;
+    let findings = Findings::read(&config, started_wall)?;
     let mut append_latency = AppendLatency::new(started_wall);
     let audit = pipeline::audit(&config, &target.url, |entry, data| {
         if let Some(timestamp_ns) = entry.get::<u64>("timestamp_ns") {

@@ -3,11 +3,12 @@
 //! in the shapes the summary and the HTML report show.
 
 use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use evstream::Config;
 use evstream_intellisense::AnalysisKeys;
 use hdrhistogram::Histogram;
-use redis::streams::StreamRangeReply;
+use redis::streams::{StreamId, StreamRangeReply};
 use redis::AsyncCommands;
 use serde::Serialize;
 
@@ -97,9 +98,13 @@ pub(crate) struct AlertsFired {
 }
 
 impl Findings {
-    /// Reads what IntelliSense wrote on every partition of `config`'s stream, each from the
-    /// node that holds it.
-    pub(crate) fn read(config: &Config) -> anyhow::Result<Self> {
+    /// Reads what IntelliSense wrote on every partition of `config`'s stream from `since`
+    /// on (a Redis given with `--redis-url` may hold the results of earlier runs), each
+    /// partition from the node that holds it.
+    pub(crate) fn read(config: &Config, since: SystemTime) -> anyhow::Result<Self> {
+        let since_ms = since
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         super::super::block_on(async {
             let mut findings = Findings::default();
             for part in config.partition_configs() {
@@ -108,24 +113,20 @@ impl Findings {
                         .await
                         .map_err(super::super::partition_error)?;
                 let keys = AnalysisKeys::new(&part.redis.stream);
-                findings
-                    .read_latencies(&mut connection, &keys.analysis)
-                    .await?;
-                findings.read_alerts(&mut connection, &keys.alerts).await?;
+                let analysis = read_stream(&mut connection, &keys.analysis, since_ms).await?;
+                findings.add_latencies(&analysis);
+                let alerts = read_stream(&mut connection, &keys.alerts, since_ms).await?;
+                findings.add_alerts(&alerts);
             }
             findings.alerts.sort_by_key(|a| a.at_ms);
             Ok(findings)
         })?
     }
 
-    /// `<stream>:analysis`: per entry, fields `<kind>:<symbol>` holding comma-separated
+    /// Entries of `<stream>:analysis`: fields `<kind>:<symbol>` holding comma-separated
     /// latencies in ns (see `evstream_intellisense`'s crate docs).
-    async fn read_latencies(
-        &mut self,
-        connection: &mut redis::aio::MultiplexedConnection,
-        key: &str,
-    ) -> anyhow::Result<()> {
-        for entry in read_stream(connection, key).await? {
+    fn add_latencies(&mut self, entries: &[StreamId]) {
+        for entry in entries {
             for (field, value) in &entry.map {
                 let Some((kind, symbol)) = field.split_once(':') else {
                     continue;
@@ -150,15 +151,11 @@ impl Findings {
                 }
             }
         }
-        Ok(())
     }
 
-    async fn read_alerts(
-        &mut self,
-        connection: &mut redis::aio::MultiplexedConnection,
-        key: &str,
-    ) -> anyhow::Result<()> {
-        for entry in read_stream(connection, key).await? {
+    /// Entries of `<stream>:alerts`, one per alert.
+    fn add_alerts(&mut self, entries: &[StreamId]) {
+        for entry in entries {
             let text = |field: &str| entry.get::<String>(field).unwrap_or_default();
             let number = |field: &str| text(field).parse::<f64>().unwrap_or(f64::NAN);
             self.alerts.push(FiredAlert {
@@ -176,7 +173,6 @@ impl Findings {
                 message: text("message"),
             });
         }
-        Ok(())
     }
 
     /// Percentiles per symbol.
@@ -213,13 +209,15 @@ impl Findings {
     }
 }
 
-/// Every entry of the stream `key`, oldest first.
+/// The entries of the stream `key` added from `since_ms` (Unix milliseconds) on, oldest
+/// first.
 async fn read_stream(
     connection: &mut redis::aio::MultiplexedConnection,
     key: &str,
-) -> anyhow::Result<Vec<redis::streams::StreamId>> {
+    since_ms: u64,
+) -> anyhow::Result<Vec<StreamId>> {
     let mut entries = Vec::new();
-    let mut start = "-".to_owned();
+    let mut start = since_ms.to_string();
     loop {
         let page: StreamRangeReply = connection.xrange_count(key, &start, "+", PAGE).await?;
         let full = page.ids.len() == PAGE;

@@ -415,27 +415,56 @@ impl Report<'_> {
         )
     }
 
-    /// Cumulative alerts per kind and level, as steps over the run.
+    /// Cumulative alerts per kind and level, as steps over the run, on a log scale: a
+    /// couple of risk alerts stay visible beside hundreds of latency alerts.
     fn alerts_chart(&self, market: &MarketView<'_>) -> anyhow::Result<String> {
         let mut series: BTreeMap<&str, Points> = BTreeMap::new();
         for (at_s, name) in &market.alerts {
-            let points = series.entry(name).or_insert_with(|| vec![(0.0, 0.0)]);
-            let before = points.last().map_or(0.0, |p| p.1);
-            points.push((*at_s, before));
-            points.push((*at_s, before + 1.0));
+            let points = series.entry(name).or_default();
+            match points.last() {
+                Some(&(_, count)) => points.extend([(*at_s, count), (*at_s, count + 1.0)]),
+                None => points.push((*at_s, 1.0)),
+            }
         }
-        let end = self.samples.last().map_or(0.0, |s| s.at_s);
+        let end = self
+            .samples
+            .last()
+            .map_or(0.0, |s| s.at_s)
+            .max(market.alerts.last().map_or(0.0, |a| a.0))
+            .max(1.0);
         for points in series.values_mut() {
             if let Some(&(at_s, count)) = points.last() {
                 points.push((at_s.max(end), count));
             }
         }
-        let series = series
-            .into_iter()
-            .zip(COLORS.iter().cycle())
-            .map(|((name, points), color)| (name, points, *color))
-            .collect();
-        self.time_chart("alerts", series)
+        let top = market.alerts.len().max(1) as f64 * 2.0;
+        svg_chart(|root| {
+            let mut chart = ChartBuilder::on(root)
+                .margin(12)
+                .x_label_area_size(36)
+                .y_label_area_size(70)
+                .build_cartesian_2d(0f64..end, (0.8f64..top).log_scale())?;
+            chart
+                .configure_mesh()
+                .x_desc("seconds since start")
+                .y_desc("alerts so far")
+                .y_label_formatter(&|v| format!("{v:.0}"))
+                .draw()?;
+            for ((label, points), color) in series.into_iter().zip(COLORS.iter().cycle()) {
+                let color = *color;
+                chart
+                    .draw_series(LineSeries::new(points, color.stroke_width(2)))?
+                    .label(label)
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+            }
+            // Upper left: the counts climb towards the upper right.
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .draw()
+        })
     }
 
     fn memory_chart(&self) -> anyhow::Result<String> {

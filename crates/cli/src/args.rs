@@ -463,13 +463,20 @@ pub(crate) struct DemoArgs {
     /// How long the simulated engine publishes, e.g. 20s, 500ms, 1m.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub(crate) duration: Duration,
-    /// Events per second, all engine threads together.
+    /// Events per second, all engine threads together (market data, orders, fills,
+    /// cancels, rejects). The run publishes rate × duration events, then waits for the
+    /// last answers of the venues.
     #[arg(long, default_value_t = 20_000)]
     pub(crate) rate: u64,
-    /// Engine threads publishing concurrently.
+    /// Engine threads publishing concurrently (each with its own symbols and order ids).
     #[arg(long, default_value_t = 2)]
     pub(crate) producers: usize,
-    /// Write an HTML page with charts of the run (latency, throughput, lag, memory).
+    /// Seed of the simulated market: the same seed, rate, duration and producers give the
+    /// same orders, fills and alerts. [default: from the clock, printed in the summary]
+    #[arg(long, value_name = "N")]
+    pub(crate) seed: Option<u64>,
+    /// Write an HTML page with charts of the run (latency, throughput, lag, memory, fill
+    /// latency per symbol, alerts).
     #[arg(long, value_name = "FILE")]
     pub(crate) report: Option<PathBuf>,
     /// Print the summary as JSON.

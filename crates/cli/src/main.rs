@@ -7,6 +7,7 @@ mod commands;
 mod engine;
 mod http;
 mod local_redis;
+mod market;
 mod pipeline;
 mod report_html;
 

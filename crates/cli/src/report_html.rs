@@ -1,6 +1,7 @@
 //! What a demo or bench run records over time, and `--report FILE`: one self-contained HTML
 //! page with SVG charts of it (publish latency distribution, throughput, publish → stream
-//! latency, backlog and lag, process memory), drawn with `plotters`.
+//! latency, backlog and lag, process memory; for the demo also the fill latency distribution
+//! per symbol and the alerts IntelliSense raised), drawn with `plotters`.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,13 +23,13 @@ pub(crate) struct Sample {
     pub(crate) at_s: f64,
     pub(crate) published: u64,
     pub(crate) shipped: u64,
-    /// Events the consumer group processed (demo only).
+    /// Events the consumer group handled: processed, or acknowledged unhandled (demo only).
     pub(crate) processed: Option<u64>,
     /// Resident memory of this process (Linux), bytes.
     pub(crate) rss_bytes: Option<u64>,
 }
 
-/// Reads the group's `processed` counter for the sampler (demo only).
+/// Reads how many events the group has handled, for the sampler (demo only).
 pub(crate) type ProcessedProbe = Box<dyn FnMut() -> Option<u64> + Send>;
 
 /// A thread that samples the run at a fixed interval and, on a terminal, keeps a progress
@@ -199,6 +200,21 @@ pub(crate) struct Report<'a> {
     pub(crate) publish_ns: &'a Histogram<u64>,
     pub(crate) samples: &'a [Sample],
     pub(crate) append_latency: &'a AppendLatency,
+    /// What IntelliSense found in the simulated market (demo only).
+    pub(crate) market: Option<MarketView<'a>>,
+}
+
+/// What IntelliSense found in the demo's market, for the report.
+pub(crate) struct MarketView<'a> {
+    /// Per symbol, `OrderCreated` → first fill, nanoseconds.
+    pub(crate) fill_latency: Vec<(&'a str, &'a Histogram<u64>)>,
+    /// The fill latency above which IntelliSense alerts, ms (drawn on the chart).
+    pub(crate) fill_alert_ms: f64,
+    /// Each alert: seconds since the run started, and its kind and level
+    /// (`fill_latency WARNING`), in time order.
+    pub(crate) alerts: Vec<(f64, String)>,
+    /// The table of alerts: kind and level, how many, an example message.
+    pub(crate) alert_rows: Vec<(String, u64, String)>,
 }
 
 impl std::fmt::Debug for Report<'_> {
@@ -254,6 +270,21 @@ impl Report<'_> {
                 self.memory_chart()?,
             ));
         }
+        if let Some(market) = &self.market {
+            charts.push((
+                "Fill latency distribution per symbol",
+                "OrderCreated → first fill, as IntelliSense measured it: the share of each \
+                 symbol's filled orders per latency bin (ten bins per decade, log scale). \
+                 The dashed line is the alert threshold.",
+                fill_latency_chart(market)?,
+            ));
+            charts.push((
+                "IntelliSense alerts over time",
+                "Alerts raised so far, by kind and level (latency alerts when the pair \
+                 completes, risk alerts when the order is read).",
+                self.alerts_chart(market)?,
+            ));
+        }
         let summary = serde_json::to_string_pretty(self.summary)?;
         let mut html = String::with_capacity(64 * 1024);
         html.push_str("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
@@ -261,7 +292,9 @@ impl Report<'_> {
         html.push_str(
             "<style>body{font-family:sans-serif;max-width:880px;margin:2em auto;color:#222}\
              pre{background:#f6f6f6;padding:1em;overflow:auto}\
-             figure{margin:1.5em 0}figcaption{color:#555;font-size:.9em}</style>\n",
+             figure{margin:1.5em 0}figcaption{color:#555;font-size:.9em}\
+             table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3em .6em;\
+             text-align:left}</style>\n",
         );
         html.push_str("</head>\n<body>\n");
         html.push_str(&format!("<h1>{}</h1>\n", escape(self.title)));
@@ -271,6 +304,9 @@ impl Report<'_> {
                 escape(title),
                 escape(caption)
             ));
+        }
+        if let Some(market) = &self.market {
+            html.push_str(&alerts_table(market));
         }
         html.push_str("<h2>Summary</h2>\n<pre>");
         html.push_str(&escape(&summary));
@@ -379,6 +415,58 @@ impl Report<'_> {
         )
     }
 
+    /// Cumulative alerts per kind and level, as steps over the run, on a log scale: a
+    /// couple of risk alerts stay visible beside hundreds of latency alerts.
+    fn alerts_chart(&self, market: &MarketView<'_>) -> anyhow::Result<String> {
+        let mut series: BTreeMap<&str, Points> = BTreeMap::new();
+        for (at_s, name) in &market.alerts {
+            let points = series.entry(name).or_default();
+            match points.last() {
+                Some(&(_, count)) => points.extend([(*at_s, count), (*at_s, count + 1.0)]),
+                None => points.push((*at_s, 1.0)),
+            }
+        }
+        let end = self
+            .samples
+            .last()
+            .map_or(0.0, |s| s.at_s)
+            .max(market.alerts.last().map_or(0.0, |a| a.0))
+            .max(1.0);
+        for points in series.values_mut() {
+            if let Some(&(at_s, count)) = points.last() {
+                points.push((at_s.max(end), count));
+            }
+        }
+        let top = market.alerts.len().max(1) as f64 * 2.0;
+        svg_chart(|root| {
+            let mut chart = ChartBuilder::on(root)
+                .margin(12)
+                .x_label_area_size(36)
+                .y_label_area_size(70)
+                .build_cartesian_2d(0f64..end, (0.8f64..top).log_scale())?;
+            chart
+                .configure_mesh()
+                .x_desc("seconds since start")
+                .y_desc("alerts so far")
+                .y_label_formatter(&|v| format!("{v:.0}"))
+                .draw()?;
+            for ((label, points), color) in series.into_iter().zip(COLORS.iter().cycle()) {
+                let color = *color;
+                chart
+                    .draw_series(LineSeries::new(points, color.stroke_width(2)))?
+                    .label(label)
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+            }
+            // Upper left: the counts climb towards the upper right.
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .draw()
+        })
+    }
+
     fn memory_chart(&self) -> anyhow::Result<String> {
         let rss = self
             .samples
@@ -434,6 +522,107 @@ impl Report<'_> {
             legend(&mut chart)
         })
     }
+}
+
+/// Colours of series without a meaning of their own (symbols, alert kinds).
+const COLORS: [RGBColor; 7] = [
+    BLUE,
+    RED,
+    GREEN,
+    MAGENTA,
+    CYAN,
+    BLACK,
+    RGBColor(255, 140, 0),
+];
+
+/// Fill latency bins: ten per decade from 0.1 ms to 1 s.
+const BINS_PER_DECADE: i32 = 10;
+const LATENCY_AXIS_MS: (f64, f64) = (0.1, 1000.0);
+
+/// Share of each symbol's fills per latency bin, over a log-scale latency axis.
+fn fill_latency_chart(market: &MarketView<'_>) -> anyhow::Result<String> {
+    let (low, high) = LATENCY_AXIS_MS;
+    let bins = (BINS_PER_DECADE as f64 * (high / low).log10()).round() as i32;
+    let edge_ms = |i: i32| low * 10f64.powf(f64::from(i) / f64::from(BINS_PER_DECADE));
+    let series: Vec<(&str, Points, RGBColor)> = market
+        .fill_latency
+        .iter()
+        .filter(|(_, h)| !h.is_empty())
+        .zip(COLORS.iter().cycle())
+        .map(|((symbol, h), color)| {
+            let total = h.len() as f64;
+            let points = (0..bins)
+                .map(|i| {
+                    let (from, to) = (edge_ms(i), edge_ms(i + 1));
+                    // Everything below the axis is in the first bin, above it in the last.
+                    let from_ns = if i == 0 { 0 } else { (from * 1e6) as u64 };
+                    let to_ns = if i + 1 == bins {
+                        u64::MAX
+                    } else {
+                        (to * 1e6) as u64 - 1
+                    };
+                    let count = h.count_between(from_ns, to_ns.min(h.max()).max(from_ns));
+                    ((from * to).sqrt(), count as f64 / total * 100.0)
+                })
+                .collect();
+            (*symbol, points, *color)
+        })
+        .collect();
+    let top = series
+        .iter()
+        .flat_map(|s| s.1.iter().map(|p| p.1))
+        .fold(1.0, f64::max)
+        * 1.1;
+    let threshold = market.fill_alert_ms;
+    svg_chart(|root| {
+        let mut chart = ChartBuilder::on(root)
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(70)
+            .build_cartesian_2d((low..high).log_scale(), 0f64..top)?;
+        chart
+            .configure_mesh()
+            .x_desc("fill latency, ms")
+            .y_desc("% of the symbol's fills")
+            .x_label_formatter(&|v| format!("{v}"))
+            .y_label_formatter(&|v| format!("{v:.0}"))
+            .draw()?;
+        for (label, points, color) in series {
+            chart
+                .draw_series(LineSeries::new(points, color.stroke_width(2)))?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        }
+        chart
+            .draw_series(DashedLineSeries::new(
+                [(threshold, 0.0), (threshold, top)],
+                6,
+                4,
+                BLACK.mix(0.6).stroke_width(1),
+            ))?
+            .label(format!("alert above {threshold} ms"))
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.6)));
+        legend(&mut chart)
+    })
+}
+
+/// The alerts as an HTML table (kind and level, count, an example).
+fn alerts_table(market: &MarketView<'_>) -> String {
+    let mut html = String::from("<h2>IntelliSense alerts</h2>\n");
+    if market.alert_rows.is_empty() {
+        html.push_str("<p>No alert fired.</p>\n");
+        return html;
+    }
+    html.push_str("<table>\n<tr><th>kind and level</th><th>count</th><th>example</th></tr>\n");
+    for (name, count, example) in &market.alert_rows {
+        html.push_str(&format!(
+            "<tr><td>{}</td><td>{count}</td><td>{}</td></tr>\n",
+            escape(name),
+            escape(example)
+        ));
+    }
+    html.push_str("</table>\n");
+    html
 }
 
 type Chart<'a, 'b, X, Y> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<X, Y>>;
@@ -533,6 +722,7 @@ mod tests {
             publish_ns: &publish,
             samples: &samples,
             append_latency: &latency,
+            market: None,
         }
         .render()
         .unwrap();
@@ -542,6 +732,55 @@ mod tests {
         assert_eq!(html.matches("</svg>").count(), 5);
         assert!(html.contains("&lt;b&gt;&amp;"));
         assert!(!html.contains("<b>&"));
+        assert!(!html.contains("NaN"));
+    }
+
+    #[test]
+    fn a_demo_report_adds_the_fill_latency_and_alert_charts_and_table() {
+        let mut fills = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).unwrap();
+        for ms in [1, 2, 2, 3, 5, 40, 250] {
+            fills.record(ms * 1_000_000).unwrap();
+        }
+        let empty = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).unwrap();
+        let samples: Vec<Sample> = (0..3)
+            .map(|i| Sample {
+                at_s: f64::from(i),
+                published: 10,
+                shipped: 10,
+                processed: Some(10),
+                rss_bytes: None,
+            })
+            .collect();
+        let latency = AppendLatency::new(UNIX_EPOCH);
+        let html = Report {
+            title: "evstream demo",
+            summary: &serde_json::json!({}),
+            publish_ns: &fills,
+            samples: &samples,
+            append_latency: &latency,
+            market: Some(MarketView {
+                fill_latency: vec![("AAPL", &fills), ("MSFT", &empty)],
+                fill_alert_ms: 100.0,
+                alerts: vec![
+                    (0.5, "risk CRITICAL".to_owned()),
+                    (1.2, "fill_latency WARNING".to_owned()),
+                    (1.4, "fill_latency WARNING".to_owned()),
+                ],
+                alert_rows: vec![(
+                    "fill_latency WARNING".to_owned(),
+                    2,
+                    "fill latency of 250 ms is <above> 100 ms".to_owned(),
+                )],
+            }),
+        }
+        .render()
+        .unwrap();
+        // Four charts of the pipeline (no memory samples) and two of the market.
+        assert_eq!(html.matches("<svg").count(), 6);
+        assert!(html.contains("Fill latency distribution per symbol"));
+        assert!(html.contains("IntelliSense alerts over time"));
+        assert!(html.contains("<td>fill_latency WARNING</td><td>2</td>"));
+        assert!(html.contains("&lt;above&gt;"));
         assert!(!html.contains("NaN"));
     }
 

@@ -63,13 +63,30 @@ fn demo_json_reports_every_event_shipped_once() {
     assert_eq!(summary["lost"].as_u64(), Some(0));
     assert_eq!(summary["duplicates"].as_u64(), Some(0));
     assert!(summary["publish_ns"]["p99"].as_u64().unwrap() > 0);
-    // Two IntelliSense consumers share the group; every event's effect is applied once.
-    assert_eq!(summary["processed"].as_u64(), Some(published), "{summary}");
-    let orders = summary["analysis"]["orders"].as_u64().unwrap();
-    assert_eq!(summary["analysis"]["fills"].as_u64(), Some(orders));
+    // Two IntelliSense consumers share the group; every event's effect is applied once (the
+    // types IntelliSense does not read, cancels and rejects, are acknowledged unhandled).
+    let handled = summary["processed"].as_u64().unwrap() + summary["skipped"].as_u64().unwrap();
+    assert_eq!(handled, published, "{summary}");
+    assert!(summary["skipped"].as_u64().unwrap() > 0, "{summary}");
+    for (found, planned) in [("orders", "orders"), ("fills", "fills")] {
+        assert_eq!(
+            summary["analysis"][found], summary["market"][planned],
+            "{found}: {summary}"
+        );
+    }
     assert_eq!(summary["analysis"]["lag"].as_u64(), Some(0));
     assert!(summary["append_latency_ms"]["count"].as_u64().unwrap() >= published);
-    check_report(&report, 5, "&quot;processed&quot;");
+    // The pipeline's five charts and the market's two, with the table of alerts.
+    check_report(&report, 7, "&quot;processed&quot;");
+    let html = std::fs::read_to_string(&report).unwrap();
+    for title in [
+        "Fill latency distribution per symbol",
+        "IntelliSense alerts over time",
+        "<th>kind and level</th>",
+        "<td>risk CRITICAL</td>",
+    ] {
+        assert!(html.contains(title), "no {title}");
+    }
 }
 
 #[test]
@@ -321,7 +338,6 @@ fn the_demo_runs_on_a_cluster_over_six_partitions() {
     assert!(published >= 3000, "about 6000 events in 2 s: {summary}");
     for (field, expected) in [
         ("shipped", published),
-        ("processed", published),
         ("lost", 0),
         ("duplicates", 0),
         ("out_of_order", 0),
@@ -332,9 +348,12 @@ fn the_demo_runs_on_a_cluster_over_six_partitions() {
             "{field}: {summary}"
         );
     }
+    let handled = summary["processed"].as_u64().unwrap() + summary["skipped"].as_u64().unwrap();
+    assert_eq!(handled, published, "{summary}");
     let orders = summary["analysis"]["orders"].as_u64().unwrap();
     assert!(orders > 0, "{summary}");
-    assert_eq!(summary["analysis"]["fills"].as_u64(), Some(orders));
+    assert_eq!(summary["analysis"]["orders"], summary["market"]["orders"]);
+    assert_eq!(summary["analysis"]["fills"], summary["market"]["fills"]);
     assert_eq!(summary["analysis"]["lag"].as_u64(), Some(0));
     // Every partition received events (on the primary that holds it).
     for p in 0..6 {
@@ -479,4 +498,167 @@ fn issue_19_the_demo_reports_the_shippers_dead_letters() {
         Some(dead),
         "{summary}"
     );
+}
+
+/// One demo run's stream, read back: each event as `type correlation_id data`, sorted (a
+/// multiset), and the set of `(kind, correlation_id)` of the alerts IntelliSense raised.
+/// The market data's `exchangeTsNs` is the wall clock at publish (less a seeded feed delay),
+/// so it is left out of the comparison; everything else in `data` comes from the seed.
+fn market_of(url: &str) -> (Vec<String>, std::collections::BTreeSet<(String, String)>) {
+    use redis::Commands;
+    let mut connection = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let read = |connection: &mut redis::Connection, key: &str| {
+        let reply: redis::streams::StreamRangeReply = connection.xrange_all(key).unwrap();
+        reply.ids
+    };
+    let field = |entry: &redis::streams::StreamId, name: &str| -> String {
+        entry.get(name).unwrap_or_default()
+    };
+    let mut events: Vec<String> = read(&mut connection, "events")
+        .iter()
+        .map(|entry| {
+            let mut data: serde_json::Value = serde_json::from_str(&field(entry, "data")).unwrap();
+            if let Some(data) = data.as_object_mut() {
+                data.remove("exchangeTsNs");
+            }
+            format!(
+                "{} {} {data}",
+                field(entry, "event_type"),
+                field(entry, "correlation_id")
+            )
+        })
+        .collect();
+    events.sort_unstable();
+    let alerts = read(&mut connection, "events:alerts")
+        .iter()
+        .map(|entry| (field(entry, "kind"), field(entry, "correlation_id")))
+        .collect();
+    (events, alerts)
+}
+
+/// Runs `evstream demo --seed <seed>` for 2 s at 3,000 events/s on a fresh Redis; returns
+/// its summary and what it left in Redis.
+fn demo_with_seed(
+    seed: &str,
+) -> (
+    serde_json::Value,
+    Vec<String>,
+    std::collections::BTreeSet<(String, String)>,
+) {
+    let redis = evstream_testkit::RedisServer::start().unwrap();
+    let url = redis.url();
+    let summary = json_of(&[
+        "--redis-url",
+        &url,
+        "demo",
+        "--seed",
+        seed,
+        "--duration",
+        "2s",
+        "--rate",
+        "3000",
+        "--json",
+    ]);
+    let (events, alerts) = market_of(&url);
+    (summary, events, alerts)
+}
+
+/// Issue 23: the demo simulates a market (partial fills, cancels, rejects, orders left open,
+/// a slow venue, risky orders) that trips IntelliSense's latency and risk alerts, and
+/// `--seed` replays it: the same events and the same alerts, whatever the machine's timing.
+#[test]
+fn issue_23_the_demo_market_trips_the_alerts_and_its_seed_replays_it() {
+    let (summary, events, alerts) = demo_with_seed("1");
+    let (_, events_again, alerts_again) = demo_with_seed("1");
+    assert_eq!(summary["seed"].as_u64(), Some(1), "{summary}");
+    assert_eq!(summary["published"].as_u64(), Some(6000), "{summary}");
+    assert_eq!(summary["lost"].as_u64(), Some(0), "{summary}");
+    assert_eq!(events.len(), 6000);
+    assert!(
+        events == events_again,
+        "the same seed published other events"
+    );
+    assert_eq!(alerts, alerts_again, "the same seed raised other alerts");
+
+    // What the market holds, from the stream itself.
+    let count = |prefix: &str| events.iter().filter(|e| e.starts_with(prefix)).count();
+    let (quotes, orders) = (count("MarketDataUpdate "), count("OrderCreated "));
+    assert!(
+        quotes >= 4 * orders && orders > 500,
+        "{quotes} quotes, {orders} orders"
+    );
+    assert!(count("OrderCancelled ") > 0 && count("OrderRejected ") > 0);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("OrderFilled ") && e.contains("-2\"")),
+        "no second fill of an order"
+    );
+    let ended: std::collections::BTreeSet<&str> = events
+        .iter()
+        .filter(|e| !e.starts_with("OrderCreated ") && !e.starts_with("MarketDataUpdate "))
+        .filter_map(|e| e.split(' ').nth(1))
+        .collect();
+    let open = events
+        .iter()
+        .filter(|e| e.starts_with("OrderCreated "))
+        .filter_map(|e| e.split(' ').nth(1))
+        .filter(|id| !ended.contains(id))
+        .count();
+    assert!(open > 0, "every order got an answer");
+    let market = &summary["market"];
+    for field in [
+        "partial_fills",
+        "cancelled",
+        "rejected",
+        "open",
+        "slow_venue",
+    ] {
+        assert!(market[field].as_u64().unwrap() > 0, "{field}: {summary}");
+    }
+    assert_eq!(market["open"].as_u64(), Some(open as u64), "{summary}");
+
+    // The alerts: latency ones from the slow venue, risk ones of both levels.
+    let kinds: std::collections::BTreeSet<&str> = alerts.iter().map(|a| a.0.as_str()).collect();
+    assert!(
+        kinds.contains("fill_latency") && kinds.contains("risk"),
+        "{alerts:?}"
+    );
+    assert!(!kinds.contains("creation_latency"), "{alerts:?}");
+    let fired = &summary["intellisense_alerts"]["by_kind"];
+    assert!(
+        fired["fill_latency"]["WARNING"].as_u64().unwrap() >= 1,
+        "{summary}"
+    );
+    assert!(fired["risk"]["WARNING"].as_u64().unwrap() >= 1, "{summary}");
+    assert!(
+        fired["risk"]["CRITICAL"].as_u64().unwrap() >= 1,
+        "{summary}"
+    );
+    assert!(!summary["intellisense_alerts"]["examples"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    // The latency distribution per symbol.
+    let symbols = summary["latency_by_symbol"].as_object().unwrap();
+    assert!(symbols.len() >= 3, "{summary}");
+    for (symbol, latency) in symbols {
+        let fill = &latency["fill"];
+        let p = |q: &str| fill[q].as_f64().unwrap();
+        assert!(fill["count"].as_u64().unwrap() > 0, "{symbol}: {latency}");
+        assert!(
+            p("p50_ms") > 0.1 && p("p50_ms") < 20.0,
+            "{symbol}: {latency}"
+        );
+        assert!(p("p50_ms") <= p("p90_ms") && p("p90_ms") <= p("p99_ms"));
+        assert!(p("p99_ms") <= p("max_ms"), "{symbol}: {latency}");
+        assert!(
+            latency["creation"]["p50_ms"].as_f64().unwrap() < 5.0,
+            "{latency}"
+        );
+    }
+
+    // Another seed, another market.
+    let (_, other_events, _) = demo_with_seed("2");
+    assert!(other_events != events, "seed 2 published what seed 1 did");
 }

@@ -338,6 +338,7 @@ pub(crate) fn run(
             publish_ns: &histogram,
             samples: &samples,
             append_latency: &append_latency,
+            market: None,
         }
         .write(path)?;
     }

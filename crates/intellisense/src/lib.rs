@@ -238,6 +238,9 @@ struct Handled {
     remote: Vec<Pair>,
     /// An order's risk score, for the metrics once its commit applies it.
     risk: Option<f64>,
+    /// A fill paired here with an order whose half is in Redis: its latency counts only if
+    /// the commit's `HSETNX` finds it is the order's first fill.
+    confirm_first_fill: bool,
 }
 
 /// A result computed from a commit, written by [`Handler::flush`].
@@ -451,6 +454,21 @@ impl IntelliSense {
         });
     }
 
+    /// The effects that record a fill paired here as the order's first fill in Redis, where
+    /// another consumer holding a fill of the same order looks (`HSETNX`: the reply says
+    /// whether this one was first).
+    fn first_fill_effects(&self, event: &Handled, effects: &mut Effects) {
+        let key = format!("{}{}", self.keys.pairing_prefix, event.correlation_id);
+        effects
+            .apply_with_reply(
+                redis::cmd("HSETNX")
+                    .arg(&key)
+                    .arg("filled_ns")
+                    .arg(event.timestamp_ns),
+            )
+            .apply(redis::cmd("PEXPIRE").arg(&key).arg(self.pairing_ttl_ms));
+    }
+
     /// The effects that send one event's half of its open pairs to Redis, where the other
     /// half (held by another consumer, or by this one after its tracker forgot) finds it.
     fn pairing_effects(&self, event: &Handled, effects: &mut Effects) {
@@ -579,6 +597,7 @@ impl Handler for IntelliSense {
                 open: Vec::new(),
                 remote: Vec::new(),
                 risk: risk_score,
+                confirm_first_fill: false,
             });
             return Ok(());
         }
@@ -592,6 +611,7 @@ impl Handler for IntelliSense {
             |state: &OrderState| state.symbol.clone().unwrap_or_else(|| "unknown".to_owned());
         let mut local = Vec::new();
         let mut open = Vec::new();
+        let mut confirm_first_fill = false;
         match kind {
             Kind::Signal => {
                 if state.created_ns.is_none() {
@@ -623,12 +643,15 @@ impl Handler for IntelliSense {
             Kind::Filled => {
                 if state.filled_ns.is_none() {
                     match state.created_ns {
-                        Some(created) => local.push(Latency {
-                            pair: Pair::Fill,
-                            symbol: symbol_of(state),
-                            from_ns: created,
-                            to_ns: ts,
-                        }),
+                        Some(created) => {
+                            local.push(Latency {
+                                pair: Pair::Fill,
+                                symbol: symbol_of(state),
+                                from_ns: created,
+                                to_ns: ts,
+                            });
+                            confirm_first_fill = state.created_in_redis;
+                        }
                         None => open.push(Pair::Fill),
                     }
                     state.filled_ns = Some(ts);
@@ -646,6 +669,7 @@ impl Handler for IntelliSense {
             open,
             remote: Vec::new(),
             risk: risk_score,
+            confirm_first_fill,
         });
         Ok(())
     }
@@ -656,6 +680,22 @@ impl Handler for IntelliSense {
         let now = Instant::now();
         let mut handled = std::mem::take(&mut self.batch);
         for event in &mut handled {
+            // A fill paired here with an order of this very batch whose half goes to Redis
+            // (for its creation pair, below): marked by the order's turn of this loop.
+            if event.kind == Kind::Filled
+                && !event.confirm_first_fill
+                && event.local.iter().any(|l| l.pair == Pair::Fill)
+            {
+                event.confirm_first_fill = self
+                    .tracker
+                    .get(&event.correlation_id)
+                    .is_some_and(|state| state.created_in_redis);
+            }
+            if event.confirm_first_fill {
+                if let Some(effects) = batch.effects(&event.event_id) {
+                    self.first_fill_effects(event, effects);
+                }
+            }
             if event.open.is_empty() {
                 continue;
             }
@@ -674,6 +714,14 @@ impl Handler for IntelliSense {
                 })
                 .collect();
             if !event.remote.is_empty() {
+                if event.kind == Kind::Created {
+                    // Marked now, not at the commit: the next batch is handled while this
+                    // one commits. (A commit that does not apply leaves the mark; a fill then
+                    // asks Redis for nothing it would not have been told anyway.)
+                    self.tracker
+                        .entry(&event.correlation_id, now)
+                        .created_in_redis = true;
+                }
                 if let Some(effects) = batch.effects(&event.event_id) {
                     self.pairing_effects(event, effects);
                 }
@@ -702,9 +750,16 @@ impl Handler for IntelliSense {
             if event.correlation_id.is_empty() {
                 continue;
             }
+            // Another consumer handled an earlier fill of this order: not its fill latency.
+            let first_fill =
+                !event.confirm_first_fill || matches!(outcome.replies.first(), Some(Value::Int(1)));
             for latency in std::mem::take(&mut event.local) {
+                if latency.pair == Pair::Fill && !first_fill {
+                    continue;
+                }
                 self.completed(latency, &event.correlation_id);
             }
+
             // An order whose fill another consumer handled is complete too: the pair was
             // completed through Redis, and the tracker would otherwise keep the order until
             // its TTL and count it unmatched.

@@ -60,6 +60,10 @@ pub struct OrderState {
     pub created_ns: Option<u64>,
     /// Time of the first `OrderFilled`.
     pub filled_ns: Option<u64>,
+    /// Whether the order's half was written to Redis for pairing: another consumer may then
+    /// have handled a fill of it, so a fill paired here counts only if Redis says it is the
+    /// first (`HSETNX`).
+    pub created_in_redis: bool,
 }
 
 /// Bounded map of correlation id → [`OrderState`].

@@ -221,6 +221,66 @@ fn halves_handled_by_different_consumers_are_paired_exactly_once() {
     assert_eq!(fills, vec![5 * MS, 20 * MS]);
 }
 
+/// Issue 23 (found by the demo's partial fills): an order's first fill paired at the
+/// consumer holding the order, and a second fill of the same order at another consumer, gave
+/// two fill latencies. Only the first fill counts, whichever consumer handles it.
+#[test]
+fn issue_23_a_later_fill_at_another_consumer_is_not_a_second_fill_latency() {
+    let server = RedisServer::start().unwrap();
+    let url = server.url();
+    let mut connection = redis::Client::open(url.clone())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    // Consumer A handles the order in one batch (its fill is missing: the order's half goes
+    // to Redis), then the first fill in a later batch (paired locally) and stops.
+    created(&mut connection, "ord-1", T0 + 10 * MS);
+    let a = {
+        let url = url.clone();
+        std::thread::spawn(move || consume(&url, "a", 1, 2))
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let processed: Option<u64> = connection
+            .hget("events:consume:intellisense_group", "processed")
+            .unwrap();
+        if processed == Some(1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "consumer A did not take the order"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    filled(&mut connection, "ord-1", T0 + 30 * MS);
+    a.join().unwrap();
+    // Consumer B handles the second, partial fill of the same order.
+    filled(&mut connection, "ord-1", T0 + 50 * MS);
+    consume(&url, "b", 256, 3);
+
+    assert_eq!(analysed(&mut connection, "fill_latency"), vec![20 * MS]);
+}
+
+/// The same with the order and its first fill in one batch of consumer A: the order's half
+/// still goes to Redis (its market data is missing), so the first fill must be recorded there.
+#[test]
+fn issue_23_a_first_fill_in_the_orders_batch_is_recorded_for_other_consumers() {
+    let server = RedisServer::start().unwrap();
+    let url = server.url();
+    let mut connection = redis::Client::open(url.clone())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    created(&mut connection, "ord-1", T0 + 10 * MS);
+    filled(&mut connection, "ord-1", T0 + 30 * MS);
+    consume(&url, "a", 256, 2);
+    filled(&mut connection, "ord-1", T0 + 50 * MS);
+    consume(&url, "b", 256, 3);
+
+    assert_eq!(analysed(&mut connection, "fill_latency"), vec![20 * MS]);
+}
+
 #[test]
 fn a_risky_order_raises_a_risk_alert() {
     let server = RedisServer::start().unwrap();

@@ -359,7 +359,8 @@ evstream_status evstream_metrics_snapshot(const evstream_handle *handle,
 //
 // Returns `EVSTREAM_CONFIG` when the address cannot be bound or is not loopback without
 // `public`, the token file is unreadable or short, or this process installed another
-// metrics recorder; `EVSTREAM_INVALID` when this handle serves already.
+// metrics recorder; `EVSTREAM_INVALID` when a handle of this process serves already (the
+// metrics registry is the process's: serve from one handle per process).
 //
 // # Safety
 // `handle` as for [`evstream_publish`]; `options` null or valid, its strings null or

@@ -6,7 +6,10 @@
 #      this Redis can serve at all;
 #   2. a Python loop with redis-py doing only XREADGROUP COUNT 256 + XACK (the baseline);
 #   3. `evstream consume --handler ack-only` (the runtime alone: decode, exactly-once commit);
-#   4. `evstream consume` (IntelliSense: pairing, latencies, results written to Redis).
+#   4. `evstream consume` (IntelliSense: pairing, latencies, results written to Redis,
+#      its metrics on /metrics);
+#   5. the same with `--metrics-addr off` (no recorder: the metrics calls do nothing), for
+#      what IntelliSense's metrics cost.
 #
 # Usage: scripts/bench-consume.sh [EVENTS]
 set -euo pipefail
@@ -22,7 +25,7 @@ cargo build --release --locked -p evstream-cli --bin evstream --example group_ce
 start_private_redis
 url="redis://127.0.0.1:$port"
 
-# Order flow: MarketDataUpdate → OrderCreated → OrderFilled per correlation id.
+# The demo's simulated market: quotes, orders, fills (some partial), cancels, rejects.
 rate=100000
 seconds=$(python3 -c "print(max(1, round($events / $rate, 1)))")
 target/release/evstream --redis-url "$url" demo --duration "${seconds}s" --rate "$rate" --json >/dev/null
@@ -49,30 +52,35 @@ PY
 )
 consume() {
     target/release/evstream --redis-url "$url" consume --group "$1" --consumer c1 \
-        --handler "$2" --exit-when-idle 1s --json |
+        --handler "$2" --exit-when-idle 1s --json "${@:3}" |
         python3 -c 'import json,sys; s=json.load(sys.stdin); print(round(s["events_per_s"]), s["processed"])'
 }
 read -r ack_eps ack_n < <(consume ackonly ack-only)
 read -r is_eps is_n < <(consume intellisense_bench intellisense)
+read -r quiet_eps quiet_n < <(consume intellisense_quiet intellisense --metrics-addr off)
 # The benchmarked IntelliSense group must have computed what the demo's own consumers did.
 report() {
     target/release/evstream --redis-url "$url" report --group "$1" --json |
         python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["processed"], r["duplicates_skipped"], r["orders"], r["fills"])'
 }
+# Cancels and rejects are acknowledged unhandled by IntelliSense: counted as skipped.
+skipped() { redis-cli -p "$port" hget "events:consume:$1" skipped; }
 read -r bench_processed bench_duplicates bench_orders bench_fills < <(report intellisense_bench)
 read -r _ _ demo_orders demo_fills < <(report intellisense_group)
 echo "IntelliSense results: $bench_processed processed, $bench_duplicates duplicates skipped, $bench_orders orders, $bench_fills fills (the demo's own group: $demo_orders orders, $demo_fills fills)"
-if [ "$bench_processed" != "$length" ] || [ "$bench_duplicates" != 0 ] ||
+bench_skipped=$(skipped intellisense_bench)
+if [ "$((bench_processed + ${bench_skipped:-0}))" != "$length" ] || [ "$bench_duplicates" != 0 ] ||
     [ "$bench_orders" != "$demo_orders" ] || [ "$bench_fills" != "$demo_fills" ]; then
     echo "the benchmarked consumer's results differ from the demo's: the figures below are void" >&2
     exit 1
 fi
-python3 - "$length" "$ceiling_eps" "$python_eps" "$ack_eps" "$ack_n" "$is_eps" "$is_n" <<'PY'
+python3 - "$length" "$ceiling_eps" "$python_eps" "$ack_eps" "$ack_n" "$is_eps" "$is_n" "$quiet_eps" "$quiet_n" <<'PY'
 import sys
-length, ceiling, py, ack, ack_n, isense, is_n = map(int, sys.argv[1:])
+length, ceiling, py, ack, ack_n, isense, is_n, quiet, quiet_n = map(int, sys.argv[1:])
 print(f"events in stream                       {length:>10,}")
 print(f"ceiling: raw XREADGROUP + bulk XACK    {ceiling:>10,}/s")
 print(f"python redis-py XREADGROUP+XACK        {py:>10,}/s  ({py / ceiling:.2f} of the ceiling)")
 print(f"evstream consume --handler ack-only    {ack:>10,}/s  ({ack / py:.2f}x python, {ack / ceiling:.2f} of the ceiling, {ack_n:,} processed)")
 print(f"evstream consume (IntelliSense)        {isense:>10,}/s  ({isense / py:.2f}x python, {isense / ceiling:.2f} of the ceiling, {is_n:,} processed)")
+print(f"  the same, --metrics-addr off         {quiet:>10,}/s  (with metrics: {isense / quiet:.2f} of this, {quiet_n:,} processed)")
 PY

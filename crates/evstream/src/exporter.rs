@@ -246,14 +246,31 @@ pub async fn bind(options: &ExporterOptions) -> Result<Bound, ExporterError> {
         None => {
             match TcpListener::bind(DEFAULT_ADDR).await {
                 Ok(listener) => listener,
-                // Another evstream process on this host has the default port: take a free one;
-                // the caller says which.
-                Err(_) => TcpListener::bind("127.0.0.1:0").await.map_err(|source| {
-                    ExporterError::Bind {
-                        addr: "127.0.0.1:0".to_owned(),
-                        source,
+                // Another evstream process on this host has the default port: take a free
+                // one, and say which (Prometheus must be told, or this one goes unscraped).
+                Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => {
+                    let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|source| {
+                        ExporterError::Bind {
+                            addr: "127.0.0.1:0".to_owned(),
+                            source,
+                        }
+                    })?;
+                    if let Ok(local) = listener.local_addr() {
+                        tracing::warn!(
+                            %local,
+                            "{DEFAULT_ADDR} is in use (another evstream process?): /metrics \
+                             and /health are on {local}; give each process its own metrics \
+                             address so that Prometheus finds it"
+                        );
                     }
-                })?,
+                    listener
+                }
+                Err(source) => {
+                    return Err(ExporterError::Bind {
+                        addr: DEFAULT_ADDR.to_owned(),
+                        source,
+                    })
+                }
             }
         }
     };

@@ -297,6 +297,9 @@ pub struct evstream_handle {
     exporter: Mutex<Option<Exporter>>,
 }
 
+/// The address of the process's `/metrics`, while a handle serves it.
+static SERVING: Mutex<Option<std::net::SocketAddr>> = Mutex::new(None);
+
 /// Marks a live handle; cleared by `evstream_destroy`.
 const LIVE: u64 = 0x6576_7374_7265_616d; // "evstream"
 
@@ -815,7 +818,8 @@ pub unsafe extern "C" fn evstream_metrics_snapshot(
 ///
 /// Returns `EVSTREAM_CONFIG` when the address cannot be bound or is not loopback without
 /// `public`, the token file is unreadable or short, or this process installed another
-/// metrics recorder; `EVSTREAM_INVALID` when this handle serves already.
+/// metrics recorder; `EVSTREAM_INVALID` when a handle of this process serves already (the
+/// metrics registry is the process's: serve from one handle per process).
 ///
 /// # Safety
 /// `handle` as for [`evstream_publish`]; `options` null or valid, its strings null or
@@ -863,6 +867,18 @@ pub unsafe extern "C" fn evstream_serve_metrics(
                 format_args!("this handle serves /metrics on {} already", running.addr()),
             );
         }
+        // The metrics registry is the process's: two handles serving would write their
+        // figures over each other's, and Prometheus would read the jumps as resets.
+        let mut serving = lock(&SERVING);
+        if let Some(addr) = &*serving {
+            return fail(
+                EVSTREAM_INVALID,
+                format_args!(
+                    "another handle of this process serves /metrics on {addr} already; \
+                     serve from one handle per process"
+                ),
+            );
+        }
         let sources = Sources::engine(handle.publisher.monitor(), handle.shipper_monitor.clone());
         let running = match Exporter::spawn(&exporter_options, sources) {
             Ok(running) => running,
@@ -870,6 +886,7 @@ pub unsafe extern "C" fn evstream_serve_metrics(
         };
         // SAFETY: the caller guarantees `address` is null or has `capacity` writable bytes.
         unsafe { copy_out(running.addr().to_string().as_bytes(), address, capacity) };
+        *serving = Some(running.addr());
         *exporter = Some(running);
         EVSTREAM_OK
     })
@@ -957,6 +974,9 @@ pub unsafe extern "C" fn evstream_destroy(handle: *mut evstream_handle) {
             Box::from_raw(handle)
         };
         shut_down(&owned, Duration::from_secs(5));
+        if lock(&owned.exporter).take().is_some() {
+            *lock(&SERVING) = None;
+        }
         drop(owned);
         EVSTREAM_OK
     });

@@ -341,4 +341,13 @@ fn serving_refuses_what_the_command_refuses(redis: &RedisServer) {
     let (status, _) = handle.serve(c"127.0.0.1:0", 0, None);
     assert_eq!(status, EVSTREAM_INVALID);
     assert!(last_error().contains(&served), "{}", last_error());
+    // Nor a second handle of the process: the registry is shared.
+    let other = Handle::new(redis);
+    let (status, _) = other.serve(c"127.0.0.1:0", 0, None);
+    assert_eq!(status, EVSTREAM_INVALID);
+    assert!(last_error().contains("another handle"), "{}", last_error());
+    // Once the serving handle is destroyed, another may serve.
+    drop(handle);
+    let (status, _) = other.serve(c"127.0.0.1:0", 0, None);
+    assert_eq!(status, EVSTREAM_OK, "{}", last_error());
 }

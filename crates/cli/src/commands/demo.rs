@@ -414,6 +414,15 @@ fn clock_seed() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// A duration as `--duration` reads it back: `90s`, or `1500ms` with a fraction.
+fn replayable(duration: Duration) -> String {
+    if duration.subsec_millis() == 0 {
+        format!("{}s", duration.as_secs())
+    } else {
+        format!("{}ms", duration.as_millis())
+    }
+}
+
 /// The summary for people.
 fn write_text(summary: &Summary, args: &DemoArgs, out: &mut impl Write) -> anyhow::Result<()> {
     writeln!(
@@ -423,7 +432,7 @@ fn write_text(summary: &Summary, args: &DemoArgs, out: &mut impl Write) -> anyho
         summary.seed,
         summary.seed,
         args.rate,
-        humantime::format_duration(args.duration),
+        replayable(args.duration),
         args.producers
     )?;
     writeln!(out, "{:<13} {:>12}", "refused", summary.refused)?;
@@ -610,5 +619,23 @@ fn market_view<'a>(
                     .map(move |(level, n)| (format!("{kind} {level}"), *n, example(kind, level)))
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_replay_command_reads_its_duration_back() {
+        for duration in [
+            Duration::from_secs(10),
+            Duration::from_secs(90),
+            Duration::from_millis(1500),
+            Duration::from_millis(250),
+        ] {
+            let text = replayable(duration);
+            assert_eq!(crate::args::parse_duration(&text), Ok(duration), "{text}");
+        }
     }
 }

@@ -115,9 +115,14 @@ impl RecentAnalysisAlerts {
             // Nothing in the window: later reads start from here, not a window back again.
             self.cursor = Some(EntryId::from_ms(now_ms.saturating_sub(duration_ms(window))));
         }
+        self.forget_older_than(window, now_ms);
+        Ok(())
+    }
+
+    /// Forgets the alerts raised more than `window` before `now_ms`.
+    pub(super) fn forget_older_than(&mut self, window: Duration, now_ms: u64) {
         let oldest = now_ms.saturating_sub(duration_ms(window)) / 1000;
         self.seconds = self.seconds.split_off(&oldest);
-        Ok(())
     }
 
     /// The window's alerts by kind.

@@ -42,6 +42,8 @@ pub(super) struct Memory {
     /// The analysis services' alerts of the window, for `OrderLatencyHigh` and
     /// `OrderRiskHigh`.
     pub(super) analysis_alerts: RecentAnalysisAlerts,
+    /// The last read of the analysis alerts failed (said once).
+    pub(super) analysis_read_failed: bool,
 }
 
 impl OpsLoop {
@@ -63,6 +65,7 @@ impl OpsLoop {
             dlq_trim_refused: false,
             heartbeat_refused: false,
             analysis_alerts: RecentAnalysisAlerts::default(),
+            analysis_read_failed: false,
             webhook: self
                 .webhook
                 .clone()
@@ -175,8 +178,16 @@ impl OpsLoop {
                 CALL_TIMEOUT,
             )
             .await;
-        if let Err(error) = read {
-            tracing::warn!(%error, key = %key, "ops: cannot read the analysis alerts; OrderLatencyHigh and OrderRiskHigh keep their last state (the ops user needs XRANGE on this key: docs/security.md)");
+        match read {
+            Ok(()) => memory.analysis_read_failed = false,
+            Err(error) => {
+                if !std::mem::replace(&mut memory.analysis_read_failed, true) {
+                    tracing::warn!(%error, key = %key, "ops: cannot read the analysis alerts: OrderLatencyHigh and OrderRiskHigh can only resolve until it can (the ops user needs XRANGE on this key: docs/security.md); said once until a read succeeds");
+                }
+                memory
+                    .analysis_alerts
+                    .forget_older_than(Duration::from_secs(window), unix_ms());
+            }
         }
     }
 

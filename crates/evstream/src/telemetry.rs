@@ -226,6 +226,6 @@ pub fn describe() {
     );
     describe_counter!(
         "evstream_intellisense_orders_unmatched_total",
-        "IntelliSense: orders or fills dropped without their other half (never filled within tracker_ttl_s, or pushed out by tracker_capacity)."
+        "IntelliSense: orders never filled, or fills whose order never came, within tracker_ttl_s (or pushed out by tracker_capacity), and not paired by another consumer either."
     );
 }

@@ -157,6 +157,10 @@ pub struct Analysis {
     pub tracker_evicted: u64,
     /// Orders the tracker holds now.
     pub tracker_open: usize,
+    /// Orders (or fills) dropped by the tracker whose other half Redis does not hold either:
+    /// never filled, or filled without an order, within `tracker_ttl_s` (or pushed out by
+    /// `tracker_capacity`). Those another consumer completed are not counted.
+    pub unmatched: u64,
     /// Symbols labelled by name in the metrics (at most `metrics_max_symbols`).
     pub labelled_symbols: std::collections::BTreeSet<String>,
 }
@@ -174,6 +178,7 @@ impl Default for Analysis {
             alerts: 0,
             tracker_evicted: 0,
             tracker_open: 0,
+            unmatched: 0,
             labelled_symbols: std::collections::BTreeSet::new(),
         }
     }
@@ -241,6 +246,9 @@ struct Handled {
     /// A fill paired here with an order whose half is in Redis: its latency counts only if
     /// the commit's `HSETNX` finds it is the order's first fill.
     confirm_first_fill: bool,
+    /// Orders the tracker evicted unfinished, looked up in Redis by this event's commit
+    /// (one `HMGET` each, its only replies): unmatched unless another consumer paired them.
+    unmatched_checks: Vec<String>,
 }
 
 /// A result computed from a commit, written by [`Handler::flush`].
@@ -308,6 +316,8 @@ pub struct IntelliSense {
     pairing_ttl_ms: u64,
     /// Whether the alert series were created (at the first commit).
     alert_series: bool,
+    /// Orders evicted unfinished, to look up in Redis with the next commit.
+    unmatched_checks: Vec<String>,
 }
 
 impl IntelliSense {
@@ -326,6 +336,7 @@ impl IntelliSense {
             reported: (0, 0),
             pairing_ttl_ms: config.pairing_ttl_s.saturating_mul(1000),
             alert_series: false,
+            unmatched_checks: Vec::new(),
             config,
         }
     }
@@ -598,6 +609,25 @@ impl Handler for IntelliSense {
                 remote: Vec::new(),
                 risk: risk_score,
                 confirm_first_fill: false,
+                unmatched_checks: Vec::new(),
+            });
+            return Ok(());
+        }
+        if self.tracker.was_completed(&event.correlation_id) {
+            // A later partial fill (or any event) of an order already complete: nothing to
+            // pair, and no new state that would wait for an order that will not come.
+            self.batch.push(Handled {
+                event_id: event.event_id,
+                correlation_id: event.correlation_id.clone(),
+                kind,
+                timestamp_ns: ts,
+                symbol,
+                local: Vec::new(),
+                open: Vec::new(),
+                remote: Vec::new(),
+                risk: risk_score,
+                confirm_first_fill: false,
+                unmatched_checks: Vec::new(),
             });
             return Ok(());
         }
@@ -670,6 +700,7 @@ impl Handler for IntelliSense {
             remote: Vec::new(),
             risk: risk_score,
             confirm_first_fill,
+            unmatched_checks: Vec::new(),
         });
         Ok(())
     }
@@ -727,6 +758,7 @@ impl Handler for IntelliSense {
                 }
             }
         }
+        self.attach_unmatched_checks(&mut handled, batch);
         self.committing.push_back(handled);
     }
 
@@ -734,6 +766,7 @@ impl Handler for IntelliSense {
         // Outcomes come in the order the events were handled; the batch holds a subset of
         // them (events with a correlation id), in the same order.
         self.create_alert_series();
+        let now = Instant::now();
         let handled = self.committing.pop_front().unwrap_or_default();
         let mut handled = handled.into_iter().peekable();
         // Applied events by kind, added to the metrics once per commit.
@@ -743,8 +776,11 @@ impl Handler for IntelliSense {
                 continue;
             };
             if !outcome.applied {
+                // Not this commit's to look up: the next one does.
+                self.unmatched_checks.append(&mut event.unmatched_checks);
                 continue;
             }
+            self.count_unmatched(&event, &outcome.replies);
             applied[event.kind as usize] += 1;
             self.record_risk(&event);
             if event.correlation_id.is_empty() {
@@ -765,13 +801,19 @@ impl Handler for IntelliSense {
             // its TTL and count it unmatched.
             let filled_remotely =
                 !event.remote.is_empty() && self.paired_in_redis(&event, &outcome.replies);
+            // A fill whose order Redis knows filled already (a later partial fill, handled
+            // here without the order): the order is complete.
+            let filled_before = event.kind == Kind::Filled
+                && event.remote.contains(&Pair::Fill)
+                && matches!(outcome.replies.first(), Some(Value::Int(0)));
             let complete = filled_remotely
+                || filled_before
                 || self
                     .tracker
                     .get(&event.correlation_id)
                     .is_some_and(|state| state.created_ns.is_some() && state.filled_ns.is_some());
             if complete {
-                self.tracker.remove(&event.correlation_id);
+                self.tracker.complete(&event.correlation_id, now);
             }
         }
         for (kind, n) in ["signal", "order", "fill"].into_iter().zip(applied) {
@@ -788,7 +830,7 @@ impl Handler for IntelliSense {
         shared.tracker_evicted += evicted - was_evicted;
         metrics::gauge!("evstream_intellisense_orders_open").set(shared.tracker_open as f64);
         metrics::counter!("evstream_intellisense_orders_unmatched_total")
-            .absolute(shared.tracker_evicted);
+            .absolute(shared.unmatched);
     }
 
     fn flush(&mut self, effects: &mut Effects) {
@@ -897,6 +939,53 @@ impl IntelliSense {
             }
         }
         filled
+    }
+
+    /// Gives the orders the tracker evicted unfinished to an event of this batch with no
+    /// replies of its own, whose commit looks each one up in Redis (`HMGET created_ns
+    /// filled_ns`); with no such event, the next batch does.
+    fn attach_unmatched_checks(&mut self, handled: &mut [Handled], batch: &mut Batch<'_>) {
+        /// Lookups per commit at most; the rest wait for the next commits.
+        const PER_COMMIT: usize = 1_000;
+        self.unmatched_checks
+            .extend(self.tracker.take_evicted_orders());
+        if self.unmatched_checks.is_empty() {
+            return;
+        }
+        let Some(carrier) = handled
+            .iter_mut()
+            .find(|e| e.remote.is_empty() && !e.confirm_first_fill)
+        else {
+            return;
+        };
+        let Some(effects) = batch.effects(&carrier.event_id) else {
+            return;
+        };
+        let n = self.unmatched_checks.len().min(PER_COMMIT);
+        carrier.unmatched_checks = self.unmatched_checks.drain(..n).collect();
+        for correlation_id in &carrier.unmatched_checks {
+            effects.apply_with_reply(
+                redis::cmd("HMGET")
+                    .arg(format!("{}{correlation_id}", self.keys.pairing_prefix))
+                    .arg("created_ns")
+                    .arg("filled_ns"),
+            );
+        }
+    }
+
+    /// Counts the looked-up evicted orders whose other half Redis does not hold.
+    fn count_unmatched(&self, event: &Handled, replies: &[Value]) {
+        if event.unmatched_checks.is_empty() {
+            return;
+        }
+        let unmatched = replies
+            .iter()
+            .take(event.unmatched_checks.len())
+            .filter(|reply| {
+                reply_u64(Some(reply), 0).is_none() || reply_u64(Some(reply), 1).is_none()
+            })
+            .count() as u64;
+        self.shared().unmatched += unmatched;
     }
 
     /// The metrics of one applied order: its risk score, and its alert.

@@ -78,6 +78,13 @@ pub struct Tracker {
     capacity: usize,
     ttl: Duration,
     evicted: u64,
+    /// Orders evicted since [`take_evicted_orders`](Self::take_evicted_orders) was last
+    /// called, for the caller to check against Redis.
+    evicted_orders: Vec<String>,
+    /// Hashes of the correlations completed recently (within the TTL), oldest first: a
+    /// later partial fill of a completed order is recognised, not taken for a new order.
+    completed: HashMap<u64, Instant, Seeded>,
+    completed_order: VecDeque<(Instant, u64)>,
 }
 
 impl Tracker {
@@ -89,8 +96,48 @@ impl Tracker {
             capacity: capacity.max(1),
             ttl,
             evicted: 0,
+            evicted_orders: Vec::new(),
+            completed: HashMap::default(),
+            completed_order: VecDeque::new(),
             generation: 0,
         }
+    }
+
+    /// Forgets a completed order and remembers it as completed for the TTL (at most
+    /// `capacity` of them): [`was_completed`](Self::was_completed) then says so.
+    pub fn complete(&mut self, correlation_id: &str, now: Instant) {
+        self.remove(correlation_id);
+        let hash = self.completed.hasher().hash_one(correlation_id);
+        if self.completed.insert(hash, now).is_none() {
+            self.completed_order.push_back((now, hash));
+        }
+        while self.completed_order.len() > self.capacity
+            || self
+                .completed_order
+                .front()
+                .is_some_and(|(at, _)| now.duration_since(*at) >= self.ttl)
+        {
+            let Some((at, hash)) = self.completed_order.pop_front() else {
+                break;
+            };
+            if self.completed.get(&hash) == Some(&at) {
+                self.completed.remove(&hash);
+            }
+        }
+    }
+
+    /// Whether `correlation_id` completed within the TTL. Kept as a 64-bit hash: a collision
+    /// (about one in 2^64 / capacity) would ignore one event's pairing, never double one.
+    pub fn was_completed(&self, correlation_id: &str) -> bool {
+        let hash = self.completed.hasher().hash_one(correlation_id);
+        self.completed.contains_key(&hash)
+    }
+
+    /// The correlation ids of the orders (an order without its fill, or a fill without its
+    /// order) evicted unfinished since the last call. Another consumer of the group may have
+    /// completed them through Redis: the caller checks there before counting them unmatched.
+    pub fn take_evicted_orders(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.evicted_orders)
     }
 
     /// The state of `correlation_id`, created empty if unknown.
@@ -154,8 +201,17 @@ impl Tracker {
             }
             let (_, generation, key) = self.order.pop_front().expect("front exists");
             if self.states.get(&key).is_some_and(|(g, _)| *g == generation) {
-                self.states.remove(&key);
-                self.evicted += 1;
+                self.evict(key);
+            }
+        }
+    }
+
+    /// Drops an unfinished state, counting it, and noting it when it is an order's.
+    fn evict(&mut self, key: String) {
+        if let Some((_, state)) = self.states.remove(&key) {
+            self.evicted += 1;
+            if state.created_ns.is_some() != state.filled_ns.is_some() {
+                self.evicted_orders.push(key);
             }
         }
     }
@@ -164,8 +220,7 @@ impl Tracker {
         while let Some((_, generation, key)) = self.order.pop_front() {
             // Only the pair that inserted the current state counts.
             if self.states.get(&key).is_some_and(|(g, _)| *g == generation) {
-                self.states.remove(&key);
-                self.evicted += 1;
+                self.evict(key);
                 return;
             }
         }
@@ -191,5 +246,29 @@ mod tests {
         tracker.entry("d", start + Duration::from_secs(6));
         assert_eq!(tracker.len(), 1, "c expired");
         assert_eq!(tracker.evicted(), 2);
+        assert_eq!(tracker.take_evicted_orders(), ["a", "c"]);
+        assert!(tracker.take_evicted_orders().is_empty());
+    }
+
+    #[test]
+    fn completed_orders_are_remembered_for_the_ttl_and_the_capacity() {
+        let start = Instant::now();
+        let mut tracker = Tracker::new(2, Duration::from_secs(5));
+        tracker.entry("a", start).created_ns = Some(1);
+        tracker.complete("a", start);
+        assert!(tracker.was_completed("a") && !tracker.was_completed("b"));
+        assert_eq!((tracker.len(), tracker.evicted()), (0, 0));
+        tracker.complete("b", start);
+        tracker.complete("c", start);
+        assert!(
+            !tracker.was_completed("a"),
+            "capacity 2: the oldest is forgotten"
+        );
+        tracker.complete("d", start + Duration::from_secs(6));
+        assert!(
+            !tracker.was_completed("b") && !tracker.was_completed("c"),
+            "TTL"
+        );
+        assert!(tracker.was_completed("d"));
     }
 }

@@ -281,6 +281,79 @@ fn issue_23_a_first_fill_in_the_orders_batch_is_recorded_for_other_consumers() {
     assert_eq!(analysed(&mut connection, "fill_latency"), vec![20 * MS]);
 }
 
+/// Issue 23: `evstream_intellisense_orders_unmatched_total` counts the orders whose other
+/// half never came, not those another consumer completed through Redis, nor a completed
+/// order's later partial fill.
+#[test]
+fn issue_23_unmatched_orders_are_the_ones_redis_cannot_pair_either() {
+    let server = RedisServer::start().unwrap();
+    let url = server.url();
+    let mut connection = redis::Client::open(url.clone())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let handler = IntelliSense::new(
+        "events",
+        IntelliSenseConfig {
+            tracker_ttl_s: 1,
+            ..IntelliSenseConfig::default()
+        },
+    );
+    let analysis = handler.analysis();
+    let consumer = Consumer::new(&config(&url, 256), "a", handler).unwrap();
+    let stats = consumer.stats();
+    let a = {
+        let url = url.clone();
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(consumer.run(wait_for_group(url, stats, 7)))
+        })
+    };
+    let processed = |connection: &mut redis::Connection, n: u64| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while connection
+            .hget::<_, _, Option<u64>>("events:consume:intellisense_group", "processed")
+            .unwrap()
+            .unwrap_or(0)
+            < n
+        {
+            assert!(Instant::now() < deadline, "consumer A is stuck below {n}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    // ord-1 is filled at another consumer (its pairing hash gets filled_ns, as that
+    // consumer's commit writes it); ord-2 is never filled; ord-3 is filled here, then gets a
+    // second, partial fill.
+    created(&mut connection, "ord-1", T0 + 10 * MS);
+    created(&mut connection, "ord-2", T0 + 10 * MS);
+    created(&mut connection, "ord-3", T0 + 10 * MS);
+    filled(&mut connection, "ord-3", T0 + 20 * MS);
+    processed(&mut connection, 4);
+    let _: i64 = connection
+        .hset("events:pairing:ord-1", "filled_ns", T0 + 30 * MS)
+        .unwrap();
+    filled(&mut connection, "ord-3", T0 + 40 * MS);
+    processed(&mut connection, 5);
+    // After the tracker's TTL, two more events: the first evicts, the second (no
+    // correlation id) carries the lookups.
+    std::thread::sleep(Duration::from_millis(1_100));
+    signal(&mut connection, "ord-9", T0 + 50 * MS);
+    append(
+        &mut connection,
+        "MarketDataUpdate",
+        "",
+        T0 + 60 * MS,
+        r#"{"symbol":"AAPL","bid":1.0,"ask":1.1}"#,
+    );
+    a.join().unwrap();
+    let analysis = analysis.lock().unwrap();
+    assert_eq!(analysis.unmatched, 1, "ord-2 only");
+    assert_eq!(analysed(&mut connection, "fill_latency"), vec![10 * MS]);
+}
+
 #[test]
 fn a_risky_order_raises_a_risk_alert() {
     let server = RedisServer::start().unwrap();

@@ -658,6 +658,19 @@ fn issue_23_the_demo_market_trips_the_alerts_and_its_seed_replays_it() {
         );
     }
 
+    // One fill latency per order with a fill (its first fill), not one per fill: the two
+    // consumers once paired a later partial fill again.
+    let filled_orders: std::collections::BTreeSet<&str> = events
+        .iter()
+        .filter(|e| e.starts_with("OrderFilled "))
+        .filter_map(|e| e.split(' ').nth(1))
+        .collect();
+    let fill_latencies: u64 = symbols
+        .values()
+        .map(|latency| latency["fill"]["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(fill_latencies, filled_orders.len() as u64, "{summary}");
+
     // Another seed, another market.
     let (_, other_events, _) = demo_with_seed("2");
     assert!(other_events != events, "seed 2 published what seed 1 did");

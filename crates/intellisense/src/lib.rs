@@ -63,7 +63,10 @@ use redis::Value;
 use serde::{Deserialize, Serialize};
 
 pub use percentiles::Percentiles;
-pub use report::{read_partitions, read_report, Report, ReportBuilder, SymbolReport};
+pub use report::{
+    for_each_latency, read_partitions, read_report, LatencyKind, Report, ReportBuilder,
+    SymbolReport,
+};
 pub use tracker::{OrderState, Tracker};
 
 /// Settings of the analysis.

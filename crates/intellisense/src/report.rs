@@ -86,6 +86,40 @@ pub async fn read_partitions(config: &Config, group: &str) -> Result<Report, Par
     Ok(builder.finish())
 }
 
+/// Which latency an `<stream>:analysis` field holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LatencyKind {
+    /// Signal → `OrderCreated` (`creation_latency:<SYMBOL>`).
+    Creation,
+    /// `OrderCreated` → first `OrderFilled` (`fill_latency:<SYMBOL>`).
+    Fill,
+}
+
+/// Calls `record(kind, symbol, nanoseconds)` for every latency of one entry of
+/// `<stream>:analysis` (fields `<kind>:<SYMBOL>`, each a comma-separated list of latencies in
+/// ns; see the crate docs). Fields of other shapes are skipped.
+pub fn for_each_latency(
+    entry: &redis::streams::StreamId,
+    mut record: impl FnMut(LatencyKind, &str, u64),
+) {
+    for (field, value) in &entry.map {
+        let Some((kind, symbol)) = field.split_once(':') else {
+            continue;
+        };
+        let kind = match kind {
+            "fill_latency" => LatencyKind::Fill,
+            "creation_latency" => LatencyKind::Creation,
+            _ => continue,
+        };
+        let Ok(text) = redis::from_redis_value::<String>(value.clone()) else {
+            continue;
+        };
+        for latency in text.split(',').filter_map(|n| n.parse::<u64>().ok()) {
+            record(kind, symbol, latency);
+        }
+    }
+}
+
 /// The report of a group over the partitions of a stream, each read from the node that holds
 /// it: counters and lag add up, latency percentiles come from every partition's samples.
 #[derive(Debug)]
@@ -159,26 +193,16 @@ impl ReportBuilder {
             let Some(last) = page.ids.last() else { break };
             start = format!("({}", last.id);
             for entry in &page.ids {
-                // Fields `<kind>:<symbol>` = latencies in ns, comma-separated (see the crate docs).
-                for (field, value) in &entry.map {
-                    let Some((kind, symbol)) = field.split_once(':') else {
-                        continue;
-                    };
-                    let Ok(text) = redis::from_redis_value::<String>(value.clone()) else {
-                        continue;
-                    };
+                for_each_latency(entry, |kind, symbol, latency| {
                     let (creation, fill) = histograms
                         .entry(symbol.to_owned())
                         .or_insert_with(|| (crate::histogram(), crate::histogram()));
-                    let histogram = match kind {
-                        "fill_latency" => fill,
-                        "creation_latency" => creation,
-                        _ => continue,
-                    };
-                    for latency in text.split(',').filter_map(|n| n.parse::<u64>().ok()) {
-                        histogram.saturating_record(latency.max(1));
+                    match kind {
+                        LatencyKind::Fill => fill,
+                        LatencyKind::Creation => creation,
                     }
-                }
+                    .saturating_record(latency.max(1));
+                });
             }
             if page.ids.len() < 10_000 {
                 break;

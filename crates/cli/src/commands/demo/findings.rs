@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use evstream::Config;
-use evstream_intellisense::AnalysisKeys;
+use evstream_intellisense::{for_each_latency, AnalysisKeys, LatencyKind};
 use hdrhistogram::Histogram;
 use redis::streams::{StreamId, StreamRangeReply};
 use redis::AsyncCommands;
@@ -127,13 +127,7 @@ impl Findings {
     /// latencies in ns (see `evstream_intellisense`'s crate docs).
     fn add_latencies(&mut self, entries: &[StreamId]) {
         for entry in entries {
-            for (field, value) in &entry.map {
-                let Some((kind, symbol)) = field.split_once(':') else {
-                    continue;
-                };
-                let Ok(text) = redis::from_redis_value::<String>(value.clone()) else {
-                    continue;
-                };
+            for_each_latency(entry, |kind, symbol, ns| {
                 let histograms =
                     self.symbols
                         .entry(symbol.to_owned())
@@ -141,15 +135,12 @@ impl Findings {
                             creation: latency_histogram(),
                             fill: latency_histogram(),
                         });
-                let histogram = match kind {
-                    "fill_latency" => &mut histograms.fill,
-                    "creation_latency" => &mut histograms.creation,
-                    _ => continue,
-                };
-                for ns in text.split(',').filter_map(|n| n.parse::<u64>().ok()) {
-                    histogram.saturating_record(ns.max(1));
+                match kind {
+                    LatencyKind::Fill => &mut histograms.fill,
+                    LatencyKind::Creation => &mut histograms.creation,
                 }
-            }
+                .saturating_record(ns.max(1));
+            });
         }
     }
 

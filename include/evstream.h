@@ -166,7 +166,9 @@ typedef struct {
   uint64_t journal_lost;
   // Journals of earlier processes not replayed (see `docs/operations.md`).
   uint64_t journals_refused;
-  // `publish` calls timed (one in `ring.publish_timing_sample`).
+  // `publish` calls timed (one in `ring.publish_timing_sample`) since the handle was
+  // created; the percentiles below are over all of them (for a recent window, scrape
+  // `/metrics`: its histogram's rate over time).
   uint64_t publish_timed;
   // Median duration of the timed calls, in nanoseconds.
   uint64_t publish_p50_ns;

@@ -418,9 +418,8 @@ async fn answer(
         let authorized = line.lines().skip(1).any(|header| {
             header.split_once(':').is_some_and(|(name, value)| {
                 name.trim().eq_ignore_ascii_case("authorization")
-                    && value.trim().strip_prefix("Bearer ").is_some_and(|given| {
-                        constant_time_eq(given.trim().as_bytes(), token.as_bytes())
-                    })
+                    && bearer(value)
+                        .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
             })
         });
         if !authorized {
@@ -474,7 +473,29 @@ async fn respond(
     stream.shutdown().await
 }
 
+/// The token of an `Authorization: Bearer <token>` value; the scheme's case does not matter
+/// (RFC 7235).
+fn bearer(value: &str) -> Option<&str> {
+    let value = value.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
 /// Compares without stopping at the first difference, so timing does not reveal the token.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer(" Bearer abc "), Some("abc"));
+        assert_eq!(bearer("bearer abc"), Some("abc"));
+        assert_eq!(bearer("BEARER  abc"), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearer"), None);
+    }
 }

@@ -233,7 +233,9 @@ pub struct evstream_metrics {
     pub journal_lost: u64,
     /// Journals of earlier processes not replayed (see `docs/operations.md`).
     pub journals_refused: u64,
-    /// `publish` calls timed (one in `ring.publish_timing_sample`).
+    /// `publish` calls timed (one in `ring.publish_timing_sample`) since the handle was
+    /// created; the percentiles below are over all of them (for a recent window, scrape
+    /// `/metrics`: its histogram's rate over time).
     pub publish_timed: u64,
     /// Median duration of the timed calls, in nanoseconds.
     pub publish_p50_ns: u64,

@@ -3,41 +3,14 @@
 //! refusal the boundary promises (null and foreign pointers, bad strings, closed handles).
 
 use std::ffi::{c_char, CStr};
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::ptr;
 
 use evstream_ffi::*;
 use evstream_testkit::RedisServer;
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The static library cargo built next to this test (all crate types are built together).
-fn static_library() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap();
-    [deps.parent().unwrap(), deps]
-        .iter()
-        .map(|dir| dir.join("libevstream_ffi.a"))
-        .find(|path| path.exists())
-        .expect("libevstream_ffi.a next to the test binary")
-}
-
-fn compile(source: &str, out: &Path) {
-    let root = workspace();
-    let status = Command::new("g++")
-        .args(["-std=c++17", "-O2", "-Wall", "-Wextra", "-Werror"])
-        .arg(format!("-I{}", root.join("include").display()))
-        .arg(root.join(source))
-        .arg(static_library())
-        .args(["-lpthread", "-ldl", "-lm", "-lrt", "-lutil", "-o"])
-        .arg(out)
-        .status()
-        .expect("g++ (Debian: apt-get install g++)");
-    assert!(status.success(), "g++ failed on {source}");
-}
+mod common;
+use common::{compile, last_error, static_library, workspace};
 
 #[test]
 fn the_cpp_example_publishes_every_event_with_the_documented_envelope() {
@@ -163,16 +136,6 @@ fn the_cmake_project_builds_and_runs_the_example() {
 fn the_latency_harness_builds_without_warnings() {
     let dir = tempfile::tempdir().unwrap();
     compile("examples/cpp/latency.cpp", &dir.path().join("latency"));
-}
-
-fn last_error() -> String {
-    let mut buffer = [0 as c_char; 512];
-    // SAFETY: the buffer holds 512 writable bytes.
-    unsafe { evstream_last_error(buffer.as_mut_ptr(), buffer.len()) };
-    // SAFETY: evstream_last_error NUL-terminates within the buffer.
-    unsafe { CStr::from_ptr(buffer.as_ptr()) }
-        .to_string_lossy()
-        .into_owned()
 }
 
 fn s(text: &str) -> evstream_str {

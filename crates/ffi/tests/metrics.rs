@@ -4,29 +4,15 @@
 
 use std::ffi::{c_char, CStr, CString};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::ptr;
 use std::time::{Duration, Instant};
 
 use evstream_ffi::*;
-use evstream_testkit::RedisServer;
-use evstream_testkit::{http_get, http_get_with_token};
+use evstream_testkit::{http_get, http_get_with_token, RedisServer};
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The static library cargo built next to this test.
-fn static_library() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap();
-    [deps.parent().unwrap(), deps]
-        .iter()
-        .map(|dir| dir.join("libevstream_ffi.a"))
-        .find(|path| path.exists())
-        .expect("libevstream_ffi.a next to the test binary")
-}
+mod common;
+use common::{compile, last_error};
 
 /// The value of a sample line `name value` (no labels) in a Prometheus text page.
 fn sample(page: &str, name: &str) -> Option<f64> {
@@ -38,32 +24,12 @@ fn sample(page: &str, name: &str) -> Option<f64> {
         })
 }
 
-fn last_error() -> String {
-    let mut buffer = [0 as c_char; 512];
-    // SAFETY: the buffer holds 512 writable bytes.
-    unsafe { evstream_last_error(buffer.as_mut_ptr(), buffer.len()) };
-    // SAFETY: evstream_last_error NUL-terminates within the buffer.
-    unsafe { CStr::from_ptr(buffer.as_ptr()) }
-        .to_string_lossy()
-        .into_owned()
-}
-
 #[test]
 fn the_cpp_example_serves_its_metrics_while_it_publishes() {
     let redis = RedisServer::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let binary = dir.path().join("order_flow");
-    let root = workspace();
-    let status = Command::new("g++")
-        .args(["-std=c++17", "-O2", "-Wall", "-Wextra", "-Werror"])
-        .arg(format!("-I{}", root.join("include").display()))
-        .arg(root.join("examples/cpp/order_flow.cpp"))
-        .arg(static_library())
-        .args(["-lpthread", "-ldl", "-lm", "-lrt", "-lutil", "-o"])
-        .arg(&binary)
-        .status()
-        .expect("g++ (Debian: apt-get install g++)");
-    assert!(status.success(), "g++ failed");
+    compile("examples/cpp/order_flow.cpp", &binary);
     // 2 threads × 2,000 orders at 1,000 orders/s each: about 2 s of publishing.
     let mut child = Command::new(&binary)
         .args([&redis.url(), "2000", "2", "--metrics", "127.0.0.1:0"])

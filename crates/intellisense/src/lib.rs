@@ -254,6 +254,26 @@ struct Handled {
     unmatched_checks: Vec<String>,
 }
 
+impl Handled {
+    /// An event with nothing to pair (no correlation id, or its order complete already),
+    /// kept for its counts and its risk score.
+    fn unpaired(event: &Envelope, kind: Kind, symbol: Option<String>, risk: Option<f64>) -> Self {
+        Self {
+            event_id: event.event_id,
+            correlation_id: event.correlation_id.clone(),
+            kind,
+            timestamp_ns: event.timestamp_ns,
+            symbol,
+            local: Vec::new(),
+            open: Vec::new(),
+            remote: Vec::new(),
+            risk,
+            confirm_first_fill: false,
+            unmatched_checks: Vec::new(),
+        }
+    }
+}
+
 /// A result computed from a commit, written by [`Handler::flush`].
 #[derive(Debug)]
 struct Derived {
@@ -645,37 +665,15 @@ impl Handler for IntelliSense {
             .saturating_record(wall_clock_ns().saturating_sub(ts).max(1));
         if event.correlation_id.is_empty() {
             // Not part of an order's life: nothing to pair; counted once committed.
-            self.batch.push(Handled {
-                event_id: event.event_id,
-                correlation_id: String::new(),
-                kind,
-                timestamp_ns: ts,
-                symbol,
-                local: Vec::new(),
-                open: Vec::new(),
-                remote: Vec::new(),
-                risk: risk_score,
-                confirm_first_fill: false,
-                unmatched_checks: Vec::new(),
-            });
+            self.batch
+                .push(Handled::unpaired(event, kind, symbol, risk_score));
             return Ok(());
         }
         if self.tracker.was_completed(&event.correlation_id) {
             // A later partial fill (or any event) of an order already complete: nothing to
             // pair, and no new state that would wait for an order that will not come.
-            self.batch.push(Handled {
-                event_id: event.event_id,
-                correlation_id: event.correlation_id.clone(),
-                kind,
-                timestamp_ns: ts,
-                symbol,
-                local: Vec::new(),
-                open: Vec::new(),
-                remote: Vec::new(),
-                risk: risk_score,
-                confirm_first_fill: false,
-                unmatched_checks: Vec::new(),
-            });
+            self.batch
+                .push(Handled::unpaired(event, kind, symbol, risk_score));
             return Ok(());
         }
 

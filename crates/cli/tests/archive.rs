@@ -3,21 +3,15 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use evstream::archive::read::ArchiveReader;
 use evstream::archive::Kind;
 use evstream_testkit::{RedisServer, Reply};
 
-fn evstream() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_evstream"));
-    command.env_remove("EVSTREAM_REDIS_URL");
-    command
-}
-
-/// Kills the child when the test ends, passing or not.
-struct Running(Child);
+mod common;
+use common::{evstream, Running};
 
 impl Running {
     /// Waits until the child exits, `what` failing the test past `limit`; returns what it
@@ -36,13 +30,6 @@ impl Running {
             std::io::Read::read_to_string(err, &mut text).unwrap();
         }
         text
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

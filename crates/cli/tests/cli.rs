@@ -1,11 +1,7 @@
 //! The `evstream` binary, run as a user runs it.
-use std::process::Command;
 
-fn evstream() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_evstream"));
-    command.env_remove("EVSTREAM_REDIS_URL");
-    command
-}
+mod common;
+use common::evstream;
 
 /// Checks a `--report` page: one self-contained HTML document holding `charts` SVG charts,
 /// each with drawn series, and the run's summary.

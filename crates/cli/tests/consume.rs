@@ -7,13 +7,10 @@ use std::time::{Duration, Instant};
 use evstream_testkit::RedisServer;
 use redis::Commands;
 
-const GROUP_COUNTERS: &str = "events:consume:intellisense_group";
+mod common;
+use common::evstream;
 
-fn evstream() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_evstream"));
-    command.env_remove("EVSTREAM_REDIS_URL");
-    command
-}
+const GROUP_COUNTERS: &str = "events:consume:intellisense_group";
 
 /// Appends `orders` order lifecycles (signal, order, fill): `3 × orders` events.
 fn append_orders(connection: &mut redis::Connection, orders: u64) {

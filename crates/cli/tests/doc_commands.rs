@@ -13,7 +13,9 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+mod common;
+use common::evstream;
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -232,16 +234,6 @@ fn scan(path: &Path, shown: &mut Shown) {
             }
         }
     }
-}
-
-fn evstream() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_evstream"));
-    for (name, _) in std::env::vars() {
-        if name.starts_with("EVSTREAM_") {
-            command.env_remove(name);
-        }
-    }
-    command
 }
 
 #[test]

@@ -3,28 +3,15 @@
 //! the latencies, the risk scores and the alerts on its `/metrics`, and `evstream ops` fires
 //! `OrderLatencyHigh` and `OrderRiskHigh` to its log, its webhook and its `/metrics`.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use evstream::publish::{self, OrderCreated, OrderFilled, Side};
 use evstream::{ship, Config};
 use evstream_testkit::{free_port, http_get, RedisServer, WebhookSink};
 
-fn evstream() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_evstream"));
-    command.env_remove("EVSTREAM_REDIS_URL");
-    command
-}
-
-/// Kills the child when the test ends, passing or not.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod common;
+use common::{evstream, Running};
 
 /// The value of the sample `series` (name and labels exactly as rendered).
 fn sample(page: &str, series: &str) -> Option<f64> {

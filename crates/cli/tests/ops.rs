@@ -1,26 +1,13 @@
 //! `evstream ops` and `evstream status` as an operator runs them: /metrics parses as
 //! Prometheus text with the named series, /health follows Redis going away and coming back.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use evstream_testkit::{free_port, http_get, http_get_with_token, RedisServer};
 
-fn evstream() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_evstream"));
-    command.env_remove("EVSTREAM_REDIS_URL");
-    command
-}
-
-/// Kills the child when the test ends, passing or not.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod common;
+use common::{evstream, Running};
 
 fn seed(redis: &RedisServer) {
     for i in 0..30 {

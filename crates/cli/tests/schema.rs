@@ -6,11 +6,8 @@ use std::process::{Command, Output, Stdio};
 
 use evstream_testkit::RedisServer;
 
-fn evstream() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_evstream"));
-    command.env_remove("EVSTREAM_REDIS_URL");
-    command
-}
+mod common;
+use common::evstream;
 
 fn shipped() -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -9,21 +9,8 @@ use std::time::{Duration, Instant};
 
 use evstream_testkit::RedisServer;
 
-fn evstream() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_evstream"));
-    command.env_remove("EVSTREAM_REDIS_URL");
-    command
-}
-
-/// Kills the child when the test ends, passing or not.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod common;
+use common::{evstream, Running};
 
 /// Appends `n` entries of `event_type` to `key` in one call (one `EVAL`).
 fn append(redis: &RedisServer, key: &str, event_type: &str, n: u32) {

@@ -3,8 +3,6 @@
 mod common;
 use common::evstream;
 
-/// Checks a `--report` page: one self-contained HTML document holding `charts` SVG charts,
-/// each with drawn series, and the run's summary.
 /// Runs `evstream` with `args`, checks that it succeeded, and parses its JSON output.
 fn json_of(args: &[&str]) -> serde_json::Value {
     let output = evstream().args(args).output().unwrap();
@@ -16,6 +14,8 @@ fn json_of(args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
+/// Checks a `--report` page: one self-contained HTML document holding `charts` SVG charts,
+/// each with drawn series, and the run's summary.
 fn check_report(path: &std::path::Path, charts: usize, summary_field: &str) {
     let html = std::fs::read_to_string(path).unwrap();
     assert!(html.starts_with("<!DOCTYPE html>"), "{html:.200}");

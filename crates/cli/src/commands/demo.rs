@@ -203,6 +203,34 @@ impl Ops {
     }
 }
 
+/// Creates the demo's group at the end of every partition (and the stream, if missing),
+/// unless it exists.
+fn create_groups_at_end(config: &Config) -> anyhow::Result<()> {
+    for part in config.partition_configs() {
+        let mut connection = part
+            .redis
+            .client()?
+            .get_connection_with_timeout(Duration::from_secs(3))?;
+        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&part.redis.stream)
+            .arg(&part.consume.group)
+            .arg("$")
+            .arg("MKSTREAM")
+            .query(&mut connection);
+        match created {
+            Err(error) if error.code() != Some("BUSYGROUP") => {
+                return Err(anyhow::Error::new(error).context(format!(
+                    "cannot create the group {} on {}",
+                    part.consume.group, part.redis.stream
+                )))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Reads how many entries the demo group has handled: its `processed` and `skipped`
 /// counters (types IntelliSense does not read are acknowledged unhandled), summed over
 /// partitions, over connections kept for the run (one per partition: on a cluster, each to
@@ -296,8 +324,11 @@ pub(crate) fn run(
         target.private.is_some(),
     )?;
     if target.private.is_none() {
-        // A shared Redis may hold older entries: the demo's group starts at the end.
+        // A shared Redis may hold older entries: the demo's group starts at the end, created
+        // here, before the engine starts (by the consumer threads, on a busy machine, it
+        // could come after the engine's first events, which the group would never see).
         config.consume.start_id = "$".to_owned();
+        create_groups_at_end(&config)?;
     }
     let mut counter = GroupCounter::open(&config)?;
     let handled_before = counter.handled()?;

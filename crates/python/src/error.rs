@@ -105,7 +105,11 @@ impl From<Error> for PyErr {
             Error::Publish(PublishError::RingFull { .. }) => RingFull::new_err(message),
             Error::Publish(PublishError::TooLarge { .. }) => TooLarge::new_err(message),
             Error::Publish(PublishError::Closed) | Error::Closed { .. } => Closed::new_err(message),
-            Error::Publish(_) => InvalidEvent::new_err(message),
+            Error::Publish(_)
+            | Error::Argument {
+                argument: "version" | "side",
+                ..
+            } => InvalidEvent::new_err(message),
             Error::Config(_) | Error::Ship(ShipError::Config(_)) | Error::Argument { .. } => {
                 ConfigError::new_err(message)
             }

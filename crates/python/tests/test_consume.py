@@ -18,14 +18,14 @@ WORKER = pathlib.Path(__file__).with_name("consume_worker.py")
 
 
 def publish(url, n, stream="events"):
-    pub = evstream.Publisher(url, stream=stream, ring_capacity=1024)
+    pub = evstream.Publisher(url, stream=stream)
     for i in range(n):
         pub.publish("OrderCreated", {"orderId": str(i), "symbol": "AAPL", "quantity": i},
                     correlation_id=f"o{i}")
     assert pub.close(timeout=10)["shipped"] == n
 
 
-def wait_for(predicate, timeout=20.0):
+def wait_for(predicate, timeout=60.0):
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
@@ -36,7 +36,7 @@ def test_events_come_with_their_envelope_and_are_acknowledged(redis_url, r):
     publish(redis_url, 50)
     c = evstream.Consumer(redis_url, stream="events", group="research", consumer="c1")
     seen = []
-    for ev in c.events(stop_when_idle=1.0):
+    for ev in c.events(stop_when_idle=2.0):
         seen.append((ev.sequence, ev.correlation_id, ev.event_type, ev.version, ev.data,
                      ev.deliveries))
         ev.ack()
@@ -63,7 +63,7 @@ def test_v1_orders_are_migrated_with_the_registry(redis_url):
     c = evstream.Consumer(redis_url, stream="events", group="g", consumer="c1",
                           schemas=str(SCHEMAS))
     got = []
-    for ev in c.events(stop_when_idle=1.0):
+    for ev in c.events(stop_when_idle=2.0):
         got.append((ev.version, ev.data))
         ev.ack()
     assert got == [
@@ -150,3 +150,19 @@ def test_ctrl_c_stops_the_consumer_cleanly_committing_what_was_acknowledged(redi
     assert out.split() == ["interrupted", "200"]
     assert r.xpending("events", "research")["pending"] == 0
     assert r.hget("events:consume:research", "processed") == b"200"
+
+
+def test_an_event_left_without_a_verdict_is_failed_and_comes_back(redis_url, r):
+    publish(redis_url, 2)
+    c = evstream.Consumer(redis_url, stream="events", group="g", consumer="c1",
+                          min_idle_ms=200)
+    seen = []
+    for ev in c.events(stop_when_idle=2.0):
+        seen.append((ev.correlation_id, ev.deliveries))
+        if (ev.correlation_id, ev.deliveries) != ("o0", 1):
+            ev.ack()  # the first delivery of o0 gets no verdict
+    report = c.close()
+    assert seen == [("o0", 1), ("o1", 1), ("o0", 2)]
+    assert report["processed"] == 2
+    assert report["failed_attempts"] == 1
+    assert r.xpending("events", "g")["pending"] == 0

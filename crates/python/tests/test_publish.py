@@ -124,3 +124,26 @@ def test_a_full_ring_raises_ring_full():
     report = pub.close(timeout=0.2)
     assert report["shipped"] == 0
     assert report["undelivered"] >= 64
+
+
+def test_threads_publish_through_one_publisher(redis_url, r):
+    import threading
+
+    pub = evstream.Publisher(redis_url, stream="threads")
+
+    def work(t):
+        for i in range(5_000):
+            retrying(pub.publish, "Tick", {"t": t, "i": i}, correlation_id=f"t{t}")
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert pub.close(timeout=30)["shipped"] == 20_000
+    entries = r.xrange("threads")
+    assert [int(f[b"sequence"]) for _, f in entries] == list(range(1, 20_001))
+    for t in range(4):  # each thread's events in its order
+        mine = [json.loads(f[b"data"])["i"] for _, f in entries
+                if f[b"correlation_id"] == f"t{t}".encode()]
+        assert mine == list(range(5_000))

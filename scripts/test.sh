@@ -43,6 +43,18 @@ diff -u include/evstream.h target/evstream.h.generated ||
 echo "==> cargo test"
 cargo test --workspace --locked
 
+echo "==> the Python package (crates/python, docs/python.md): pip install in a fresh venv, pytest"
+# A fresh venv every run, the package installed the way a user installs it (pip builds it with
+# maturin, fetched from PyPI as its build backend), so a missing build step fails here.
+python3 -c "import ensurepip" >/dev/null 2>&1 ||
+    { echo "error: Python's venv is missing: install the Debian package python3-venv" >&2; exit 1; }
+rm -rf target/python-venv
+python3 -m venv target/python-venv
+target/python-venv/bin/pip install --quiet --disable-pip-version-check \
+    "pytest==8.3.4" "redis==5.2.1"
+target/python-venv/bin/pip install --quiet --disable-pip-version-check ./crates/python
+target/python-venv/bin/python -m pytest -q -p no:cacheprovider crates/python/tests
+
 echo "==> the archive read by DuckDB, pandas and Polars (docs/history.md)"
 scripts/check-archive.sh
 

@@ -10,7 +10,7 @@ use evstream_ffi::*;
 use evstream_testkit::RedisServer;
 
 mod common;
-use common::{compile, last_error, static_library, workspace};
+use common::{compile, last_error, s, static_library, workspace};
 
 #[test]
 fn the_cpp_example_publishes_every_event_with_the_documented_envelope() {
@@ -136,13 +136,6 @@ fn the_cmake_project_builds_and_runs_the_example() {
 fn the_latency_harness_builds_without_warnings() {
     let dir = tempfile::tempdir().unwrap();
     compile("examples/cpp/latency.cpp", &dir.path().join("latency"));
-}
-
-fn s(text: &str) -> evstream_str {
-    evstream_str {
-        ptr: text.as_ptr().cast(),
-        len: text.len(),
-    }
 }
 
 #[test]

@@ -12,7 +12,7 @@ use evstream_ffi::*;
 use evstream_testkit::{http_get, http_get_with_token, RedisServer};
 
 mod common;
-use common::{compile, last_error};
+use common::{compile, last_error, s};
 
 /// The value of a sample line `name value` (no labels) in a Prometheus text page.
 fn sample(page: &str, name: &str) -> Option<f64> {
@@ -172,14 +172,8 @@ fn the_metrics_struct_reads_what_metrics_shows() {
         let status = unsafe {
             evstream_publish(
                 handle.0,
-                evstream_str {
-                    ptr: c"Signal".as_ptr(),
-                    len: 6,
-                },
-                evstream_str {
-                    ptr: correlation.as_ptr().cast(),
-                    len: correlation.len(),
-                },
+                s("Signal"),
+                s(&correlation),
                 payload.as_ptr(),
                 payload.len(),
             )
@@ -191,14 +185,8 @@ fn the_metrics_struct_reads_what_metrics_shows() {
     let status = unsafe {
         evstream_publish(
             handle.0,
-            evstream_str {
-                ptr: c"Signal".as_ptr(),
-                len: 6,
-            },
-            evstream_str {
-                ptr: ptr::null(),
-                len: 0,
-            },
+            s("Signal"),
+            s(""),
             too_large.as_ptr(),
             too_large.len(),
         )

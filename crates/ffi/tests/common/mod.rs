@@ -5,7 +5,7 @@ use std::ffi::{c_char, CStr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use evstream_ffi::evstream_last_error;
+use evstream_ffi::{evstream_last_error, evstream_str};
 
 pub(crate) fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -48,4 +48,12 @@ pub(crate) fn last_error() -> String {
     unsafe { CStr::from_ptr(buffer.as_ptr()) }
         .to_string_lossy()
         .into_owned()
+}
+
+/// A string as the C ABI's pointer and length.
+pub(crate) fn s(text: &str) -> evstream_str {
+    evstream_str {
+        ptr: text.as_ptr().cast(),
+        len: text.len(),
+    }
 }

@@ -379,7 +379,8 @@ impl Publisher {
     ) -> Result<(), PublishError> {
         let max = self.shared.max_event_bytes;
         self.publish_with(head, |slot| {
-            let recorder = tape::Recorder::new(&mut slot.data, max);
+            let mut tape = slot.tape();
+            let recorder = tape::Recorder::new(&mut tape, max);
             let mut serializer = json::Serializer(recorder);
             let refused = match payload.serialize(&mut serializer) {
                 Ok(()) => match serializer.0.finish() {
@@ -496,7 +497,7 @@ impl Publisher {
             }
         }
         self.publish_with(Head::of(event), |slot| {
-            event.record(&mut slot.data);
+            event.record(&mut slot.tape());
             Ok(())
         })
     }
@@ -840,9 +841,9 @@ impl Receiver {
                     .unwrap_or_else(|| Vec::with_capacity(slot_bytes));
                 let kind = match slot.body {
                     // The JSON is written here, on the shipper's thread, not in `publish`.
-                    Body::Tape => {
+                    Body::InlineTape | Body::Tape => {
                         data.clear();
-                        match tape::replay(&slot.data, &mut data) {
+                        match tape::replay(slot.tape_bytes(), &mut data) {
                             Ok(()) => PayloadKind::Json,
                             // Never expected (a bug): let the shipper's JSON check send the
                             // event to the dead letters, where it can be seen, not lost.

@@ -70,6 +70,7 @@
 #![deny(missing_docs)]
 
 mod loom;
+mod pages;
 
 use std::fmt;
 use std::sync::Arc;
@@ -94,15 +95,16 @@ where
             requested: capacity,
         });
     }
-    let slots = (0..capacity as u64)
-        .map(|position| Slot {
-            stamp: AtomicU64::new(position),
-            entry: UnsafeCell::new(Entry {
-                value: factory(),
-                abandoned: false,
-            }),
-        })
-        .collect();
+    let mut slots = Vec::with_capacity(capacity);
+    pages::prefer_huge_pages(slots.spare_capacity_mut());
+    slots.extend((0..capacity as u64).map(|position| Slot {
+        stamp: AtomicU64::new(position),
+        entry: UnsafeCell::new(Entry {
+            value: factory(),
+            abandoned: false,
+        }),
+    }));
+    let slots = slots.into_boxed_slice();
     let shared = Arc::new(Shared {
         tail: CachePadded::new(AtomicU64::new(0)),
         head: CachePadded::new(AtomicU64::new(0)),
@@ -190,6 +192,11 @@ impl Stats {
     }
 }
 
+/// Aligned to two cache lines (the pair Intel's adjacent-line prefetcher fetches together), so
+/// producers writing neighbouring positions on different cores never write the same line.
+/// Measured with two producers (`publish_latency`, `--only typed`): p50 181–204 ns unaligned
+/// against 121–125 ns aligned, when the ring is on huge pages.
+#[repr(align(128))]
 struct Slot<T> {
     /// Who may touch the slot. For position `p` mapping to this slot: `p` means free for the
     /// producer that claims `p`; `p + 1` means committed (or abandoned) and ready for the

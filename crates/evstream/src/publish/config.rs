@@ -19,9 +19,9 @@ pub enum WhenFull {
 
 /// `[ring]`: the in-process ring buffer between the engine's threads and the shipper.
 ///
-/// Memory: about `capacity × (slot_bytes + 256)` bytes, allocated once at start (80 MiB by
-/// default): besides its payload buffer, each slot holds the event type and the correlation
-/// id.
+/// Memory: about `capacity × (slot_bytes + 384)` bytes, allocated once at start (88 MiB by
+/// default): besides its payload buffer, each slot holds the event type, the correlation id
+/// and, in 128 bytes of its own, the binary record of a short typed event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RingConfig {

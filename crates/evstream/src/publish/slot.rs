@@ -41,14 +41,128 @@ pub enum PayloadKind {
     Raw,
 }
 
-/// What a slot's `data` holds.
+/// What a slot's payload is, and where it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Body {
-    /// A payload recorded in binary by `publish` (see [`super::tape`]): the drain writes
-    /// its JSON.
+    /// A payload recorded in binary by `publish` (see [`super::tape`]), in the slot's own
+    /// `inline` bytes: the drain writes its JSON.
+    InlineTape,
+    /// The same, too long for `inline`, in `data`.
     Tape,
-    /// Bytes handed over by `publish_raw`.
+    /// Bytes handed over by `publish_raw`, in `data`.
     Raw,
+}
+
+/// Bytes of tape a slot holds in itself. A typed order, fill or quote (tens of bytes unless
+/// its strings are long) is recorded there, so its `publish` writes the slot's own cache
+/// lines only: the ring's slot array is one allocation (on huge pages where the kernel has
+/// them), where `data` is one of tens of thousands of heap blocks, each on a 4 KiB page that
+/// is rarely in the TLB (see `evstream_ring`'s `pages`).
+pub(crate) const INLINE_TAPE: usize = 128;
+
+/// Up to `N` bytes stored inline.
+pub(crate) struct InlineBytes<const N: usize> {
+    len: u16,
+    bytes: [u8; N],
+}
+
+impl<const N: usize> InlineBytes<N> {
+    const fn new() -> Self {
+        Self {
+            len: 0,
+            bytes: [0; N],
+        }
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+
+    /// Appends `bytes` if they fit; says whether they did.
+    #[inline(always)]
+    fn try_push(&mut self, bytes: &[u8]) -> bool {
+        let at = usize::from(self.len);
+        match self.bytes.get_mut(at..at + bytes.len()) {
+            Some(room) => {
+                copy_short(room, bytes);
+                self.len = (at + bytes.len()) as u16;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// `dst.copy_from_slice(src)` without a `memcpy` call for short slices: two fixed-size (so
+/// inlined) copies that overlap in the middle.
+#[inline(always)]
+fn copy_short(dst: &mut [u8], src: &[u8]) {
+    #[inline(always)]
+    fn overlapping<const K: usize>(dst: &mut [u8], src: &[u8]) {
+        let n = src.len();
+        dst[..K].copy_from_slice(&src[..K]);
+        dst[n - K..n].copy_from_slice(&src[n - K..]);
+    }
+    match src.len() {
+        0 => {}
+        1 => dst[0] = src[0],
+        2..=3 => overlapping::<2>(dst, src),
+        4..=7 => overlapping::<4>(dst, src),
+        8..=15 => overlapping::<8>(dst, src),
+        16..=32 => overlapping::<16>(dst, src),
+        33..=64 => overlapping::<32>(dst, src),
+        _ => dst.copy_from_slice(src),
+    }
+}
+
+/// Writes a slot's tape: into its `inline` bytes while they last, then into `data`.
+pub(crate) struct SlotTape<'a> {
+    slot: &'a mut EventSlot,
+}
+
+impl super::tape::TapeOut for SlotTape<'_> {
+    #[inline]
+    fn clear(&mut self) {
+        self.slot.body = Body::InlineTape;
+        self.slot.inline.len = 0;
+    }
+
+    #[inline]
+    fn extend(&mut self, bytes: &[u8]) {
+        let slot = &mut *self.slot;
+        if slot.body == Body::InlineTape && slot.inline.try_push(bytes) {
+            return;
+        }
+        self.spill().extend_from_slice(bytes);
+    }
+
+    #[inline(always)]
+    fn write_parts(&mut self, fixed: &[u8], strings: &[&str]) {
+        let total = fixed.len() + strings.iter().map(|s| s.len()).sum::<usize>();
+        let slot = &mut *self.slot;
+        if total <= INLINE_TAPE {
+            slot.body = Body::InlineTape;
+            slot.inline.len = 0;
+            let mut fits = slot.inline.try_push(fixed);
+            for s in strings {
+                fits &= slot.inline.try_push(s.as_bytes());
+            }
+            debug_assert!(fits, "{total} bytes fit {INLINE_TAPE}");
+        } else {
+            slot.body = Body::Tape;
+            slot.data.write_parts(fixed, strings);
+        }
+    }
+
+    fn spill(&mut self) -> &mut Vec<u8> {
+        let slot = &mut *self.slot;
+        if slot.body == Body::InlineTape {
+            slot.data.clear();
+            slot.data.extend_from_slice(slot.inline.as_slice());
+            slot.body = Body::Tape;
+        }
+        &mut slot.data
+    }
 }
 
 /// One pre-allocated ring slot.
@@ -58,6 +172,8 @@ pub(crate) struct EventSlot {
     /// When `publish` was called, in the clock's ticks (see [`super::clock`]).
     pub(crate) ticks: u64,
     pub(crate) body: Body,
+    /// A short tape (see [`INLINE_TAPE`]).
+    pub(crate) inline: InlineBytes<INLINE_TAPE>,
     /// Schema version of the payload (the envelope's `version`, `v<N>`).
     pub(crate) version: u32,
     /// Nanoseconds the `publish` call took, for sampled calls; 0 otherwise.
@@ -74,9 +190,27 @@ impl EventSlot {
             correlation_id: InlineStr::new(),
             ticks: 0,
             body: Body::Raw,
+            inline: InlineBytes::new(),
             version: 1,
             publish_ns: 0,
             data: Vec::with_capacity(slot_bytes),
+        }
+    }
+
+    /// Starts this slot's tape (an empty one, in the slot's own bytes).
+    #[inline]
+    pub(crate) fn tape(&mut self) -> SlotTape<'_> {
+        let mut tape = SlotTape { slot: self };
+        super::tape::TapeOut::clear(&mut tape);
+        tape
+    }
+
+    /// The recorded tape, for a slot whose body is a tape.
+    #[inline]
+    pub(crate) fn tape_bytes(&self) -> &[u8] {
+        match self.body {
+            Body::InlineTape => self.inline.as_slice(),
+            Body::Tape | Body::Raw => &self.data,
         }
     }
 }
@@ -85,10 +219,11 @@ impl EventSlot {
 mod tests {
     use super::*;
 
-    /// The memory the configuration docs announce per slot: `slot_bytes` plus about 256.
+    /// The memory the configuration docs announce per slot: `slot_bytes` plus 384 (the
+    /// ring's slot, stamp included, is a multiple of 128 bytes).
     #[test]
-    fn a_slot_costs_its_payload_buffer_plus_at_most_256_bytes() {
-        assert!(std::mem::size_of::<EventSlot>() <= 256);
+    fn a_slot_costs_its_payload_buffer_plus_at_most_384_bytes() {
+        assert!(std::mem::size_of::<EventSlot>() + 16 <= 384);
     }
 
     #[test]

@@ -60,14 +60,51 @@ pub(crate) enum Fit {
 /// Bytes a [`Recorder`] stages on the stack before copying them into the slot.
 const STAGE: usize = 256;
 
+/// Where a tape is written: a slot (its own bytes, then its buffer), or a `Vec` in tests.
+pub(crate) trait TapeOut {
+    /// Empties the tape.
+    fn clear(&mut self);
+    /// Appends `bytes`.
+    fn extend(&mut self, bytes: &[u8]);
+    /// Replaces the tape with `fixed` followed by `strings`.
+    fn write_parts(&mut self, fixed: &[u8], strings: &[&str]);
+    /// The tape as a `Vec`, for writes that patch what they wrote (`Display` values).
+    fn spill(&mut self) -> &mut Vec<u8>;
+}
+
+impl TapeOut for Vec<u8> {
+    #[inline]
+    fn clear(&mut self) {
+        Vec::clear(self);
+    }
+
+    #[inline]
+    fn extend(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+
+    #[inline(always)]
+    fn write_parts(&mut self, fixed: &[u8], strings: &[&str]) {
+        Vec::clear(self);
+        self.extend_from_slice(fixed);
+        for s in strings {
+            super::json::append(self, s.as_bytes());
+        }
+    }
+
+    fn spill(&mut self) -> &mut Vec<u8> {
+        self
+    }
+}
+
 /// The [`Sink`] of the engine's thread: records into a slot's tape.
 ///
 /// The recording is staged in a buffer on the stack and copied into the slot's tape in one
 /// go (when the stage is full, and when the recorder is dropped): the slot's buffer was last
 /// touched a lap of the ring ago and is in no cache, and tens of small writes to it cost far
 /// more than one copy.
-pub(crate) struct Recorder<'a> {
-    tape: &'a mut Vec<u8>,
+pub(crate) struct Recorder<'a, T: TapeOut> {
+    tape: &'a mut T,
     staged: [u8; STAGE],
     staged_len: usize,
     /// Bounds of the JSON's length so far.
@@ -76,10 +113,10 @@ pub(crate) struct Recorder<'a> {
     max: usize,
 }
 
-impl<'a> Recorder<'a> {
+impl<'a, T: TapeOut> Recorder<'a, T> {
     /// Starts a record in `tape`, clearing it.
     #[inline]
-    pub(crate) fn new(tape: &'a mut Vec<u8>, max: usize) -> Self {
+    pub(crate) fn new(tape: &'a mut T, max: usize) -> Self {
         tape.clear();
         Self {
             tape,
@@ -132,14 +169,14 @@ impl<'a> Recorder<'a> {
             self.staged[..bytes.len()].copy_from_slice(bytes);
             self.staged_len = bytes.len();
         } else {
-            self.tape.extend_from_slice(bytes);
+            self.tape.extend(bytes);
         }
     }
 
     /// Copies the staged bytes into the slot's tape.
     #[inline]
     fn unstage(&mut self) {
-        self.tape.extend_from_slice(&self.staged[..self.staged_len]);
+        self.tape.extend(&self.staged[..self.staged_len]);
         self.staged_len = 0;
     }
 
@@ -161,7 +198,7 @@ impl<'a> Recorder<'a> {
     }
 }
 
-impl Drop for Recorder<'_> {
+impl<T: TapeOut> Drop for Recorder<'_, T> {
     fn drop(&mut self) {
         self.unstage();
     }
@@ -173,7 +210,7 @@ fn string_bounds(len: usize) -> (usize, usize) {
     (len + 2, len.saturating_mul(6).saturating_add(2))
 }
 
-impl Sink for Recorder<'_> {
+impl<T: TapeOut> Sink for Recorder<'_, T> {
     #[inline(always)]
     fn byte(&mut self, byte: u8) -> Result {
         self.grow(1, 1)?;
@@ -258,14 +295,15 @@ impl Sink for Recorder<'_> {
     }
 
     /// Formats now (the value is borrowed and gone after the call), into a string op.
-    fn display<T: Display + ?Sized>(&mut self, value: &T) -> Result {
+    fn display<D: Display + ?Sized>(&mut self, value: &D) -> Result {
         use fmt::Write;
         self.unstage();
-        self.tape.push(STR);
-        let at = self.tape.len();
-        self.tape.extend_from_slice(&[0; 4]);
+        let tape = self.tape.spill();
+        tape.push(STR);
+        let at = tape.len();
+        tape.extend_from_slice(&[0; 4]);
         let mut writer = Bounded {
-            tape: &mut *self.tape,
+            tape: &mut *tape,
             room: self.max.saturating_sub(self.lower + 2),
             too_large: false,
         };
@@ -276,11 +314,12 @@ impl Sink for Recorder<'_> {
                 display_failed()
             });
         }
-        let len = self.tape.len() - at - 4;
+        let len = tape.len() - at - 4;
+        let patch = at..at + 4;
         let (lower, upper) = string_bounds(len);
         self.grow(lower, upper)?;
         let len = u32::try_from(len).map_err(|_| JsonError::TooLarge)?;
-        self.tape[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        self.tape.spill()[patch].copy_from_slice(&len.to_le_bytes());
         Ok(())
     }
 }
@@ -358,8 +397,8 @@ pub(crate) fn replay(tape: &[u8], out: &mut Vec<u8>) -> std::result::Result<(), 
 pub(crate) trait Binary<'t>: Serialize + Sized + 't {
     /// At least the length of the event's JSON, from the strings' lengths alone.
     fn json_upper(&self) -> usize;
-    /// Clears `tape` and records the event.
-    fn record(&self, tape: &mut Vec<u8>);
+    /// Replaces `tape` with the event's record.
+    fn record(&self, tape: &mut impl TapeOut);
     /// Reads the event back (after its opcode); the strings borrow from the tape.
     fn replay(reader: &mut Reader<'t>) -> std::result::Result<Self, Corrupt>;
 
@@ -428,12 +467,8 @@ fn len32(s: &str) -> [u8; 4] {
 
 /// Copies the fixed part (built on the stack: one copy) and the strings.
 #[inline(always)]
-fn record_parts<const N: usize>(tape: &mut Vec<u8>, fixed: [u8; N], strings: &[&str]) {
-    tape.clear();
-    tape.extend_from_slice(&fixed);
-    for s in strings {
-        super::json::append(tape, s.as_bytes());
-    }
+fn record_parts<const N: usize>(tape: &mut impl TapeOut, fixed: [u8; N], strings: &[&str]) {
+    tape.write_parts(&fixed, strings);
 }
 
 /// Concatenates byte arrays into one of the sum of their lengths, at compile time sizes.
@@ -458,7 +493,7 @@ impl<'t> Binary<'t> for OrderCreated<'t> {
     }
 
     #[inline]
-    fn record(&self, tape: &mut Vec<u8>) {
+    fn record(&self, tape: &mut impl TapeOut) {
         let side = match self.side {
             Side::Buy => 0,
             Side::Sell => 1,
@@ -501,7 +536,7 @@ impl<'t> Binary<'t> for OrderFilled<'t> {
     }
 
     #[inline]
-    fn record(&self, tape: &mut Vec<u8>) {
+    fn record(&self, tape: &mut impl TapeOut) {
         let fixed = concat_bytes!(25;
             [ORDER_FILLED],
             self.quantity.to_le_bytes(),
@@ -534,7 +569,7 @@ impl<'t> Binary<'t> for MarketDataUpdate<'t> {
     }
 
     #[inline]
-    fn record(&self, tape: &mut Vec<u8>) {
+    fn record(&self, tape: &mut impl TapeOut) {
         let fixed = concat_bytes!(53;
             [MARKET_DATA],
             self.bid.to_le_bytes(),
@@ -608,18 +643,21 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::super::json::tests::json_value;
     use super::super::json::Serializer;
+    use super::super::slot::{EventSlot, INLINE_TAPE};
     use super::*;
     use proptest::prelude::*;
     use serde::Serialize;
 
-    /// Records `value` and replays it, as `publish` and the drain do.
+    /// Records `value` into a ring slot and replays it, as `publish` and the drain do: short
+    /// tapes in the slot's own bytes, longer ones spilled to its buffer on the way.
     fn deferred<T: Serialize + ?Sized>(value: &T, max: usize) -> Result<Vec<u8>> {
-        let mut tape = Vec::new();
+        let mut slot = EventSlot::with_capacity(64);
+        let mut tape = slot.tape();
         let mut serializer = Serializer(Recorder::new(&mut tape, max));
         value.serialize(&mut serializer)?;
         drop(serializer);
         let mut out = Vec::new();
-        replay(&tape, &mut out).expect("a recorded tape replays");
+        replay(slot.tape_bytes(), &mut out).expect("a recorded tape replays");
         Ok(out)
     }
 
@@ -808,10 +846,13 @@ mod tests {
 
     /// Records a typed event in its binary layout and replays it.
     fn typed<'t, E: Binary<'t>>(event: &E) -> Vec<u8> {
-        let mut tape = Vec::new();
+        // Over a tape left by a longer event, as in a reused slot.
+        let mut slot = EventSlot::with_capacity(64);
+        let mut tape = slot.tape();
+        tape.extend(&[0xff; INLINE_TAPE + 1]);
         event.record(&mut tape);
         let mut out = Vec::new();
-        replay(&tape, &mut out).expect("a recorded typed event replays");
+        replay(slot.tape_bytes(), &mut out).expect("a recorded typed event replays");
         assert!(
             out.len() <= event.json_upper(),
             "the bound holds: {} > {}",

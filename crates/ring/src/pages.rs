@@ -4,8 +4,11 @@
 //! slot: with 4 KiB pages, a producer walks onto a page whose translation is not in the TLB
 //! every 16 slots, and on a virtual machine each such miss is a two-level page walk. With
 //! 2 MiB pages the whole slot array fits in a few dozen TLB entries. Measured on a 2-vCPU KVM
-//! guest (`publish_latency --only typed`, the whole process on huge pages): one producer's
-//! p99 went from 256–297 ns to 171–192 ns, p99.9 from 433–530 ns to 325–396 ns.
+//! guest (`publish_latency --only typed`): with the whole process on huge pages, when typed
+//! records still went to the slots' heap buffers, one producer's p99 went from 256–297 ns to
+//! 171–192 ns. With the records in the slots (evstream's `INLINE_TAPE`) the slot array is all
+//! a typed publish touches, and its p99 measured the same with and without huge pages
+//! (BENCHMARKS.md): the advice is kept because it costs nothing, not for a measured gain.
 //!
 //! Best effort: `madvise(MADV_HUGEPAGE)` on the part of the allocation that covers whole
 //! 2 MiB pages, before anything is written to it, so the first touch faults in huge pages

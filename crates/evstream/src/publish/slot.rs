@@ -94,7 +94,8 @@ impl<const N: usize> InlineBytes<N> {
 }
 
 /// `dst.copy_from_slice(src)` without a `memcpy` call for short slices: two fixed-size (so
-/// inlined) copies that overlap in the middle.
+/// inlined) copies that overlap in the middle. The slice form of `json::append`, which does
+/// the same on a `Vec` (where it cannot take a slice of the spare capacity without `unsafe`).
 #[inline(always)]
 fn copy_short(dst: &mut [u8], src: &[u8]) {
     #[inline(always)]
@@ -139,16 +140,16 @@ impl super::tape::TapeOut for SlotTape<'_> {
     #[inline(always)]
     fn write_parts(&mut self, fixed: &[u8], strings: &[&str]) {
         let total = fixed.len() + strings.iter().map(|s| s.len()).sum::<usize>();
-        let slot = &mut *self.slot;
         if total <= INLINE_TAPE {
-            slot.body = Body::InlineTape;
-            slot.inline.len = 0;
+            self.clear();
+            let slot = &mut *self.slot;
             let mut fits = slot.inline.try_push(fixed);
             for s in strings {
                 fits &= slot.inline.try_push(s.as_bytes());
             }
             debug_assert!(fits, "{total} bytes fit {INLINE_TAPE}");
         } else {
+            let slot = &mut *self.slot;
             slot.body = Body::Tape;
             slot.data.write_parts(fixed, strings);
         }

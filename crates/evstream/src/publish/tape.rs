@@ -60,7 +60,8 @@ pub(crate) enum Fit {
 /// Bytes a [`Recorder`] stages on the stack before copying them into the slot.
 const STAGE: usize = 256;
 
-/// Where a tape is written: a slot (its own bytes, then its buffer), or a `Vec` in tests.
+/// Where a tape is written: a slot (its own bytes, then its buffer `Vec`), or a bare `Vec`
+/// (the slot's buffer once a tape spilled, and the tests').
 pub(crate) trait TapeOut {
     /// Empties the tape.
     fn clear(&mut self);
